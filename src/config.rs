@@ -1,0 +1,370 @@
+//! Settings, layered: built-in defaults < TOML file (`--config`, default `herald.toml` if present)
+//! < `HERALD_*` environment < command-line flags.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// Flags (and their environment variables) shared by every subcommand that needs settings.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SettingsArgs {
+    /// TOML configuration file [default: herald.toml if it exists]
+    #[arg(long, global = true, env = "HERALD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, global = true, env = "HERALD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Database URL: sqlite://FILE or postgres://… [default: sqlite://data/herald.db]
+    #[arg(long, global = true, env = "HERALD_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Base URL used in links Herald posts [default: http://LISTEN]
+    #[arg(long, global = true, env = "HERALD_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Name shown on the status page [default: Status]
+    #[arg(long, global = true, env = "HERALD_SITE_NAME", value_name = "NAME")]
+    pub site_name: Option<String>,
+    /// Log filter, e.g. info or herald=debug [default: info]
+    #[arg(long, global = true, env = "HERALD_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Log format: text or json [default: text]
+    #[arg(long, global = true, env = "HERALD_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// How long in-flight work may take to finish after SIGTERM [default: 30s]
+    #[arg(long, global = true, env = "HERALD_DRAIN_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub drain_timeout: Option<Duration>,
+    /// How long to keep serving (with /readyz failing) after SIGTERM before closing the
+    /// listener, so a load balancer notices [default: 0s]
+    #[arg(long, global = true, env = "HERALD_SHUTDOWN_DELAY", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub shutdown_delay: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The TOML file: every key optional, unknown keys refused so typos do not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<SocketAddr>,
+    database_url: Option<String>,
+    public_url: Option<String>,
+    site_name: Option<String>,
+    log: Option<String>,
+    log_format: Option<LogFormat>,
+    #[serde(default, with = "opt_duration")]
+    drain_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    shutdown_delay: Option<Duration>,
+    #[serde(default)]
+    components: Vec<ComponentSetting>,
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        humantime::parse_duration(&text)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration: {e}")))
+    }
+}
+
+/// A component declared in the configuration file; created at start if its slug is new.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentSetting {
+    pub slug: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub group: Option<String>,
+}
+
+/// A value that must never be printed: Debug and Display show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A database URL, printed with its password masked.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(Secret);
+
+impl DatabaseUrl {
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        let url = self.expose();
+        url.starts_with("postgres://") || url.starts_with("postgresql://")
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(self.expose()))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", redact_url(self.expose()))
+    }
+}
+
+/// `scheme://user:password@host/…` → `scheme://user:***@host/…`; anything else unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{path}")
+            } else {
+                url.to_owned()
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// The effective settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub database_url: DatabaseUrl,
+    pub public_url: String,
+    pub site_name: String,
+    pub log: String,
+    pub log_format: LogFormat,
+    pub drain_timeout: Duration,
+    pub shutdown_delay: Duration,
+    pub components: Vec<ComponentSetting>,
+    /// The file the settings came from, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/herald.db";
+
+impl Settings {
+    /// Layer defaults, the file, the environment and flags (clap already merged the last two).
+    pub fn load(args: &SettingsArgs) -> anyhow::Result<Self> {
+        let (file, config_file) = match &args.config {
+            Some(path) => (read_file(path)?, Some(path.clone())),
+            None if Path::new("herald.toml").exists() => {
+                let path = PathBuf::from("herald.toml");
+                (read_file(&path)?, Some(path))
+            }
+            None => (FileSettings::default(), None),
+        };
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"));
+        let database_url = args
+            .database_url
+            .clone()
+            .or(file.database_url)
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            bail!(
+                "database_url must start with sqlite: or postgres://, got {}",
+                redact_url(&database_url)
+            );
+        }
+        let public_url = args
+            .public_url
+            .clone()
+            .or(file.public_url)
+            .unwrap_or_else(|| format!("http://{listen}"));
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            bail!("public_url must be an http:// or https:// URL, got {public_url:?}");
+        }
+        Ok(Self {
+            listen,
+            database_url: DatabaseUrl(Secret::new(database_url)),
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            site_name: args
+                .site_name
+                .clone()
+                .or(file.site_name)
+                .unwrap_or_else(|| "Status".to_owned()),
+            log: args
+                .log
+                .clone()
+                .or(file.log)
+                .unwrap_or_else(|| "info".to_owned()),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            drain_timeout: args
+                .drain_timeout
+                .or(file.drain_timeout)
+                .unwrap_or(Duration::from_secs(30)),
+            shutdown_delay: args
+                .shutdown_delay
+                .or(file.shutdown_delay)
+                .unwrap_or(Duration::ZERO),
+            components: file.components,
+            config_file,
+        })
+    }
+
+    /// Settings for tests and tools: defaults with the given database.
+    pub fn for_database(database_url: &str) -> Self {
+        let args = SettingsArgs {
+            database_url: Some(database_url.to_owned()),
+            config: Some(PathBuf::from("/dev/null")),
+            ..SettingsArgs::default()
+        };
+        Self::load(&args).expect("default settings are valid")
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid configuration file {}", path.display()))
+}
+
+/// A commented configuration showing every key with its default.
+pub const EXAMPLE: &str = r#"# Herald configuration. Every key is optional; the values shown are the defaults.
+# Each key can also be set by an environment variable (shown after it), which wins over this file,
+# and by a command-line flag of the same name, which wins over both.
+
+# Address the HTTP server listens on.                          HERALD_LISTEN
+listen = "127.0.0.1:8080"
+
+# Where data lives: sqlite://FILE (created with its folder on first run)
+# or postgres://user:password@host/db for several instances.  HERALD_DATABASE_URL
+database_url = "sqlite://data/herald.db"
+
+# Base URL of the public status page, used in links Herald posts. HERALD_PUBLIC_URL
+# Defaults to http://<listen>.
+# public_url = "https://status.example.com"
+
+# Name shown at the top of the status page.                    HERALD_SITE_NAME
+site_name = "Status"
+
+# Log filter (tracing EnvFilter syntax) and format (text or json). HERALD_LOG, HERALD_LOG_FORMAT
+log = "info"
+log_format = "text"
+
+# After SIGTERM: keep serving this long with /readyz answering 503 so a load balancer stops
+# sending traffic, then stop accepting and let in-flight work finish within drain_timeout.
+# A second signal or the timeout forces the exit.  HERALD_SHUTDOWN_DELAY, HERALD_DRAIN_TIMEOUT
+shutdown_delay = "0s"
+drain_timeout = "30s"
+
+# Components of your service, created at start if their slug is new.
+# [[components]]
+# slug = "api"
+# name = "API"
+# description = "The public REST API"
+# group = "Backend"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_in_urls() {
+        assert_eq!(
+            redact_url("postgres://herald:s3cret@db:5432/herald"),
+            "postgres://herald:***@db:5432/herald"
+        );
+        assert_eq!(redact_url("postgres://db/herald"), "postgres://db/herald");
+        assert_eq!(
+            redact_url("sqlite://data/herald.db"),
+            "sqlite://data/herald.db"
+        );
+        let url = DatabaseUrl(Secret::new("postgres://u:pw@h/d"));
+        assert!(!format!("{url:?} {url}").contains("pw"));
+        assert_eq!(format!("{:?}", Secret::new("token")), "***");
+    }
+
+    #[test]
+    fn example_configuration_parses() {
+        let parsed: FileSettings = toml::from_str(EXAMPLE).unwrap();
+        assert_eq!(parsed.listen, Some(DEFAULT_LISTEN.parse().unwrap()));
+        assert_eq!(parsed.drain_timeout, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn layers_file_below_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nsite_name = \"DecAPI\"\ndrain_timeout = \"5s\"\n\
+             [[components]]\nslug = \"api\"\nname = \"API\"\n",
+        )
+        .unwrap();
+        let args = SettingsArgs {
+            config: Some(path),
+            site_name: Some("From flag".into()),
+            ..Default::default()
+        };
+        let s = Settings::load(&args).unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.site_name, "From flag");
+        assert_eq!(s.drain_timeout, Duration::from_secs(5));
+        assert_eq!(s.public_url, "http://127.0.0.1:9000");
+        assert_eq!(s.components.len(), 1);
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_bad_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, "listne = \"127.0.0.1:9000\"\n").unwrap();
+        let err = Settings::load(&SettingsArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("listne"), "{err:#}");
+        let err = Settings::load(&SettingsArgs {
+            config: Some("/dev/null".into()),
+            database_url: Some("mysql://x".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("database_url"));
+    }
+}

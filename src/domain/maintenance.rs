@@ -1,0 +1,906 @@
+//! Maintenance windows, their steps and the updates that make up their timeline.
+
+use jiff::Timestamp;
+
+use super::{Component, DomainError, RuleError, ValidationError, clean_text, limits};
+
+/// Where a window is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WindowState {
+    Draft,
+    Planned,
+    Scheduled,
+    InProgress,
+    Completed,
+    Cancelled,
+}
+
+impl WindowState {
+    pub const ALL: [Self; 6] = [
+        Self::Draft,
+        Self::Planned,
+        Self::Scheduled,
+        Self::InProgress,
+        Self::Completed,
+        Self::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Planned => "planned",
+            Self::Scheduled => "scheduled",
+            Self::InProgress => "in_progress",
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Draft => "Draft",
+            Self::Planned => "Planned",
+            Self::Scheduled => "Scheduled",
+            Self::InProgress => "In progress",
+            Self::Completed => "Completed",
+            Self::Cancelled => "Cancelled",
+        }
+    }
+
+    /// Not yet finished: completed and cancelled windows are closed.
+    pub fn is_open(self) -> bool {
+        !matches!(self, Self::Completed | Self::Cancelled)
+    }
+
+    /// Announced and not yet started.
+    pub fn is_upcoming(self) -> bool {
+        matches!(self, Self::Planned | Self::Scheduled)
+    }
+}
+
+/// Where a step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepState {
+    Pending,
+    InProgress,
+    Done,
+    Failed,
+    Skipped,
+}
+
+impl StepState {
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::InProgress,
+        Self::Done,
+        Self::Failed,
+        Self::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::InProgress => "in_progress",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::InProgress => "In progress",
+            Self::Done => "Done",
+            Self::Failed => "Failed",
+            Self::Skipped => "Skipped",
+        }
+    }
+
+    /// Finished for good as far as the order of the plan goes.
+    fn is_settled(self) -> bool {
+        matches!(self, Self::Done | Self::Skipped)
+    }
+}
+
+/// How much a window affects the public (Statuspage's maintenance impact levels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Impact {
+    None,
+    #[default]
+    Minor,
+    Major,
+    Critical,
+}
+
+impl Impact {
+    pub const ALL: [Self; 4] = [Self::None, Self::Minor, Self::Major, Self::Critical];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Minor => "minor",
+            Self::Major => "major",
+            Self::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|impact| impact.as_str() == s)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::None => "No expected impact",
+            Self::Minor => "Minor impact",
+            Self::Major => "Major impact",
+            Self::Critical => "Critical impact",
+        }
+    }
+}
+
+/// When a window happens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schedule {
+    /// No date yet; an optional free-text hint ("this Sunday or within two weeks").
+    Tentative { hint: Option<String> },
+    /// A start and, optionally, an expected end.
+    Fixed {
+        starts_at: Timestamp,
+        ends_at: Option<Timestamp>,
+    },
+}
+
+impl Schedule {
+    /// Build a schedule from the optional fields forms and the API send, checking them.
+    pub fn from_parts(
+        starts_at: Option<Timestamp>,
+        ends_at: Option<Timestamp>,
+        hint: Option<&str>,
+    ) -> Result<Self, ValidationError> {
+        match starts_at {
+            None => {
+                if ends_at.is_some() {
+                    return Err(ValidationError::new(
+                        "ends_at",
+                        "an expected end needs a start; leave both empty for a tentative window",
+                    ));
+                }
+                let hint = match hint {
+                    Some(h) => clean_text("schedule_hint", h, limits::HINT_MAX, false)?,
+                    None => None,
+                };
+                Ok(Self::Tentative { hint })
+            }
+            Some(starts_at) => {
+                if let Some(end) = ends_at
+                    && end <= starts_at
+                {
+                    return Err(ValidationError::new(
+                        "ends_at",
+                        "the expected end must be after the start",
+                    ));
+                }
+                Ok(Self::Fixed { starts_at, ends_at })
+            }
+        }
+    }
+}
+
+/// One ordered item of a window's plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// `None` until stored.
+    pub id: Option<i64>,
+    /// 1-based place in the plan.
+    pub position: i64,
+    pub title: String,
+    pub description: Option<String>,
+    pub state: StepState,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    /// The note given with the latest transition.
+    pub note: Option<String>,
+    /// How many times the step was started (retries count).
+    pub attempts: i64,
+}
+
+impl Step {
+    /// How long the step ran, once finished.
+    pub fn duration(&self) -> Option<jiff::SignedDuration> {
+        Some(self.finished_at?.duration_since(self.started_at?))
+    }
+}
+
+/// A step as given when planning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewStep {
+    pub title: String,
+    pub description: Option<String>,
+}
+
+/// The kind of a timeline entry; each lifecycle change has its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpdateKind {
+    Announced,
+    Rescheduled,
+    Started,
+    StepStarted,
+    StepDone,
+    StepFailed,
+    StepSkipped,
+    Note,
+    Completed,
+    Cancelled,
+}
+
+impl UpdateKind {
+    pub const ALL: [Self; 10] = [
+        Self::Announced,
+        Self::Rescheduled,
+        Self::Started,
+        Self::StepStarted,
+        Self::StepDone,
+        Self::StepFailed,
+        Self::StepSkipped,
+        Self::Note,
+        Self::Completed,
+        Self::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Announced => "announced",
+            Self::Rescheduled => "rescheduled",
+            Self::Started => "started",
+            Self::StepStarted => "step_started",
+            Self::StepDone => "step_done",
+            Self::StepFailed => "step_failed",
+            Self::StepSkipped => "step_skipped",
+            Self::Note => "note",
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == s)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Announced => "Announced",
+            Self::Rescheduled => "Rescheduled",
+            Self::Started => "Started",
+            Self::StepStarted => "Step started",
+            Self::StepDone => "Step done",
+            Self::StepFailed => "Step failed",
+            Self::StepSkipped => "Step skipped",
+            Self::Note => "Update",
+            Self::Completed => "Completed",
+            Self::Cancelled => "Cancelled",
+        }
+    }
+}
+
+/// A timeline entry produced by a rule, not yet stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUpdate {
+    pub kind: UpdateKind,
+    /// Generated text for lifecycle changes, the maintainer's words for free updates.
+    pub body: String,
+    /// The maintainer's note given with a transition.
+    pub note: Option<String>,
+    pub step_position: Option<i64>,
+    pub created_at: Timestamp,
+}
+
+/// A stored timeline entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    pub id: i64,
+    pub maintenance_id: i64,
+    pub kind: UpdateKind,
+    pub body: String,
+    pub note: Option<String>,
+    pub step_position: Option<i64>,
+    pub created_at: Timestamp,
+}
+
+/// A maintenance window with its plan: the aggregate every rule works on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Maintenance {
+    pub id: i64,
+    pub title: String,
+    pub description: String,
+    pub state: WindowState,
+    pub impact: Impact,
+    pub starts_at: Option<Timestamp>,
+    pub ends_at: Option<Timestamp>,
+    pub schedule_hint: Option<String>,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub announced_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// Optimistic-concurrency counter: a commit succeeds only if nobody committed in between.
+    pub version: i64,
+    pub components: Vec<Component>,
+    /// Ordered by position, positions 1..=n.
+    pub steps: Vec<Step>,
+}
+
+/// What a new window needs.
+#[derive(Debug, Clone)]
+pub struct NewMaintenance {
+    pub title: String,
+    pub description: String,
+    pub impact: Impact,
+    pub schedule: Schedule,
+    pub component_ids: Vec<i64>,
+    pub steps: Vec<NewStep>,
+}
+
+impl NewMaintenance {
+    /// Check and normalise every field.
+    pub fn validate(self) -> Result<Self, ValidationError> {
+        let title = clean_text("title", &self.title, limits::TITLE_MAX, true)?.unwrap_or_default();
+        let description = clean_text(
+            "description",
+            &self.description,
+            limits::DESCRIPTION_MAX,
+            false,
+        )?
+        .unwrap_or_default();
+        if self.steps.len() > limits::STEPS_MAX {
+            return Err(ValidationError::new(
+                "steps",
+                format!("a plan has at most {} steps", limits::STEPS_MAX),
+            ));
+        }
+        let steps = self
+            .steps
+            .into_iter()
+            .map(validate_step)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut component_ids = self.component_ids;
+        component_ids.sort_unstable();
+        component_ids.dedup();
+        Ok(Self {
+            title,
+            description,
+            impact: self.impact,
+            schedule: self.schedule,
+            component_ids,
+            steps,
+        })
+    }
+}
+
+pub fn validate_step(step: NewStep) -> Result<NewStep, ValidationError> {
+    Ok(NewStep {
+        title: clean_text("steps", &step.title, limits::TITLE_MAX, true)
+            .map_err(|e| ValidationError::new("steps", format!("step title {}", e.message)))?
+            .unwrap_or_default(),
+        description: match step.description {
+            Some(d) => clean_text("steps", &d, limits::DESCRIPTION_MAX, false)?,
+            None => None,
+        },
+    })
+}
+
+/// What may be done to a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepAction {
+    Start,
+    Done,
+    Fail,
+    Skip,
+}
+
+impl StepAction {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "start" => Some(Self::Start),
+            "done" => Some(Self::Done),
+            "fail" => Some(Self::Fail),
+            "skip" => Some(Self::Skip),
+            _ => None,
+        }
+    }
+}
+
+/// What may be done to a window as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowAction {
+    Announce,
+    Start,
+    Complete,
+    Cancel,
+}
+
+impl WindowAction {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "announce" => Some(Self::Announce),
+            "start" => Some(Self::Start),
+            "complete" => Some(Self::Complete),
+            "cancel" => Some(Self::Cancel),
+            _ => None,
+        }
+    }
+}
+
+fn clean_note(note: Option<&str>) -> Result<Option<String>, ValidationError> {
+    match note {
+        Some(n) => clean_text("note", n, limits::NOTE_MAX, false),
+        None => Ok(None),
+    }
+}
+
+/// A compact UTC rendering used in generated update texts.
+pub fn format_utc(t: Timestamp) -> String {
+    t.strftime("%a %-d %b %Y, %H:%M UTC").to_string()
+}
+
+impl Maintenance {
+    /// Public once announced; a draft (and a draft cancelled before announcing) never is.
+    pub fn is_public(&self) -> bool {
+        self.announced_at.is_some()
+    }
+
+    pub fn schedule(&self) -> Schedule {
+        match self.starts_at {
+            Some(starts_at) => Schedule::Fixed {
+                starts_at,
+                ends_at: self.ends_at,
+            },
+            None => Schedule::Tentative {
+                hint: self.schedule_hint.clone(),
+            },
+        }
+    }
+
+    pub fn steps_done(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| s.state == StepState::Done)
+            .count()
+    }
+
+    /// Steps that will not run any more (done or skipped), for the progress bar.
+    pub fn steps_settled(&self) -> usize {
+        self.steps.iter().filter(|s| s.state.is_settled()).count()
+    }
+
+    pub fn current_step(&self) -> Option<&Step> {
+        self.steps
+            .iter()
+            .find(|s| s.state == StepState::InProgress)
+            .or_else(|| self.steps.iter().find(|s| s.state == StepState::Failed))
+    }
+
+    /// In progress past its expected end.
+    pub fn is_overrunning(&self, now: Timestamp) -> bool {
+        self.state == WindowState::InProgress && self.ends_at.is_some_and(|end| now > end)
+    }
+
+    fn update(&self, kind: UpdateKind, body: String, now: Timestamp) -> NewUpdate {
+        NewUpdate {
+            kind,
+            body,
+            note: None,
+            step_position: None,
+            created_at: now,
+        }
+    }
+
+    fn schedule_text(&self) -> String {
+        match self.schedule() {
+            Schedule::Tentative { hint: Some(hint) } => format!("No date yet: {hint}."),
+            Schedule::Tentative { hint: None } => "No date yet.".to_owned(),
+            Schedule::Fixed {
+                starts_at,
+                ends_at: Some(end),
+            } => format!(
+                "Scheduled for {} until {}.",
+                format_utc(starts_at),
+                format_utc(end)
+            ),
+            Schedule::Fixed {
+                starts_at,
+                ends_at: None,
+            } => format!("Scheduled for {}.", format_utc(starts_at)),
+        }
+    }
+
+    fn refuse_finished(&self, what: &str) -> Result<(), RuleError> {
+        match self.state {
+            WindowState::Completed => Err(RuleError::new(format!(
+                "cannot {what}: the window is already completed"
+            ))),
+            WindowState::Cancelled => Err(RuleError::new(format!(
+                "cannot {what}: the window was cancelled"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Make a draft public: planned without a start, scheduled with one.
+    pub fn announce(&mut self, now: Timestamp) -> Result<Vec<NewUpdate>, DomainError> {
+        self.refuse_finished("announce")?;
+        if self.state != WindowState::Draft {
+            return Err(RuleError::new(format!(
+                "cannot announce: the window is already public ({})",
+                self.state.label().to_lowercase()
+            ))
+            .into());
+        }
+        self.state = if self.starts_at.is_some() {
+            WindowState::Scheduled
+        } else {
+            WindowState::Planned
+        };
+        self.announced_at = Some(now);
+        self.updated_at = now;
+        let body = format!("Maintenance announced. {}", self.schedule_text());
+        Ok(vec![self.update(UpdateKind::Announced, body, now)])
+    }
+
+    /// Set, move or remove the date.
+    pub fn reschedule(
+        &mut self,
+        schedule: Schedule,
+        now: Timestamp,
+    ) -> Result<Vec<NewUpdate>, DomainError> {
+        self.refuse_finished("reschedule")?;
+        if schedule == self.schedule() {
+            return Ok(Vec::new());
+        }
+        if self.state == WindowState::InProgress {
+            let Schedule::Fixed { starts_at, ends_at } = schedule else {
+                return Err(RuleError::new(
+                    "cannot remove the date: the window is already in progress",
+                )
+                .into());
+            };
+            // A window started without a date has no planned start to protect; the start
+            // given alongside the new end is then just the actual start.
+            if self.starts_at.is_some_and(|planned| planned != starts_at) {
+                return Err(RuleError::new(
+                    "cannot move the start: the window is already in progress; only the expected end can change",
+                )
+                .into());
+            }
+            self.ends_at = ends_at;
+            self.updated_at = now;
+            let body = match ends_at {
+                Some(end) => format!("Expected end moved to {}.", format_utc(end)),
+                None => "The expected end was removed.".to_owned(),
+            };
+            return Ok(vec![self.update(UpdateKind::Rescheduled, body, now)]);
+        }
+        match schedule {
+            Schedule::Tentative { hint } => {
+                self.starts_at = None;
+                self.ends_at = None;
+                self.schedule_hint = hint;
+            }
+            Schedule::Fixed { starts_at, ends_at } => {
+                self.starts_at = Some(starts_at);
+                self.ends_at = ends_at;
+                self.schedule_hint = None;
+            }
+        }
+        self.updated_at = now;
+        if self.state == WindowState::Draft {
+            // A draft is not public; its changes make no timeline entry.
+            return Ok(Vec::new());
+        }
+        self.state = if self.starts_at.is_some() {
+            WindowState::Scheduled
+        } else {
+            WindowState::Planned
+        };
+        let body = format!("Rescheduled. {}", self.schedule_text());
+        Ok(vec![self.update(UpdateKind::Rescheduled, body, now)])
+    }
+
+    /// Begin the work.
+    pub fn start(&mut self, now: Timestamp) -> Result<Vec<NewUpdate>, DomainError> {
+        self.refuse_finished("start")?;
+        match self.state {
+            WindowState::Draft => {
+                return Err(RuleError::new(
+                    "cannot start a draft: announce it first so the public knows",
+                )
+                .into());
+            }
+            WindowState::InProgress => {
+                return Err(RuleError::new("the window is already in progress").into());
+            }
+            _ => {}
+        }
+        self.state = WindowState::InProgress;
+        self.started_at = Some(now);
+        self.updated_at = now;
+        let body = if self.steps.is_empty() {
+            "Maintenance started.".to_owned()
+        } else {
+            format!(
+                "Maintenance started. The plan has {} step{}.",
+                self.steps.len(),
+                plural(self.steps.len())
+            )
+        };
+        Ok(vec![self.update(UpdateKind::Started, body, now)])
+    }
+
+    /// Finish the work.
+    pub fn complete(
+        &mut self,
+        note: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<NewUpdate>, DomainError> {
+        self.refuse_finished("complete")?;
+        let note = clean_note(note)?;
+        if self.state != WindowState::InProgress {
+            return Err(RuleError::new(format!(
+                "cannot complete: the window has not started ({})",
+                self.state.label().to_lowercase()
+            ))
+            .into());
+        }
+        if let Some(step) = self.steps.iter().find(|s| s.state == StepState::InProgress) {
+            return Err(RuleError::new(format!(
+                "cannot complete: step {} \u{201c}{}\u{201d} is still in progress; mark it done, failed or skipped first",
+                step.position, step.title
+            ))
+            .into());
+        }
+        let skipped: Vec<i64> = self
+            .steps
+            .iter_mut()
+            .filter(|s| s.state == StepState::Pending)
+            .map(|s| {
+                s.state = StepState::Skipped;
+                s.finished_at = Some(now);
+                s.note = Some("Not run: the window was completed without it.".to_owned());
+                s.position
+            })
+            .collect();
+        self.state = WindowState::Completed;
+        self.finished_at = Some(now);
+        self.updated_at = now;
+        let mut body = "Maintenance completed.".to_owned();
+        if !self.steps.is_empty() {
+            body.push_str(&format!(
+                " {} of {} step{} done.",
+                self.steps_done(),
+                self.steps.len(),
+                plural(self.steps.len())
+            ));
+        }
+        if !skipped.is_empty() {
+            body.push_str(&format!(" Not run: {}.", list_steps(&skipped)));
+        }
+        let mut update = self.update(UpdateKind::Completed, body, now);
+        update.note = note;
+        Ok(vec![update])
+    }
+
+    /// Call the window off; open steps are marked skipped.
+    pub fn cancel(
+        &mut self,
+        note: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<NewUpdate>, DomainError> {
+        self.refuse_finished("cancel")?;
+        let note = clean_note(note)?;
+        let was_running = self.state == WindowState::InProgress;
+        for step in &mut self.steps {
+            match step.state {
+                StepState::Pending if was_running => {
+                    step.state = StepState::Skipped;
+                    step.finished_at = Some(now);
+                    step.note = Some("Not run: the window was cancelled.".to_owned());
+                }
+                StepState::InProgress => {
+                    step.state = StepState::Skipped;
+                    step.finished_at = Some(now);
+                    step.note = Some("Interrupted: the window was cancelled.".to_owned());
+                }
+                _ => {}
+            }
+        }
+        self.state = WindowState::Cancelled;
+        self.finished_at = Some(now);
+        self.updated_at = now;
+        if !self.is_public() {
+            return Ok(Vec::new());
+        }
+        let body = if was_running {
+            format!(
+                "Maintenance cancelled while in progress; {} of {} step{} done.",
+                self.steps_done(),
+                self.steps.len(),
+                plural(self.steps.len())
+            )
+        } else {
+            "Maintenance cancelled.".to_owned()
+        };
+        let mut update = self.update(UpdateKind::Cancelled, body, now);
+        update.note = note;
+        Ok(vec![update])
+    }
+
+    /// Apply a window-level action.
+    pub fn apply(
+        &mut self,
+        action: WindowAction,
+        note: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<NewUpdate>, DomainError> {
+        match action {
+            WindowAction::Announce => self.announce(now),
+            WindowAction::Start => self.start(now),
+            WindowAction::Complete => self.complete(note, now),
+            WindowAction::Cancel => self.cancel(note, now),
+        }
+    }
+
+    /// Move step `position` (1-based) on.
+    pub fn step(
+        &mut self,
+        position: i64,
+        action: StepAction,
+        note: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<NewUpdate>, DomainError> {
+        let note = clean_note(note)?;
+        let total = self.steps.len();
+        let Some(index) = self.steps.iter().position(|s| s.position == position) else {
+            return Err(RuleError::new(format!(
+                "there is no step {position}; the plan has {total} step{}",
+                plural(total)
+            ))
+            .into());
+        };
+        self.refuse_finished("change a step")?;
+        if self.state != WindowState::InProgress {
+            return Err(RuleError::new(
+                "the window has not started yet; start it before working on its steps",
+            )
+            .into());
+        }
+        let state = self.steps[index].state;
+        let (kind, verb) = match action {
+            StepAction::Start => {
+                if !matches!(state, StepState::Pending | StepState::Failed) {
+                    return Err(RuleError::new(format!(
+                        "step {position} cannot start: it is {}",
+                        state.label().to_lowercase()
+                    ))
+                    .into());
+                }
+                if let Some(other) = self.steps.iter().find(|s| s.state == StepState::InProgress) {
+                    return Err(RuleError::new(format!(
+                        "step {position} cannot start while step {} is in progress; finish that one first",
+                        other.position
+                    ))
+                    .into());
+                }
+                if let Some(blocking) = self.steps[..index].iter().find(|s| !s.state.is_settled()) {
+                    let why = if blocking.state == StepState::Failed {
+                        "failed; retry or skip it first"
+                    } else {
+                        "not done yet; steps run in order"
+                    };
+                    return Err(RuleError::new(format!(
+                        "step {position} cannot start: step {} is {why}",
+                        blocking.position
+                    ))
+                    .into());
+                }
+                let step = &mut self.steps[index];
+                step.state = StepState::InProgress;
+                step.started_at = Some(now);
+                step.finished_at = None;
+                step.attempts += 1;
+                let verb = if state == StepState::Failed {
+                    "restarted (retry)"
+                } else {
+                    "started"
+                };
+                (UpdateKind::StepStarted, verb)
+            }
+            StepAction::Done | StepAction::Fail => {
+                if state != StepState::InProgress {
+                    let hint = if state == StepState::Pending {
+                        "; start it first"
+                    } else {
+                        ""
+                    };
+                    return Err(RuleError::new(format!(
+                        "step {position} is {}, not in progress{hint}",
+                        state.label().to_lowercase()
+                    ))
+                    .into());
+                }
+                let step = &mut self.steps[index];
+                step.finished_at = Some(now);
+                if action == StepAction::Done {
+                    step.state = StepState::Done;
+                    (UpdateKind::StepDone, "done")
+                } else {
+                    step.state = StepState::Failed;
+                    (UpdateKind::StepFailed, "failed")
+                }
+            }
+            StepAction::Skip => {
+                if !matches!(
+                    state,
+                    StepState::Pending | StepState::InProgress | StepState::Failed
+                ) {
+                    return Err(RuleError::new(format!(
+                        "step {position} cannot be skipped: it is already {}",
+                        state.label().to_lowercase()
+                    ))
+                    .into());
+                }
+                let step = &mut self.steps[index];
+                step.state = StepState::Skipped;
+                step.finished_at = Some(now);
+                (UpdateKind::StepSkipped, "skipped")
+            }
+        };
+        let step = &mut self.steps[index];
+        step.note = note.clone();
+        let title = step.title.clone();
+        self.updated_at = now;
+        let mut body = format!("Step {position} of {total} {verb}: {title}");
+        if matches!(kind, UpdateKind::StepDone | UpdateKind::StepSkipped) {
+            body.push_str(&format!(" ({} of {total} done)", self.steps_done()));
+        }
+        Ok(vec![NewUpdate {
+            kind,
+            body,
+            note,
+            step_position: Some(position),
+            created_at: now,
+        }])
+    }
+
+    /// A free-form timeline entry.
+    pub fn post_update(&self, body: &str, now: Timestamp) -> Result<Vec<NewUpdate>, DomainError> {
+        let body = clean_text("body", body, limits::UPDATE_MAX, true)?.unwrap_or_default();
+        if !self.is_public() {
+            return Err(RuleError::new(
+                "cannot post an update to a draft: announce the window first",
+            )
+            .into());
+        }
+        Ok(vec![self.update(UpdateKind::Note, body, now)])
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn list_steps(positions: &[i64]) -> String {
+    let names: Vec<String> = positions.iter().map(|p| p.to_string()).collect();
+    match names.as_slice() {
+        [one] => format!("step {one}"),
+        [rest @ .., last] => format!("steps {} and {last}", rest.join(", ")),
+        [] => String::new(),
+    }
+}

@@ -1,0 +1,213 @@
+//! The domain: components, maintenance windows, their steps and timeline updates, and every
+//! lifecycle rule. No I/O happens here: the service layer loads an aggregate, calls a rule, and
+//! commits the changed aggregate together with the updates the rule produced.
+//!
+//! # The rules a maintainer runs into
+//!
+//! Window lifecycle: `draft` → `planned` (tentative: no date, optional hint) or `scheduled`
+//! (start, optional expected end) → `in_progress` → `completed`; `cancelled` from any open state.
+//!
+//! - A draft is never public. `announce` makes it public: `planned` without a start,
+//!   `scheduled` with one. Only a draft can be announced.
+//! - Rescheduling (setting, moving or removing the date) is allowed while the window has not
+//!   started and moves it between `planned` and `scheduled`. Once in progress only the expected
+//!   end may move (the actual start is a fact by then). Finished windows cannot be rescheduled.
+//! - A window starts from `planned` or `scheduled`; a draft must be announced first.
+//! - Steps run in order, one at a time: a step starts only while the window is in progress, no
+//!   other step is in progress, and every earlier step is done or skipped.
+//! - A failed step is a decision point: it blocks the steps after it until it is retried
+//!   (started again, which counts an attempt) or skipped.
+//! - `done` and `fail` apply to the step in progress; `skip` applies to a pending, in-progress
+//!   or failed step of a window in progress.
+//! - Completing requires that no step is still in progress; pending steps are marked skipped
+//!   (the completion update names them), failed steps stay failed.
+//! - Cancelling a window that is in progress marks its open steps (pending or in progress)
+//!   skipped, so the checklist shows what never ran.
+//! - Free-form updates can be posted to any public window, also after it finished (follow-ups).
+
+mod maintenance;
+
+pub use maintenance::*;
+
+/// A broken rule, in words a maintainer can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RuleError(pub String);
+
+impl RuleError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+/// Invalid input, tied to the field it concerns so forms can show it next to that field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything a change can be refused for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+}
+
+/// Limits on user input, in one place.
+pub mod limits {
+    pub const TITLE_MAX: usize = 200;
+    pub const DESCRIPTION_MAX: usize = 20_000;
+    pub const HINT_MAX: usize = 200;
+    pub const NOTE_MAX: usize = 2_000;
+    pub const UPDATE_MAX: usize = 5_000;
+    pub const STEPS_MAX: usize = 100;
+    pub const SLUG_MAX: usize = 64;
+    pub const NAME_MAX: usize = 100;
+}
+
+/// Trim `value` and check it is non-empty (when `required`) and within `max` characters.
+pub fn clean_text(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    required: bool,
+) -> Result<Option<String>, ValidationError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return if required {
+            Err(ValidationError::new(field, "must not be empty"))
+        } else {
+            Ok(None)
+        };
+    }
+    let len = value.chars().count();
+    if len > max {
+        return Err(ValidationError::new(
+            field,
+            format!("is {len} characters long; at most {max} are allowed"),
+        ));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
+    {
+        return Err(ValidationError::new(field, "contains control characters"));
+    }
+    Ok(Some(value.to_owned()))
+}
+
+/// A public-facing part of the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Component {
+    pub id: i64,
+    pub slug: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub group_name: Option<String>,
+    pub position: i64,
+}
+
+/// What a new component needs; validated by [`NewComponent::validate`].
+#[derive(Debug, Clone)]
+pub struct NewComponent {
+    pub slug: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub group_name: Option<String>,
+}
+
+impl NewComponent {
+    pub fn validate(self) -> Result<Self, ValidationError> {
+        let slug = self.slug.trim().to_owned();
+        if slug.is_empty() || slug.len() > limits::SLUG_MAX {
+            return Err(ValidationError::new(
+                "slug",
+                format!("must be 1 to {} characters", limits::SLUG_MAX),
+            ));
+        }
+        if !slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            || slug.starts_with('-')
+        {
+            return Err(ValidationError::new(
+                "slug",
+                "may contain only lowercase letters, digits and '-', and not start with '-'",
+            ));
+        }
+        let name = clean_text("name", &self.name, limits::NAME_MAX, true)?.unwrap_or_default();
+        let description = match self.description {
+            Some(d) => clean_text("description", &d, 500, false)?,
+            None => None,
+        };
+        let group_name = match self.group_name {
+            Some(g) => clean_text("group", &g, limits::NAME_MAX, false)?,
+            None => None,
+        };
+        Ok(Self {
+            slug,
+            name,
+            description,
+            group_name,
+        })
+    }
+}
+
+/// A component's shown status. It follows the windows that affect the component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ComponentStatus {
+    Operational,
+    UnderMaintenance,
+    Degraded,
+}
+
+impl ComponentStatus {
+    /// The Statuspage v2 name of this status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Operational => "operational",
+            Self::UnderMaintenance => "under_maintenance",
+            Self::Degraded => "degraded_performance",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Operational => "Operational",
+            Self::UnderMaintenance => "Under maintenance",
+            Self::Degraded => "Degraded",
+        }
+    }
+
+    /// The status of `component` given the public windows that are open now: under maintenance
+    /// while a window affecting it runs, degraded while such a window has an unresolved failed
+    /// step (the work hit a problem the public should know about).
+    pub fn of(component_id: i64, windows: &[Maintenance]) -> Self {
+        windows
+            .iter()
+            .filter(|w| w.state == WindowState::InProgress)
+            .filter(|w| w.components.iter().any(|c| c.id == component_id))
+            .map(|w| {
+                if w.steps.iter().any(|s| s.state == StepState::Failed) {
+                    Self::Degraded
+                } else {
+                    Self::UnderMaintenance
+                }
+            })
+            .max()
+            .unwrap_or(Self::Operational)
+    }
+}

@@ -1,0 +1,201 @@
+//! The process: open the store, build the app, serve, and shut down gracefully. One
+//! cancellation token stops the server and every background task; the first signal turns
+//! `/readyz` to 503, a second one (or the drain timeout) forces the exit.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::Settings;
+use crate::domain::NewComponent;
+use crate::service::Service;
+use crate::store::{SqliteStore, Store};
+use crate::web::{AppState, router};
+
+/// Open the database the URL names and bring its schema up to date.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let url = &settings.database_url;
+    if url.is_postgres() {
+        bail!(
+            "PostgreSQL ({url}) is not supported by this build yet; use a sqlite:// database URL"
+        );
+    }
+    let store = SqliteStore::connect(url.expose())
+        .await
+        .with_context(|| format!("cannot open the database {url}"))?;
+    store
+        .migrate()
+        .await
+        .with_context(|| format!("cannot migrate the database {url}"))?;
+    Ok(Arc::new(store))
+}
+
+/// Build everything `herald serve` runs, ready to serve: store, configured components, demo data.
+pub async fn build(settings: &Settings, demo: bool) -> anyhow::Result<AppState> {
+    let service = Service::new(open_store(settings).await?);
+    for c in &settings.components {
+        service
+            .ensure_component(NewComponent {
+                slug: c.slug.clone(),
+                name: c.name.clone(),
+                description: c.description.clone(),
+                group_name: c.group.clone(),
+            })
+            .await
+            .with_context(|| format!("component {:?} in the configuration", c.slug))?;
+    }
+    if demo {
+        crate::demo::seed(&service)
+            .await
+            .context("seeding the demo")?;
+    }
+    Ok(AppState::new(service, settings.clone()))
+}
+
+/// `herald serve`.
+pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
+    let state = build(&settings, demo).await?;
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    info!(
+        address = %listener.local_addr()?,
+        database = %settings.database_url,
+        public_url = %settings.public_url,
+        "serving"
+    );
+    let token = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    spawn_metrics_upkeep(&state, &tasks, &token);
+    let drain = Drain {
+        delay: settings.shutdown_delay,
+        timeout: settings.drain_timeout,
+    };
+    run(
+        listener,
+        router(state.clone()),
+        state.draining.clone(),
+        drain,
+        tasks,
+        token,
+        signals(),
+    )
+    .await
+}
+
+fn spawn_metrics_upkeep(state: &AppState, tasks: &TaskTracker, token: &CancellationToken) {
+    let handle = state.metrics.clone();
+    let token = token.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = tick.tick() => handle.run_upkeep(),
+            }
+        }
+    });
+}
+
+/// How shutdown proceeds after the first signal.
+#[derive(Debug, Clone, Copy)]
+pub struct Drain {
+    /// Keep serving this long (with `/readyz` failing) before closing the listener.
+    pub delay: Duration,
+    /// Then allow in-flight requests and background tasks this long to finish.
+    pub timeout: Duration,
+}
+
+/// Serve `app` on `listener` until `shutdown` resolves, then drain: mark not ready, wait
+/// `drain.delay`, stop accepting, cancel `token` (background tasks stop), and wait for in-flight
+/// requests and `tasks` at most `drain.timeout`. Errs if the timeout forced the end.
+pub async fn run(
+    listener: TcpListener,
+    app: Router,
+    draining: Arc<AtomicBool>,
+    drain: Drain,
+    tasks: TaskTracker,
+    token: CancellationToken,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let stop_accepting = CancellationToken::new();
+    let stopped = stop_accepting.clone();
+    let mut server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stopped.cancelled_owned())
+            .await
+    });
+    tokio::select! {
+        () = shutdown => {}
+        result = &mut server => {
+            token.cancel();
+            result.context("the server task failed")?.context("the server failed")?;
+            bail!("the server stopped unexpectedly");
+        }
+    }
+    draining.store(true, Ordering::Release);
+    info!(
+        delay = ?drain.delay,
+        timeout = ?drain.timeout,
+        "shutting down: /readyz now answers 503"
+    );
+    tokio::time::sleep(drain.delay).await;
+    stop_accepting.cancel();
+    token.cancel();
+    tasks.close();
+    let finished = tokio::time::timeout(drain.timeout, async {
+        let served = server.await;
+        tasks.wait().await;
+        served
+    })
+    .await;
+    match finished {
+        Ok(served) => {
+            served.context("the server task failed")??;
+            info!("drained; bye");
+            Ok(())
+        }
+        Err(_) => {
+            warn!(timeout = ?drain.timeout, "drain timeout reached: forcing exit");
+            bail!(
+                "in-flight work did not finish within the drain timeout of {:?}",
+                drain.timeout
+            )
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM or Ctrl-C; a second one exits the process at once.
+async fn signals() {
+    wait_for_signal().await;
+    tokio::spawn(async {
+        wait_for_signal().await;
+        warn!("second shutdown signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler cannot fail on unix");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,217 @@
+//! The one entry point for every change: web pages, the API, the CLI and the scheduler all call
+//! these functions. Each loads the window, applies a rule from [`crate::domain`] and commits the
+//! changed window with the updates the rule produced in one transaction, retrying when another
+//! change to the same window committed in between.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use jiff::Timestamp;
+
+use crate::domain::{
+    Component, DomainError, Maintenance, NewComponent, NewMaintenance, NewUpdate, Schedule,
+    StepAction, ValidationError, WindowAction,
+};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ValidationError> for ServiceError {
+    fn from(e: ValidationError) -> Self {
+        Self::Domain(e.into())
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// Cheap to clone; all clones share the store and the change counter.
+#[derive(Clone)]
+pub struct Service {
+    store: Arc<dyn Store>,
+    clock: Clock,
+    generation: Arc<AtomicU64>,
+}
+
+/// How often a change is retried when another change to the same window won the race.
+const MAX_CONFLICT_RETRIES: usize = 5;
+
+impl Service {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self::with_clock(store, Arc::new(Timestamp::now))
+    }
+
+    /// A service whose notion of "now" comes from `clock` (the demo seeds a past with it).
+    pub fn with_clock(store: Arc<dyn Store>, clock: Clock) -> Self {
+        Self {
+            store,
+            clock,
+            generation: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Whole seconds: what is stored is what rules saw.
+    pub fn now(&self) -> Timestamp {
+        let now = (self.clock)();
+        Timestamp::from_second(now.as_second()).unwrap_or(now)
+    }
+
+    /// Counts committed changes; caches of anything public compare against it.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub async fn create_component(&self, new: NewComponent) -> ServiceResult<Component> {
+        let new = new.validate()?;
+        let component = self
+            .store
+            .create_component(&new, self.now())
+            .await
+            .map_err(|e| match e {
+                StoreError::Duplicate(_) => ValidationError::new(
+                    "slug",
+                    format!("a component with the slug {:?} already exists", new.slug),
+                )
+                .into(),
+                e => ServiceError::Store(e),
+            })?;
+        self.changed();
+        Ok(component)
+    }
+
+    /// Create the component unless one with its slug exists (components from configuration).
+    pub async fn ensure_component(&self, new: NewComponent) -> ServiceResult<Component> {
+        let new = new.validate()?;
+        if let Some(existing) = self
+            .store
+            .list_components()
+            .await?
+            .into_iter()
+            .find(|c| c.slug == new.slug)
+        {
+            return Ok(existing);
+        }
+        self.create_component(new).await
+    }
+
+    pub async fn components(&self) -> ServiceResult<Vec<Component>> {
+        Ok(self.store.list_components().await?)
+    }
+
+    /// Turn component slugs into ids, refusing unknown ones.
+    pub async fn component_ids(&self, slugs: &[String]) -> ServiceResult<Vec<i64>> {
+        let all = self.store.list_components().await?;
+        slugs
+            .iter()
+            .map(|slug| {
+                all.iter()
+                    .find(|c| &c.slug == slug)
+                    .map(|c| c.id)
+                    .ok_or_else(|| {
+                        ValidationError::new(
+                            "components",
+                            format!("no component has the slug {slug:?}"),
+                        )
+                        .into()
+                    })
+            })
+            .collect()
+    }
+
+    /// Plan a new window; it starts as a draft.
+    pub async fn create_maintenance(&self, new: NewMaintenance) -> ServiceResult<Maintenance> {
+        let new = new.validate()?;
+        let m = self
+            .store
+            .create_maintenance(&new, self.now())
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => {
+                    ValidationError::new("components", "an affected component does not exist")
+                        .into()
+                }
+                e => ServiceError::Store(e),
+            })?;
+        self.changed();
+        Ok(m)
+    }
+
+    pub async fn maintenance(&self, id: i64) -> ServiceResult<Maintenance> {
+        self.store
+            .get_maintenance(id)
+            .await?
+            .ok_or(ServiceError::NotFound("maintenance"))
+    }
+
+    /// Load, apply `rule`, commit; again from the start if another change won the race.
+    async fn change(
+        &self,
+        id: i64,
+        rule: impl Fn(&mut Maintenance, Timestamp) -> Result<Vec<NewUpdate>, DomainError>,
+    ) -> ServiceResult<Maintenance> {
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let before = self.maintenance(id).await?;
+            let mut m = before.clone();
+            let updates = rule(&mut m, self.now())?;
+            if m == before && updates.is_empty() {
+                return Ok(m);
+            }
+            match self.store.save_maintenance(&m, &updates).await {
+                Ok(version) => {
+                    m.version = version;
+                    self.changed();
+                    return Ok(m);
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Conflict.into())
+    }
+
+    pub async fn window_action(
+        &self,
+        id: i64,
+        action: WindowAction,
+        note: Option<&str>,
+    ) -> ServiceResult<Maintenance> {
+        self.change(id, |m, now| m.apply(action, note, now)).await
+    }
+
+    pub async fn reschedule(&self, id: i64, schedule: Schedule) -> ServiceResult<Maintenance> {
+        self.change(id, |m, now| m.reschedule(schedule.clone(), now))
+            .await
+    }
+
+    pub async fn step_action(
+        &self,
+        id: i64,
+        position: i64,
+        action: StepAction,
+        note: Option<&str>,
+    ) -> ServiceResult<Maintenance> {
+        self.change(id, |m, now| m.step(position, action, note, now))
+            .await
+    }
+
+    pub async fn post_update(&self, id: i64, body: &str) -> ServiceResult<Maintenance> {
+        self.change(id, |m, now| m.post_update(body, now)).await
+    }
+}

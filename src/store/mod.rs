@@ -1,0 +1,92 @@
+//! Storage: the [`Store`] trait every backend implements, and its errors. The SQLite
+//! implementation lives in `sqlite.rs`; a PostgreSQL one sits beside it with the same SQL.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+
+use crate::domain::{Component, Maintenance, NewComponent, NewMaintenance, NewUpdate, Update};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Someone else committed a change to the same window first; reload and try again.
+    #[error("the window was changed concurrently")]
+    Conflict,
+    /// A uniqueness rule was broken (e.g. a component slug already taken).
+    #[error("{0} already exists")]
+    Duplicate(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A window as listed in history: no steps or components loaded, counts instead.
+#[derive(Debug, Clone)]
+pub struct MaintenanceSummary {
+    pub id: i64,
+    pub title: String,
+    pub state: crate::domain::WindowState,
+    pub impact: crate::domain::Impact,
+    pub starts_at: Option<Timestamp>,
+    pub ends_at: Option<Timestamp>,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub steps_total: i64,
+    pub steps_done: i64,
+}
+
+/// One page of history.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+}
+
+/// Everything Herald keeps. Implementations make each method atomic.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Apply pending migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// Cheap round trip used by readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn create_component(&self, new: &NewComponent, now: Timestamp) -> StoreResult<Component>;
+    async fn list_components(&self) -> StoreResult<Vec<Component>>;
+
+    /// Insert a window (as a draft) with its steps and component links.
+    async fn create_maintenance(
+        &self,
+        new: &NewMaintenance,
+        now: Timestamp,
+    ) -> StoreResult<Maintenance>;
+    async fn get_maintenance(&self, id: i64) -> StoreResult<Option<Maintenance>>;
+    /// Write back a changed window with its steps and components, plus the updates its change
+    /// produced, in one transaction, if its version is still `m.version`. Returns the new version.
+    async fn save_maintenance(&self, m: &Maintenance, updates: &[NewUpdate]) -> StoreResult<i64>;
+    async fn count_maintenances(&self) -> StoreResult<i64>;
+
+    /// Public windows that are planned, scheduled or in progress, with steps and components.
+    async fn open_public_maintenances(&self) -> StoreResult<Vec<Maintenance>>;
+    /// Public finished windows, newest first.
+    async fn finished_maintenances(
+        &self,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<Page<MaintenanceSummary>>;
+    /// A window's timeline, newest first; `limit` caps how many.
+    async fn list_updates(
+        &self,
+        maintenance_id: i64,
+        limit: Option<i64>,
+    ) -> StoreResult<Vec<Update>>;
+}

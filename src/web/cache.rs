@@ -1,0 +1,323 @@
+//! Rendered public pages kept in memory: rendered once per change, compressed once (brotli and
+//! gzip), answered with an ETag so repeat visitors get a 304. The page cache drops an entry when
+//! the service's change counter moves or the entry is older than its time limit (pages show
+//! relative times such as "running for 40 min").
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+/// How a response may be cached by browsers and proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CachePolicy {
+    /// Public pages: revalidate each time (cheap with the ETag).
+    Revalidate,
+    /// Hashed asset URLs: never change.
+    Immutable,
+}
+
+impl CachePolicy {
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Self::Revalidate => "public, max-age=0, must-revalidate",
+            Self::Immutable => "public, max-age=31536000, immutable",
+        })
+    }
+}
+
+/// A response body in every encoding, with its validators.
+#[derive(Debug, Clone)]
+pub struct CachedPage {
+    status: StatusCode,
+    identity: Bytes,
+    gzip: Bytes,
+    brotli: Bytes,
+    etag: HeaderValue,
+    hash: String,
+    content_type: HeaderValue,
+    cache_control: HeaderValue,
+}
+
+enum Encoding {
+    Identity,
+    Gzip,
+    Brotli,
+}
+
+/// Pick the best encoding the client accepts (`q=0` means "not this one").
+fn negotiate(headers: &HeaderMap) -> Encoding {
+    let Some(accept) = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Encoding::Identity;
+    };
+    let (mut br, mut gzip) = (false, false);
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let refused = parts.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        match coding {
+            "br" => br = !refused,
+            "gzip" => gzip = !refused,
+            "*" if !refused => {
+                br = true;
+                gzip = true;
+            }
+            _ => {}
+        }
+    }
+    if br {
+        Encoding::Brotli
+    } else if gzip {
+        Encoding::Gzip
+    } else {
+        Encoding::Identity
+    }
+}
+
+impl CachedPage {
+    /// Compress `body` once; `brotli_quality` 11 for assets built at start, lower for pages.
+    pub fn new(
+        body: Bytes,
+        content_type: &'static str,
+        policy: CachePolicy,
+        brotli_quality: u32,
+    ) -> Self {
+        Self::with_status(StatusCode::OK, body, content_type, policy, brotli_quality)
+    }
+
+    pub fn with_status(
+        status: StatusCode,
+        body: Bytes,
+        content_type: &'static str,
+        policy: CachePolicy,
+        brotli_quality: u32,
+    ) -> Self {
+        let hash = hex(&Sha256::digest(&body));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&body).expect("writing to memory cannot fail");
+        let gzip = gz.finish().expect("writing to memory cannot fail");
+        let mut brotli = Vec::new();
+        {
+            let mut w = brotli::CompressorWriter::new(&mut brotli, 4096, brotli_quality, 22);
+            w.write_all(&body).expect("writing to memory cannot fail");
+        }
+        // A weak validator: the same content in any encoding matches.
+        let etag = HeaderValue::from_str(&format!("W/\"{}\"", &hash[..20]))
+            .expect("hex is a valid header value");
+        Self {
+            status,
+            identity: body,
+            gzip: gzip.into(),
+            brotli: brotli.into(),
+            etag,
+            hash,
+            content_type: HeaderValue::from_static(content_type),
+            cache_control: policy.header(),
+        }
+    }
+
+    /// Hex SHA-256 of the uncompressed body.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    pub fn body(&self) -> &Bytes {
+        &self.identity
+    }
+
+    fn not_modified(&self, headers: &HeaderMap) -> bool {
+        let Some(inm) = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        let ours = self.etag.to_str().unwrap_or_default();
+        let ours = ours.trim_start_matches("W/");
+        inm.split(',').any(|tag| {
+            let tag = tag.trim();
+            tag == "*" || tag.trim_start_matches("W/") == ours
+        })
+    }
+
+    /// Answer a request: 304 when the client has it, else the best encoding it accepts.
+    pub fn respond(&self, headers: &HeaderMap) -> Response {
+        let mut response = if self.status == StatusCode::OK && self.not_modified(headers) {
+            StatusCode::NOT_MODIFIED.into_response()
+        } else {
+            let (body, encoding) = match negotiate(headers) {
+                Encoding::Brotli => (self.brotli.clone(), Some("br")),
+                Encoding::Gzip => (self.gzip.clone(), Some("gzip")),
+                Encoding::Identity => (self.identity.clone(), None),
+            };
+            let mut response = Response::new(Body::from(body));
+            *response.status_mut() = self.status;
+            let h = response.headers_mut();
+            h.insert(header::CONTENT_TYPE, self.content_type.clone());
+            if let Some(encoding) = encoding {
+                h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
+            }
+            response
+        };
+        let h = response.headers_mut();
+        h.insert(header::ETAG, self.etag.clone());
+        h.insert(header::CACHE_CONTROL, self.cache_control.clone());
+        h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        response
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct Entry {
+    page: Arc<CachedPage>,
+    generation: u64,
+    rendered: Instant,
+}
+
+/// Public pages by path.
+pub struct PageCache {
+    entries: RwLock<HashMap<String, Entry>>,
+    /// One render at a time: under a spike after a change, the first request renders and the
+    /// others wait for its result instead of rendering the same page in parallel.
+    render_lock: tokio::sync::Mutex<()>,
+    max_age: Duration,
+    max_entries: usize,
+}
+
+impl PageCache {
+    pub fn new(max_age: Duration) -> Self {
+        Self {
+            entries: RwLock::new(HashMap::new()),
+            render_lock: tokio::sync::Mutex::new(()),
+            max_age,
+            max_entries: 512,
+        }
+    }
+
+    fn fresh(&self, key: &str, generation: u64) -> Option<Arc<CachedPage>> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let entry = entries.get(key)?;
+        (entry.generation == generation && entry.rendered.elapsed() < self.max_age)
+            .then(|| entry.page.clone())
+    }
+
+    /// The page at `key` for data `generation`, rendering it with `render` if needed.
+    pub async fn get_or_render<F, Fut, E>(
+        &self,
+        key: &str,
+        generation: u64,
+        render: F,
+    ) -> Result<Arc<CachedPage>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<CachedPage, E>>,
+    {
+        if let Some(page) = self.fresh(key, generation) {
+            return Ok(page);
+        }
+        let _rendering = self.render_lock.lock().await;
+        if let Some(page) = self.fresh(key, generation) {
+            return Ok(page);
+        }
+        let started = Instant::now();
+        let page = Arc::new(render().await?);
+        let label = key.split(['/', '?']).nth(1).unwrap_or("").to_owned();
+        metrics::counter!("herald_page_renders_total", "page" => label).increment(1);
+        metrics::histogram!("herald_page_render_seconds").record(started.elapsed());
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.max_entries {
+            // Crawlers walking deep history must not grow memory without bound.
+            entries.retain(|_, e| e.generation == generation);
+            if entries.len() >= self.max_entries {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            key.to_owned(),
+            Entry {
+                page: page.clone(),
+                generation,
+                rendered: Instant::now(),
+            },
+        );
+        Ok(page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn negotiates_encodings() {
+        assert!(matches!(negotiate(&headers(&[])), Encoding::Identity));
+        assert!(matches!(
+            negotiate(&headers(&[("accept-encoding", "gzip, deflate, br")])),
+            Encoding::Brotli
+        ));
+        assert!(matches!(
+            negotiate(&headers(&[("accept-encoding", "gzip, br;q=0")])),
+            Encoding::Gzip
+        ));
+        assert!(matches!(
+            negotiate(&headers(&[("accept-encoding", "identity")])),
+            Encoding::Identity
+        ));
+    }
+
+    #[test]
+    fn compressed_bodies_round_trip() {
+        let body = Bytes::from("<p>hello</p>".repeat(100));
+        let page = CachedPage::new(body.clone(), "text/html", CachePolicy::Revalidate, 5);
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&page.gzip[..]), &mut out)
+            .unwrap();
+        assert_eq!(out, body);
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(
+            &mut brotli::Decompressor::new(&page.brotli[..], 4096),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out, body);
+        assert!(page.brotli.len() < body.len() / 5);
+    }
+
+    #[test]
+    fn etag_matches_in_any_form() {
+        let page = CachedPage::new(Bytes::from("x"), "text/plain", CachePolicy::Revalidate, 5);
+        let tag = page.etag.to_str().unwrap().to_owned();
+        let strong = tag.trim_start_matches("W/").to_owned();
+        for inm in [tag.as_str(), strong.as_str(), "\"nope\", *"] {
+            let r = page.respond(&headers(&[("if-none-match", inm)]));
+            assert_eq!(r.status(), StatusCode::NOT_MODIFIED, "{inm}");
+        }
+        let r = page.respond(&headers(&[("if-none-match", "\"other\"")]));
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+}

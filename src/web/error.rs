@@ -1,0 +1,145 @@
+//! `AppError`: what any handler can fail with, and how each failure answers. Browser routes get
+//! the error page; `/api` routes get `{"error": {"code", "message"}}`. 5xx answers say nothing
+//! internal; the cause is logged inside the request's span.
+
+use askama::Template;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::domain::DomainError;
+use crate::service::ServiceError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl From<ServiceError> for AppError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NotFound(_) => Self::NotFound,
+            ServiceError::Domain(d) => Self::Domain(d),
+            ServiceError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<askama::Error> for AppError {
+    fn from(e: askama::Error) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl From<PathRejection> for AppError {
+    // A path segment that does not parse (e.g. /maintenance/abc) names nothing that exists.
+    fn from(_: PathRejection) -> Self {
+        Self::NotFound
+    }
+}
+
+impl From<QueryRejection> for AppError {
+    fn from(e: QueryRejection) -> Self {
+        Self::BadRequest(e.body_text())
+    }
+}
+
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Domain(DomainError::Rule(_)) => StatusCode::CONFLICT,
+            Self::Domain(DomainError::Invalid(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The machine-readable code in JSON errors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::BadRequest(_) => "bad_request",
+            Self::Domain(DomainError::Rule(_)) => "illegal_transition",
+            Self::Domain(DomainError::Invalid(_)) => "invalid",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            Self::NotFound => "There is nothing at this address.".to_owned(),
+            Self::Internal(_) => {
+                "Something went wrong on our side. It has been logged; please try again.".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    site: super::public::Site,
+    status: u16,
+    reason: &'a str,
+    message: String,
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let Self::Internal(cause) = &self {
+            tracing::error!(error = ?cause, "request failed");
+        }
+        let page = ErrorPage {
+            site: super::public::Site::current(),
+            status: status.as_u16(),
+            reason: status.canonical_reason().unwrap_or("Error"),
+            message: self.public_message(),
+        };
+        let mut response = match page.render() {
+            Ok(html) => (status, Html(html)).into_response(),
+            Err(_) => (status, self.public_message()).into_response(),
+        };
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+        response
+    }
+}
+
+pub use extract::{Path, Query};
+
+/// The one place that wraps axum's extractors (banned elsewhere by clippy.toml).
+#[allow(clippy::disallowed_types)]
+mod extract {
+    use axum::extract::FromRequestParts;
+
+    use super::AppError;
+
+    /// `axum::extract::Path` whose rejection is an [`AppError`].
+    #[derive(FromRequestParts)]
+    #[from_request(via(axum::extract::Path), rejection(AppError))]
+    pub struct Path<T>(pub T);
+
+    /// `axum::extract::Query` whose rejection is an [`AppError`].
+    #[derive(FromRequestParts)]
+    #[from_request(via(axum::extract::Query), rejection(AppError))]
+    pub struct Query<T>(pub T);
+}

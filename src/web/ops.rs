@@ -1,0 +1,40 @@
+//! Operations endpoints: liveness, readiness, Prometheus metrics.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+
+use super::AppState;
+
+/// `GET /healthz`: 200 while the process lives.
+pub async fn healthz() -> impl IntoResponse {
+    ([(header::CACHE_CONTROL, "no-store")], "ok\n")
+}
+
+/// `GET /readyz`: 200 when serving; 503 once draining or when the database does not answer.
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let (status, body) = if state.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if let Err(e) = state.service.store().ping().await {
+        tracing::warn!(error = %e, "readiness check: database unreachable");
+        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n")
+    } else {
+        (StatusCode::OK, "ready\n")
+    };
+    (status, [(header::CACHE_CONTROL, "no-store")], body)
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.metrics.run_upkeep();
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        state.metrics.render(),
+    )
+}

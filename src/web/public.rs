@@ -1,0 +1,571 @@
+//! The public pages: `/`, `/maintenance/{id}` and `/history`. Each is rendered into the page
+//! cache from view structs that hold display-ready values, so templates stay free of logic.
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use bytes::Bytes;
+use jiff::{SignedDuration, Timestamp};
+use serde::Deserialize;
+
+use super::AppState;
+use super::assets::ASSETS;
+use super::cache::{CachePolicy, CachedPage};
+use super::error::{AppError, Path, Query};
+use crate::domain::{
+    ComponentStatus, Maintenance, Step, StepState, Update, WindowState, format_utc,
+};
+use crate::store::MaintenanceSummary;
+
+/// What every page's frame needs.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub name: String,
+    pub css: &'static str,
+    pub js: &'static str,
+    pub icon: &'static str,
+}
+
+impl Site {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            css: ASSETS.url("style.css"),
+            js: ASSETS.url("time.js"),
+            icon: ASSETS.url("icon.svg"),
+        }
+    }
+
+    /// For pages rendered without the app's settings at hand (error pages).
+    pub fn current() -> Self {
+        Self::new("Status")
+    }
+}
+
+/// A point in time: machine-readable UTC for `<time datetime>`, readable UTC as its text (the
+/// script rewrites it into the reader's zone).
+#[derive(Debug, Clone)]
+pub struct TimeView {
+    pub iso: String,
+    pub text: String,
+}
+
+impl TimeView {
+    /// `<time>` showing date and time.
+    pub fn full(&self) -> String {
+        format!(
+            "<time datetime=\"{}\" data-style=\"full\">{}</time>",
+            self.iso, self.text
+        )
+    }
+
+    /// `<time>` showing only the time of day (the date is in the title).
+    pub fn clock(&self) -> String {
+        let clock = self.iso.get(11..16).unwrap_or_default();
+        format!(
+            "<time datetime=\"{}\" data-style=\"clock\" title=\"{}\">{clock} UTC</time>",
+            self.iso, self.text
+        )
+    }
+}
+
+fn time(t: Timestamp) -> TimeView {
+    TimeView {
+        iso: t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        text: format_utc(t),
+    }
+}
+
+/// "1 h 12 min", "3 min", "2 d 4 h", "40 s".
+pub fn human_duration(d: SignedDuration) -> String {
+    let secs = d.as_secs().max(0);
+    let (days, hours, mins) = (secs / 86_400, secs % 86_400 / 3_600, secs % 3_600 / 60);
+    match (days, hours, mins) {
+        (0, 0, 0) => format!("{secs} s"),
+        (0, 0, m) => format!("{m} min"),
+        (0, h, 0) => format!("{h} h"),
+        (0, h, m) => format!("{h} h {m} min"),
+        (d, 0, _) => format!("{d} d"),
+        (d, h, _) => format!("{d} d {h} h"),
+    }
+}
+
+/// Markdown → sanitised HTML: raw HTML and script links in the source are stripped.
+pub fn markdown(source: &str) -> String {
+    let parser = pulldown_cmark::Parser::new_ext(
+        source,
+        pulldown_cmark::Options::ENABLE_STRIKETHROUGH | pulldown_cmark::Options::ENABLE_TABLES,
+    );
+    let mut html = String::new();
+    pulldown_cmark::html::push_html(&mut html, parser);
+    ammonia::Builder::default()
+        .link_rel(Some("noopener noreferrer nofollow"))
+        .clean(&html)
+        .to_string()
+}
+
+#[derive(Debug, Clone)]
+pub struct StepView {
+    pub position: i64,
+    pub title: String,
+    pub description: Option<String>,
+    pub state: &'static str,
+    pub state_label: &'static str,
+    pub mark: &'static str,
+    pub started: Option<TimeView>,
+    pub finished: Option<TimeView>,
+    pub duration: Option<String>,
+    pub note: Option<String>,
+    pub attempts: i64,
+    pub current: bool,
+}
+
+fn step_view(step: &Step, current: Option<i64>) -> StepView {
+    StepView {
+        position: step.position,
+        title: step.title.clone(),
+        description: step.description.clone(),
+        state: step.state.as_str(),
+        state_label: step.state.label(),
+        mark: match step.state {
+            StepState::Pending => "○",
+            StepState::InProgress => "▶",
+            StepState::Done => "✓",
+            StepState::Failed => "✗",
+            StepState::Skipped => "↷",
+        },
+        started: step.started_at.map(time),
+        finished: step.finished_at.map(time),
+        duration: step.duration().map(human_duration),
+        note: step.note.clone(),
+        attempts: step.attempts,
+        current: current == Some(step.position),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpdateView {
+    pub kind: &'static str,
+    pub label: &'static str,
+    pub body: String,
+    pub note: Option<String>,
+    pub at: TimeView,
+}
+
+fn update_view(u: &Update) -> UpdateView {
+    UpdateView {
+        kind: u.kind.as_str(),
+        label: u.kind.label(),
+        body: u.body.clone(),
+        note: u.note.clone(),
+        at: time(u.created_at),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WindowView {
+    pub id: i64,
+    pub url: String,
+    pub title: String,
+    pub state: &'static str,
+    pub state_label: &'static str,
+    pub impact: &'static str,
+    pub impact_label: &'static str,
+    pub components: Vec<String>,
+    pub hint: Option<String>,
+    pub tentative: bool,
+    pub starts_at: Option<TimeView>,
+    pub ends_at: Option<TimeView>,
+    /// "in 2 d 4 h" for windows that have not started.
+    pub starts_in: Option<String>,
+    pub started_at: Option<TimeView>,
+    pub finished_at: Option<TimeView>,
+    pub steps: Vec<StepView>,
+    pub steps_total: usize,
+    pub steps_done: usize,
+    pub steps_settled: usize,
+    pub progress: String,
+    pub current: Option<StepView>,
+    pub elapsed: Option<String>,
+    pub overrun: Option<String>,
+    pub took: Option<String>,
+    pub has_failed_step: bool,
+    pub description_html: String,
+    pub updates: Vec<UpdateView>,
+}
+
+fn window_view(m: &Maintenance, updates: &[Update], now: Timestamp) -> WindowView {
+    let current = m.current_step().map(|s| s.position);
+    let steps: Vec<StepView> = m.steps.iter().map(|s| step_view(s, current)).collect();
+    let total = m.steps.len();
+    let done = m.steps_done();
+    let progress = match total {
+        0 => "No steps planned".to_owned(),
+        n if done == n => format!("All {n} steps done"),
+        n => format!("{done} of {n} done"),
+    };
+    WindowView {
+        id: m.id,
+        url: format!("/maintenance/{}", m.id),
+        title: m.title.clone(),
+        state: if m.is_overrunning(now) {
+            "overrunning"
+        } else {
+            m.state.as_str()
+        },
+        state_label: if m.is_overrunning(now) {
+            "In progress, overrunning"
+        } else {
+            m.state.label()
+        },
+        impact: m.impact.as_str(),
+        impact_label: m.impact.label(),
+        components: m.components.iter().map(|c| c.name.clone()).collect(),
+        hint: m.schedule_hint.clone(),
+        tentative: m.starts_at.is_none(),
+        starts_at: m.starts_at.map(time),
+        ends_at: m.ends_at.map(time),
+        starts_in: m.starts_at.filter(|_| m.state.is_upcoming()).map(|s| {
+            match s.duration_since(now) {
+                d if d.is_positive() => format!("in {}", human_duration(d)),
+                d => format!("due {} ago", human_duration(-d)),
+            }
+        }),
+        started_at: m.started_at.map(time),
+        finished_at: m.finished_at.map(time),
+        current: current.and_then(|p| steps.iter().find(|s| s.position == p).cloned()),
+        steps,
+        steps_total: total,
+        steps_done: done,
+        steps_settled: m.steps_settled(),
+        progress,
+        elapsed: (m.state == WindowState::InProgress)
+            .then_some(m.started_at)
+            .flatten()
+            .map(|s| human_duration(now.duration_since(s))),
+        overrun: m
+            .is_overrunning(now)
+            .then_some(m.ends_at)
+            .flatten()
+            .map(|end| human_duration(now.duration_since(end))),
+        took: match (m.started_at, m.finished_at) {
+            (Some(s), Some(f)) => Some(human_duration(f.duration_since(s))),
+            _ => None,
+        },
+        has_failed_step: m.steps.iter().any(|s| s.state == StepState::Failed),
+        description_html: markdown(&m.description),
+        updates: updates.iter().map(update_view).collect(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SummaryView {
+    pub url: String,
+    pub title: String,
+    pub state: &'static str,
+    pub state_label: &'static str,
+    pub when: Option<TimeView>,
+    pub took: Option<String>,
+    pub steps: String,
+}
+
+fn summary_view(s: &MaintenanceSummary) -> SummaryView {
+    SummaryView {
+        url: format!("/maintenance/{}", s.id),
+        title: s.title.clone(),
+        state: s.state.as_str(),
+        state_label: s.state.label(),
+        when: s.started_at.or(s.starts_at).or(s.finished_at).map(time),
+        took: match (s.started_at, s.finished_at) {
+            (Some(a), Some(b)) => Some(human_duration(b.duration_since(a))),
+            _ => None,
+        },
+        steps: match s.steps_total {
+            0 => String::new(),
+            n => format!("{} of {n} steps done", s.steps_done),
+        },
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ComponentView {
+    pub name: String,
+    pub description: Option<String>,
+    pub status: &'static str,
+    pub status_label: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub struct ComponentGroup {
+    pub name: Option<String>,
+    pub components: Vec<ComponentView>,
+}
+
+/// The one-line verdict at the top of the status page.
+#[derive(Debug, Clone)]
+pub struct Banner {
+    pub class: &'static str,
+    pub headline: String,
+    pub detail: Option<String>,
+}
+
+fn banner(active: &[WindowView], upcoming: &[WindowView]) -> Banner {
+    let upcoming_text = match upcoming.len() {
+        0 => None,
+        1 => Some("1 maintenance is planned.".to_owned()),
+        n => Some(format!("{n} maintenances are planned.")),
+    };
+    match active {
+        [] => Banner {
+            class: "operational",
+            headline: "All systems operational".to_owned(),
+            detail: upcoming_text,
+        },
+        _ if active.iter().any(|w| w.has_failed_step) => Banner {
+            class: "degraded",
+            headline: "Maintenance in progress: a step has failed".to_owned(),
+            detail: Some("The team is on it; see the checklist below.".to_owned()),
+        },
+        [one] => Banner {
+            class: "maintenance",
+            headline: "Maintenance in progress".to_owned(),
+            detail: Some(match &one.current {
+                Some(step) => format!(
+                    "{}: step {} of {}, {}.",
+                    one.title,
+                    step.position,
+                    one.steps_total,
+                    step.title.trim_end_matches('.')
+                ),
+                None => format!("{}: {}.", one.title, one.progress.to_lowercase()),
+            }),
+        },
+        many => Banner {
+            class: "maintenance",
+            headline: format!("{} maintenances in progress", many.len()),
+            detail: upcoming_text,
+        },
+    }
+}
+
+#[derive(Template)]
+#[template(path = "public/index.html")]
+struct IndexPage {
+    site: Site,
+    banner: Banner,
+    groups: Vec<ComponentGroup>,
+    active: Vec<WindowView>,
+    upcoming: Vec<WindowView>,
+    recent: Vec<SummaryView>,
+    rendered: TimeView,
+}
+
+#[derive(Template)]
+#[template(path = "public/maintenance.html")]
+struct MaintenancePage {
+    site: Site,
+    w: WindowView,
+}
+
+#[derive(Template)]
+#[template(path = "public/history.html")]
+struct HistoryPage {
+    site: Site,
+    items: Vec<SummaryView>,
+    page: i64,
+    pages: i64,
+    total: i64,
+    newer: Option<String>,
+    older: Option<String>,
+}
+
+fn html(body: String) -> CachedPage {
+    CachedPage::new(
+        Bytes::from(body),
+        "text/html; charset=utf-8",
+        CachePolicy::Revalidate,
+        9,
+    )
+}
+
+/// How many updates each active window shows on the front page.
+const LATEST_UPDATES: i64 = 3;
+/// How many finished windows the front page lists.
+const RECENT: i64 = 5;
+pub const HISTORY_PAGE_SIZE: i64 = 20;
+
+async fn render_index(state: &AppState) -> Result<CachedPage, AppError> {
+    let service = &state.service;
+    let now = service.now();
+    let open = service.store().open_public_maintenances().await?;
+    let components = service.components().await?;
+    let mut active = Vec::new();
+    let mut upcoming = Vec::new();
+    for m in &open {
+        if m.state == WindowState::InProgress {
+            let updates = service
+                .store()
+                .list_updates(m.id, Some(LATEST_UPDATES))
+                .await?;
+            active.push(window_view(m, &updates, now));
+        } else {
+            upcoming.push(window_view(m, &[], now));
+        }
+    }
+    let mut groups: Vec<ComponentGroup> = Vec::new();
+    for c in &components {
+        let status = ComponentStatus::of(c.id, &open);
+        let view = ComponentView {
+            name: c.name.clone(),
+            description: c.description.clone(),
+            status: status.as_str(),
+            status_label: status.label(),
+        };
+        match groups.iter_mut().find(|g| g.name == c.group_name) {
+            Some(g) => g.components.push(view),
+            None => groups.push(ComponentGroup {
+                name: c.group_name.clone(),
+                components: vec![view],
+            }),
+        }
+    }
+    let recent = service
+        .store()
+        .finished_maintenances(0, RECENT)
+        .await?
+        .items
+        .iter()
+        .map(summary_view)
+        .collect();
+    let page = IndexPage {
+        site: state.site.clone(),
+        banner: banner(&active, &upcoming),
+        groups,
+        active,
+        upcoming,
+        recent,
+        rendered: time(now),
+    };
+    Ok(html(page.render()?))
+}
+
+/// `GET /`.
+pub async fn index(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let page = state
+        .pages
+        .get_or_render("/", state.service.generation(), || render_index(&state))
+        .await?;
+    Ok(page.respond(&headers))
+}
+
+async fn render_maintenance(state: &AppState, id: i64) -> Result<CachedPage, AppError> {
+    let service = &state.service;
+    let m = service.maintenance(id).await?;
+    if !m.is_public() {
+        return Err(AppError::NotFound);
+    }
+    let updates = service.store().list_updates(id, None).await?;
+    let page = MaintenancePage {
+        site: state.site.clone(),
+        w: window_view(&m, &updates, service.now()),
+    };
+    Ok(html(page.render()?))
+}
+
+/// `GET /maintenance/{id}`.
+pub async fn maintenance(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let key = format!("/maintenance/{id}");
+    let page = state
+        .pages
+        .get_or_render(&key, state.service.generation(), || {
+            render_maintenance(&state, id)
+        })
+        .await?;
+    Ok(page.respond(&headers))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    page: Option<u32>,
+}
+
+async fn render_history(state: &AppState, page: i64) -> Result<CachedPage, AppError> {
+    let result = state
+        .service
+        .store()
+        .finished_maintenances((page - 1) * HISTORY_PAGE_SIZE, HISTORY_PAGE_SIZE)
+        .await?;
+    let pages = ((result.total + HISTORY_PAGE_SIZE - 1) / HISTORY_PAGE_SIZE).max(1);
+    if page > pages {
+        return Err(AppError::NotFound);
+    }
+    let view = HistoryPage {
+        site: state.site.clone(),
+        items: result.items.iter().map(summary_view).collect(),
+        page,
+        pages,
+        total: result.total,
+        newer: (page > 1).then(|| match page - 1 {
+            1 => "/history".to_owned(),
+            p => format!("/history?page={p}"),
+        }),
+        older: (page < pages).then(|| format!("/history?page={}", page + 1)),
+    };
+    Ok(html(view.render()?))
+}
+
+/// `GET /history?page=N`.
+pub async fn history(
+    State(state): State<AppState>,
+    Query(query): Query<HistoryQuery>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let page = i64::from(query.page.unwrap_or(1));
+    if page < 1 {
+        return Err(AppError::BadRequest("page numbers start at 1".to_owned()));
+    }
+    let key = format!("/history?page={page}");
+    let page = state
+        .pages
+        .get_or_render(&key, state.service.generation(), || {
+            render_history(&state, page)
+        })
+        .await?;
+    Ok(page.respond(&headers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_duration(SignedDuration::from_secs(40)), "40 s");
+        assert_eq!(human_duration(SignedDuration::from_secs(180)), "3 min");
+        assert_eq!(human_duration(SignedDuration::from_secs(3600)), "1 h");
+        assert_eq!(
+            human_duration(SignedDuration::from_secs(4320)),
+            "1 h 12 min"
+        );
+        assert_eq!(
+            human_duration(SignedDuration::from_secs(2 * 86400 + 4 * 3600)),
+            "2 d 4 h"
+        );
+    }
+
+    #[test]
+    fn markdown_is_sanitised() {
+        let html = markdown("**bold** <script>alert(1)</script> [x](javascript:alert(1))");
+        assert!(html.contains("<strong>bold</strong>"));
+        assert!(!html.contains("<script"));
+        assert!(!html.contains("javascript:"));
+    }
+}

@@ -1,0 +1,69 @@
+// Shows every <time datetime> in the reader's own time zone (the server renders UTC), keeps
+// "running for" counters current, and offers a switch back to UTC. The page is complete without it.
+(function () {
+  "use strict";
+  var KEY = "herald-zone";
+  var useUtc = false;
+  try { useUtc = localStorage.getItem(KEY) === "utc"; } catch (e) { /* storage may be blocked */ }
+
+  function zone() { return useUtc ? "UTC" : undefined; }
+
+  function format(date, style) {
+    var opts = style === "clock"
+      ? { hour: "2-digit", minute: "2-digit", timeZone: zone() }
+      : { weekday: "short", day: "numeric", month: "short", year: "numeric",
+          hour: "2-digit", minute: "2-digit", timeZoneName: "short", timeZone: zone() };
+    return new Intl.DateTimeFormat(undefined, opts).format(date);
+  }
+
+  function duration(ms) {
+    var s = Math.max(0, Math.floor(ms / 1000));
+    var d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+    if (d > 0) return h > 0 ? d + " d " + h + " h" : d + " d";
+    if (h > 0) return m > 0 ? h + " h " + m + " min" : h + " h";
+    if (m > 0) return m + " min";
+    return s + " s";
+  }
+
+  function render() {
+    var times = document.querySelectorAll("time[datetime]");
+    for (var i = 0; i < times.length; i++) {
+      var el = times[i];
+      var date = new Date(el.getAttribute("datetime"));
+      if (isNaN(date)) continue;
+      if (!el.hasAttribute("data-utc")) el.setAttribute("data-utc", el.getAttribute("title") || el.textContent);
+      el.textContent = format(date, el.getAttribute("data-style"));
+      el.setAttribute("title", el.getAttribute("data-utc"));
+    }
+    var note = document.getElementById("zone-note");
+    if (note) {
+      var name = useUtc ? "UTC" : Intl.DateTimeFormat().resolvedOptions().timeZone;
+      note.textContent = useUtc ? "in UTC" : "in your time zone (" + name + ")";
+    }
+    var toggle = document.getElementById("zone-toggle");
+    if (toggle) {
+      toggle.hidden = false;
+      toggle.textContent = useUtc ? "Show my time zone" : "Show UTC";
+    }
+  }
+
+  function tick() {
+    var els = document.querySelectorAll("[data-elapsed]");
+    for (var i = 0; i < els.length; i++) {
+      var since = new Date(els[i].getAttribute("data-elapsed"));
+      if (!isNaN(since)) els[i].textContent = duration(Date.now() - since);
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    render();
+    tick();
+    setInterval(tick, 30000);
+    var toggle = document.getElementById("zone-toggle");
+    if (toggle) toggle.addEventListener("click", function () {
+      useUtc = !useUtc;
+      try { localStorage.setItem(KEY, useUtc ? "utc" : "local"); } catch (e) { /* ignore */ }
+      render();
+    });
+  });
+})();
