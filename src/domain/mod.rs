@@ -211,3 +211,6 @@ impl ComponentStatus {
             .unwrap_or(Self::Operational)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,526 @@
+//! Every lifecycle rule: each legal transition with the update it writes, each illegal one with
+//! the reason it gives.
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::*;
+
+fn t(minutes: i64) -> Timestamp {
+    Timestamp::from_second(1_732_000_000).unwrap() + SignedDuration::from_mins(minutes)
+}
+
+fn step(position: i64, state: StepState) -> Step {
+    Step {
+        id: Some(position),
+        position,
+        title: format!("Step {position}"),
+        description: None,
+        state,
+        started_at: (state != StepState::Pending).then(|| t(0)),
+        finished_at: matches!(
+            state,
+            StepState::Done | StepState::Failed | StepState::Skipped
+        )
+        .then(|| t(1)),
+        note: None,
+        attempts: i64::from(state != StepState::Pending),
+    }
+}
+
+/// A window in `state` with steps in the given states.
+fn window(state: WindowState, steps: &[StepState]) -> Maintenance {
+    let public = state != WindowState::Draft;
+    Maintenance {
+        id: 1,
+        title: "Database cluster migration".into(),
+        description: String::new(),
+        state,
+        impact: Impact::Minor,
+        starts_at: (state != WindowState::Planned).then(|| t(60)),
+        ends_at: (state != WindowState::Planned).then(|| t(120)),
+        schedule_hint: (state == WindowState::Planned).then(|| "this Sunday".to_owned()),
+        started_at: matches!(
+            state,
+            WindowState::InProgress | WindowState::Completed | WindowState::Cancelled
+        )
+        .then(|| t(60)),
+        finished_at: matches!(state, WindowState::Completed | WindowState::Cancelled)
+            .then(|| t(100)),
+        announced_at: public.then(|| t(0)),
+        created_at: t(0),
+        updated_at: t(0),
+        version: 3,
+        components: Vec::new(),
+        steps: steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| step(i as i64 + 1, *s))
+            .collect(),
+    }
+}
+
+fn rule_error(result: Result<Vec<NewUpdate>, DomainError>) -> String {
+    match result {
+        Err(DomainError::Rule(RuleError(message))) => message,
+        other => panic!("expected a rule error, got {other:?}"),
+    }
+}
+
+fn one_update(result: Result<Vec<NewUpdate>, DomainError>) -> NewUpdate {
+    let mut updates = result.expect("legal transition");
+    assert_eq!(updates.len(), 1, "{updates:?}");
+    updates.remove(0)
+}
+
+use WindowState::*;
+
+#[test]
+fn announce_makes_a_draft_public() {
+    let mut w = window(Draft, &[]);
+    w.starts_at = None;
+    w.ends_at = None;
+    w.schedule_hint = Some("this Sunday or within two weeks".into());
+    let u = one_update(w.announce(t(5)));
+    assert_eq!(w.state, Planned);
+    assert_eq!(w.announced_at, Some(t(5)));
+    assert_eq!(u.kind, UpdateKind::Announced);
+    assert!(
+        u.body
+            .contains("No date yet: this Sunday or within two weeks"),
+        "{}",
+        u.body
+    );
+
+    let mut w = window(Draft, &[]);
+    let u = one_update(w.announce(t(5)));
+    assert_eq!(w.state, Scheduled);
+    assert!(u.body.contains("Scheduled for"), "{}", u.body);
+}
+
+#[test]
+fn announce_is_refused_once_public() {
+    for state in [Planned, Scheduled, InProgress, Completed, Cancelled] {
+        let mut w = window(state, &[]);
+        let before = w.clone();
+        let message = rule_error(w.announce(t(5)));
+        assert!(
+            message.starts_with("cannot announce"),
+            "{state:?}: {message}"
+        );
+        assert_eq!(w, before, "a refused change changes nothing");
+    }
+}
+
+#[test]
+fn start_from_planned_or_scheduled() {
+    for state in [Planned, Scheduled] {
+        let mut w = window(state, &[StepState::Pending; 6]);
+        let u = one_update(w.start(t(61)));
+        assert_eq!(w.state, InProgress);
+        assert_eq!(w.started_at, Some(t(61)));
+        assert_eq!(u.kind, UpdateKind::Started);
+        assert!(u.body.contains("6 steps"), "{}", u.body);
+    }
+}
+
+#[test]
+fn start_is_refused_elsewhere() {
+    let cases = [
+        (Draft, "announce it first"),
+        (InProgress, "already in progress"),
+        (Completed, "already completed"),
+        (Cancelled, "was cancelled"),
+    ];
+    for (state, why) in cases {
+        let mut w = window(state, &[]);
+        let message = rule_error(w.start(t(61)));
+        assert!(message.contains(why), "{state:?}: {message}");
+        assert_eq!(w.state, state);
+    }
+}
+
+#[test]
+fn complete_from_in_progress_skips_what_never_ran() {
+    use StepState::*;
+    let mut w = window(WindowState::InProgress, &[Done, Failed, Pending, Pending]);
+    let u = one_update(w.complete(Some("Good enough for today."), t(90)));
+    assert_eq!(w.state, Completed);
+    assert_eq!(w.finished_at, Some(t(90)));
+    assert_eq!(
+        w.steps.iter().map(|s| s.state).collect::<Vec<_>>(),
+        [Done, Failed, Skipped, Skipped]
+    );
+    assert_eq!(u.kind, UpdateKind::Completed);
+    assert!(u.body.contains("1 of 4 steps done"), "{}", u.body);
+    assert!(u.body.contains("Not run: steps 3 and 4"), "{}", u.body);
+    assert_eq!(u.note.as_deref(), Some("Good enough for today."));
+}
+
+#[test]
+fn complete_is_refused_while_a_step_runs_or_before_start() {
+    let mut w = window(InProgress, &[StepState::Done, StepState::InProgress]);
+    let message = rule_error(w.complete(None, t(90)));
+    assert!(message.contains("step 2"), "{message}");
+    assert!(message.contains("still in progress"), "{message}");
+    for state in [Draft, Planned, Scheduled] {
+        let mut w = window(state, &[]);
+        assert!(rule_error(w.complete(None, t(90))).contains("has not started"));
+    }
+    for state in [Completed, Cancelled] {
+        let mut w = window(state, &[]);
+        assert!(rule_error(w.complete(None, t(90))).starts_with("cannot complete"));
+    }
+}
+
+#[test]
+fn cancel_from_any_open_state() {
+    for state in [Planned, Scheduled] {
+        let mut w = window(state, &[StepState::Pending]);
+        let u = one_update(w.cancel(Some("Postponed to next month"), t(30)));
+        assert_eq!(w.state, Cancelled);
+        assert_eq!(u.kind, UpdateKind::Cancelled);
+        assert_eq!(u.note.as_deref(), Some("Postponed to next month"));
+        assert_eq!(
+            w.steps[0].state,
+            StepState::Pending,
+            "steps that never ran stay pending"
+        );
+    }
+    // A draft was never public: cancelling it writes no public update.
+    let mut w = window(Draft, &[]);
+    assert_eq!(w.cancel(None, t(30)).unwrap(), Vec::new());
+    assert_eq!(w.state, Cancelled);
+    assert!(!w.is_public());
+}
+
+#[test]
+fn cancel_in_progress_closes_open_steps() {
+    use StepState::*;
+    let mut w = window(WindowState::InProgress, &[Done, InProgress, Pending]);
+    let u = one_update(w.cancel(None, t(80)));
+    assert_eq!(
+        w.steps.iter().map(|s| s.state).collect::<Vec<_>>(),
+        [Done, Skipped, Skipped]
+    );
+    assert!(w.steps[1].note.as_deref().unwrap().contains("Interrupted"));
+    assert!(u.body.contains("1 of 3 steps done"), "{}", u.body);
+}
+
+#[test]
+fn cancel_is_refused_when_finished() {
+    for state in [Completed, Cancelled] {
+        let mut w = window(state, &[]);
+        assert!(rule_error(w.cancel(None, t(1))).starts_with("cannot cancel"));
+    }
+}
+
+#[test]
+fn reschedule_moves_between_planned_and_scheduled() {
+    let mut w = window(Planned, &[]);
+    let fixed = Schedule::Fixed {
+        starts_at: t(600),
+        ends_at: Some(t(720)),
+    };
+    let u = one_update(w.reschedule(fixed.clone(), t(10)));
+    assert_eq!(w.state, Scheduled);
+    assert_eq!(w.starts_at, Some(t(600)));
+    assert_eq!(w.schedule_hint, None);
+    assert_eq!(u.kind, UpdateKind::Rescheduled);
+
+    let u = one_update(w.reschedule(
+        Schedule::Tentative {
+            hint: Some("next week".into()),
+        },
+        t(11),
+    ));
+    assert_eq!(w.state, Planned);
+    assert_eq!((w.starts_at, w.ends_at), (None, None));
+    assert!(u.body.contains("next week"));
+
+    // The same schedule again is no change and writes nothing.
+    assert_eq!(
+        w.reschedule(
+            Schedule::Tentative {
+                hint: Some("next week".into())
+            },
+            t(12)
+        )
+        .unwrap(),
+        Vec::new()
+    );
+}
+
+#[test]
+fn reschedule_a_draft_writes_no_update() {
+    let mut w = window(Draft, &[]);
+    let updates = w
+        .reschedule(Schedule::Tentative { hint: None }, t(1))
+        .unwrap();
+    assert!(updates.is_empty());
+    assert_eq!(w.state, Draft);
+    assert_eq!(w.starts_at, None);
+}
+
+#[test]
+fn reschedule_in_progress_moves_only_the_end() {
+    let mut w = window(InProgress, &[]);
+    let u = one_update(w.reschedule(
+        Schedule::Fixed {
+            starts_at: t(60),
+            ends_at: Some(t(180)),
+        },
+        t(100),
+    ));
+    assert_eq!(w.ends_at, Some(t(180)));
+    assert!(u.body.contains("Expected end moved"), "{}", u.body);
+    let message = rule_error(w.reschedule(
+        Schedule::Fixed {
+            starts_at: t(70),
+            ends_at: Some(t(180)),
+        },
+        t(101),
+    ));
+    assert!(message.contains("cannot move the start"), "{message}");
+    let message = rule_error(w.reschedule(Schedule::Tentative { hint: None }, t(101)));
+    assert!(message.contains("cannot remove the date"), "{message}");
+}
+
+#[test]
+fn reschedule_is_refused_when_finished() {
+    for state in [Completed, Cancelled] {
+        let mut w = window(state, &[]);
+        let message = rule_error(w.reschedule(Schedule::Tentative { hint: None }, t(1)));
+        assert!(message.starts_with("cannot reschedule"), "{message}");
+    }
+}
+
+#[test]
+fn schedule_validation() {
+    assert_eq!(
+        Schedule::from_parts(Some(t(10)), Some(t(5)), None)
+            .unwrap_err()
+            .field,
+        "ends_at"
+    );
+    assert_eq!(
+        Schedule::from_parts(None, Some(t(5)), None)
+            .unwrap_err()
+            .field,
+        "ends_at"
+    );
+    assert_eq!(
+        Schedule::from_parts(None, None, Some("  ")).unwrap(),
+        Schedule::Tentative { hint: None }
+    );
+}
+
+/// Each step state × action while the window runs: (from, action, allowed, resulting state).
+#[test]
+fn every_step_transition() {
+    use StepAction as A;
+    use StepState::*;
+    let table = [
+        (Pending, A::Start, Some(InProgress)),
+        (Pending, A::Done, None),
+        (Pending, A::Fail, None),
+        (Pending, A::Skip, Some(Skipped)),
+        (InProgress, A::Start, None),
+        (InProgress, A::Done, Some(Done)),
+        (InProgress, A::Fail, Some(Failed)),
+        (InProgress, A::Skip, Some(Skipped)),
+        (Done, A::Start, None),
+        (Done, A::Done, None),
+        (Done, A::Fail, None),
+        (Done, A::Skip, None),
+        (Failed, A::Start, Some(InProgress)),
+        (Failed, A::Done, None),
+        (Failed, A::Fail, None),
+        (Failed, A::Skip, Some(Skipped)),
+        (Skipped, A::Start, None),
+        (Skipped, A::Done, None),
+        (Skipped, A::Fail, None),
+        (Skipped, A::Skip, None),
+    ];
+    for (from, action, to) in table {
+        // The step under test is the first, so ordering rules do not interfere.
+        let mut w = window(WindowState::InProgress, &[from, Pending]);
+        let result = w.step(1, action, Some("a note"), t(70));
+        match to {
+            Some(to) => {
+                let u = one_update(result);
+                assert_eq!(w.steps[0].state, to, "{from:?} {action:?}");
+                assert_eq!(u.step_position, Some(1));
+                assert_eq!(u.note.as_deref(), Some("a note"));
+                assert_eq!(w.steps[0].note.as_deref(), Some("a note"));
+                let kind = match action {
+                    A::Start => UpdateKind::StepStarted,
+                    A::Done => UpdateKind::StepDone,
+                    A::Fail => UpdateKind::StepFailed,
+                    A::Skip => UpdateKind::StepSkipped,
+                };
+                assert_eq!(u.kind, kind);
+                if to == InProgress {
+                    assert_eq!(w.steps[0].started_at, Some(t(70)));
+                    assert_eq!(w.steps[0].finished_at, None);
+                } else {
+                    assert_eq!(w.steps[0].finished_at, Some(t(70)));
+                }
+            }
+            None => {
+                let before = w.clone();
+                let message = rule_error(result);
+                assert!(message.contains("step 1"), "{from:?} {action:?}: {message}");
+                assert_eq!(w, before);
+            }
+        }
+    }
+}
+
+#[test]
+fn retry_counts_attempts() {
+    let mut w = window(InProgress, &[StepState::Failed]);
+    let u = one_update(w.step(1, StepAction::Start, None, t(70)));
+    assert!(u.body.contains("restarted (retry)"), "{}", u.body);
+    assert_eq!(w.steps[0].attempts, 2);
+}
+
+#[test]
+fn steps_run_in_order_one_at_a_time() {
+    use StepState::*;
+    let mut w = window(WindowState::InProgress, &[Done, Pending, Pending]);
+    let message = rule_error(w.step(3, StepAction::Start, None, t(70)));
+    assert!(message.contains("step 2 is not done yet"), "{message}");
+
+    let mut w = window(WindowState::InProgress, &[InProgress, Pending]);
+    let message = rule_error(w.step(2, StepAction::Start, None, t(70)));
+    assert!(message.contains("while step 1 is in progress"), "{message}");
+
+    let mut w = window(WindowState::InProgress, &[Failed, Pending]);
+    let message = rule_error(w.step(2, StepAction::Start, None, t(70)));
+    assert!(
+        message.contains("step 1 is failed; retry or skip it first"),
+        "{message}"
+    );
+
+    let mut w = window(WindowState::InProgress, &[Skipped, Done, Pending]);
+    one_update(w.step(3, StepAction::Start, None, t(70)));
+
+    // Skipping a later pending step while another runs is a plan change, and allowed.
+    let mut w = window(WindowState::InProgress, &[InProgress, Pending, Pending]);
+    one_update(w.step(3, StepAction::Skip, None, t(70)));
+}
+
+#[test]
+fn steps_need_a_running_window() {
+    for state in [Draft, Planned, Scheduled] {
+        let mut w = window(state, &[StepState::Pending]);
+        let message = rule_error(w.step(1, StepAction::Start, None, t(1)));
+        assert!(message.contains("has not started"), "{state:?}: {message}");
+    }
+    for state in [Completed, Cancelled] {
+        let mut w = window(state, &[StepState::Done]);
+        let message = rule_error(w.step(1, StepAction::Skip, None, t(1)));
+        assert!(
+            message.starts_with("cannot change a step"),
+            "{state:?}: {message}"
+        );
+    }
+    let mut w = window(InProgress, &[StepState::Pending]);
+    let message = rule_error(w.step(7, StepAction::Start, None, t(1)));
+    assert_eq!(message, "there is no step 7; the plan has 1 step");
+}
+
+#[test]
+fn progress_text_in_step_updates() {
+    let mut w = window(
+        InProgress,
+        &[StepState::Done, StepState::InProgress, StepState::Pending],
+    );
+    let u = one_update(w.step(2, StepAction::Done, None, t(70)));
+    assert_eq!(u.body, "Step 2 of 3 done: Step 2 (2 of 3 done)");
+}
+
+#[test]
+fn free_updates_need_a_public_window() {
+    let w = window(Draft, &[]);
+    assert!(rule_error(w.post_update("hello", t(1))).contains("announce the window first"));
+    for state in [Planned, Scheduled, InProgress, Completed, Cancelled] {
+        let w = window(state, &[]);
+        let u = one_update(w.post_update("  Follow-up: all good.  ", t(1)));
+        assert_eq!(u.kind, UpdateKind::Note);
+        assert_eq!(u.body, "Follow-up: all good.");
+    }
+    let w = window(InProgress, &[]);
+    assert!(matches!(
+        w.post_update("   ", t(1)),
+        Err(DomainError::Invalid(ValidationError { field: "body", .. }))
+    ));
+}
+
+#[test]
+fn notes_and_titles_are_validated() {
+    let mut w = window(InProgress, &[StepState::InProgress]);
+    let long = "x".repeat(limits::NOTE_MAX + 1);
+    assert!(matches!(
+        w.step(1, StepAction::Done, Some(&long), t(1)),
+        Err(DomainError::Invalid(ValidationError { field: "note", .. }))
+    ));
+    assert_eq!(w.steps[0].state, StepState::InProgress);
+    let new = NewMaintenance {
+        title: "  ".into(),
+        description: String::new(),
+        impact: Impact::None,
+        schedule: Schedule::Tentative { hint: None },
+        component_ids: vec![],
+        steps: vec![],
+    };
+    assert_eq!(new.validate().unwrap_err().field, "title");
+    let new = NewComponent {
+        slug: "Bad Slug".into(),
+        name: "API".into(),
+        description: None,
+        group_name: None,
+    };
+    assert_eq!(new.validate().unwrap_err().field, "slug");
+}
+
+#[test]
+fn overrunning_is_derived_from_the_expected_end() {
+    let w = window(InProgress, &[]);
+    assert!(!w.is_overrunning(t(119)));
+    assert!(w.is_overrunning(t(121)));
+    assert!(!window(Completed, &[]).is_overrunning(t(500)));
+}
+
+#[test]
+fn component_status_follows_windows() {
+    let component = Component {
+        id: 9,
+        slug: "api".into(),
+        name: "API".into(),
+        description: None,
+        group_name: None,
+        position: 1,
+    };
+    let mut running = window(InProgress, &[StepState::Done]);
+    running.components = vec![component.clone()];
+    let mut upcoming = window(Scheduled, &[]);
+    upcoming.components = vec![component.clone()];
+    assert_eq!(
+        ComponentStatus::of(9, &[upcoming.clone()]),
+        ComponentStatus::Operational
+    );
+    assert_eq!(
+        ComponentStatus::of(9, &[upcoming, running.clone()]),
+        ComponentStatus::UnderMaintenance
+    );
+    assert_eq!(
+        ComponentStatus::of(1, &[running.clone()]),
+        ComponentStatus::Operational
+    );
+    running.steps[0].state = StepState::Failed;
+    assert_eq!(
+        ComponentStatus::of(9, &[running]),
+        ComponentStatus::Degraded
+    );
+}

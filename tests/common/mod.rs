@@ -1,0 +1,159 @@
+//! Test helpers: a `TestApp` on a real SQLite file with a clock the test moves, and small
+//! request helpers for the router.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use herald::config::Settings;
+use herald::domain::{
+    Impact, Maintenance, NewComponent, NewMaintenance, NewStep, Schedule, StepAction, WindowAction,
+};
+use herald::service::Service;
+use herald::store::{SqliteStore, Store};
+use herald::web::{AppState, router};
+use jiff::{SignedDuration, Timestamp};
+use tower::ServiceExt;
+
+pub struct TestApp {
+    pub dir: tempfile::TempDir,
+    pub service: Service,
+    pub state: AppState,
+    pub router: Router,
+    clock: Arc<AtomicI64>,
+    pub start: Timestamp,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("utf-8 body")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/nested/herald.db", dir.path().display());
+        let store = SqliteStore::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let start = Timestamp::from_second(1_780_000_000).unwrap();
+        let clock = Arc::new(AtomicI64::new(start.as_second()));
+        let service = Service::with_clock(Arc::new(store), {
+            let clock = clock.clone();
+            Arc::new(move || Timestamp::from_second(clock.load(Ordering::SeqCst)).unwrap())
+        });
+        let mut settings = Settings::for_database(&url);
+        settings.site_name = "DecAPI status".into();
+        let state = AppState::new(service.clone(), settings);
+        let router = router(state.clone());
+        Self {
+            dir,
+            service,
+            state,
+            router,
+            clock,
+            start,
+        }
+    }
+
+    /// Move the clock to `minutes` after the test's start.
+    pub fn at(&self, minutes: i64) {
+        let t = self.start + SignedDuration::from_mins(minutes);
+        self.clock.store(t.as_second(), Ordering::SeqCst);
+    }
+
+    pub fn time(&self, minutes: i64) -> Timestamp {
+        self.start + SignedDuration::from_mins(minutes)
+    }
+
+    pub async fn request(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(Method::GET, path, &[]).await
+    }
+
+    pub async fn component(&self, slug: &str, name: &str) -> i64 {
+        self.service
+            .create_component(NewComponent {
+                slug: slug.into(),
+                name: name.into(),
+                description: None,
+                group_name: None,
+            })
+            .await
+            .unwrap()
+            .id
+    }
+
+    /// A draft with `steps` steps affecting `components`.
+    pub async fn window(
+        &self,
+        title: &str,
+        schedule: Schedule,
+        steps: usize,
+        components: Vec<i64>,
+    ) -> Maintenance {
+        self.service
+            .create_maintenance(NewMaintenance {
+                title: title.into(),
+                description: "Moving the **database** to a cluster.".into(),
+                impact: Impact::Minor,
+                schedule,
+                component_ids: components,
+                steps: (1..=steps)
+                    .map(|i| NewStep {
+                        title: format!("Step number {i}"),
+                        description: None,
+                    })
+                    .collect(),
+            })
+            .await
+            .unwrap()
+    }
+
+    pub async fn act(&self, id: i64, action: WindowAction) -> Maintenance {
+        self.service.window_action(id, action, None).await.unwrap()
+    }
+
+    pub async fn step(&self, id: i64, position: i64, action: StepAction) -> Maintenance {
+        self.service
+            .step_action(id, position, action, None)
+            .await
+            .unwrap()
+    }
+}

@@ -1,0 +1,464 @@
+//! The public pages for each window state, caching, compression and headers.
+
+mod common;
+
+use std::io::Read;
+
+use axum::http::{Method, StatusCode};
+use common::TestApp;
+use herald::domain::{Schedule, StepAction, WindowAction};
+
+fn tentative(hint: &str) -> Schedule {
+    Schedule::Tentative {
+        hint: Some(hint.into()),
+    }
+}
+
+#[tokio::test]
+async fn empty_page_says_all_is_well() {
+    let app = TestApp::new().await;
+    let page = app.get("/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = page.text();
+    assert!(html.contains("All systems operational"));
+    assert!(html.contains("Nothing planned."));
+    assert!(html.contains("<title>DecAPI status</title>"));
+}
+
+#[tokio::test]
+async fn drafts_are_never_public() {
+    let app = TestApp::new().await;
+    let w = app
+        .window("Secret plan", tentative("soon"), 2, vec![])
+        .await;
+    assert!(!app.get("/").await.text().contains("Secret plan"));
+    assert_eq!(
+        app.get(&format!("/maintenance/{}", w.id)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // Cancelling a draft keeps it out of history too.
+    app.act(w.id, WindowAction::Cancel).await;
+    assert!(!app.get("/history").await.text().contains("Secret plan"));
+}
+
+#[tokio::test]
+async fn tentative_window_shows_its_hint() {
+    let app = TestApp::new().await;
+    let api = app.component("api", "API").await;
+    let w = app
+        .window(
+            "Database cluster migration",
+            tentative("this Sunday or within two weeks"),
+            6,
+            vec![api],
+        )
+        .await;
+    app.act(w.id, WindowAction::Announce).await;
+    let html = app.get("/").await.text();
+    assert!(html.contains("Upcoming maintenance"));
+    assert!(html.contains("Database cluster migration"));
+    assert!(html.contains("No date yet</strong>: this Sunday or within two weeks"));
+    assert!(html.contains("The plan: 6 steps"));
+    assert!(html.contains("1 maintenance is planned."));
+    // Planned work does not change a component's status yet.
+    assert!(html.contains("status-operational"));
+    let detail = app.get(&format!("/maintenance/{}", w.id)).await.text();
+    assert!(detail.contains("No date: this Sunday or within two weeks"));
+    assert!(
+        detail.contains("<strong>database</strong>"),
+        "markdown renders"
+    );
+    assert!(detail.contains("Maintenance announced. No date yet"));
+}
+
+#[tokio::test]
+async fn scheduled_window_shows_its_times() {
+    let app = TestApp::new().await;
+    let w = app
+        .window(
+            "Scheduled work",
+            Schedule::Fixed {
+                starts_at: app.time(60 * 24),
+                ends_at: Some(app.time(60 * 26)),
+            },
+            2,
+            vec![],
+        )
+        .await;
+    app.act(w.id, WindowAction::Announce).await;
+    let html = app.get("/").await.text();
+    let start = app.time(60 * 24).strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    assert!(
+        html.contains(&format!("<time datetime=\"{start}\"")),
+        "{html}"
+    );
+    assert!(html.contains("(in 1 d)"), "relative start");
+    assert!(html.contains("Scheduled"));
+}
+
+#[tokio::test]
+async fn window_in_progress_shows_checklist_and_progress() {
+    let app = TestApp::new().await;
+    let api = app.component("api", "API").await;
+    app.component("website", "Website").await;
+    let w = app
+        .window(
+            "Database cluster migration",
+            Schedule::Fixed {
+                starts_at: app.time(0),
+                ends_at: Some(app.time(120)),
+            },
+            6,
+            vec![api],
+        )
+        .await;
+    app.act(w.id, WindowAction::Announce).await;
+    app.act(w.id, WindowAction::Start).await;
+    for p in 1..=3 {
+        app.step(w.id, p, StepAction::Start).await;
+        app.step(w.id, p, StepAction::Done).await;
+    }
+    app.step(w.id, 4, StepAction::Start).await;
+    app.at(42);
+    let html = app.get("/").await.text();
+    assert!(html.contains("Maintenance in progress"));
+    assert!(html.contains("step 4 of 6"));
+    assert!(html.contains("<strong>3 of 6 done</strong>"));
+    assert!(html.contains(
+        "<progress id=\"progress-1\" max=\"6\" value=\"3\" aria-valuetext=\"3 of 6 done\">"
+    ));
+    assert!(html.contains("class=\"step step-in_progress current\" aria-current=\"step\""));
+    assert_eq!(html.matches("class=\"step step-done").count(), 3);
+    assert!(html.contains("running for <span data-elapsed"));
+    assert!(html.contains(">42 min</span>"));
+    assert!(html.contains("status-under_maintenance"));
+    assert!(html.contains("Latest updates"));
+    assert!(html.contains("Step 4 of 6 started: Step number 4"));
+}
+
+#[tokio::test]
+async fn overrunning_window_says_so() {
+    let app = TestApp::new().await;
+    let w = app
+        .window(
+            "Long one",
+            Schedule::Fixed {
+                starts_at: app.time(0),
+                ends_at: Some(app.time(60)),
+            },
+            1,
+            vec![],
+        )
+        .await;
+    app.act(w.id, WindowAction::Announce).await;
+    app.act(w.id, WindowAction::Start).await;
+    app.at(95);
+    // The page was not rendered before; no stale cache to fight.
+    let html = app.get("/").await.text();
+    assert!(html.contains("In progress, overrunning"), "{html}");
+    assert!(html.contains("overrunning by 35 min"));
+    let detail = app.get(&format!("/maintenance/{}", w.id)).await.text();
+    assert!(detail.contains("overrunning by 35 min"));
+}
+
+#[tokio::test]
+async fn failed_step_turns_the_banner_amber() {
+    let app = TestApp::new().await;
+    let api = app.component("api", "API").await;
+    let w = app.window("Risky", tentative("today"), 2, vec![api]).await;
+    app.act(w.id, WindowAction::Announce).await;
+    app.act(w.id, WindowAction::Start).await;
+    app.step(w.id, 1, StepAction::Start).await;
+    app.step(w.id, 1, StepAction::Fail).await;
+    let html = app.get("/").await.text();
+    assert!(html.contains("a step has failed"));
+    assert!(html.contains("status-degraded_performance"));
+    assert!(html.contains("class=\"step step-failed current\""));
+}
+
+#[tokio::test]
+async fn completed_window_moves_to_history() {
+    let app = TestApp::new().await;
+    let w = app.window("Upgrade", tentative("soon"), 2, vec![]).await;
+    app.act(w.id, WindowAction::Announce).await;
+    app.act(w.id, WindowAction::Start).await;
+    app.step(w.id, 1, StepAction::Start).await;
+    app.at(10);
+    app.step(w.id, 1, StepAction::Done).await;
+    app.at(25);
+    app.service
+        .window_action(w.id, WindowAction::Complete, Some("All good."))
+        .await
+        .unwrap();
+    let html = app.get("/").await.text();
+    assert!(html.contains("All systems operational"));
+    assert!(html.contains("Recently finished"));
+    assert!(html.contains("took 25 min · 1 of 2 steps done"));
+    let detail = app.get(&format!("/maintenance/{}", w.id)).await.text();
+    assert!(detail.contains("Completed"));
+    assert!(detail.contains("<dt>Finished</dt>"));
+    assert!(detail.contains("(took 25 min)"));
+    assert!(detail.contains("Not run: the window was completed without it."));
+    assert!(detail.contains("All good."));
+    assert!(app.get("/history").await.text().contains("Upgrade"));
+}
+
+#[tokio::test]
+async fn cancelled_window_shows_as_cancelled() {
+    let app = TestApp::new().await;
+    let w = app.window("Called off", tentative("soon"), 1, vec![]).await;
+    app.act(w.id, WindowAction::Announce).await;
+    app.service
+        .window_action(w.id, WindowAction::Cancel, Some("Postponed to December."))
+        .await
+        .unwrap();
+    let html = app.get("/").await.text();
+    assert!(!html.contains("Upcoming maintenance</h2>\n  \n  <article"));
+    assert!(html.contains("state-cancelled"));
+    let detail = app.get(&format!("/maintenance/{}", w.id)).await.text();
+    assert!(detail.contains("<dt>Cancelled</dt>"));
+    assert!(detail.contains("Postponed to December."));
+}
+
+#[tokio::test]
+async fn markup_in_user_text_is_shown_as_text() {
+    let app = TestApp::new().await;
+    let w = app
+        .window(
+            "<script>alert(1)</script> & co",
+            tentative("<b>soon</b>"),
+            1,
+            vec![],
+        )
+        .await;
+    app.act(w.id, WindowAction::Announce).await;
+    app.service
+        .post_update(w.id, "<img src=x onerror=alert(1)>")
+        .await
+        .unwrap();
+    for path in [
+        "/".to_owned(),
+        format!("/maintenance/{}", w.id),
+        "/history".into(),
+    ] {
+        let html = app.get(&path).await.text();
+        assert!(!html.contains("<script>alert"), "{path}");
+        assert!(!html.contains("<img src=x"), "{path}");
+        assert!(!html.contains("<b>soon"), "{path}");
+    }
+    let detail = app.get(&format!("/maintenance/{}", w.id)).await.text();
+    assert!(
+        detail.contains("&#60;script&#62;alert(1)&#60;/script&#62; &#38; co"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn etag_gives_304_and_changes_with_the_data() {
+    let app = TestApp::new().await;
+    let first = app.get("/").await;
+    let etag = first.header("etag").unwrap().to_owned();
+    assert_eq!(
+        first.header("cache-control"),
+        Some("public, max-age=0, must-revalidate")
+    );
+    let again = app
+        .request(Method::GET, "/", &[("if-none-match", &etag)])
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    assert!(again.body.is_empty());
+    assert_eq!(again.header("etag"), Some(etag.as_str()));
+
+    // A change invalidates the cached page at once.
+    let w = app.window("New", tentative("soon"), 1, vec![]).await;
+    app.act(w.id, WindowAction::Announce).await;
+    let changed = app
+        .request(Method::GET, "/", &[("if-none-match", &etag)])
+        .await;
+    assert_eq!(changed.status, StatusCode::OK);
+    assert_ne!(changed.header("etag"), Some(etag.as_str()));
+    assert!(changed.text().contains("New"));
+}
+
+#[tokio::test]
+async fn pages_are_compressed_for_clients_that_accept_it() {
+    let app = TestApp::new().await;
+    let plain = app.get("/").await;
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.header("vary"), Some("accept-encoding"));
+
+    let br = app
+        .request(
+            Method::GET,
+            "/",
+            &[("accept-encoding", "gzip, deflate, br")],
+        )
+        .await;
+    assert_eq!(br.header("content-encoding"), Some("br"));
+    let mut out = Vec::new();
+    brotli::Decompressor::new(&br.body[..], 4096)
+        .read_to_end(&mut out)
+        .unwrap();
+    assert_eq!(out, plain.body);
+    assert!(br.body.len() * 2 < plain.body.len());
+
+    let gz = app
+        .request(Method::GET, "/", &[("accept-encoding", "gzip")])
+        .await;
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(&gz.body[..])
+        .read_to_end(&mut out)
+        .unwrap();
+    assert_eq!(out, plain.body);
+}
+
+#[tokio::test]
+async fn head_answers_headers_without_a_body() {
+    let app = TestApp::new().await;
+    let get = app.get("/").await;
+    let head = app.request(Method::HEAD, "/", &[]).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("etag"), get.header("etag"));
+    assert_eq!(
+        head.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+}
+
+#[tokio::test]
+async fn every_response_has_security_headers() {
+    let app = TestApp::new().await;
+    let css = app.state.site.css;
+    for path in [
+        "/",
+        "/history",
+        "/nope",
+        "/maintenance/abc",
+        "/healthz",
+        css,
+    ] {
+        let r = app.get(path).await;
+        let csp = r.header("content-security-policy").unwrap_or_default();
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}");
+        assert!(csp.contains("script-src 'self'"), "{path}");
+        assert!(!csp.contains("unsafe-inline"), "{path}");
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert!(r.header("referrer-policy").is_some(), "{path}");
+        assert!(r.header("x-request-id").is_some(), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn pages_load_nothing_from_other_hosts_and_no_inline_script() {
+    let app = TestApp::new().await;
+    let html = app.get("/").await.text();
+    for attr in ["src=\"", "href=\""] {
+        for (i, _) in html.match_indices(attr) {
+            let url = &html[i + attr.len()..];
+            assert!(
+                url.starts_with('/') || url.starts_with('#'),
+                "external reference: {}",
+                &url[..40.min(url.len())]
+            );
+        }
+    }
+    assert!(!html.contains("<script>"), "no inline scripts");
+    assert!(!html.contains(" style=\""), "no inline styles");
+}
+
+#[tokio::test]
+async fn assets_are_hashed_and_cached_for_a_year() {
+    let app = TestApp::new().await;
+    let css = app.state.site.css;
+    assert!(css.starts_with("/static/style.") && css.ends_with(".css"));
+    let r = app.get(css).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("content-type"), Some("text/css; charset=utf-8"));
+    assert_eq!(
+        r.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert_eq!(
+        app.get("/static/style.css").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn history_is_paginated() {
+    let app = TestApp::new().await;
+    for i in 0..45 {
+        let w = app
+            .window(&format!("Window {i:02}"), tentative("x"), 0, vec![])
+            .await;
+        app.at(i);
+        app.act(w.id, WindowAction::Announce).await;
+        app.act(w.id, WindowAction::Cancel).await;
+    }
+    let first = app.get("/history").await.text();
+    assert!(first.contains("45 finished windows"));
+    assert!(first.contains("Window 44"), "newest first");
+    assert!(!first.contains("Window 24"));
+    assert!(first.contains("Page 1 of 3"));
+    assert!(first.contains("href=\"/history?page=2\" rel=\"next\""));
+    let last = app.get("/history?page=3").await.text();
+    assert_eq!(last.matches("<li>").count(), 5);
+    assert!(last.contains("Window 00"));
+    assert!(last.contains("href=\"/history?page=2\" rel=\"prev\""));
+    assert_eq!(
+        app.get("/history?page=4").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get("/history?page=0").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let bad = app.get("/history?page=abc").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.text().contains("400 Bad Request"));
+}
+
+#[tokio::test]
+async fn unknown_pages_get_a_friendly_404() {
+    let app = TestApp::new().await;
+    for path in ["/nope", "/maintenance/999", "/maintenance/abc"] {
+        let r = app.get(path).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(r.text().contains("Go to the status page"), "{path}");
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+    }
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let app = TestApp::new().await;
+    assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
+    assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
+    app.get("/").await;
+    let metrics = app.get("/metrics").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = metrics.text();
+    assert!(text.contains("http_requests_total{"), "{text}");
+    assert!(text.contains("route=\"/\""));
+    assert!(text.contains("herald_page_renders_total"));
+    app.state
+        .draining
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        app.get("/readyz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
+}
