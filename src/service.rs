@@ -43,7 +43,7 @@ pub struct Service {
 }
 
 /// How often a change is retried when another change to the same window won the race.
-const MAX_CONFLICT_RETRIES: usize = 5;
+const MAX_CONFLICT_RETRIES: usize = 16;
 
 impl Service {
     pub fn new(store: Arc<dyn Store>) -> Self {

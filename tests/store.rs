@@ -1,0 +1,254 @@
+//! Storage and the service on a real SQLite file: creation, persistence, atomic commits,
+//! concurrent changes, the demo seed and components from configuration.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::TestApp;
+use herald::config::{ComponentSetting, Settings};
+use herald::domain::{
+    DomainError, Impact, NewMaintenance, Schedule, StepAction, StepState, UpdateKind, WindowAction,
+    WindowState,
+};
+use herald::service::{Service, ServiceError};
+use herald::store::{SqliteStore, Store, StoreError};
+
+#[tokio::test]
+async fn creates_the_database_and_its_folder_and_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a/b/herald.db");
+    let url = format!("sqlite://{}", path.display());
+    {
+        let store = SqliteStore::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let service = Service::new(Arc::new(store));
+        let w = service
+            .create_maintenance(NewMaintenance {
+                title: "Persisted".into(),
+                description: String::new(),
+                impact: Impact::None,
+                schedule: Schedule::Tentative { hint: None },
+                component_ids: vec![],
+                steps: vec![],
+            })
+            .await
+            .unwrap();
+        service
+            .window_action(w.id, WindowAction::Announce, None)
+            .await
+            .unwrap();
+    }
+    assert!(path.exists());
+    assert!(dir.path().join("a/b/herald.db-wal").exists(), "WAL journal");
+    let store = SqliteStore::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let w = store.get_maintenance(1).await.unwrap().unwrap();
+    assert_eq!(w.title, "Persisted");
+    assert_eq!(w.state, WindowState::Planned);
+    // Also without the `//`.
+    let other = dir.path().join("c/herald.db");
+    SqliteStore::connect(&format!("sqlite:{}", other.display()))
+        .await
+        .unwrap();
+    assert!(other.exists());
+}
+
+#[tokio::test]
+async fn a_change_and_its_update_commit_together() {
+    let app = TestApp::new().await;
+    let w = app
+        .window("Atomic", Schedule::Tentative { hint: None }, 2, vec![])
+        .await;
+    app.act(w.id, WindowAction::Announce).await;
+    app.act(w.id, WindowAction::Start).await;
+    let m = app.step(w.id, 1, StepAction::Start).await;
+    assert_eq!(m.steps[0].state, StepState::InProgress);
+    let stored = app.service.maintenance(w.id).await.unwrap();
+    assert_eq!(stored, m, "what the service returns is what was stored");
+    let updates = app.service.store().list_updates(w.id, None).await.unwrap();
+    let kinds: Vec<_> = updates.iter().map(|u| u.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            UpdateKind::StepStarted,
+            UpdateKind::Started,
+            UpdateKind::Announced
+        ]
+    );
+
+    // A stale copy loses: nothing of it is written, not even its update.
+    let mut stale = w.clone();
+    stale.title = "Overwritten".into();
+    let update = [herald::domain::NewUpdate {
+        kind: UpdateKind::Note,
+        body: "lost".into(),
+        note: None,
+        step_position: None,
+        created_at: app.time(0),
+    }];
+    assert!(matches!(
+        app.service.store().save_maintenance(&stale, &update).await,
+        Err(StoreError::Conflict)
+    ));
+    let after = app.service.maintenance(w.id).await.unwrap();
+    assert_eq!(after.title, "Atomic");
+    assert_eq!(
+        app.service
+            .store()
+            .list_updates(w.id, None)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn refused_changes_write_nothing() {
+    let app = TestApp::new().await;
+    let w = app
+        .window("Refused", Schedule::Tentative { hint: None }, 1, vec![])
+        .await;
+    let err = app
+        .service
+        .window_action(w.id, WindowAction::Start, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::Domain(DomainError::Rule(_))));
+    assert_eq!(app.service.maintenance(w.id).await.unwrap(), w);
+    assert!(matches!(
+        app.service
+            .window_action(999, WindowAction::Start, None)
+            .await,
+        Err(ServiceError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn concurrent_changes_all_land() {
+    let app = TestApp::new().await;
+    let w = app
+        .window("Busy", Schedule::Tentative { hint: None }, 0, vec![])
+        .await;
+    app.act(w.id, WindowAction::Announce).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let service = app.service.clone();
+            tokio::spawn(async move { service.post_update(w.id, &format!("update {i}")).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let updates = app.service.store().list_updates(w.id, None).await.unwrap();
+    assert_eq!(updates.len(), 9);
+    let m = app.service.maintenance(w.id).await.unwrap();
+    assert_eq!(m.version, 9);
+}
+
+#[tokio::test]
+async fn unknown_components_are_refused() {
+    let app = TestApp::new().await;
+    let err = app
+        .service
+        .create_maintenance(NewMaintenance {
+            title: "x".into(),
+            description: String::new(),
+            impact: Impact::None,
+            schedule: Schedule::Tentative { hint: None },
+            component_ids: vec![42],
+            steps: vec![],
+        })
+        .await
+        .unwrap_err();
+    match err {
+        ServiceError::Domain(DomainError::Invalid(v)) => assert_eq!(v.field, "components"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(app.service.store().count_maintenances().await.unwrap(), 0);
+    let err = app
+        .service
+        .component_ids(&["nope".to_owned()])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("nope"));
+}
+
+#[tokio::test]
+async fn duplicate_component_slugs_are_refused_with_the_field() {
+    let app = TestApp::new().await;
+    app.component("api", "API").await;
+    let err = app
+        .service
+        .create_component(herald::domain::NewComponent {
+            slug: "api".into(),
+            name: "Again".into(),
+            description: None,
+            group_name: None,
+        })
+        .await
+        .unwrap_err();
+    match err {
+        ServiceError::Domain(DomainError::Invalid(v)) => {
+            assert_eq!(v.field, "slug");
+            assert!(v.message.contains("already exists"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn demo_seeds_the_decapi_migration_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/demo.db", dir.path().display());
+    let settings = Settings::for_database(&url);
+    let state = herald::server::build(&settings, true).await.unwrap();
+    let store = state.service.store();
+    let open = store.open_public_maintenances().await.unwrap();
+    assert_eq!(open.len(), 1);
+    let m = &open[0];
+    assert_eq!(m.title, "Database cluster migration");
+    assert_eq!(m.state, WindowState::InProgress);
+    assert_eq!(m.steps.len(), 6);
+    assert_eq!(m.steps_done(), 3);
+    assert_eq!(m.current_step().unwrap().position, 4);
+    let names: Vec<_> = m.components.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["API", "Database"]);
+    let updates = store.list_updates(m.id, None).await.unwrap();
+    let announced = updates.last().unwrap();
+    assert_eq!(announced.kind, UpdateKind::Announced);
+    assert!(announced.body.contains("No date yet"), "tentative first");
+    assert!(updates.iter().any(|u| u.kind == UpdateKind::Rescheduled));
+    assert!(updates.iter().any(|u| u.kind == UpdateKind::Note));
+    let history = store.finished_maintenances(0, 10).await.unwrap();
+    assert_eq!(history.total, 1);
+    assert_eq!(history.items[0].state, WindowState::Completed);
+
+    // Starting again with --demo on a populated database seeds nothing more.
+    let again = herald::server::build(&settings, true).await.unwrap();
+    assert_eq!(again.service.store().count_maintenances().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn components_from_configuration_are_created_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/c.db", dir.path().display());
+    let mut settings = Settings::for_database(&url);
+    settings.components = vec![ComponentSetting {
+        slug: "api".into(),
+        name: "API".into(),
+        description: Some("The API".into()),
+        group: Some("Backend".into()),
+    }];
+    herald::server::build(&settings, false).await.unwrap();
+    let state = herald::server::build(&settings, false).await.unwrap();
+    let components = state.service.components().await.unwrap();
+    assert_eq!(components.len(), 1);
+    assert_eq!(components[0].group_name.as_deref(), Some("Backend"));
+    settings.components[0].slug = "Not A Slug".into();
+    let Err(err) = herald::server::build(&settings, false).await else {
+        panic!("an invalid component in the configuration must stop the start");
+    };
+    assert!(format!("{err:#}").contains("slug"), "{err:#}");
+}
