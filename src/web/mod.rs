@@ -15,9 +15,10 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -157,7 +158,10 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .on_request(())
-        .on_response(DefaultOnResponse::new().level(Level::DEBUG));
+        .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+        // Server errors are logged where they happen, with their cause; a 503 from /readyz
+        // while draining is not a failure.
+        .on_failure(());
     Router::new()
         .route("/", get(public::index))
         .route("/maintenance/{id}", get(public::maintenance))
@@ -168,6 +172,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback(not_found)
         .route_layer(middleware::from_fn(track_metrics))
+        .layer(CatchPanicLayer::custom(|_| {
+            error::AppError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
         .layer(middleware::from_fn(security_headers))
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
         .layer(trace)

@@ -1,0 +1,219 @@
+//! Graceful shutdown: requests in flight finish, `/readyz` answers 503 while draining, the
+//! process exits 0; a second signal or the drain timeout forces the exit.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use herald::server::{Drain, run};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A blocking HTTP/1.1 GET on a fresh connection; returns the status code.
+fn status_of(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split(' ').nth(1)?.parse().ok()
+}
+
+struct Herald {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Herald {
+    fn start(extra_env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.arg("serve")
+            .current_dir(dir.path())
+            .env("HERALD_LISTEN", addr.to_string())
+            .env("HERALD_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while status_of(addr, "/readyz") != Some(200) {
+            assert!(Instant::now() < deadline, "herald did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("herald did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// The real binary: SIGTERM with a request in flight (its head sent in two parts around the
+/// signal, finished only after the listener has closed). The request completes, `/readyz`
+/// answers 503 during the drain, and the exit status is 0.
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let mut herald = Herald::start(&[("HERALD_SHUTDOWN_DELAY", "500ms")]);
+    let mut in_flight = TcpStream::connect(herald.addr).unwrap();
+    in_flight
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    in_flight
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+
+    herald.signal(Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(status_of(herald.addr, "/readyz"), Some(503), "draining");
+    assert_eq!(status_of(herald.addr, "/healthz"), Some(200), "still alive");
+
+    // Past the shutdown delay: no new connections, but the one in flight is served.
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(status_of(herald.addr, "/healthz"), None, "listener closed");
+    assert!(herald.child.try_wait().unwrap().is_none(), "still draining");
+    in_flight.write_all(b"Connection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    in_flight.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.contains("All systems operational"));
+
+    let status = herald.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+#[test]
+fn second_signal_forces_the_exit() {
+    let mut herald = Herald::start(&[("HERALD_SHUTDOWN_DELAY", "30s")]);
+    herald.signal(Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(status_of(herald.addr, "/readyz"), Some(503));
+    herald.signal(Signal::SIGINT);
+    let status = herald.wait(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(130));
+}
+
+#[test]
+fn drain_timeout_forces_the_exit() {
+    let mut herald = Herald::start(&[("HERALD_DRAIN_TIMEOUT", "500ms")]);
+    // A request that never completes its head keeps a connection busy forever.
+    let mut stuck = TcpStream::connect(herald.addr).unwrap();
+    stuck.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    herald.signal(Signal::SIGTERM);
+    let status = herald.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "a forced exit is a failure exit");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// In process, with a handler that is slow on purpose (added by the test, not by Herald): the
+/// slow request started before the shutdown completes, and the background tasks are stopped.
+#[tokio::test]
+async fn in_flight_handler_completes_before_run_returns() {
+    let app = common::TestApp::new().await;
+    let router = herald::web::router(app.state.clone()).merge(axum::Router::new().route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            "slow but done"
+        }),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let token = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let background_stopped = {
+        let token = token.clone();
+        tasks.spawn(async move {
+            token.cancelled().await;
+            true
+        })
+    };
+    let (trigger, shutdown) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(run(
+        listener,
+        router,
+        app.state.draining.clone(),
+        Drain {
+            delay: Duration::from_millis(300),
+            timeout: Duration::from_secs(5),
+        },
+        tasks,
+        token,
+        async move {
+            let _ = shutdown.await;
+        },
+    ));
+    let slow = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "GET /slow HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    trigger.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ready = tokio::task::spawn_blocking(move || status_of(addr, "/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready, Some(503));
+    let out = slow.await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with("slow but done"));
+    server.await.unwrap().unwrap();
+    assert!(background_stopped.await.unwrap());
+}
