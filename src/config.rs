@@ -19,7 +19,13 @@ pub struct SettingsArgs {
     #[arg(long, global = true, env = "HERALD_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// Database URL: sqlite://FILE or postgres://… [default: sqlite://data/herald.db]
-    #[arg(long, global = true, env = "HERALD_DATABASE_URL", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
     /// Base URL used in links Herald posts [default: http://LISTEN]
     #[arg(long, global = true, env = "HERALD_PUBLIC_URL", value_name = "URL")]

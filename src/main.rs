@@ -1,5 +1,10 @@
 //! The `herald` binary: everything lives in the library.
 
+/// mimalloc: hyper and the page cache allocate per request; glibc's malloc showed as a tenth of
+/// the CPU time under load, mimalloc's thread-local free lists cut that.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     match herald::cli::main() {
         Ok(()) => std::process::ExitCode::SUCCESS,

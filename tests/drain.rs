@@ -167,7 +167,7 @@ async fn in_flight_handler_completes_before_run_returns() {
             "slow but done"
         }),
     ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let token = CancellationToken::new();
     let tasks = TaskTracker::new();

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use axum::http::HeaderMap;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use rust_embed::RustEmbed;
 
@@ -69,9 +69,9 @@ impl Assets {
 pub static ASSETS: LazyLock<Assets> = LazyLock::new(Assets::load);
 
 /// `GET /static/{file}`.
-pub async fn serve(Path(file): Path<String>, headers: HeaderMap) -> Response {
+pub async fn serve(Path(file): Path<String>, request: Request) -> Response {
     match ASSETS.by_hashed.get(&file) {
-        Some(page) => page.respond(&headers),
+        Some(page) => page.respond(request.headers()),
         None => super::error::AppError::NotFound.into_response(),
     }
 }

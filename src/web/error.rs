@@ -103,9 +103,6 @@ struct ErrorPage<'a> {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if let Self::Internal(cause) = &self {
-            tracing::error!(error = ?cause, "request failed");
-        }
         let page = ErrorPage {
             site: super::public::Site::current(),
             status: status.as_u16(),
@@ -120,9 +117,19 @@ impl IntoResponse for AppError {
             header::CACHE_CONTROL,
             header::HeaderValue::from_static("no-store"),
         );
+        if let Self::Internal(cause) = self {
+            // Logged by the request middleware, with the request id, method and path.
+            response
+                .extensions_mut()
+                .insert(ErrorCause(std::sync::Arc::new(cause)));
+        }
         response
     }
 }
+
+/// The cause of a 5xx, carried on the response to the middleware that logs it.
+#[derive(Debug, Clone)]
+pub struct ErrorCause(pub std::sync::Arc<anyhow::Error>);
 
 pub use extract::{Path, Query};
 

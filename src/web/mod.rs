@@ -1,5 +1,5 @@
-//! HTTP: the router, shared state, and the layers every response passes through (request id,
-//! tracing, metrics, security headers).
+//! HTTP: the router, shared state, and the one middleware every request passes through
+//! (request id, tracing span, error logging, metrics, security headers).
 
 pub mod assets;
 pub mod cache;
@@ -7,37 +7,46 @@ pub mod error;
 pub mod ops;
 pub mod public;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::service::Service;
 
-/// Everything handlers share; cheap to clone.
+/// Everything handlers share. One `Arc` inside, so cloning it per request is one increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
     pub service: Service,
-    pub settings: Arc<Settings>,
+    pub settings: Settings,
     pub site: public::Site,
-    pub pages: Arc<cache::PageCache>,
+    pub pages: cache::PageCache,
     /// Set on the first shutdown signal: `/readyz` answers 503 from then on.
     pub draining: Arc<AtomicBool>,
     pub metrics: PrometheusHandle,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
 }
 
 /// How long a rendered public page is served before it is rendered again even without a
@@ -46,14 +55,14 @@ const PAGE_MAX_AGE: Duration = Duration::from_secs(30);
 
 impl AppState {
     pub fn new(service: Service, settings: Settings) -> Self {
-        Self {
+        Self(Arc::new(Inner {
             service,
             site: public::Site::new(&settings.site_name),
-            settings: Arc::new(settings),
-            pages: Arc::new(cache::PageCache::new(PAGE_MAX_AGE)),
+            settings,
+            pages: cache::PageCache::new(PAGE_MAX_AGE),
             draining: Arc::new(AtomicBool::new(false)),
             metrics: crate::telemetry::metrics_handle(),
-        }
+        }))
     }
 
     pub fn is_draining(&self) -> bool {
@@ -61,44 +70,50 @@ impl AppState {
     }
 }
 
-/// Request ids: a per-process random prefix and a counter; unique, cheap, and sortable in logs.
-#[derive(Clone)]
-struct RequestIds {
-    prefix: Arc<str>,
-    next: Arc<AtomicU64>,
-}
-
-impl RequestIds {
-    fn new() -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64 ^ u64::from(std::process::id()))
-            .unwrap_or_default();
-        Self {
-            prefix: format!("{:08x}", seed as u32).into(),
-            next: Arc::new(AtomicU64::new(1)),
-        }
-    }
-}
-
-impl MakeRequestId for RequestIds {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{}-{n:x}", self.prefix))
-            .ok()
-            .map(RequestId::new)
-    }
-}
-
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A request id: the client's (or proxy's) if it sent a sane one, else a per-process random
+/// prefix and a counter: unique, cheap, and sortable in logs.
+fn request_id(request: &Request) -> HeaderValue {
+    static PREFIX: LazyLock<u32> = LazyLock::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u32 ^ std::process::id())
+            .unwrap_or_default()
+    });
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    if let Some(given) = request.headers().get(&X_REQUEST_ID)
+        && !given.is_empty()
+        && given.len() <= 64
+        && given
+            .as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    {
+        return given.clone();
+    }
+    // "prefix-counter" in hex, written without the formatting machinery (this runs per request).
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 8 + 1 + 16];
+    let prefix = *PREFIX;
+    for (i, b) in buf[..8].iter_mut().enumerate() {
+        *b = HEX[(prefix >> (28 - 4 * i) & 0xf) as usize];
+    }
+    buf[8] = b'-';
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let digits = (16 - n.leading_zeros() as usize / 4).max(1);
+    for i in 0..digits {
+        buf[9 + i] = HEX[(n >> (4 * (digits - 1 - i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&buf[..9 + digits]).expect("hex is a valid header value")
+}
 
 /// Content-Security-Policy: only Herald's own assets, no inline script or style, no framing.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
     connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; \
     frame-ancestors 'none'";
 
-async fn security_headers(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
+fn security_headers(response: &mut Response) {
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -113,27 +128,92 @@ async fn security_headers(request: Request, next: Next) -> Response {
         HeaderValue::from_static("strict-origin-when-cross-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        HeaderName::from_static("permissions-policy"),
-        HeaderValue::from_static("camera=(), microphone=(), geolocation=(), interest-cohort=()"),
-    );
-    response
 }
 
-async fn track_metrics(request: Request, next: Next) -> Response {
+/// Metric handles per route, registered once: looking them up by labels on every request
+/// allocates and hashes, which shows on a page served at tens of thousands of requests a second.
+struct RouteMetrics {
+    duration: Histogram,
+    counts: RwLock<Vec<(Method, u16, Counter)>>,
+}
+
+impl RouteMetrics {
+    fn record(route: &str, method: &Method, status: u16, elapsed: Duration) {
+        static ROUTES: LazyLock<RwLock<HashMap<String, Arc<RouteMetrics>>>> =
+            LazyLock::new(Default::default);
+        let found = ROUTES
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(route)
+            .cloned();
+        let metrics = found.unwrap_or_else(|| {
+            let mut routes = ROUTES.write().unwrap_or_else(|e| e.into_inner());
+            routes
+                .entry(route.to_owned())
+                .or_insert_with(|| {
+                    Arc::new(RouteMetrics {
+                        duration: metrics::histogram!(
+                            "http_request_duration_seconds",
+                            "route" => route.to_owned()
+                        ),
+                        counts: RwLock::new(Vec::new()),
+                    })
+                })
+                .clone()
+        });
+        metrics.duration.record(elapsed);
+        let counts = metrics.counts.read().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, counter)) = counts.iter().find(|(m, s, _)| *s == status && m == method) {
+            counter.increment(1);
+            return;
+        }
+        drop(counts);
+        let counter = metrics::counter!(
+            "http_requests_total",
+            "method" => method.as_str().to_owned(),
+            "route" => route.to_owned(),
+            "status" => status.to_string()
+        );
+        counter.increment(1);
+        metrics
+            .counts
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((method.clone(), status, counter));
+    }
+}
+
+/// Around every request: a request id (echoed in `x-request-id`), a tracing span carrying it,
+/// the log line for server errors, metrics, and the security headers.
+async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "route" => route)
-        .record(started.elapsed());
+    let id = request_id(&request);
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let span = tracing::debug_span!(
+        "request",
+        method = %method,
+        path = %uri.path(),
+        request_id = ?id,
+    );
+    let mut response = next.run(request).instrument(span).await;
+    let status = response.status();
+    if let Some(error::ErrorCause(cause)) = response.extensions_mut().remove() {
+        tracing::error!(
+            request_id = ?id,
+            method = %method,
+            path = %uri.path(),
+            status = status.as_u16(),
+            error = ?cause,
+            "request failed"
+        );
+    }
+    tracing::debug!(request_id = ?id, status = status.as_u16(), elapsed = ?started.elapsed(), "answered");
+    security_headers(&mut response);
+    response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    RouteMetrics::record(route, &method, status.as_u16(), started.elapsed());
     response
 }
 
@@ -143,25 +223,6 @@ async fn not_found() -> error::AppError {
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
-    let trace = TraceLayer::new_for_http()
-        .make_span_with(|request: &axum::http::Request<_>| {
-            let id = request
-                .headers()
-                .get(&X_REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!(
-                "request",
-                method = %request.method(),
-                path = %request.uri().path(),
-                request_id = %id,
-            )
-        })
-        .on_request(())
-        .on_response(DefaultOnResponse::new().level(Level::DEBUG))
-        // Server errors are logged where they happen, with their cause; a 503 from /readyz
-        // while draining is not a failure.
-        .on_failure(());
     Router::new()
         .route("/", get(public::index))
         .route("/maintenance/{id}", get(public::maintenance))
@@ -171,16 +232,35 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback(not_found)
-        .route_layer(middleware::from_fn(track_metrics))
         .layer(CatchPanicLayer::custom(|_| {
             error::AppError::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
-        .layer(middleware::from_fn(security_headers))
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
-        .layer(trace)
-        .layer(SetRequestIdLayer::new(
-            X_REQUEST_ID.clone(),
-            RequestIds::new(),
-        ))
+        .layer(middleware::from_fn(observe))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_unique_and_keep_a_sane_given_one() {
+        let bare = || Request::new(axum::body::Body::empty());
+        let a = request_id(&bare());
+        let b = request_id(&bare());
+        assert_ne!(a, b);
+        let text = a.to_str().unwrap();
+        assert_eq!(text.len(), 8 + 1 + text[9..].len());
+        assert!(text[..8].bytes().all(|c| c.is_ascii_hexdigit()));
+        let mut given = bare();
+        given
+            .headers_mut()
+            .insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&given), "abc-123");
+        let mut hostile = bare();
+        hostile
+            .headers_mut()
+            .insert(&X_REQUEST_ID, HeaderValue::from_static("a b\"<script>"));
+        assert_ne!(request_id(&hostile), "a b\"<script>");
+    }
 }

@@ -2,8 +2,8 @@
 //! cache from view structs that hold display-ready values, so templates stay free of logic.
 
 use askama::Template;
+use axum::extract::Request;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 use jiff::{SignedDuration, Timestamp};
@@ -451,15 +451,12 @@ async fn render_index(state: &AppState) -> Result<CachedPage, AppError> {
 }
 
 /// `GET /`.
-pub async fn index(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, AppError> {
+pub async fn index(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
     let page = state
         .pages
         .get_or_render("/", state.service.generation(), || render_index(&state))
         .await?;
-    Ok(page.respond(&headers))
+    Ok(page.respond(request.headers()))
 }
 
 async fn render_maintenance(state: &AppState, id: i64) -> Result<CachedPage, AppError> {
@@ -480,7 +477,7 @@ async fn render_maintenance(state: &AppState, id: i64) -> Result<CachedPage, App
 pub async fn maintenance(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, AppError> {
     let key = format!("/maintenance/{id}");
     let page = state
@@ -489,7 +486,7 @@ pub async fn maintenance(
             render_maintenance(&state, id)
         })
         .await?;
-    Ok(page.respond(&headers))
+    Ok(page.respond(request.headers()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -526,7 +523,7 @@ async fn render_history(state: &AppState, page: i64) -> Result<CachedPage, AppEr
 pub async fn history(
     State(state): State<AppState>,
     Query(query): Query<HistoryQuery>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, AppError> {
     let page = i64::from(query.page.unwrap_or(1));
     if page < 1 {
@@ -539,7 +536,7 @@ pub async fn history(
             render_history(&state, page)
         })
         .await?;
-    Ok(page.respond(&headers))
+    Ok(page.respond(request.headers()))
 }
 
 #[cfg(test)]
