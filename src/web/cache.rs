@@ -112,9 +112,7 @@ impl CachedPage {
         let gzip = gz.finish().expect("writing to memory cannot fail");
         let mut brotli = Vec::new();
         {
-            // A window no larger than the input keeps the encoder's memory small.
-            let lgwin = (usize::BITS - body.len().max(1024).leading_zeros()).clamp(10, 22);
-            let mut w = brotli::CompressorWriter::new(&mut brotli, 4096, brotli_quality, lgwin);
+            let mut w = brotli::CompressorWriter::new(&mut brotli, 4096, brotli_quality, 22);
             w.write_all(&body).expect("writing to memory cannot fail");
         }
         // A weak validator: the same content in any encoding matches.
