@@ -2,7 +2,13 @@
 
 use clap::{Parser, Subcommand};
 
+use std::io::{BufRead, IsTerminal};
+
+use anyhow::{Context, bail};
+
 use crate::config::{EXAMPLE, Settings, SettingsArgs};
+use crate::domain::Role;
+use crate::service::Service;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,6 +34,51 @@ pub enum Command {
     /// Configuration helpers
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage users of the admin UI
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens for automation
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user; the password is read from the terminal, or from stdin's first line
+    Add {
+        name: String,
+        #[arg(long, value_enum, default_value = "maintainer")]
+        role: RoleArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (only the token, only this once)
+    Create {
+        name: String,
+        #[arg(long, value_enum, default_value = "maintainer")]
+        role: RoleArg,
+    },
+    /// List tokens (never their secrets)
+    List,
+    /// Revoke a token by id
+    Revoke { id: i64 },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RoleArg {
+    Maintainer,
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Maintainer => Role::Maintainer,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,10 +105,93 @@ pub fn main() -> anyhow::Result<()> {
             print!("{EXAMPLE}");
             Ok(())
         }
+        Command::User(command) => with_service(&cli.settings, |service| async move {
+            match command {
+                UserCommand::Add { name, role } => {
+                    let password = read_password()?;
+                    let user = service
+                        .add_user(&name, &password, role.into(), "cli")
+                        .await?;
+                    eprintln!("added {} ({})", user.name, user.role.as_str());
+                }
+            }
+            Ok(())
+        }),
+        Command::Token(command) => with_service(&cli.settings, |service| async move {
+            match command {
+                TokenCommand::Create { name, role } => {
+                    let new = service.create_token(&name, role.into(), "cli").await?;
+                    println!("{}", new.secret.expose());
+                    eprintln!(
+                        "created token {} ({}, id {}); it is shown only now",
+                        new.token.name,
+                        new.token.role.as_str(),
+                        new.token.id
+                    );
+                }
+                TokenCommand::List => {
+                    println!("id\tname\trole\tprefix\tcreated\tlast used\trevoked");
+                    let show =
+                        |t: Option<jiff::Timestamp>| t.map_or("-".to_owned(), |t| t.to_string());
+                    for t in service.tokens().await? {
+                        println!(
+                            "{}\t{}\t{}\t{}…\t{}\t{}\t{}",
+                            t.id,
+                            t.name,
+                            t.role.as_str(),
+                            t.prefix,
+                            t.created_at,
+                            show(t.last_used_at),
+                            show(t.revoked_at)
+                        );
+                    }
+                }
+                TokenCommand::Revoke { id } => {
+                    service.revoke_token(id, "cli").await?;
+                    eprintln!("revoked token {id}");
+                }
+            }
+            Ok(())
+        }),
         Command::Config(ConfigCommand::Show) => {
             let settings = Settings::load(&cli.settings)?;
             println!("{settings:#?}");
             Ok(())
         }
+    }
+}
+
+/// Run `f` with a service on the configured database (migrated), on a small runtime.
+fn with_service<F, Fut>(args: &SettingsArgs, f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Service) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let settings = Settings::load(args)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let store = crate::server::open_store(&settings).await?;
+        f(Service::new(store)).await
+    })
+}
+
+/// A password from the terminal (asked twice, not echoed) or from stdin's first line.
+fn read_password() -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")?;
+        let second = rpassword::prompt_password("Again: ")?;
+        if first != second {
+            bail!("the passwords differ");
+        }
+        Ok(first)
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from stdin")?;
+        Ok(line.trim_end_matches(['\n', '\r']).to_owned())
     }
 }

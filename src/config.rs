@@ -42,6 +42,12 @@ pub struct SettingsArgs {
     /// How long in-flight work may take to finish after SIGTERM [default: 30s]
     #[arg(long, global = true, env = "HERALD_DRAIN_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub drain_timeout: Option<Duration>,
+    /// Name of the first admin, created at start when no user exists
+    #[arg(long, global = true, env = "HERALD_ADMIN_USER", value_name = "NAME")]
+    pub admin_user: Option<String>,
+    /// Password of the first admin (environment only: flags show in process lists)
+    #[arg(skip)]
+    pub admin_password: Option<Secret>,
     /// How long to keep serving (with /readyz failing) after SIGTERM before closing the
     /// listener, so a load balancer notices [default: 0s]
     #[arg(long, global = true, env = "HERALD_SHUTDOWN_DELAY", value_parser = humantime::parse_duration, value_name = "DURATION")]
@@ -178,6 +184,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     pub shutdown_delay: Duration,
     pub components: Vec<ComponentSetting>,
+    /// The first admin, created at start if no user exists.
+    pub admin: Option<(String, Secret)>,
     /// The file the settings came from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -246,6 +254,21 @@ impl Settings {
                 .or(file.shutdown_delay)
                 .unwrap_or(Duration::ZERO),
             components: file.components,
+            admin: match (
+                args.admin_user.clone(),
+                args.admin_password
+                    .clone()
+                    .or_else(|| std::env::var("HERALD_ADMIN_PASSWORD").ok().map(Secret::new)),
+            ) {
+                (Some(user), Some(password)) => Some((user, password)),
+                (None, None) => None,
+                (Some(_), None) => {
+                    bail!("HERALD_ADMIN_USER is set but HERALD_ADMIN_PASSWORD is not")
+                }
+                (None, Some(_)) => {
+                    bail!("HERALD_ADMIN_PASSWORD is set but HERALD_ADMIN_USER is not")
+                }
+            },
             config_file,
         })
     }

@@ -750,8 +750,20 @@ impl Maintenance {
         now: Timestamp,
     ) -> Result<Vec<NewUpdate>, DomainError> {
         match action {
-            WindowAction::Announce => self.announce(now),
-            WindowAction::Start => self.start(now),
+            WindowAction::Announce | WindowAction::Start => {
+                // A note travels with the announcement or the start ("expect a few minutes of
+                // downtime"); it is checked before anything changes.
+                let note = clean_note(note)?;
+                let mut updates = if action == WindowAction::Announce {
+                    self.announce(now)?
+                } else {
+                    self.start(now)?
+                };
+                if let Some(first) = updates.first_mut() {
+                    first.note = note;
+                }
+                Ok(updates)
+            }
             WindowAction::Complete => self.complete(note, now),
             WindowAction::Cancel => self.cancel(note, now),
         }
@@ -902,5 +914,80 @@ fn list_steps(positions: &[i64]) -> String {
         [one] => format!("step {one}"),
         [rest @ .., last] => format!("steps {} and {last}", rest.join(", ")),
         [] => String::new(),
+    }
+}
+
+/// Fields an edit may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Edit {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub impact: Option<Impact>,
+    pub components: Option<Vec<Component>>,
+}
+
+/// A partial change of the schedule, as PATCH sends it: the outer `None` leaves a field alone,
+/// `Some(None)` clears it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScheduleChange {
+    pub starts_at: Option<Option<Timestamp>>,
+    pub ends_at: Option<Option<Timestamp>>,
+    pub hint: Option<Option<String>>,
+}
+
+impl ScheduleChange {
+    pub fn is_empty(&self) -> bool {
+        self.starts_at.is_none() && self.ends_at.is_none() && self.hint.is_none()
+    }
+
+    /// The schedule `m` would have after this change. Clearing the start also clears the end
+    /// (a tentative window has neither); a window that started without a date takes its actual
+    /// start as the start its expected end is checked against.
+    pub fn apply_to(&self, m: &Maintenance) -> Result<Schedule, ValidationError> {
+        let current_start = if m.state == WindowState::InProgress {
+            m.starts_at.or(m.started_at)
+        } else {
+            m.starts_at
+        };
+        let starts_at = self.starts_at.unwrap_or(current_start);
+        let ends_at = match (self.starts_at, self.ends_at) {
+            (_, Some(end)) => end,
+            (Some(None), None) => None,
+            (_, None) => m.ends_at,
+        };
+        let hint = match &self.hint {
+            Some(h) => h.clone(),
+            None => m.schedule_hint.clone(),
+        };
+        Schedule::from_parts(starts_at, ends_at, hint.as_deref())
+    }
+}
+
+impl Maintenance {
+    /// Correct what a window says: title, description, impact, affected components. Edits are
+    /// silent (no timeline entry, no announcement) in every state, so a typo can be fixed even
+    /// after the work; moving the date is a reschedule, which is announced.
+    pub fn edit(&mut self, edit: Edit, now: Timestamp) -> Result<Vec<NewUpdate>, DomainError> {
+        let before = self.clone();
+        if let Some(title) = edit.title {
+            self.title = clean_text("title", &title, limits::TITLE_MAX, true)?.unwrap_or_default();
+        }
+        if let Some(description) = edit.description {
+            self.description =
+                clean_text("description", &description, limits::DESCRIPTION_MAX, false)?
+                    .unwrap_or_default();
+        }
+        if let Some(impact) = edit.impact {
+            self.impact = impact;
+        }
+        if let Some(mut components) = edit.components {
+            components.sort_by_key(|c| (c.position, c.id));
+            components.dedup_by_key(|c| c.id);
+            self.components = components;
+        }
+        if *self != before {
+            self.updated_at = now;
+        }
+        Ok(Vec::new())
     }
 }

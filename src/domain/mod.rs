@@ -25,7 +25,10 @@
 //!   skipped, so the checklist shows what never ran.
 //! - Free-form updates can be posted to any public window, also after it finished (follow-ups).
 
+mod account;
 mod maintenance;
+
+pub use account::*;
 
 pub use maintenance::*;
 

@@ -524,3 +524,26 @@ fn component_status_follows_windows() {
         ComponentStatus::Degraded
     );
 }
+
+#[test]
+fn announce_and_start_carry_a_checked_note() {
+    let mut w = window(Draft, &[]);
+    let updates = w
+        .apply(
+            WindowAction::Announce,
+            Some("Expect a few minutes of downtime."),
+            t(1),
+        )
+        .unwrap();
+    assert_eq!(
+        updates[0].note.as_deref(),
+        Some("Expect a few minutes of downtime.")
+    );
+    let mut w = window(Scheduled, &[]);
+    let before = w.clone();
+    assert!(matches!(
+        w.apply(WindowAction::Start, Some("nul\0byte"), t(1)),
+        Err(DomainError::Invalid(ValidationError { field: "note", .. }))
+    ));
+    assert_eq!(w, before, "nothing changes when the note is refused");
+}

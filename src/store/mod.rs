@@ -6,7 +6,10 @@ mod sqlite;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use crate::domain::{Component, Maintenance, NewComponent, NewMaintenance, NewUpdate, Update};
+use crate::domain::{
+    ApiToken, AuditEntry, Component, Maintenance, NewComponent, NewMaintenance, NewUpdate, Role,
+    Update, User,
+};
 
 pub use sqlite::SqliteStore;
 
@@ -89,4 +92,41 @@ pub trait Store: Send + Sync + 'static {
         maintenance_id: i64,
         limit: Option<i64>,
     ) -> StoreResult<Vec<Update>>;
+
+    /// Store a new token by the hash of its secret.
+    async fn insert_token(
+        &self,
+        name: &str,
+        role: Role,
+        token_hash: &str,
+        prefix: &str,
+        created_by: &str,
+        now: Timestamp,
+    ) -> StoreResult<ApiToken>;
+    /// The token whose secret hashes to `token_hash`, revoked or not.
+    async fn token_by_hash(&self, token_hash: &str) -> StoreResult<Option<ApiToken>>;
+    async fn list_tokens(&self) -> StoreResult<Vec<ApiToken>>;
+    /// Revoke; false if there is no such token or it was already revoked.
+    async fn revoke_token(&self, id: i64, now: Timestamp) -> StoreResult<bool>;
+    async fn touch_token(&self, id: i64, now: Timestamp) -> StoreResult<()>;
+
+    async fn insert_user(
+        &self,
+        name: &str,
+        password_hash: &str,
+        role: Role,
+        now: Timestamp,
+    ) -> StoreResult<User>;
+    async fn count_users(&self) -> StoreResult<i64>;
+    /// A user with its password hash.
+    async fn user_by_name(&self, name: &str) -> StoreResult<Option<(User, String)>>;
+
+    async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: Option<&str>,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    async fn list_audit(&self, limit: i64) -> StoreResult<Vec<AuditEntry>>;
 }

@@ -15,8 +15,8 @@ use tracing::instrument;
 
 use super::{MaintenanceSummary, Page, Store, StoreError, StoreResult};
 use crate::domain::{
-    Component, Impact, Maintenance, NewComponent, NewMaintenance, NewUpdate, Schedule, Step,
-    StepState, Update, UpdateKind, WindowState,
+    ApiToken, AuditEntry, Component, Impact, Maintenance, NewComponent, NewMaintenance, NewUpdate,
+    Role, Schedule, Step, StepState, Update, UpdateKind, User, WindowState,
 };
 
 pub struct SqliteStore {
@@ -139,6 +139,33 @@ fn update_from(row: &SqliteRow) -> StoreResult<Update> {
         created_at: ts(row.try_get("created_at")?)?,
     })
 }
+
+fn token_from(row: &SqliteRow) -> StoreResult<ApiToken> {
+    let role: String = row.try_get("role")?;
+    Ok(ApiToken {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: parse(&role, "role", Role::parse)?,
+        prefix: row.try_get("prefix")?,
+        created_by: row.try_get("created_by")?,
+        created_at: ts(row.try_get("created_at")?)?,
+        last_used_at: opt_ts(row.try_get("last_used_at")?)?,
+        revoked_at: opt_ts(row.try_get("revoked_at")?)?,
+    })
+}
+
+fn user_from(row: &SqliteRow) -> StoreResult<User> {
+    let role: String = row.try_get("role")?;
+    Ok(User {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: parse(&role, "role", Role::parse)?,
+        created_at: ts(row.try_get("created_at")?)?,
+    })
+}
+
+const TOKEN_COLUMNS: &str =
+    "id, name, role, prefix, created_by, created_at, last_used_at, revoked_at";
 
 const COMPONENT_COLUMNS: &str = "c.id, c.slug, c.name, c.description, c.group_name, c.position";
 const MAINTENANCE_COLUMNS: &str = "m.id, m.title, m.description, m.state, m.impact, m.starts_at, \
@@ -522,6 +549,158 @@ impl Store for SqliteStore {
         .await?
         .iter()
         .map(update_from)
+        .collect()
+    }
+
+    async fn insert_token(
+        &self,
+        name: &str,
+        role: Role,
+        token_hash: &str,
+        prefix: &str,
+        created_by: &str,
+        now: Timestamp,
+    ) -> StoreResult<ApiToken> {
+        let row = sqlx::query(&format!(
+            "INSERT INTO api_tokens (name, role, token_hash, prefix, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(name)
+        .bind(role.as_str())
+        .bind(token_hash)
+        .bind(prefix)
+        .bind(created_by)
+        .bind(secs(now))
+        .fetch_one(&self.pool)
+        .await?;
+        token_from(&row)
+    }
+
+    async fn token_by_hash(&self, token_hash: &str) -> StoreResult<Option<ApiToken>> {
+        sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = $1"
+        ))
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(token_from)
+        .transpose()
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<ApiToken>> {
+        sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY revoked_at IS NOT NULL, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(token_from)
+        .collect()
+    }
+
+    async fn revoke_token(&self, id: i64, now: Timestamp) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(secs(now))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn touch_token(&self, id: i64, now: Timestamp) -> StoreResult<()> {
+        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(secs(now))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_user(
+        &self,
+        name: &str,
+        password_hash: &str,
+        role: Role,
+        now: Timestamp,
+    ) -> StoreResult<User> {
+        let row = sqlx::query(
+            "INSERT INTO users (name, password_hash, role, created_at) VALUES ($1, $2, $3, $4) \
+             RETURNING id, name, role, created_at",
+        )
+        .bind(name)
+        .bind(password_hash)
+        .bind(role.as_str())
+        .bind(secs(now))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Duplicate("a user with this name")
+            }
+            _ => StoreError::Database(e),
+        })?;
+        user_from(&row)
+    }
+
+    async fn count_users(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn user_by_name(&self, name: &str) -> StoreResult<Option<(User, String)>> {
+        let Some(row) = sqlx::query(
+            "SELECT id, name, role, created_at, password_hash FROM users WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((user_from(&row)?, row.try_get("password_hash")?)))
+    }
+
+    async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: Option<&str>,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (actor, action, target, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .bind(secs(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, limit: i64) -> StoreResult<Vec<AuditEntry>> {
+        sqlx::query(
+            "SELECT id, actor, action, target, created_at FROM audit_log \
+             ORDER BY created_at DESC, id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(AuditEntry {
+                id: row.try_get("id")?,
+                actor: row.try_get("actor")?,
+                action: row.try_get("action")?,
+                target: row.try_get("target")?,
+                created_at: ts(row.try_get("created_at")?)?,
+            })
+        })
         .collect()
     }
 }

@@ -1,6 +1,7 @@
 //! HTTP: the router, shared state, and the one middleware every request passes through
 //! (request id, tracing span, error logging, metrics, security headers).
 
+pub mod api;
 pub mod assets;
 pub mod cache;
 pub mod error;
@@ -223,7 +224,25 @@ async fn not_found() -> error::AppError {
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
+    let (api_v1, openapi) = api::v1::routes();
+    let openapi: Arc<str> = openapi
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises")
+        .into();
     Router::new()
+        .merge(api_v1)
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let doc = openapi.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        doc.to_string(),
+                    )
+                }
+            }),
+        )
         .route("/", get(public::index))
         .route("/maintenance/{id}", get(public::maintenance))
         .route("/history", get(public::history))

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use jiff::Timestamp;
 
 use crate::domain::{
-    Component, DomainError, Maintenance, NewComponent, NewMaintenance, NewUpdate, Schedule,
-    StepAction, ValidationError, WindowAction,
+    Component, DomainError, Edit, Maintenance, NewComponent, NewMaintenance, NewUpdate, Schedule,
+    ScheduleChange, StepAction, ValidationError, WindowAction,
 };
 use crate::store::{Store, StoreError};
 
@@ -117,22 +117,12 @@ impl Service {
 
     /// Turn component slugs into ids, refusing unknown ones.
     pub async fn component_ids(&self, slugs: &[String]) -> ServiceResult<Vec<i64>> {
-        let all = self.store.list_components().await?;
-        slugs
-            .iter()
-            .map(|slug| {
-                all.iter()
-                    .find(|c| &c.slug == slug)
-                    .map(|c| c.id)
-                    .ok_or_else(|| {
-                        ValidationError::new(
-                            "components",
-                            format!("no component has the slug {slug:?}"),
-                        )
-                        .into()
-                    })
-            })
-            .collect()
+        Ok(self
+            .components_by_slug(slugs)
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .collect())
     }
 
     /// Plan a new window; it starts as a draft.
@@ -211,7 +201,49 @@ impl Service {
             .await
     }
 
+    /// Edit what a window says and, in the same commit, move its date.
+    pub async fn edit(
+        &self,
+        id: i64,
+        edit: Edit,
+        schedule: ScheduleChange,
+    ) -> ServiceResult<Maintenance> {
+        self.change(id, |m, now| {
+            let mut updates = m.edit(edit.clone(), now)?;
+            if !schedule.is_empty() {
+                let schedule = schedule.apply_to(m)?;
+                updates.extend(m.reschedule(schedule, now)?);
+            }
+            Ok(updates)
+        })
+        .await
+    }
+
+    /// Components by slug, refusing unknown ones.
+    pub async fn components_by_slug(&self, slugs: &[String]) -> ServiceResult<Vec<Component>> {
+        let all = self.store.list_components().await?;
+        slugs
+            .iter()
+            .map(|slug| {
+                all.iter()
+                    .find(|c| &c.slug == slug)
+                    .cloned()
+                    .ok_or_else(|| {
+                        ValidationError::new(
+                            "components",
+                            format!("no component has the slug {slug:?}"),
+                        )
+                        .into()
+                    })
+            })
+            .collect()
+    }
+
     pub async fn post_update(&self, id: i64, body: &str) -> ServiceResult<Maintenance> {
         self.change(id, |m, now| m.post_update(body, now)).await
     }
 }
+
+mod accounts;
+
+pub use accounts::NewToken;

@@ -1,0 +1,107 @@
+//! Who may do what: roles, users and API tokens.
+
+use super::{ValidationError, clean_text, limits};
+
+/// `admin` manages users, tokens, channels and components; `maintainer` runs windows.
+/// An admin may do everything a maintainer may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    Maintainer,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Maintainer => "maintainer",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "maintainer" => Some(Self::Maintainer),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+
+    /// Whether this role may do what `needed` may.
+    pub fn allows(self, needed: Role) -> bool {
+        self >= needed
+    }
+}
+
+pub const PASSWORD_MIN: usize = 12;
+pub const PASSWORD_MAX: usize = 1024;
+
+/// A user name: 1 to 64 of letters, digits, `.`, `_`, `-`, `@`.
+pub fn validate_user_name(name: &str) -> Result<String, ValidationError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 64 {
+        return Err(ValidationError::new("name", "must be 1 to 64 characters"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+    {
+        return Err(ValidationError::new(
+            "name",
+            "may contain only letters, digits, '.', '_', '-' and '@'",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+pub fn validate_password(password: &str) -> Result<(), ValidationError> {
+    let len = password.chars().count();
+    if len < PASSWORD_MIN {
+        return Err(ValidationError::new(
+            "password",
+            format!("must be at least {PASSWORD_MIN} characters long"),
+        ));
+    }
+    if len > PASSWORD_MAX {
+        return Err(ValidationError::new(
+            "password",
+            format!("must be at most {PASSWORD_MAX} characters long"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_token_name(name: &str) -> Result<String, ValidationError> {
+    Ok(clean_text("name", name, limits::NAME_MAX, true)?.unwrap_or_default())
+}
+
+/// A stored API token (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub prefix: String,
+    pub created_by: String,
+    pub created_at: jiff::Timestamp,
+    pub last_used_at: Option<jiff::Timestamp>,
+    pub revoked_at: Option<jiff::Timestamp>,
+}
+
+/// A user of the admin UI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub created_at: jiff::Timestamp,
+}
+
+/// One audit-log entry: who did what to what, when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub created_at: jiff::Timestamp,
+}

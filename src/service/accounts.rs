@@ -1,0 +1,179 @@
+//! Users, API tokens and the audit log.
+
+use sha2::{Digest, Sha256};
+
+use super::{Service, ServiceError, ServiceResult};
+use crate::domain::{
+    ApiToken, AuditEntry, Role, User, ValidationError, validate_password, validate_token_name,
+    validate_user_name,
+};
+use crate::store::StoreError;
+
+/// Every token starts with this, so secret scanners and people recognise it.
+pub const TOKEN_PREFIX: &str = "hrld_";
+
+/// A token just created: the only moment its secret exists outside the caller.
+#[derive(Debug)]
+pub struct NewToken {
+    pub token: ApiToken,
+    pub secret: crate::config::Secret,
+}
+
+fn hash_token(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn new_secret() -> ServiceResult<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        ServiceError::Store(StoreError::Corrupt(format!("no randomness available: {e}")))
+    })?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("{TOKEN_PREFIX}{hex}"))
+}
+
+impl Service {
+    /// Create an API token for automation; `actor` is recorded in the audit log.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        actor: &str,
+    ) -> ServiceResult<NewToken> {
+        let name = validate_token_name(name)?;
+        let secret = new_secret()?;
+        let prefix = &secret[..TOKEN_PREFIX.len() + 6];
+        let now = self.now();
+        let token = self
+            .store
+            .insert_token(&name, role, &hash_token(&secret), prefix, actor, now)
+            .await?;
+        self.store
+            .audit(
+                actor,
+                "token.create",
+                Some(&format!("{} ({})", token.name, token.id)),
+                now,
+            )
+            .await?;
+        Ok(NewToken {
+            token,
+            secret: crate::config::Secret::new(secret),
+        })
+    }
+
+    /// The live token a bearer secret names, marking it used; `None` for unknown or revoked.
+    pub async fn authenticate_token(&self, secret: &str) -> ServiceResult<Option<ApiToken>> {
+        if !secret.starts_with(TOKEN_PREFIX) || secret.len() > 200 {
+            return Ok(None);
+        }
+        let Some(mut token) = self.store.token_by_hash(&hash_token(secret)).await? else {
+            return Ok(None);
+        };
+        if token.revoked_at.is_some() {
+            return Ok(None);
+        }
+        let now = self.now();
+        // One write a minute per token at most: "last used" needs no finer grain.
+        if token
+            .last_used_at
+            .is_none_or(|t| now.duration_since(t).as_secs() >= 60)
+        {
+            self.store.touch_token(token.id, now).await?;
+            token.last_used_at = Some(now);
+        }
+        Ok(Some(token))
+    }
+
+    pub async fn tokens(&self) -> ServiceResult<Vec<ApiToken>> {
+        Ok(self.store.list_tokens().await?)
+    }
+
+    pub async fn revoke_token(&self, id: i64, actor: &str) -> ServiceResult<()> {
+        let now = self.now();
+        if !self.store.revoke_token(id, now).await? {
+            return Err(ServiceError::NotFound("live token"));
+        }
+        self.store
+            .audit(actor, "token.revoke", Some(&id.to_string()), now)
+            .await?;
+        Ok(())
+    }
+
+    /// Add a user; the password is hashed with argon2id off the async threads.
+    pub async fn add_user(
+        &self,
+        name: &str,
+        password: &str,
+        role: Role,
+        actor: &str,
+    ) -> ServiceResult<User> {
+        let name = validate_user_name(name)?;
+        validate_password(password)?;
+        let password = password.to_owned();
+        let hash = tokio::task::spawn_blocking(move || password_auth::generate_hash(password))
+            .await
+            .map_err(|e| {
+                ServiceError::Store(StoreError::Corrupt(format!("hashing failed: {e}")))
+            })?;
+        let now = self.now();
+        let user = self
+            .store
+            .insert_user(&name, &hash, role, now)
+            .await
+            .map_err(|e| match e {
+                StoreError::Duplicate(_) => ServiceError::from(ValidationError::new(
+                    "name",
+                    format!("a user named {name:?} already exists"),
+                )),
+                e => e.into(),
+            })?;
+        self.store
+            .audit(
+                actor,
+                "user.add",
+                Some(&format!("{} ({})", user.name, role.as_str())),
+                now,
+            )
+            .await?;
+        Ok(user)
+    }
+
+    /// Create the first admin from the environment, unless any user exists. Returns whether it did.
+    pub async fn ensure_first_admin(&self, name: &str, password: &str) -> ServiceResult<bool> {
+        if self.store.count_users().await? > 0 {
+            return Ok(false);
+        }
+        self.add_user(name, password, Role::Admin, "environment")
+            .await?;
+        Ok(true)
+    }
+
+    /// The user if the password is right; `None` otherwise (no hint which part was wrong).
+    pub async fn verify_user(&self, name: &str, password: &str) -> ServiceResult<Option<User>> {
+        let found = self.store.user_by_name(name.trim()).await?;
+        // Hash even for unknown names so the answer takes as long either way.
+        let (user, hash) = match found {
+            Some((user, hash)) => (Some(user), hash),
+            None => (None, DUMMY_HASH.clone()),
+        };
+        let password = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || {
+            password_auth::verify_password(password, &hash).is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        Ok(user.filter(|_| ok))
+    }
+
+    pub async fn audit_log(&self, limit: i64) -> ServiceResult<Vec<AuditEntry>> {
+        Ok(self.store.list_audit(limit).await?)
+    }
+}
+
+/// A real argon2id hash (with the same parameters as users'), verified against for unknown names.
+static DUMMY_HASH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| password_auth::generate_hash("no user has this password"));

@@ -1,0 +1,175 @@
+//! The JSON APIs: `/api/v1` for automation (bearer tokens) and the OpenAPI document generated
+//! from the same code, so it cannot drift. Every failure answers
+//! `{"error": {"code", "message", "field"?}}` with a 4xx (or an opaque 500).
+
+pub mod v1;
+
+use axum::Json;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::{AppError, ErrorCause};
+use crate::domain::{ApiToken, DomainError, Role};
+
+/// A failure on an API route.
+#[derive(Debug)]
+pub enum ApiError {
+    App(AppError),
+    /// Missing, malformed, unknown or revoked token.
+    Unauthorized(&'static str),
+    /// A valid token whose role may not do this.
+    Forbidden(&'static str),
+    TooLarge,
+}
+
+impl<E: Into<AppError>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        Self::App(e.into())
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `illegal_transition`, `invalid`, `payload_too_large`, `internal`.
+    pub code: String,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// The input field an `invalid` error concerns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message, field, cause) = match self {
+            Self::Unauthorized(why) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                why.to_owned(),
+                None,
+                None,
+            ),
+            Self::Forbidden(why) => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                why.to_owned(),
+                None,
+                None,
+            ),
+            Self::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {} bytes", v1::BODY_LIMIT),
+                None,
+                None,
+            ),
+            Self::App(e) => {
+                let field = match &e {
+                    AppError::Domain(DomainError::Invalid(v)) => Some(v.field.to_owned()),
+                    _ => None,
+                };
+                let message = match &e {
+                    AppError::NotFound => "not found".to_owned(),
+                    AppError::Internal(_) => "internal error; it has been logged".to_owned(),
+                    AppError::Domain(DomainError::Invalid(v)) => v.message.clone(),
+                    other => other.to_string(),
+                };
+                let (status, code) = (e.status(), e.code());
+                let cause = match e {
+                    AppError::Internal(cause) => Some(cause),
+                    _ => None,
+                };
+                (status, code, message, field, cause)
+            }
+        };
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: ErrorDetail {
+                    code: code.to_owned(),
+                    message,
+                    field,
+                },
+            }),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"herald\""),
+            );
+        }
+        if let Some(cause) = cause {
+            response
+                .extensions_mut()
+                .insert(ErrorCause(std::sync::Arc::new(cause)));
+        }
+        response
+    }
+}
+
+/// The API token a request carries (`Authorization: Bearer hrld_…`).
+#[derive(Debug, Clone)]
+pub struct Bearer(pub ApiToken);
+
+impl Bearer {
+    /// Refuse unless the token's role allows `needed`.
+    pub fn require(&self, needed: Role) -> ApiResult<()> {
+        if self.0.role.allows(needed) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("this token's role may not do this"))
+        }
+    }
+
+    /// Who the audit log names for this token.
+    pub fn actor(&self) -> String {
+        format!("token:{}", self.0.name)
+    }
+}
+
+impl FromRequestParts<AppState> for Bearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(ApiError::Unauthorized(
+                "missing token: send Authorization: Bearer <token>",
+            ));
+        };
+        let secret = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or(ApiError::Unauthorized(
+                "malformed Authorization header: expected Bearer <token>",
+            ))?;
+        match state.service.authenticate_token(secret).await {
+            Ok(Some(token)) => Ok(Self(token)),
+            Ok(None) => Err(ApiError::Unauthorized("unknown or revoked token")),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Unknown `/api` paths and methods answer in the API's error shape too.
+pub async fn not_found() -> ApiError {
+    ApiError::App(AppError::NotFound)
+}

@@ -1,0 +1,680 @@
+//! `/api/v1`: automation runs windows through the same service calls as the admin pages.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::{Json, extract::FromRequestParts};
+use jiff::Timestamp;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiError, ApiResult, Bearer, ErrorBody};
+use crate::domain::{
+    self, ComponentStatus, Edit, Maintenance, NewComponent, NewMaintenance, NewStep, Role,
+    Schedule, ScheduleChange, StepAction, Update, WindowAction,
+};
+use crate::web::AppState;
+use crate::web::error::AppError;
+
+/// Request bodies larger than this are refused with 413.
+pub const BODY_LIMIT: usize = 256 * 1024;
+
+/// A required JSON body.
+pub struct Body<T>(pub T);
+
+/// An optional JSON body: an empty one reads as `T::default()`.
+pub struct OptionalBody<T>(pub T);
+
+async fn read_json<T: DeserializeOwned>(
+    request: axum::extract::Request,
+    state: &AppState,
+    if_empty: fn() -> Option<T>,
+) -> ApiResult<T> {
+    let bytes = <Bytes as axum::extract::FromRequest<AppState>>::from_request(request, state)
+        .await
+        .map_err(|e| match e {
+            BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge,
+            other => AppError::BadRequest(other.body_text()).into(),
+        })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return if_empty()
+            .ok_or_else(|| AppError::BadRequest("a JSON body is required".to_owned()).into());
+    }
+    match serde_json::from_slice::<Option<T>>(&bytes) {
+        Ok(Some(value)) => Ok(value),
+        // `null` stands for "no body" where a body is optional.
+        Ok(None) => if_empty().ok_or_else(|| {
+            AppError::BadRequest("the JSON body must not be null".to_owned()).into()
+        }),
+        Err(e) => Err(AppError::BadRequest(format!("invalid JSON body: {e}")).into()),
+    }
+}
+
+impl<T: DeserializeOwned> axum::extract::FromRequest<AppState> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &AppState) -> ApiResult<Self> {
+        read_json(request, state, || None).await.map(Body)
+    }
+}
+
+impl<T: DeserializeOwned + Default> axum::extract::FromRequest<AppState> for OptionalBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &AppState) -> ApiResult<Self> {
+        read_json(request, state, || Some(T::default()))
+            .await
+            .map(OptionalBody)
+    }
+}
+
+/// Path parameters, with a 404 for anything that does not parse.
+pub struct Params<T>(pub T);
+
+#[allow(clippy::disallowed_types)] // the API's wrapper around axum's Path
+impl<T> FromRequestParts<AppState> for Params<T>
+where
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> ApiResult<Self> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Params(p.0))
+            .map_err(|_| AppError::NotFound.into())
+    }
+}
+
+/// A component slug in a request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Slug(pub String);
+
+fn slugs(list: Option<Vec<Slug>>) -> Vec<String> {
+    list.unwrap_or_default().into_iter().map(|s| s.0).collect()
+}
+
+/// `Some(None)` for an explicit `null`, `None` for an absent field.
+fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ImpactJson {
+    None,
+    Minor,
+    Major,
+    Critical,
+}
+
+impl From<ImpactJson> for domain::Impact {
+    fn from(i: ImpactJson) -> Self {
+        match i {
+            ImpactJson::None => Self::None,
+            ImpactJson::Minor => Self::Minor,
+            ImpactJson::Major => Self::Major,
+            ImpactJson::Critical => Self::Critical,
+        }
+    }
+}
+
+impl From<domain::Impact> for ImpactJson {
+    fn from(i: domain::Impact) -> Self {
+        match i {
+            domain::Impact::None => Self::None,
+            domain::Impact::Minor => Self::Minor,
+            domain::Impact::Major => Self::Major,
+            domain::Impact::Critical => Self::Critical,
+        }
+    }
+}
+
+/// A maintenance window with its plan.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MaintenanceJson {
+    pub id: i64,
+    pub title: String,
+    /// Markdown.
+    pub description: String,
+    /// `draft`, `planned`, `scheduled`, `in_progress`, `completed` or `cancelled`.
+    #[schema(pattern = "^(draft|planned|scheduled|in_progress|completed|cancelled)$")]
+    pub state: &'static str,
+    pub impact: ImpactJson,
+    pub starts_at: Option<Timestamp>,
+    pub ends_at: Option<Timestamp>,
+    pub schedule_hint: Option<String>,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub announced_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// The public page (once announced).
+    pub url: String,
+    /// Slugs of the affected components.
+    pub components: Vec<String>,
+    pub steps: Vec<StepJson>,
+    pub steps_done: usize,
+    pub steps_total: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepJson {
+    /// 1-based place in the plan.
+    pub position: i64,
+    pub title: String,
+    pub description: Option<String>,
+    /// `pending`, `in_progress`, `done`, `failed` or `skipped`.
+    #[schema(pattern = "^(pending|in_progress|done|failed|skipped)$")]
+    pub state: &'static str,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub note: Option<String>,
+    pub attempts: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpdateJson {
+    pub id: i64,
+    /// What happened: `announced`, `rescheduled`, `started`, `step_started`, `step_done`,
+    /// `step_failed`, `step_skipped`, `note`, `completed`, `cancelled`.
+    pub kind: &'static str,
+    pub body: String,
+    pub note: Option<String>,
+    pub step_position: Option<i64>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ComponentJson {
+    pub slug: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub group: Option<String>,
+    /// `operational`, `under_maintenance` or `degraded_performance`.
+    pub status: &'static str,
+}
+
+fn maintenance_json(m: &Maintenance, public_url: &str) -> MaintenanceJson {
+    MaintenanceJson {
+        id: m.id,
+        title: m.title.clone(),
+        description: m.description.clone(),
+        state: m.state.as_str(),
+        impact: m.impact.into(),
+        starts_at: m.starts_at,
+        ends_at: m.ends_at,
+        schedule_hint: m.schedule_hint.clone(),
+        started_at: m.started_at,
+        finished_at: m.finished_at,
+        announced_at: m.announced_at,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+        url: format!("{public_url}/maintenance/{}", m.id),
+        components: m.components.iter().map(|c| c.slug.clone()).collect(),
+        steps: m
+            .steps
+            .iter()
+            .map(|s| StepJson {
+                position: s.position,
+                title: s.title.clone(),
+                description: s.description.clone(),
+                state: s.state.as_str(),
+                started_at: s.started_at,
+                finished_at: s.finished_at,
+                note: s.note.clone(),
+                attempts: s.attempts,
+            })
+            .collect(),
+        steps_done: m.steps_done(),
+        steps_total: m.steps.len(),
+    }
+}
+
+fn update_json(u: &Update) -> UpdateJson {
+    UpdateJson {
+        id: u.id,
+        kind: u.kind.as_str(),
+        body: u.body.clone(),
+        note: u.note.clone(),
+        step_position: u.step_position,
+        created_at: u.created_at,
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepInput {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
+    )]
+    pub title: String,
+    #[schema(max_length = 20000, pattern = "^[^\\u0000]*$")]
+    pub description: Option<String>,
+}
+
+/// A new window. Without `starts_at` it is tentative (`schedule_hint` says roughly when).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMaintenance {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
+    )]
+    pub title: String,
+    /// Markdown.
+    #[schema(max_length = 20000, pattern = "^[^\\u0000]*$")]
+    pub description: Option<String>,
+    pub impact: Option<ImpactJson>,
+    pub starts_at: Option<Timestamp>,
+    /// After `starts_at`; needs it.
+    pub ends_at: Option<Timestamp>,
+    #[schema(max_length = 200, pattern = "^[^\\u0000]*$")]
+    pub schedule_hint: Option<String>,
+    /// Slugs of affected components (they must exist).
+    #[schema(inline, value_type = Option<Vec<String>>)]
+    pub components: Option<Vec<Slug>>,
+    #[schema(max_items = 100)]
+    pub steps: Option<Vec<StepInput>>,
+}
+
+/// Edit a window or move its date. Absent fields stay; `null` clears a date or the hint
+/// (clearing `starts_at` makes the window tentative and clears `ends_at` too).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchMaintenance {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
+    )]
+    pub title: Option<String>,
+    #[schema(max_length = 20000, pattern = "^[^\\u0000]*$")]
+    pub description: Option<String>,
+    pub impact: Option<ImpactJson>,
+    #[schema(value_type = Option<Vec<String>>)]
+    pub components: Option<Vec<Slug>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub starts_at: Option<Option<Timestamp>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub ends_at: Option<Option<Timestamp>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, max_length = 200, pattern = "^[^\\u0000]*$")]
+    pub schedule_hint: Option<Option<String>>,
+}
+
+/// An optional note with a transition. The body may be empty.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoteInput {
+    #[schema(max_length = 2000, pattern = "^[^\\u0000]*$")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateInput {
+    /// The update's text.
+    #[schema(
+        min_length = 1,
+        max_length = 5000,
+        pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
+    )]
+    pub body: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentInput {
+    /// Lowercase letters, digits and `-`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[a-z0-9][a-z0-9-]*$")]
+    pub slug: String,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
+    )]
+    pub name: String,
+    #[schema(max_length = 500, pattern = "^[^\\u0000]*$")]
+    pub description: Option<String>,
+    #[schema(max_length = 100, pattern = "^[^\\u0000]*$")]
+    pub group: Option<String>,
+}
+
+/// Create a maintenance window (as a draft).
+#[utoipa::path(post, path = "/maintenances", tag = "maintenances",
+    request_body = CreateMaintenance,
+    responses(
+        (status = 201, description = "Created", body = MaintenanceJson),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+async fn create_maintenance(
+    State(state): State<AppState>,
+    bearer: Bearer,
+    Body(input): Body<CreateMaintenance>,
+) -> ApiResult<(StatusCode, Json<MaintenanceJson>)> {
+    bearer.require(Role::Maintainer)?;
+    let service = &state.service;
+    let schedule = Schedule::from_parts(
+        input.starts_at,
+        input.ends_at,
+        input.schedule_hint.as_deref(),
+    )
+    .map_err(domain::DomainError::from)?;
+    let component_ids = service.component_ids(&slugs(input.components)).await?;
+    let m = service
+        .create_maintenance(NewMaintenance {
+            title: input.title,
+            description: input.description.unwrap_or_default(),
+            impact: input.impact.map_or(domain::Impact::Minor, Into::into),
+            schedule,
+            component_ids,
+            steps: input
+                .steps
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| NewStep {
+                    title: s.title,
+                    description: s.description,
+                })
+                .collect(),
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(maintenance_json(&m, &state.settings.public_url)),
+    ))
+}
+
+/// A window with its steps.
+#[utoipa::path(get, path = "/maintenances/{id}", tag = "maintenances",
+    params(("id" = i64, Path, description = "Window id", minimum = 1)),
+    responses(
+        (status = 200, description = "The window", body = MaintenanceJson),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+async fn get_maintenance(
+    State(state): State<AppState>,
+    _bearer: Bearer,
+    Params(id): Params<i64>,
+) -> ApiResult<Json<MaintenanceJson>> {
+    let m = state.service.maintenance(id).await?;
+    Ok(Json(maintenance_json(&m, &state.settings.public_url)))
+}
+
+/// Edit a window or reschedule it (in one commit).
+#[utoipa::path(patch, path = "/maintenances/{id}", tag = "maintenances",
+    params(("id" = i64, Path, description = "Window id", minimum = 1)),
+    request_body = PatchMaintenance,
+    responses(
+        (status = 200, description = "The window after the change", body = MaintenanceJson),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+async fn patch_maintenance(
+    State(state): State<AppState>,
+    bearer: Bearer,
+    Params(id): Params<i64>,
+    Body(input): Body<PatchMaintenance>,
+) -> ApiResult<Json<MaintenanceJson>> {
+    bearer.require(Role::Maintainer)?;
+    let service = &state.service;
+    let components = match input.components {
+        Some(list) => Some(service.components_by_slug(&slugs(Some(list))).await?),
+        None => None,
+    };
+    let m = service
+        .edit(
+            id,
+            Edit {
+                title: input.title,
+                description: input.description,
+                impact: input.impact.map(Into::into),
+                components,
+            },
+            ScheduleChange {
+                starts_at: input.starts_at,
+                ends_at: input.ends_at,
+                hint: input.schedule_hint,
+            },
+        )
+        .await?;
+    Ok(Json(maintenance_json(&m, &state.settings.public_url)))
+}
+
+/// Announce, start, complete or cancel a window.
+#[utoipa::path(post, path = "/maintenances/{id}/{action}", tag = "maintenances",
+    params(
+        ("id" = i64, Path, description = "Window id", minimum = 1),
+        ("action" = String, Path, description = "What to do",
+            pattern = "^(announce|start|complete|cancel)$"),
+    ),
+    request_body(content = Option<NoteInput>, description = "Optional note (complete and cancel)"),
+    responses(
+        (status = 200, description = "The window after the change", body = MaintenanceJson),
+        (status = "4XX", description = "Client error; 409 for an illegal transition, with the reason", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+async fn window_action(
+    State(state): State<AppState>,
+    bearer: Bearer,
+    Params((id, action)): Params<(i64, String)>,
+    OptionalBody(input): OptionalBody<NoteInput>,
+) -> ApiResult<Json<MaintenanceJson>> {
+    bearer.require(Role::Maintainer)?;
+    let action = WindowAction::parse(&action).ok_or(AppError::NotFound)?;
+    let m = state
+        .service
+        .window_action(id, action, input.note.as_deref())
+        .await?;
+    Ok(Json(maintenance_json(&m, &state.settings.public_url)))
+}
+
+/// Start, finish (done), fail or skip a step.
+#[utoipa::path(post, path = "/maintenances/{id}/steps/{position}/{action}", tag = "steps",
+    params(
+        ("id" = i64, Path, description = "Window id", minimum = 1),
+        ("position" = i64, Path, description = "Step position, from 1", minimum = 1),
+        ("action" = String, Path, description = "What to do",
+            pattern = "^(start|done|fail|skip)$"),
+    ),
+    request_body(content = Option<NoteInput>, description = "Optional note"),
+    responses(
+        (status = 200, description = "The window after the change", body = MaintenanceJson),
+        (status = "4XX", description = "Client error; 409 for an illegal transition, with the reason", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+async fn step_action(
+    State(state): State<AppState>,
+    bearer: Bearer,
+    Params((id, position, action)): Params<(i64, i64, String)>,
+    OptionalBody(input): OptionalBody<NoteInput>,
+) -> ApiResult<Json<MaintenanceJson>> {
+    bearer.require(Role::Maintainer)?;
+    let action = StepAction::parse(&action).ok_or(AppError::NotFound)?;
+    let m = state
+        .service
+        .step_action(id, position, action, input.note.as_deref())
+        .await?;
+    Ok(Json(maintenance_json(&m, &state.settings.public_url)))
+}
+
+/// The window's timeline, newest first.
+#[utoipa::path(get, path = "/maintenances/{id}/updates", tag = "updates",
+    params(("id" = i64, Path, description = "Window id", minimum = 1)),
+    responses(
+        (status = 200, description = "Updates, newest first", body = Vec<UpdateJson>),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+async fn list_updates(
+    State(state): State<AppState>,
+    _bearer: Bearer,
+    Params(id): Params<i64>,
+) -> ApiResult<Json<Vec<UpdateJson>>> {
+    state.service.maintenance(id).await?;
+    let updates = state.service.store().list_updates(id, None).await?;
+    Ok(Json(updates.iter().map(update_json).collect()))
+}
+
+/// Post a free-form update to a public window.
+#[utoipa::path(post, path = "/maintenances/{id}/updates", tag = "updates",
+    params(("id" = i64, Path, description = "Window id", minimum = 1)),
+    request_body = UpdateInput,
+    responses(
+        (status = 201, description = "The update", body = UpdateJson),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+async fn post_update(
+    State(state): State<AppState>,
+    bearer: Bearer,
+    Params(id): Params<i64>,
+    Body(input): Body<UpdateInput>,
+) -> ApiResult<(StatusCode, Json<UpdateJson>)> {
+    bearer.require(Role::Maintainer)?;
+    state.service.post_update(id, &input.body).await?;
+    let latest = state.service.store().list_updates(id, Some(1)).await?;
+    let update = latest
+        .first()
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("the update just posted is missing")))?;
+    Ok((StatusCode::CREATED, Json(update_json(update))))
+}
+
+/// Components with their current status.
+#[utoipa::path(get, path = "/components", tag = "components",
+    responses(
+        (status = 200, description = "All components", body = Vec<ComponentJson>),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+async fn list_components(
+    State(state): State<AppState>,
+    _bearer: Bearer,
+) -> ApiResult<Json<Vec<ComponentJson>>> {
+    let open = state.service.store().open_public_maintenances().await?;
+    let components = state.service.components().await?;
+    Ok(Json(
+        components
+            .into_iter()
+            .map(|c| ComponentJson {
+                status: ComponentStatus::of(c.id, &open).as_str(),
+                slug: c.slug,
+                name: c.name,
+                description: c.description,
+                group: c.group_name,
+            })
+            .collect(),
+    ))
+}
+
+/// Create a component (admin tokens only).
+#[utoipa::path(post, path = "/components", tag = "components",
+    request_body = ComponentInput,
+    responses(
+        (status = 201, description = "Created", body = ComponentJson),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+async fn create_component(
+    State(state): State<AppState>,
+    bearer: Bearer,
+    Body(input): Body<ComponentInput>,
+) -> ApiResult<(StatusCode, Json<ComponentJson>)> {
+    bearer.require(Role::Admin)?;
+    let c = state
+        .service
+        .create_component(NewComponent {
+            slug: input.slug,
+            name: input.name,
+            description: input.description,
+            group_name: input.group,
+        })
+        .await?;
+    state
+        .service
+        .store()
+        .audit(
+            &bearer.actor(),
+            "component.create",
+            Some(&c.slug),
+            state.service.now(),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ComponentJson {
+            slug: c.slug,
+            name: c.name,
+            description: c.description,
+            group: c.group_name,
+            status: ComponentStatus::Operational.as_str(),
+        }),
+    ))
+}
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(
+                            "An API token from the admin UI or `herald token create NAME`",
+                        ))
+                        .build(),
+                ),
+            );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Herald API", description = "Run maintenance windows from automation."),
+    modifiers(&BearerScheme),
+)]
+struct ApiDoc;
+
+/// The `/api/v1` routes and their OpenAPI description (paths include the prefix).
+pub fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+    let v1 = OpenApiRouter::<AppState>::new()
+        .routes(routes!(create_maintenance))
+        .routes(routes!(get_maintenance, patch_maintenance))
+        .routes(routes!(window_action))
+        .routes(routes!(step_action))
+        .routes(routes!(list_updates, post_update))
+        .routes(routes!(list_components, create_component));
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", v1)
+        .split_for_parts();
+    (
+        router
+            .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+            .route("/api/v1/{*rest}", axum::routing::any(super::not_found)),
+        api,
+    )
+}

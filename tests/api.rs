@@ -1,0 +1,497 @@
+//! `/api/v1`: every endpoint's success and each client mistake, every response checked against
+//! the OpenAPI document Herald serves.
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::TestApp;
+use herald::domain::Role;
+use serde_json::{Value, json};
+
+/// Checks responses against `/api/openapi.json`.
+struct Contract {
+    doc: Value,
+}
+
+impl Contract {
+    async fn load(app: &TestApp) -> Self {
+        let r = app.get("/api/openapi.json").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let doc: Value = serde_json::from_slice(&r.body).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        Self { doc }
+    }
+
+    /// Assert that `body` with `status` is what the document promises for `method template`.
+    fn check(&self, method: &str, template: &str, status: StatusCode, body: &Value) {
+        let op = &self.doc["paths"][template][method];
+        assert!(op.is_object(), "{method} {template} is not documented");
+        let responses = &op["responses"];
+        let code = status.as_u16().to_string();
+        let class = format!("{}XX", status.as_u16() / 100);
+        let response = if responses[&code].is_object() {
+            &responses[&code]
+        } else {
+            &responses[&class]
+        };
+        assert!(
+            response.is_object(),
+            "{method} {template} answered {status}, which is not documented"
+        );
+        let schema = &response["content"]["application/json"]["schema"];
+        let mut root = schema.clone();
+        root["components"] = self.doc["components"].clone();
+        let validator = jsonschema::validator_for(&root).expect("a valid schema");
+        let errors: Vec<String> = validator.iter_errors(body).map(|e| e.to_string()).collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {template} {status}: {errors:?}\n{body:#}"
+        );
+    }
+}
+
+struct Client<'a> {
+    app: &'a TestApp,
+    contract: Contract,
+    token: String,
+}
+
+impl Client<'_> {
+    async fn call(
+        &self,
+        method: Method,
+        template: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call_as(Some(&self.token.clone()), method, template, path, body)
+            .await
+    }
+
+    async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        template: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let (status, json, headers) = self.app.api(method.clone(), path, token, body).await;
+        self.contract
+            .check(&method.as_str().to_lowercase(), template, status, &json);
+        if status == StatusCode::UNAUTHORIZED {
+            assert!(headers.get("www-authenticate").is_some());
+        }
+        (status, json)
+    }
+}
+
+async fn client(app: &TestApp, role: Role) -> Client<'_> {
+    Client {
+        app,
+        contract: Contract::load(app).await,
+        token: app.token(role).await,
+    }
+}
+
+const M: &str = "/api/v1/maintenances";
+const ONE: &str = "/api/v1/maintenances/{id}";
+const ACTION: &str = "/api/v1/maintenances/{id}/{action}";
+const STEP: &str = "/api/v1/maintenances/{id}/steps/{position}/{action}";
+const UPDATES: &str = "/api/v1/maintenances/{id}/updates";
+const COMPONENTS: &str = "/api/v1/components";
+
+#[tokio::test]
+async fn a_window_run_through_the_api() {
+    let app = TestApp::new().await;
+    let admin = client(&app, Role::Admin).await;
+    let (status, c) = admin
+        .call(
+            Method::POST,
+            COMPONENTS,
+            COMPONENTS,
+            Some(json!({"slug": "api", "name": "API"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{c}");
+    let api = client(&app, Role::Maintainer).await;
+
+    let (status, w) = api
+        .call(
+            Method::POST,
+            M,
+            M,
+            Some(json!({
+                "title": "Database cluster migration",
+                "schedule_hint": "this Sunday or within two weeks",
+                "components": ["api"],
+                "steps": [{"title": "Reduce the load balancer"}, {"title": "Dump and import"}]
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{w}");
+    assert_eq!(w["state"], "draft");
+    assert_eq!(w["components"], json!(["api"]));
+    assert_eq!(w["steps"][1]["position"], 2);
+    assert_eq!(w["steps"][1]["state"], "pending");
+    let id = w["id"].as_i64().unwrap();
+    let one = format!("{M}/{id}");
+
+    let (status, w) = api.call(Method::GET, ONE, &one, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(w["schedule_hint"], "this Sunday or within two weeks");
+
+    let (status, w) = api
+        .call(Method::POST, ACTION, &format!("{one}/announce"), None)
+        .await;
+    assert_eq!(
+        (status, w["state"].as_str()),
+        (StatusCode::OK, Some("planned"))
+    );
+
+    let (status, w) = api
+        .call(
+            Method::PATCH,
+            ONE,
+            &one,
+            Some(json!({"title": "DB cluster migration", "starts_at": "2030-01-05T10:00:00Z", "ends_at": "2030-01-05T12:00:00Z"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{w}");
+    assert_eq!(w["state"], "scheduled");
+    assert_eq!(w["title"], "DB cluster migration");
+    assert_eq!(w["starts_at"], "2030-01-05T10:00:00Z");
+    assert_eq!(w["schedule_hint"], Value::Null);
+
+    let (status, _) = api
+        .call(Method::POST, ACTION, &format!("{one}/start"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for (position, note) in [(1, Some("LB now on app-1")), (2, None)] {
+        let (status, _) = api
+            .call(
+                Method::POST,
+                STEP,
+                &format!("{one}/steps/{position}/start"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let body = note.map(|n| json!({ "note": n }));
+        let (status, w) = api
+            .call(
+                Method::POST,
+                STEP,
+                &format!("{one}/steps/{position}/done"),
+                body,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{w}");
+    }
+    let (_, w) = api.call(Method::GET, ONE, &one, None).await;
+    assert_eq!(w["steps_done"], 2);
+    assert_eq!(w["steps"][0]["note"], "LB now on app-1");
+    assert!(w["steps"][0]["started_at"].is_string());
+
+    let (status, u) = api
+        .call(
+            Method::POST,
+            UPDATES,
+            &format!("{one}/updates"),
+            Some(json!({"body": "Looks good."})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{u}");
+    assert_eq!(u["kind"], "note");
+
+    let (status, w) = api
+        .call(
+            Method::POST,
+            ACTION,
+            &format!("{one}/complete"),
+            Some(json!({"note": "Done."})),
+        )
+        .await;
+    assert_eq!(
+        (status, w["state"].as_str()),
+        (StatusCode::OK, Some("completed"))
+    );
+
+    let (status, updates) = api
+        .call(Method::GET, UPDATES, &format!("{one}/updates"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let kinds: Vec<&str> = updates
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "completed",
+            "note",
+            "step_done",
+            "step_started",
+            "step_done",
+            "step_started",
+            "started",
+            "rescheduled",
+            "announced"
+        ]
+    );
+    let (status, components) = api.call(Method::GET, COMPONENTS, COMPONENTS, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(components[0]["status"], "operational");
+    // The public page shows what the API did.
+    assert!(
+        app.get(&format!("/maintenance/{id}"))
+            .await
+            .text()
+            .contains("Looks good.")
+    );
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_checked() {
+    let app = TestApp::new().await;
+    let api = client(&app, Role::Maintainer).await;
+    let (status, e) = api
+        .call_as(None, Method::GET, COMPONENTS, COMPONENTS, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(e["error"]["code"], "unauthorized");
+    for bad in ["hrld_nope", "not-even-a-token"] {
+        let (status, _) = api
+            .call_as(Some(bad), Method::GET, COMPONENTS, COMPONENTS, None)
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, e, _) = app.api(Method::GET, COMPONENTS, None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{e}");
+
+    // Revoked: 401 from then on.
+    let token = app.service.tokens().await.unwrap()[0].clone();
+    app.service.revoke_token(token.id, "test").await.unwrap();
+    let (status, e) = api.call(Method::GET, COMPONENTS, COMPONENTS, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(e["error"]["message"].as_str().unwrap().contains("revoked"));
+}
+
+#[tokio::test]
+async fn a_maintainer_may_not_do_admin_things() {
+    let app = TestApp::new().await;
+    let api = client(&app, Role::Maintainer).await;
+    let (status, e) = api
+        .call(
+            Method::POST,
+            COMPONENTS,
+            COMPONENTS,
+            Some(json!({"slug": "db", "name": "DB"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(e["error"]["code"], "forbidden");
+    assert!(app.service.components().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn client_mistakes_get_clear_4xx() {
+    let app = TestApp::new().await;
+    let api = client(&app, Role::Admin).await;
+    let (_, w) = api
+        .call(
+            Method::POST,
+            M,
+            M,
+            Some(json!({"title": "T", "steps": [{"title": "one"}]})),
+        )
+        .await;
+    let one = format!("{M}/{}", w["id"]);
+
+    // Unknown ids, actions and paths.
+    for (template, path) in [
+        (ONE, format!("{M}/999")),
+        (ONE, format!("{M}/abc")),
+        (UPDATES, format!("{M}/999/updates")),
+    ] {
+        let (status, e) = api.call(Method::GET, template, &path, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(e["error"]["code"], "not_found");
+    }
+    let (status, _) = api
+        .call(Method::POST, ACTION, &format!("{one}/explode"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = api
+        .call(Method::POST, STEP, &format!("{one}/steps/1/explode"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, e, _) = app
+        .api(Method::GET, "/api/v1/nothing", Some(&api.token), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(e["error"]["code"], "not_found");
+
+    // Illegal transitions say why.
+    let (status, e) = api
+        .call(Method::POST, ACTION, &format!("{one}/start"), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(e["error"]["code"], "illegal_transition");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("announce it first")
+    );
+    let (status, e) = api
+        .call(Method::POST, STEP, &format!("{one}/steps/7/start"), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no step 7")
+    );
+
+    // Invalid values name their field.
+    for (body, field) in [
+        (json!({"title": "  "}), "title"),
+        (json!({"title": "x", "components": ["nope"]}), "components"),
+        (
+            json!({"title": "x", "starts_at": "2030-01-01T10:00:00Z", "ends_at": "2030-01-01T09:00:00Z"}),
+            "ends_at",
+        ),
+        (json!({"title": "x".repeat(201)}), "title"),
+    ] {
+        let (status, e) = api.call(Method::POST, M, M, Some(body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        assert_eq!(e["error"]["field"], field);
+    }
+    let (status, e) = api
+        .call(
+            Method::POST,
+            COMPONENTS,
+            COMPONENTS,
+            Some(json!({"slug": "Bad Slug", "name": "x"})),
+        )
+        .await;
+    assert_eq!(
+        (status, e["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("slug"))
+    );
+
+    // Malformed bodies.
+    for body in [
+        json!({}),
+        json!({"title": 5}),
+        json!({"title": "x", "surprise": 1}),
+        json!([1]),
+    ] {
+        let (status, e) = api.call(Method::POST, M, M, Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+        assert_eq!(e["error"]["code"], "bad_request");
+    }
+    let (status, e, _) = app.api(Method::POST, M, Some(&api.token), None).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "an empty body has no title: {e}"
+    );
+
+    // Too large.
+    let huge = json!({"title": "x", "description": "y".repeat(300 * 1024)});
+    let (status, e) = api.call(Method::POST, M, M, Some(huge)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(e["error"]["code"], "payload_too_large");
+
+    // Nothing of the refused requests was stored.
+    assert_eq!(app.service.store().count_maintenances().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn patch_clears_the_date_and_edits_silently() {
+    let app = TestApp::new().await;
+    let api = client(&app, Role::Maintainer).await;
+    let (_, w) = api
+        .call(
+            Method::POST,
+            M,
+            M,
+            Some(json!({"title": "T", "starts_at": "2030-01-01T10:00:00Z", "ends_at": "2030-01-01T11:00:00Z"})),
+        )
+        .await;
+    let one = format!("{M}/{}", w["id"]);
+    api.call(Method::POST, ACTION, &format!("{one}/announce"), None)
+        .await;
+    let (status, w) = api
+        .call(
+            Method::PATCH,
+            ONE,
+            &one,
+            Some(json!({"starts_at": null, "schedule_hint": "next week"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{w}");
+    assert_eq!(w["state"], "planned");
+    assert_eq!(w["ends_at"], Value::Null);
+    assert_eq!(w["schedule_hint"], "next week");
+    let (_, w) = api
+        .call(
+            Method::PATCH,
+            ONE,
+            &one,
+            Some(json!({"description": "More *detail*."})),
+        )
+        .await;
+    assert_eq!(w["description"], "More *detail*.");
+    let (_, updates) = api
+        .call(Method::GET, UPDATES, &format!("{one}/updates"), None)
+        .await;
+    assert_eq!(
+        updates.as_array().unwrap().len(),
+        2,
+        "announce + reschedule; the edit is silent"
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() {
+    let app = TestApp::new().await;
+    let doc = Contract::load(&app).await.doc;
+    let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
+    for p in [M, ONE, ACTION, STEP, UPDATES, COMPONENTS] {
+        assert!(
+            paths.iter().any(|k| k.as_str() == p),
+            "{p} missing from {paths:?}"
+        );
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+}
+
+#[tokio::test]
+async fn the_contract_check_catches_a_wrong_body() {
+    let app = TestApp::new().await;
+    let contract = Contract::load(&app).await;
+    let wrong = std::panic::catch_unwind(|| {
+        contract.check("get", ONE, StatusCode::OK, &json!({"id": "not a number"}));
+    });
+    assert!(
+        wrong.is_err(),
+        "a body missing fields and of the wrong type must fail the check"
+    );
+    let undocumented = std::panic::catch_unwind(|| {
+        contract.check("get", ONE, StatusCode::INTERNAL_SERVER_ERROR, &json!({}));
+    });
+    assert!(
+        undocumented.is_err(),
+        "an undocumented status must fail the check"
+    );
+}
