@@ -52,6 +52,14 @@ pub async fn build(settings: &Settings, demo: bool) -> anyhow::Result<AppState> 
             .await
             .with_context(|| format!("component {:?} in the configuration", c.slug))?;
     }
+    if let Some((name, password)) = &settings.admin
+        && service
+            .ensure_first_admin(name, password.expose())
+            .await
+            .context("creating the first admin from HERALD_ADMIN_USER/HERALD_ADMIN_PASSWORD")?
+    {
+        info!(user = %name, "created the first admin from the environment");
+    }
     if demo {
         crate::demo::seed(&service)
             .await
@@ -220,10 +228,13 @@ fn serve_on_this_thread(
     runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::from_std(listener).context("cannot register the listener")?;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stopped.cancelled_owned())
-            .await
-            .context("the HTTP server failed")
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped.cancelled_owned())
+        .await
+        .context("the HTTP server failed")
     })
 }
 

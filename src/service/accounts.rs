@@ -26,13 +26,28 @@ fn hash_token(secret: &str) -> String {
         .collect()
 }
 
-fn new_secret() -> ServiceResult<String> {
+/// 256 random bits as hex.
+fn random_hex() -> ServiceResult<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| {
         ServiceError::Store(StoreError::Corrupt(format!("no randomness available: {e}")))
     })?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("{TOKEN_PREFIX}{hex}"))
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn new_secret() -> ServiceResult<String> {
+    Ok(format!("{TOKEN_PREFIX}{}", random_hex()?))
+}
+
+/// How long a login lasts.
+pub const SESSION_LIFETIME: jiff::SignedDuration = jiff::SignedDuration::from_hours(12);
+
+/// A session just opened: the cookie's secret (shown to the browser only) and its CSRF token.
+#[derive(Debug)]
+pub struct NewSession {
+    pub cookie: crate::config::Secret,
+    pub csrf: String,
+    pub user: User,
 }
 
 impl Service {
@@ -167,6 +182,41 @@ impl Service {
         .await
         .unwrap_or(false);
         Ok(user.filter(|_| ok))
+    }
+
+    /// Open a session for a user who just proved who they are. A new random id each time, so a
+    /// session id planted before login is worthless after it.
+    pub async fn open_session(&self, user: User) -> ServiceResult<NewSession> {
+        let cookie = random_hex()?;
+        let csrf = random_hex()?;
+        let now = self.now();
+        self.store
+            .insert_session(
+                &hash_token(&cookie),
+                user.id,
+                &csrf,
+                now,
+                now + SESSION_LIFETIME,
+            )
+            .await?;
+        self.store.delete_expired_sessions(now).await?;
+        Ok(NewSession {
+            cookie: crate::config::Secret::new(cookie),
+            csrf,
+            user,
+        })
+    }
+
+    /// The user and CSRF token of a live session.
+    pub async fn session(&self, cookie: &str) -> ServiceResult<Option<(User, String)>> {
+        if cookie.len() != 64 {
+            return Ok(None);
+        }
+        Ok(self.store.session(&hash_token(cookie), self.now()).await?)
+    }
+
+    pub async fn close_session(&self, cookie: &str) -> ServiceResult<()> {
+        Ok(self.store.delete_session(&hash_token(cookie)).await?)
     }
 
     pub async fn audit_log(&self, limit: i64) -> ServiceResult<Vec<AuditEntry>> {

@@ -246,4 +246,4 @@ impl Service {
 
 mod accounts;
 
-pub use accounts::NewToken;
+pub use accounts::{NewSession, NewToken, SESSION_LIFETIME};

@@ -80,6 +80,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Public windows that are planned, scheduled or in progress, with steps and components.
     async fn open_public_maintenances(&self) -> StoreResult<Vec<Maintenance>>;
+    /// Every window not yet finished, drafts included (for maintainers).
+    async fn open_maintenances(&self) -> StoreResult<Vec<Maintenance>>;
     /// Public finished windows, newest first.
     async fn finished_maintenances(
         &self,
@@ -129,4 +131,17 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreResult<()>;
     async fn list_audit(&self, limit: i64) -> StoreResult<Vec<AuditEntry>>;
+
+    async fn insert_session(
+        &self,
+        id_hash: &str,
+        user_id: i64,
+        csrf: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreResult<()>;
+    /// The live session's user and CSRF token.
+    async fn session(&self, id_hash: &str, now: Timestamp) -> StoreResult<Option<(User, String)>>;
+    async fn delete_session(&self, id_hash: &str) -> StoreResult<()>;
+    async fn delete_expired_sessions(&self, now: Timestamp) -> StoreResult<u64>;
 }

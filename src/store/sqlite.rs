@@ -58,6 +58,46 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Windows matching `filter` (SQL over `m`), with steps and components.
+    async fn windows_where(&self, filter: &str) -> StoreResult<Vec<Maintenance>> {
+        let mut windows = sqlx::query(&format!(
+            "SELECT {MAINTENANCE_COLUMNS} FROM maintenances m WHERE {filter} \
+             ORDER BY m.starts_at IS NULL, m.starts_at, m.id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(maintenance_from)
+        .collect::<StoreResult<Vec<_>>>()?;
+        if windows.is_empty() {
+            return Ok(windows);
+        }
+        let steps = sqlx::query(&format!(
+            "SELECT {STEP_COLUMNS} FROM steps s JOIN maintenances m ON m.id = s.maintenance_id \
+             WHERE {filter} ORDER BY s.maintenance_id, s.position"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get("maintenance_id")?, step_from(row)?)))
+        .collect::<StoreResult<Vec<_>>>()?;
+        let components = sqlx::query(&format!(
+            "SELECT mc.maintenance_id, {COMPONENT_COLUMNS} FROM components c \
+             JOIN maintenance_components mc ON mc.component_id = c.id \
+             JOIN maintenances m ON m.id = mc.maintenance_id \
+             WHERE {filter} ORDER BY c.position, c.id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get("maintenance_id")?, component_from(row)?)))
+        .collect::<StoreResult<Vec<_>>>()?;
+        attach(&mut windows, steps, components);
+        Ok(windows)
+    }
+}
+
 fn ts(secs: i64) -> StoreResult<Timestamp> {
     Timestamp::from_second(secs).map_err(|e| StoreError::Corrupt(format!("timestamp {secs}: {e}")))
 }
@@ -450,40 +490,13 @@ impl Store for SqliteStore {
 
     #[instrument(skip(self))]
     async fn open_public_maintenances(&self) -> StoreResult<Vec<Maintenance>> {
-        let mut windows = sqlx::query(&format!(
-            "SELECT {MAINTENANCE_COLUMNS} FROM maintenances m WHERE {OPEN_PUBLIC} \
-             ORDER BY m.starts_at IS NULL, m.starts_at, m.id"
-        ))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(maintenance_from)
-        .collect::<StoreResult<Vec<_>>>()?;
-        if windows.is_empty() {
-            return Ok(windows);
-        }
-        let steps = sqlx::query(&format!(
-            "SELECT {STEP_COLUMNS} FROM steps s JOIN maintenances m ON m.id = s.maintenance_id \
-             WHERE {OPEN_PUBLIC} ORDER BY s.maintenance_id, s.position"
-        ))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|row| Ok((row.try_get("maintenance_id")?, step_from(row)?)))
-        .collect::<StoreResult<Vec<_>>>()?;
-        let components = sqlx::query(&format!(
-            "SELECT mc.maintenance_id, {COMPONENT_COLUMNS} FROM components c \
-             JOIN maintenance_components mc ON mc.component_id = c.id \
-             JOIN maintenances m ON m.id = mc.maintenance_id \
-             WHERE {OPEN_PUBLIC} ORDER BY c.position, c.id"
-        ))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|row| Ok((row.try_get("maintenance_id")?, component_from(row)?)))
-        .collect::<StoreResult<Vec<_>>>()?;
-        attach(&mut windows, steps, components);
-        Ok(windows)
+        self.windows_where(OPEN_PUBLIC).await
+    }
+
+    #[instrument(skip(self))]
+    async fn open_maintenances(&self) -> StoreResult<Vec<Maintenance>> {
+        self.windows_where("m.state IN ('draft', 'planned', 'scheduled', 'in_progress')")
+            .await
     }
 
     #[instrument(skip(self))]
@@ -702,5 +715,58 @@ impl Store for SqliteStore {
             })
         })
         .collect()
+    }
+
+    async fn insert_session(
+        &self,
+        id_hash: &str,
+        user_id: i64,
+        csrf: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, user_id, csrf, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id_hash)
+        .bind(user_id)
+        .bind(csrf)
+        .bind(secs(now))
+        .bind(secs(expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, id_hash: &str, now: Timestamp) -> StoreResult<Option<(User, String)>> {
+        let Some(row) = sqlx::query(
+            "SELECT u.id, u.name, u.role, u.created_at, s.csrf FROM sessions s \
+             JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1 AND s.expires_at > $2",
+        )
+        .bind(id_hash)
+        .bind(secs(now))
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((user_from(&row)?, row.try_get("csrf")?)))
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_expired_sessions(&self, now: Timestamp) -> StoreResult<u64> {
+        Ok(sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(secs(now))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 }

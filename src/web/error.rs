@@ -17,6 +17,10 @@ pub enum AppError {
     NotFound,
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error(transparent)]
     Domain(#[from] DomainError),
     #[error("internal error")]
@@ -52,6 +56,12 @@ impl From<PathRejection> for AppError {
     }
 }
 
+impl From<axum::extract::rejection::FormRejection> for AppError {
+    fn from(e: axum::extract::rejection::FormRejection) -> Self {
+        Self::BadRequest(e.body_text())
+    }
+}
+
 impl From<QueryRejection> for AppError {
     fn from(e: QueryRejection) -> Self {
         Self::BadRequest(e.body_text())
@@ -63,6 +73,8 @@ impl AppError {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Domain(DomainError::Rule(_)) => StatusCode::CONFLICT,
             Self::Domain(DomainError::Invalid(_)) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -74,6 +86,8 @@ impl AppError {
         match self {
             Self::NotFound => "not_found",
             Self::BadRequest(_) => "bad_request",
+            Self::Forbidden(_) => "forbidden",
+            Self::TooManyRequests(_) => "too_many_requests",
             Self::Domain(DomainError::Rule(_)) => "illegal_transition",
             Self::Domain(DomainError::Invalid(_)) => "invalid",
             Self::Internal(_) => "internal",
@@ -131,12 +145,12 @@ impl IntoResponse for AppError {
 #[derive(Debug, Clone)]
 pub struct ErrorCause(pub std::sync::Arc<anyhow::Error>);
 
-pub use extract::{Path, Query};
+pub use extract::{Form, Path, Query};
 
 /// The one place that wraps axum's extractors (banned elsewhere by clippy.toml).
 #[allow(clippy::disallowed_types)]
 mod extract {
-    use axum::extract::FromRequestParts;
+    use axum::extract::{FromRequest, FromRequestParts};
 
     use super::AppError;
 
@@ -144,6 +158,11 @@ mod extract {
     #[derive(FromRequestParts)]
     #[from_request(via(axum::extract::Path), rejection(AppError))]
     pub struct Path<T>(pub T);
+
+    /// `axum::Form` whose rejection is an [`AppError`].
+    #[derive(FromRequest)]
+    #[from_request(via(axum::Form), rejection(AppError))]
+    pub struct Form<T>(pub T);
 
     /// `axum::extract::Query` whose rejection is an [`AppError`].
     #[derive(FromRequestParts)]

@@ -1,8 +1,10 @@
 //! HTTP: the router, shared state, and the one middleware every request passes through
 //! (request id, tracing span, error logging, metrics, security headers).
 
+pub mod admin;
 pub mod api;
 pub mod assets;
+pub mod auth;
 pub mod cache;
 pub mod error;
 pub mod ops;
@@ -19,7 +21,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -40,6 +42,7 @@ pub struct Inner {
     /// Set on the first shutdown signal: `/readyz` answers 503 from then on.
     pub draining: Arc<AtomicBool>,
     pub metrics: PrometheusHandle,
+    pub logins: auth::LoginThrottle,
 }
 
 impl Deref for AppState {
@@ -63,6 +66,7 @@ impl AppState {
             pages: cache::PageCache::new(PAGE_MAX_AGE),
             draining: Arc::new(AtomicBool::new(false)),
             metrics: crate::telemetry::metrics_handle(),
+            logins: auth::LoginThrottle::default(),
         }))
     }
 
@@ -247,6 +251,27 @@ pub fn router(state: AppState) -> Router {
         .route("/maintenance/{id}", get(public::maintenance))
         .route("/history", get(public::history))
         .route("/static/{file}", get(assets::serve))
+        .route("/admin", get(admin::dashboard))
+        .route("/admin/login", get(admin::login_page).post(admin::login))
+        .route("/admin/logout", post(admin::logout))
+        .route("/admin/maintenances/new", get(admin::new_window))
+        .route("/admin/maintenances", post(admin::create_window))
+        .route("/admin/maintenances/{id}", get(admin::run))
+        .route(
+            "/admin/maintenances/{id}/action",
+            post(admin::window_action),
+        )
+        .route(
+            "/admin/maintenances/{id}/steps/{position}",
+            post(admin::step_action),
+        )
+        .route("/admin/maintenances/{id}/updates", post(admin::post_update))
+        .route(
+            "/admin/tokens",
+            get(admin::tokens).post(admin::create_token),
+        )
+        .route("/admin/tokens/{id}/revoke", post(admin::revoke_token))
+        .route("/admin/audit", get(admin::audit))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

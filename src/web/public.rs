@@ -70,7 +70,7 @@ impl TimeView {
     }
 }
 
-fn time(t: Timestamp) -> TimeView {
+pub fn time(t: Timestamp) -> TimeView {
     TimeView {
         iso: t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
         text: format_utc(t),
@@ -197,7 +197,7 @@ pub struct WindowView {
     pub updates: Vec<UpdateView>,
 }
 
-fn window_view(m: &Maintenance, updates: &[Update], now: Timestamp) -> WindowView {
+pub fn window_view(m: &Maintenance, updates: &[Update], now: Timestamp) -> WindowView {
     let current = m.current_step().map(|s| s.position);
     let steps: Vec<StepView> = m.steps.iter().map(|s| step_view(s, current)).collect();
     let total = m.steps.len();

@@ -212,3 +212,111 @@ impl TestApp {
             .to_owned()
     }
 }
+
+/// `application/x-www-form-urlencoded` for test forms.
+pub fn form_body(pairs: &[(&str, &str)]) -> String {
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                    (b as char).to_string()
+                }
+                b' ' => "+".to_owned(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A signed-in browser: its session cookie and the CSRF token its pages carry.
+pub struct Browser {
+    pub cookie: String,
+    pub csrf: String,
+}
+
+impl TestApp {
+    pub async fn user(&self, name: &str, role: herald::domain::Role) {
+        self.service
+            .add_user(name, "correct horse battery", role, "test")
+            .await
+            .unwrap();
+    }
+
+    pub async fn post_form(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        pairs: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("content-type", "application/x-www-form-urlencoded");
+        if let Some(c) = cookie {
+            request = request.header("cookie", format!("herald_session={c}"));
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(Body::from(form_body(pairs))).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get_as(&self, path: &str, cookie: &str) -> Reply {
+        let cookie = format!("herald_session={cookie}");
+        self.request(Method::GET, path, &[("cookie", &cookie)])
+            .await
+    }
+
+    /// Sign in through the login form and read the CSRF token off the dashboard.
+    pub async fn sign_in(&self, name: &str) -> Browser {
+        let r = self
+            .post_form(
+                "/admin/login",
+                None,
+                &[
+                    ("name", name),
+                    ("password", "correct horse battery"),
+                    ("next", "/admin"),
+                ],
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+        let set = r.header("set-cookie").unwrap().to_owned();
+        let cookie = set
+            .strip_prefix("herald_session=")
+            .and_then(|s| s.split(';').next())
+            .unwrap()
+            .to_owned();
+        let page = self.get_as("/admin", &cookie).await.text();
+        let csrf = page
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap()
+            .to_owned();
+        Browser { cookie, csrf }
+    }
+}

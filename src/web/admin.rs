@@ -1,0 +1,803 @@
+//! The admin pages: sign in, the dashboard, planning a window, running it step by step, API
+//! tokens and the audit log. Forms post back to the same service calls the API uses; a refused
+//! form is shown again with the reason next to the field and what was typed kept.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use jiff::Timestamp;
+use serde::Deserialize;
+
+use super::AppState;
+use super::auth::{self, LoginThrottle, SignedIn};
+use super::error::{AppError, Form, Path, Query};
+use super::public::{Site, TimeView, WindowView, time, window_view};
+use crate::domain::{
+    DomainError, Impact, NewMaintenance, NewStep, Role, Schedule, StepAction, StepState,
+    ValidationError, WindowAction, WindowState,
+};
+use crate::service::ServiceError;
+
+/// What every admin page's frame needs.
+#[derive(Debug, Clone)]
+pub struct Me {
+    pub name: String,
+    pub csrf: String,
+    pub is_admin: bool,
+}
+
+fn me(s: &SignedIn) -> Me {
+    Me {
+        name: s.user.name.clone(),
+        csrf: s.csrf.clone(),
+        is_admin: s.user.role.allows(Role::Admin),
+    }
+}
+
+fn page(status: StatusCode, t: &impl Template) -> Result<Response, AppError> {
+    let mut r = (status, Html(t.render()?)).into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    Ok(r)
+}
+
+// ----- sign in -------------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "admin/login.html")]
+struct LoginPage {
+    site: Site,
+    error: Option<String>,
+    name: String,
+    next: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+/// Only paths inside the admin area: never an open redirect.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with("/admin") && !n.starts_with("//") && !n.contains('\\') => {
+            n.to_owned()
+        }
+        _ => "/admin".to_owned(),
+    }
+}
+
+pub async fn login_page(
+    State(state): State<AppState>,
+    Query(q): Query<LoginQuery>,
+) -> Result<Response, AppError> {
+    page(
+        StatusCode::OK,
+        &LoginPage {
+            site: state.site.clone(),
+            error: None,
+            name: String::new(),
+            next: safe_next(q.next.as_deref()),
+        },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    name: String,
+    password: String,
+    next: Option<String>,
+}
+
+pub async fn login(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
+    auth::same_origin(request.headers())?;
+    let ip = auth::client_ip(request.extensions());
+    let Form(form) = Form::<LoginForm>::from_request(request, &state).await?;
+    let next = safe_next(form.next.as_deref());
+    let again = |status, error: String| {
+        page(
+            status,
+            &LoginPage {
+                site: state.site.clone(),
+                error: Some(error),
+                name: form.name.clone(),
+                next: next.clone(),
+            },
+        )
+    };
+    let throttle: &LoginThrottle = &state.logins;
+    if let Some(wait) = throttle.blocked(&form.name, ip) {
+        let minutes = wait.as_secs().div_ceil(60).max(1);
+        return again(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Too many failed attempts. Try again in {minutes} min."),
+        );
+    }
+    match state
+        .service
+        .verify_user(&form.name, &form.password)
+        .await?
+    {
+        None => {
+            throttle.failed(&form.name, ip);
+            again(
+                StatusCode::UNAUTHORIZED,
+                "Wrong name or password.".to_owned(),
+            )
+        }
+        Some(user) => {
+            throttle.succeeded(&form.name);
+            let session = state.service.open_session(user).await?;
+            let secure = state.settings.public_url.starts_with("https://");
+            let mut r = Redirect::to(&next).into_response();
+            r.headers_mut().insert(
+                header::SET_COOKIE,
+                auth::session_cookie(session.cookie.expose(), secure, None),
+            );
+            Ok(r)
+        }
+    }
+}
+
+use axum::extract::FromRequest;
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, AppError> {
+    auth::same_origin(&headers)?;
+    signed_in.check_csrf(&form.csrf)?;
+    if let Some(cookie) = auth::cookie(&headers, auth::COOKIE) {
+        state.service.close_session(cookie).await?;
+    }
+    let mut r = Redirect::to("/admin/login").into_response();
+    let secure = state.settings.public_url.starts_with("https://");
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        auth::session_cookie("", secure, Some(0)),
+    );
+    Ok(r)
+}
+
+// ----- dashboard -----------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "admin/dashboard.html")]
+struct Dashboard {
+    site: Site,
+    me: Me,
+    windows: Vec<WindowView>,
+}
+
+pub async fn dashboard(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+) -> Result<Response, AppError> {
+    let now = state.service.now();
+    let windows = state
+        .service
+        .store()
+        .open_maintenances()
+        .await?
+        .iter()
+        .map(|m| window_view(m, &[], now))
+        .collect();
+    page(
+        StatusCode::OK,
+        &Dashboard {
+            site: state.site.clone(),
+            me: me(&signed_in),
+            windows,
+        },
+    )
+}
+
+// ----- planning a window ---------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+pub struct NewForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    impact: String,
+    #[serde(default)]
+    when: String,
+    #[serde(default)]
+    schedule_hint: String,
+    #[serde(default)]
+    starts_at: String,
+    #[serde(default)]
+    ends_at: String,
+    #[serde(default)]
+    time_zone: String,
+    #[serde(default)]
+    steps: String,
+    /// `component_<slug>=on` for each ticked box.
+    #[serde(flatten)]
+    rest: HashMap<String, String>,
+}
+
+#[derive(Template)]
+#[template(path = "admin/new.html")]
+struct NewPage {
+    site: Site,
+    me: Me,
+    form: NewForm,
+    errors: Vec<ValidationError>,
+    impacts: Vec<(&'static str, &'static str)>,
+    components: Vec<(String, String, bool)>,
+}
+
+impl NewPage {
+    fn error(&self, field: &str) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|e| e.field == field)
+            .map(|e| e.message.as_str())
+    }
+}
+
+async fn new_page(
+    state: &AppState,
+    signed_in: &SignedIn,
+    form: NewForm,
+    errors: Vec<ValidationError>,
+) -> Result<Response, AppError> {
+    let components = state
+        .service
+        .components()
+        .await?
+        .into_iter()
+        .map(|c| {
+            let checked = form.rest.contains_key(&format!("component_{}", c.slug));
+            (c.slug, c.name, checked)
+        })
+        .collect();
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    page(
+        status,
+        &NewPage {
+            site: state.site.clone(),
+            me: me(signed_in),
+            impacts: Impact::ALL
+                .iter()
+                .map(|i| (i.as_str(), i.label()))
+                .collect(),
+            components,
+            form,
+            errors,
+        },
+    )
+}
+
+pub async fn new_window(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+) -> Result<Response, AppError> {
+    signed_in.require(Role::Maintainer)?;
+    let form = NewForm {
+        impact: "minor".into(),
+        when: "tentative".into(),
+        time_zone: "UTC".into(),
+        ..NewForm::default()
+    };
+    new_page(&state, &signed_in, form, Vec::new()).await
+}
+
+/// A `datetime-local` value in a named zone, as a timestamp.
+fn local_time(field: &'static str, value: &str, zone: &str) -> Result<Timestamp, ValidationError> {
+    let civil: jiff::civil::DateTime = value
+        .trim()
+        .parse()
+        .map_err(|_| ValidationError::new(field, "give a date and time, e.g. 2026-11-24 14:00"))?;
+    let tz = jiff::tz::TimeZone::get(zone.trim()).map_err(|_| {
+        ValidationError::new("time_zone", format!("{zone:?} is not a known time zone"))
+    })?;
+    civil
+        .to_zoned(tz)
+        .map(|z| z.timestamp())
+        .map_err(|e| ValidationError::new(field, format!("not a valid time there: {e}")))
+}
+
+fn parse_new(
+    form: &NewForm,
+    component_ids: Vec<i64>,
+) -> Result<NewMaintenance, Vec<ValidationError>> {
+    let mut errors = Vec::new();
+    let impact = Impact::parse(&form.impact).unwrap_or_default();
+    let schedule = if form.when == "fixed" {
+        let zone = if form.time_zone.trim().is_empty() {
+            "UTC"
+        } else {
+            &form.time_zone
+        };
+        let start = if form.starts_at.trim().is_empty() {
+            errors.push(ValidationError::new(
+                "starts_at",
+                "give the start, or choose \"No date yet\"",
+            ));
+            None
+        } else {
+            local_time("starts_at", &form.starts_at, zone)
+                .map_err(|e| errors.push(e))
+                .ok()
+        };
+        let end = if form.ends_at.trim().is_empty() {
+            None
+        } else {
+            local_time("ends_at", &form.ends_at, zone)
+                .map_err(|e| errors.push(e))
+                .ok()
+        };
+        start.and_then(|s| {
+            Schedule::from_parts(Some(s), end, None)
+                .map_err(|e| errors.push(e))
+                .ok()
+        })
+    } else {
+        Schedule::from_parts(None, None, Some(&form.schedule_hint))
+            .map_err(|e| errors.push(e))
+            .ok()
+    };
+    let new = NewMaintenance {
+        title: form.title.clone(),
+        description: form.description.clone(),
+        impact,
+        schedule: schedule
+            .clone()
+            .unwrap_or(Schedule::Tentative { hint: None }),
+        component_ids,
+        steps: form
+            .steps
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(|l| NewStep {
+                title: l.trim_start_matches(['-', '*', ' ']).to_owned(),
+                description: None,
+            })
+            .collect(),
+    };
+    if let Err(e) = new.clone().validate() {
+        errors.push(e);
+    }
+    if errors.is_empty() {
+        Ok(new)
+    } else {
+        Err(errors)
+    }
+}
+
+pub async fn create_window(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<NewForm>,
+) -> Result<Response, AppError> {
+    auth::same_origin(&headers)?;
+    signed_in.check_csrf(&form.csrf)?;
+    signed_in.require(Role::Maintainer)?;
+    let slugs: Vec<String> = form
+        .rest
+        .keys()
+        .filter_map(|k| k.strip_prefix("component_").map(str::to_owned))
+        .collect();
+    let ids = match state.service.component_ids(&slugs).await {
+        Ok(ids) => ids,
+        Err(ServiceError::Domain(DomainError::Invalid(e))) => {
+            return new_page(&state, &signed_in, form, vec![e]).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let new = match parse_new(&form, ids) {
+        Ok(new) => new,
+        Err(errors) => return new_page(&state, &signed_in, form, errors).await,
+    };
+    match state.service.create_maintenance(new).await {
+        Ok(m) => Ok(Redirect::to(&format!("/admin/maintenances/{}", m.id)).into_response()),
+        Err(ServiceError::Domain(DomainError::Invalid(e))) => {
+            new_page(&state, &signed_in, form, vec![e]).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+// ----- running a window ----------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "admin/run.html")]
+struct RunPage {
+    site: Site,
+    me: Me,
+    w: WindowView,
+    public: bool,
+    current: Option<super::public::StepView>,
+    actions: Vec<(&'static str, &'static str, bool)>,
+    step_actions: Vec<(&'static str, &'static str, &'static str)>,
+    error: Option<String>,
+    notice: Option<String>,
+    note: String,
+    update_body: String,
+}
+
+#[derive(Debug, Default)]
+struct RunState {
+    error: Option<String>,
+    notice: Option<String>,
+    note: String,
+    update_body: String,
+}
+
+async fn run_page(
+    state: &AppState,
+    signed_in: &SignedIn,
+    id: i64,
+    status: StatusCode,
+    extra: RunState,
+) -> Result<Response, AppError> {
+    let m = state.service.maintenance(id).await?;
+    let updates = state.service.store().list_updates(id, None).await?;
+    let w = window_view(&m, &updates, state.service.now());
+    let actions = match m.state {
+        WindowState::Draft => vec![("announce", "Announce", false), ("cancel", "Cancel", true)],
+        WindowState::Planned | WindowState::Scheduled => {
+            vec![("start", "Start", true), ("cancel", "Cancel", true)]
+        }
+        WindowState::InProgress => vec![("complete", "Complete", true), ("cancel", "Cancel", true)],
+        WindowState::Completed | WindowState::Cancelled => Vec::new(),
+    };
+    // The step to act on: the one running, a failed one, else the next pending one.
+    let target = (m.state == WindowState::InProgress)
+        .then(|| {
+            m.current_step()
+                .or_else(|| m.steps.iter().find(|s| s.state == StepState::Pending))
+        })
+        .flatten();
+    let step_actions = match target.map(|s| s.state) {
+        Some(StepState::InProgress) => vec![
+            ("done", "Done", "good"),
+            ("fail", "Failed", "danger"),
+            ("skip", "Skip", ""),
+        ],
+        Some(StepState::Failed) => vec![("start", "Retry", "primary"), ("skip", "Skip", "")],
+        Some(StepState::Pending) => vec![("start", "Start", "primary"), ("skip", "Skip", "")],
+        _ => Vec::new(),
+    };
+    let current = target.and_then(|t| w.steps.iter().find(|s| s.position == t.position).cloned());
+    page(
+        status,
+        &RunPage {
+            site: state.site.clone(),
+            me: me(signed_in),
+            public: m.is_public(),
+            current,
+            actions,
+            step_actions,
+            error: extra.error,
+            notice: extra.notice,
+            note: extra.note,
+            update_body: extra.update_body,
+            w,
+        },
+    )
+}
+
+pub async fn run(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+) -> Result<Response, AppError> {
+    run_page(&state, &signed_in, id, StatusCode::OK, RunState::default()).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ActionForm {
+    csrf: String,
+    action: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// After a change: back to the run view (so a reload does not post again); a refusal shows
+/// the run view with the reason and what was typed.
+async fn after(
+    state: &AppState,
+    signed_in: &SignedIn,
+    id: i64,
+    result: Result<(), ServiceError>,
+    keep: RunState,
+) -> Result<Response, AppError> {
+    match result {
+        Ok(()) => Ok(Redirect::to(&format!("/admin/maintenances/{id}")).into_response()),
+        Err(ServiceError::Domain(e)) => {
+            let status = match e {
+                DomainError::Rule(_) => StatusCode::CONFLICT,
+                DomainError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            let error = Some(match &e {
+                DomainError::Rule(r) => format!("Not done: {r}."),
+                DomainError::Invalid(v) => format!("Not done: the {} {}.", v.field, v.message),
+            });
+            run_page(state, signed_in, id, status, RunState { error, ..keep }).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn note(s: &str) -> Option<&str> {
+    Some(s).filter(|n| !n.trim().is_empty())
+}
+
+pub async fn window_action(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Result<Response, AppError> {
+    auth::same_origin(&headers)?;
+    signed_in.check_csrf(&form.csrf)?;
+    signed_in.require(Role::Maintainer)?;
+    let action = WindowAction::parse(&form.action)
+        .ok_or_else(|| AppError::BadRequest(format!("unknown action {:?}", form.action)))?;
+    let result = state
+        .service
+        .window_action(id, action, note(&form.note))
+        .await
+        .map(drop);
+    let keep = RunState {
+        note: form.note.clone(),
+        ..RunState::default()
+    };
+    after(&state, &signed_in, id, result, keep).await
+}
+
+pub async fn step_action(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path((id, position)): Path<(i64, i64)>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Result<Response, AppError> {
+    auth::same_origin(&headers)?;
+    signed_in.check_csrf(&form.csrf)?;
+    signed_in.require(Role::Maintainer)?;
+    let action = StepAction::parse(&form.action)
+        .ok_or_else(|| AppError::BadRequest(format!("unknown action {:?}", form.action)))?;
+    let result = state
+        .service
+        .step_action(id, position, action, note(&form.note))
+        .await
+        .map(drop);
+    let keep = RunState {
+        note: form.note.clone(),
+        ..RunState::default()
+    };
+    after(&state, &signed_in, id, result, keep).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UpdateForm {
+    csrf: String,
+    #[serde(default)]
+    body: String,
+}
+
+pub async fn post_update(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<UpdateForm>,
+) -> Result<Response, AppError> {
+    auth::same_origin(&headers)?;
+    signed_in.check_csrf(&form.csrf)?;
+    signed_in.require(Role::Maintainer)?;
+    let result = state.service.post_update(id, &form.body).await.map(drop);
+    let keep = RunState {
+        update_body: form.body.clone(),
+        ..RunState::default()
+    };
+    after(&state, &signed_in, id, result, keep).await
+}
+
+// ----- tokens and audit log (admins) ---------------------------------------------------------
+
+pub struct TokenRow {
+    id: i64,
+    name: String,
+    role: &'static str,
+    prefix: String,
+    last_used: Option<TimeView>,
+    revoked: bool,
+}
+
+#[derive(Template)]
+#[template(path = "admin/tokens.html")]
+struct TokensPage {
+    site: Site,
+    me: Me,
+    tokens: Vec<TokenRow>,
+    created: Option<String>,
+    error: Option<String>,
+    name: String,
+}
+
+async fn tokens_page(
+    state: &AppState,
+    signed_in: &SignedIn,
+    status: StatusCode,
+    created: Option<String>,
+    error: Option<String>,
+    name: String,
+) -> Result<Response, AppError> {
+    let tokens = state
+        .service
+        .tokens()
+        .await?
+        .into_iter()
+        .map(|t| TokenRow {
+            id: t.id,
+            name: t.name,
+            role: t.role.as_str(),
+            prefix: t.prefix,
+            last_used: t.last_used_at.map(time),
+            revoked: t.revoked_at.is_some(),
+        })
+        .collect();
+    page(
+        status,
+        &TokensPage {
+            site: state.site.clone(),
+            me: me(signed_in),
+            tokens,
+            created,
+            error,
+            name,
+        },
+    )
+}
+
+pub async fn tokens(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+) -> Result<Response, AppError> {
+    signed_in.require(Role::Admin)?;
+    tokens_page(
+        &state,
+        &signed_in,
+        StatusCode::OK,
+        None,
+        None,
+        String::new(),
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenForm {
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    role: String,
+}
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Result<Response, AppError> {
+    auth::same_origin(&headers)?;
+    signed_in.check_csrf(&form.csrf)?;
+    signed_in.require(Role::Admin)?;
+    let role = Role::parse(&form.role).unwrap_or(Role::Maintainer);
+    let actor = format!("user:{}", signed_in.user.name);
+    match state.service.create_token(&form.name, role, &actor).await {
+        Ok(new) => {
+            let secret = new.secret.expose().to_owned();
+            tokens_page(
+                &state,
+                &signed_in,
+                StatusCode::CREATED,
+                Some(secret),
+                None,
+                String::new(),
+            )
+            .await
+        }
+        Err(ServiceError::Domain(DomainError::Invalid(e))) => {
+            let error = Some(format!("The {} {}.", e.field, e.message));
+            tokens_page(
+                &state,
+                &signed_in,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                None,
+                error,
+                form.name,
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, AppError> {
+    auth::same_origin(&headers)?;
+    signed_in.check_csrf(&form.csrf)?;
+    signed_in.require(Role::Admin)?;
+    state
+        .service
+        .revoke_token(id, &format!("user:{}", signed_in.user.name))
+        .await?;
+    Ok(Redirect::to("/admin/tokens").into_response())
+}
+
+pub struct AuditRow {
+    at: TimeView,
+    actor: String,
+    action: String,
+    target: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/audit.html")]
+struct AuditPage {
+    site: Site,
+    me: Me,
+    entries: Vec<AuditRow>,
+}
+
+pub async fn audit(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+) -> Result<Response, AppError> {
+    signed_in.require(Role::Admin)?;
+    let entries = state
+        .service
+        .audit_log(200)
+        .await?
+        .into_iter()
+        .map(|e| AuditRow {
+            at: time(e.created_at),
+            actor: e.actor,
+            action: e.action,
+            target: e.target.unwrap_or_default(),
+        })
+        .collect();
+    page(
+        StatusCode::OK,
+        &AuditPage {
+            site: state.site.clone(),
+            me: me(&signed_in),
+            entries,
+        },
+    )
+}

@@ -1,0 +1,355 @@
+//! The admin pages: sign-in, sessions, CSRF, throttling, roles, and running a window by forms.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::TestApp;
+use herald::domain::{Role, WindowState};
+
+#[tokio::test]
+async fn sign_in_sets_a_safe_cookie_and_sign_out_ends_it() {
+    let app = TestApp::new().await;
+    app.user("alice", Role::Admin).await;
+    let r = app.get("/admin").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.header("location"), Some("/admin/login?next=/admin"));
+    let r = app
+        .post_form(
+            "/admin/login",
+            None,
+            &[
+                ("name", "alice"),
+                ("password", "correct horse battery"),
+                ("next", "https://evil.example/"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.header("location"), Some("/admin"), "no open redirect");
+    let cookie = r.header("set-cookie").unwrap();
+    for part in ["HttpOnly", "SameSite=Lax", "Path=/admin", "Max-Age="] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain http here");
+
+    let me = app.sign_in("alice").await;
+    let other = app.sign_in("alice").await;
+    assert_ne!(me.cookie, other.cookie, "a new session id at every login");
+    assert_eq!(
+        app.get_as("/admin", &me.cookie).await.status,
+        StatusCode::OK
+    );
+    let r = app
+        .post_form(
+            "/admin/logout",
+            Some(&me.cookie),
+            &[("csrf", &me.csrf)],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
+    assert_eq!(
+        app.get_as("/admin", &me.cookie).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        app.get_as("/admin", &other.cookie).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn wrong_passwords_are_throttled() {
+    let app = TestApp::new().await;
+    app.user("alice", Role::Admin).await;
+    for _ in 0..5 {
+        let r = app
+            .post_form(
+                "/admin/login",
+                None,
+                &[("name", "alice"), ("password", "wrong wrong wrong")],
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        let html = r.text();
+        assert!(html.contains("Wrong name or password."));
+        assert!(html.contains("value=\"alice\""), "the name typed is kept");
+    }
+    // Now even the right password is refused for a while.
+    let r = app
+        .post_form(
+            "/admin/login",
+            None,
+            &[("name", "alice"), ("password", "correct horse battery")],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.text().contains("Too many failed attempts"));
+    assert!(r.header("set-cookie").is_none());
+}
+
+#[tokio::test]
+async fn forms_from_elsewhere_or_without_the_token_change_nothing() {
+    let app = TestApp::new().await;
+    app.user("alice", Role::Maintainer).await;
+    let me = app.sign_in("alice").await;
+    let form = [("title", "Sneaky"), ("when", "tentative")];
+    let cases: [(&str, Vec<(&str, &str)>); 4] = [
+        ("missing token", vec![]),
+        ("wrong token", vec![("csrf", "0000")]),
+        ("cross-site fetch", vec![("csrf", me.csrf.as_str())]),
+        ("foreign origin", vec![("csrf", me.csrf.as_str())]),
+    ];
+    for (why, extra) in cases {
+        let mut pairs: Vec<(&str, &str)> = form.to_vec();
+        pairs.extend(extra);
+        let headers: Vec<(&str, &str)> = match why {
+            "cross-site fetch" => vec![("sec-fetch-site", "cross-site")],
+            "foreign origin" => vec![
+                ("origin", "https://evil.example"),
+                ("host", "status.example"),
+            ],
+            _ => vec![],
+        };
+        let r = app
+            .post_form("/admin/maintenances", Some(&me.cookie), &pairs, &headers)
+            .await;
+        assert!(
+            r.status == StatusCode::FORBIDDEN || r.status == StatusCode::BAD_REQUEST,
+            "{why}: {}",
+            r.status
+        );
+    }
+    assert_eq!(app.service.store().count_maintenances().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn maintainers_cannot_reach_admin_pages() {
+    let app = TestApp::new().await;
+    app.user("mo", Role::Maintainer).await;
+    let me = app.sign_in("mo").await;
+    for path in ["/admin/tokens", "/admin/audit"] {
+        assert_eq!(
+            app.get_as(path, &me.cookie).await.status,
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
+    }
+    let r = app
+        .post_form(
+            "/admin/tokens",
+            Some(&me.cookie),
+            &[("csrf", &me.csrf), ("name", "x")],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(app.service.tokens().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn planning_form_keeps_input_and_shows_errors_by_the_field() {
+    let app = TestApp::new().await;
+    app.component("api", "API").await;
+    app.user("mo", Role::Maintainer).await;
+    let me = app.sign_in("mo").await;
+    let r = app
+        .post_form(
+            "/admin/maintenances",
+            Some(&me.cookie),
+            &[
+                ("csrf", &me.csrf),
+                ("title", "   "),
+                ("description", "Keep *this* text"),
+                ("when", "fixed"),
+                ("starts_at", "2030-01-05T10:00"),
+                ("ends_at", "2030-01-05T09:00"),
+                ("time_zone", "Europe/Warsaw"),
+                ("component_api", "on"),
+                ("steps", "One\nTwo"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let html = r.text();
+    assert!(
+        html.contains("the expected end must be after the start"),
+        "{html}"
+    );
+    assert!(html.contains("Keep *this* text"));
+    assert!(html.contains("value=\"Europe/Warsaw\""));
+    assert!(html.contains("name=\"component_api\" checked"));
+    assert!(html.contains("One\nTwo"));
+    assert_eq!(app.service.store().count_maintenances().await.unwrap(), 0);
+
+    let r = app
+        .post_form(
+            "/admin/maintenances",
+            Some(&me.cookie),
+            &[
+                ("csrf", &me.csrf),
+                ("title", "Database cluster migration"),
+                ("when", "fixed"),
+                ("starts_at", "2030-01-05T10:00"),
+                ("ends_at", "2030-01-05T12:00"),
+                ("time_zone", "Europe/Warsaw"),
+                ("component_api", "on"),
+                ("steps", "- One\n\n- Two\n"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    let m = app.service.maintenance(1).await.unwrap();
+    assert_eq!(m.state, WindowState::Draft);
+    assert_eq!(m.steps.len(), 2);
+    assert_eq!(m.steps[0].title, "One");
+    assert_eq!(m.components[0].slug, "api");
+    // 10:00 in Warsaw in January is 09:00 UTC.
+    assert_eq!(m.starts_at.unwrap().to_string(), "2030-01-05T09:00:00Z");
+}
+
+#[tokio::test]
+async fn running_a_window_by_forms() {
+    let app = TestApp::new().await;
+    app.user("mo", Role::Maintainer).await;
+    let me = app.sign_in("mo").await;
+    let w = app
+        .window(
+            "<script>alert(1)</script>",
+            herald::domain::Schedule::Tentative { hint: None },
+            2,
+            vec![],
+        )
+        .await;
+    let run = format!("/admin/maintenances/{}", w.id);
+    let page = app.get_as(&run, &me.cookie).await.text();
+    assert!(!page.contains("<script>alert"), "titles are text");
+    assert!(page.contains("value=\"announce\""));
+
+    let act = |action: &'static str| {
+        let me = &me;
+        let app = &app;
+        let run = run.clone();
+        async move {
+            app.post_form(
+                &format!("{run}/action"),
+                Some(&me.cookie),
+                &[("csrf", &me.csrf), ("action", action)],
+                &[],
+            )
+            .await
+        }
+    };
+    // Starting a draft is refused with the reason, on the run view.
+    let r = act("start").await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.text().contains("announce it first"));
+    assert_eq!(act("announce").await.status, StatusCode::SEE_OTHER);
+    assert_eq!(act("start").await.status, StatusCode::SEE_OTHER);
+    let step = |position: i64, action: &'static str, note: &'static str| {
+        let me = &me;
+        let app = &app;
+        let run = run.clone();
+        async move {
+            app.post_form(
+                &format!("{run}/steps/{position}"),
+                Some(&me.cookie),
+                &[("csrf", &me.csrf), ("action", action), ("note", note)],
+                &[],
+            )
+            .await
+        }
+    };
+    assert_eq!(step(1, "start", "").await.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        step(1, "done", "LB on app-1").await.status,
+        StatusCode::SEE_OTHER
+    );
+    let r = step(1, "done", "typed note").await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(
+        r.text().contains("value=\"typed note\""),
+        "the note typed is kept"
+    );
+    let r = app
+        .post_form(
+            &format!("{run}/updates"),
+            Some(&me.cookie),
+            &[("csrf", &me.csrf), ("body", "<b>halfway</b>")],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let page = app.get_as(&run, &me.cookie).await.text();
+    assert!(page.contains("&#60;b&#62;halfway&#60;/b&#62;"));
+    assert!(page.contains("LB on app-1"));
+    let public = app.get(&format!("/maintenance/{}", w.id)).await.text();
+    assert!(public.contains("1 of 2 done"));
+}
+
+#[tokio::test]
+async fn a_token_made_in_the_ui_works_on_the_api_until_revoked() {
+    let app = TestApp::new().await;
+    app.user("alice", Role::Admin).await;
+    let me = app.sign_in("alice").await;
+    let r = app
+        .post_form(
+            "/admin/tokens",
+            Some(&me.cookie),
+            &[
+                ("csrf", &me.csrf),
+                ("name", "deploy-bot"),
+                ("role", "maintainer"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let html = r.text();
+    let token = html
+        .split("<code class=\"secret\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .unwrap()
+        .to_owned();
+    assert!(token.starts_with("hrld_"));
+    let (status, _, _) = app
+        .api(
+            axum::http::Method::GET,
+            "/api/v1/components",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // The list never shows the secret again.
+    let list = app.get_as("/admin/tokens", &me.cookie).await.text();
+    assert!(!list.contains(&token));
+    let id = app.service.tokens().await.unwrap()[0].id;
+    let r = app
+        .post_form(
+            &format!("/admin/tokens/{id}/revoke"),
+            Some(&me.cookie),
+            &[("csrf", &me.csrf)],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let (status, _, _) = app
+        .api(
+            axum::http::Method::GET,
+            "/api/v1/components",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let audit = app.get_as("/admin/audit", &me.cookie).await.text();
+    assert!(audit.contains("token.create") && audit.contains("token.revoke"));
+}
