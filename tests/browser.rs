@@ -218,3 +218,227 @@ async fn demo_page_in_a_real_browser() {
     driver.quit().await.unwrap();
     result.unwrap();
 }
+
+async fn find_button(driver: &WebDriver, text: &str) -> WebDriverResult<WebElement> {
+    driver
+        .find(By::XPath(format!(
+            "//button[normalize-space()='{text}'] | //summary[normalize-space()='{text}']"
+        )))
+        .await
+}
+
+/// Open a `<details>` (or press a button that does not leave the page).
+async fn click_button(driver: &WebDriver, text: &str) -> WebDriverResult<()> {
+    find_button(driver, text).await?.click().await
+}
+
+/// Press a submit button and wait until the browser has left that page.
+async fn submit(driver: &WebDriver, text: &str) -> WebDriverResult<()> {
+    let button = find_button(driver, text).await?;
+    button.click().await?;
+    button.wait_until().stale().await
+}
+
+async fn public_text(driver: &WebDriver, origin: &str, back: &str) -> WebDriverResult<String> {
+    driver.goto(origin).await?;
+    let text = driver.find(By::Tag("main")).await?.text().await?;
+    driver.goto(back).await?;
+    Ok(text)
+}
+
+/// A maintainer signs in, plans the DecAPI window (tentative, six steps), schedules it, announces
+/// and starts it, runs every step to done (a note on one), posts an update and completes it,
+/// looking at the public page after each action; an admin's UI token then works on the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintainer_runs_a_window_in_a_real_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/herald.db", dir.path().display());
+    let settings = Settings::for_database(&url);
+    let state = herald::server::build(&settings, false).await.unwrap();
+    state
+        .service
+        .add_user(
+            "alice",
+            "correct horse battery",
+            herald::domain::Role::Admin,
+            "test",
+        )
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            herald::web::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let origin = format!("http://{addr}/");
+    let (_chromedriver, driver_url) = start_chromedriver();
+    let profile = tempfile::tempdir().unwrap();
+    let driver = browser(&driver_url, &profile).await;
+    let steps = [
+        "Reduce the load balancer to 1 application server",
+        "Dump the database and import it into the cluster",
+        "Point the 2 other servers to the cluster",
+        "Put them back behind the load balancer",
+        "Update the old server's configuration",
+        "Put the old server back: 3 servers as normal",
+    ];
+    let result = async {
+        driver.goto(format!("{origin}admin")).await?;
+        driver
+            .find(By::Id("name"))
+            .await?
+            .send_keys("alice")
+            .await?;
+        driver
+            .find(By::Id("password"))
+            .await?
+            .send_keys("correct horse battery")
+            .await?;
+        submit(&driver, "Sign in").await?;
+        assert!(driver.current_url().await?.path().ends_with("/admin"));
+
+        driver
+            .goto(format!("{origin}admin/maintenances/new"))
+            .await?;
+        driver
+            .find(By::Id("title"))
+            .await?
+            .send_keys("Database cluster migration")
+            .await?;
+        driver
+            .find(By::Id("description"))
+            .await?
+            .send_keys("Moving from one database server to a **cluster of three**.")
+            .await?;
+        driver
+            .find(By::Id("schedule_hint"))
+            .await?
+            .send_keys("this Sunday or within two weeks")
+            .await?;
+        driver
+            .find(By::Id("steps"))
+            .await?
+            .send_keys(steps.join("\n"))
+            .await?;
+        submit(&driver, "Save as draft").await?;
+        let run = driver.current_url().await?.to_string();
+        assert!(run.ends_with("/admin/maintenances/1"), "{run}");
+        assert!(
+            !public_text(&driver, &origin, &run)
+                .await?
+                .contains("Database cluster")
+        );
+
+        // Schedule it.
+        click_button(&driver, "Schedule: no date yet").await?;
+        driver
+            .find(By::Css("input[name='when'][value='fixed']"))
+            .await?
+            .click()
+            .await?;
+        driver
+            .execute(
+                "document.getElementById('starts_at').value = '2030-01-05T10:00';
+                 document.getElementById('ends_at').value = '2030-01-05T12:00';",
+                vec![],
+            )
+            .await?;
+        submit(&driver, "Save schedule").await?;
+
+        submit(&driver, "Announce").await?;
+        let public = public_text(&driver, &origin, &run).await?;
+        assert!(
+            public.contains("Upcoming maintenance")
+                && public.contains("Database cluster migration")
+        );
+
+        click_button(&driver, "Start…").await?;
+        submit(&driver, "Yes, start").await?;
+        assert!(
+            public_text(&driver, &origin, &run)
+                .await?
+                .contains("Maintenance in progress")
+        );
+        full_page_screenshot(&driver, 390, 844, "admin-run-phone.png").await;
+        driver
+            .cdp()
+            .send_raw("Emulation.clearDeviceMetricsOverride", json!({}))
+            .await?;
+
+        for (i, _) in steps.iter().enumerate() {
+            submit(&driver, "Start").await?;
+            if i == 1 {
+                driver
+                    .find(By::Id("step-note"))
+                    .await?
+                    .send_keys("Dump imported without errors.")
+                    .await?;
+            }
+            submit(&driver, "Done").await?;
+            let public = public_text(&driver, &origin, &run).await?;
+            let done = i + 1;
+            let expected = if done == 6 {
+                "All 6 steps done".to_owned()
+            } else {
+                format!("{done} of 6 done")
+            };
+            assert!(public.contains(&expected), "after step {done}: {public}");
+        }
+        driver.goto(format!("{origin}maintenance/1")).await?;
+        let detail = driver.find(By::Tag("main")).await?.text().await?;
+        assert!(detail.contains("All 6 steps done"), "{detail}");
+        driver.goto(&run).await?;
+        driver
+            .find(By::Id("update-body"))
+            .await?
+            .send_keys("All three application servers run on the new cluster.")
+            .await?;
+        submit(&driver, "Post update").await?;
+        assert!(
+            public_text(&driver, &origin, &run)
+                .await?
+                .contains("All three application servers run on the new cluster.")
+        );
+        click_button(&driver, "Complete…").await?;
+        submit(&driver, "Yes, complete").await?;
+        let public = public_text(&driver, &origin, &run).await?;
+        assert!(public.contains("All systems operational") && public.contains("Recently finished"));
+        driver.goto(format!("{origin}maintenance/1")).await?;
+        let detail = driver.find(By::Tag("main")).await?.text().await?;
+        assert!(detail.contains("Dump imported without errors."), "{detail}");
+        assert!(detail.contains("Completed"), "{detail}");
+        assert_clean(&driver, &origin).await;
+
+        // An admin creates a token in the UI; it works on the API.
+        driver.goto(format!("{origin}admin/tokens")).await?;
+        driver
+            .find(By::Id("name"))
+            .await?
+            .send_keys("deploy-bot")
+            .await?;
+        submit(&driver, "Create token").await?;
+        let token = driver.find(By::Css("code.secret")).await?.text().await?;
+        let window: serde_json::Value = reqwest::Client::new()
+            .get(format!("{origin}api/v1/maintenances/1"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(window["state"], "completed");
+        assert_eq!(window["steps_done"], 6);
+        WebDriverResult::Ok(())
+    }
+    .await;
+    driver.quit().await.unwrap();
+    result.unwrap();
+}

@@ -216,16 +216,8 @@ pub struct NewForm {
     description: String,
     #[serde(default)]
     impact: String,
-    #[serde(default)]
-    when: String,
-    #[serde(default)]
-    schedule_hint: String,
-    #[serde(default)]
-    starts_at: String,
-    #[serde(default)]
-    ends_at: String,
-    #[serde(default)]
-    time_zone: String,
+    #[serde(flatten)]
+    schedule: ScheduleFields,
     #[serde(default)]
     steps: String,
     /// `component_<slug>=on` for each ticked box.
@@ -297,8 +289,11 @@ pub async fn new_window(
     signed_in.require(Role::Maintainer)?;
     let form = NewForm {
         impact: "minor".into(),
-        when: "tentative".into(),
-        time_zone: "UTC".into(),
+        schedule: ScheduleFields {
+            when: "tentative".into(),
+            time_zone: "UTC".into(),
+            ..ScheduleFields::default()
+        },
         ..NewForm::default()
     };
     new_page(&state, &signed_in, form, Vec::new()).await
@@ -319,46 +314,64 @@ fn local_time(field: &'static str, value: &str, zone: &str) -> Result<Timestamp,
         .map_err(|e| ValidationError::new(field, format!("not a valid time there: {e}")))
 }
 
+/// The schedule fields of a form: "No date yet" with a hint, or a start and an optional end in
+/// the chosen time zone.
+#[derive(Debug, Default, Deserialize)]
+pub struct ScheduleFields {
+    #[serde(default)]
+    when: String,
+    #[serde(default)]
+    schedule_hint: String,
+    #[serde(default)]
+    starts_at: String,
+    #[serde(default)]
+    ends_at: String,
+    #[serde(default)]
+    time_zone: String,
+}
+
+fn parse_schedule(f: &ScheduleFields, errors: &mut Vec<ValidationError>) -> Option<Schedule> {
+    if f.when != "fixed" {
+        return Schedule::from_parts(None, None, Some(&f.schedule_hint))
+            .map_err(|e| errors.push(e))
+            .ok();
+    }
+    let zone = if f.time_zone.trim().is_empty() {
+        "UTC"
+    } else {
+        &f.time_zone
+    };
+    let start = if f.starts_at.trim().is_empty() {
+        errors.push(ValidationError::new(
+            "starts_at",
+            "give the start, or choose \"No date yet\"",
+        ));
+        None
+    } else {
+        local_time("starts_at", &f.starts_at, zone)
+            .map_err(|e| errors.push(e))
+            .ok()
+    };
+    let end = if f.ends_at.trim().is_empty() {
+        None
+    } else {
+        local_time("ends_at", &f.ends_at, zone)
+            .map_err(|e| errors.push(e))
+            .ok()
+    };
+    let start = start?;
+    Schedule::from_parts(Some(start), end, None)
+        .map_err(|e| errors.push(e))
+        .ok()
+}
+
 fn parse_new(
     form: &NewForm,
     component_ids: Vec<i64>,
 ) -> Result<NewMaintenance, Vec<ValidationError>> {
     let mut errors = Vec::new();
     let impact = Impact::parse(&form.impact).unwrap_or_default();
-    let schedule = if form.when == "fixed" {
-        let zone = if form.time_zone.trim().is_empty() {
-            "UTC"
-        } else {
-            &form.time_zone
-        };
-        let start = if form.starts_at.trim().is_empty() {
-            errors.push(ValidationError::new(
-                "starts_at",
-                "give the start, or choose \"No date yet\"",
-            ));
-            None
-        } else {
-            local_time("starts_at", &form.starts_at, zone)
-                .map_err(|e| errors.push(e))
-                .ok()
-        };
-        let end = if form.ends_at.trim().is_empty() {
-            None
-        } else {
-            local_time("ends_at", &form.ends_at, zone)
-                .map_err(|e| errors.push(e))
-                .ok()
-        };
-        start.and_then(|s| {
-            Schedule::from_parts(Some(s), end, None)
-                .map_err(|e| errors.push(e))
-                .ok()
-        })
-    } else {
-        Schedule::from_parts(None, None, Some(&form.schedule_hint))
-            .map_err(|e| errors.push(e))
-            .ok()
-    };
+    let schedule = parse_schedule(&form.schedule, &mut errors);
     let new = NewMaintenance {
         title: form.title.clone(),
         description: form.description.clone(),
@@ -438,6 +451,10 @@ struct RunPage {
     notice: Option<String>,
     note: String,
     update_body: String,
+    schedule: ScheduleFields,
+    can_reschedule: bool,
+    /// The schedule form was just refused: show it open.
+    schedule_open: bool,
 }
 
 #[derive(Debug, Default)]
@@ -446,6 +463,27 @@ struct RunState {
     notice: Option<String>,
     note: String,
     update_body: String,
+    schedule: Option<ScheduleFields>,
+}
+
+/// The form fields showing a window's current schedule (in UTC).
+fn schedule_fields(m: &crate::domain::Maintenance) -> ScheduleFields {
+    let local = |t: Option<Timestamp>| {
+        t.map(|t| t.strftime("%Y-%m-%dT%H:%M").to_string())
+            .unwrap_or_default()
+    };
+    ScheduleFields {
+        when: if m.starts_at.is_some() {
+            "fixed"
+        } else {
+            "tentative"
+        }
+        .to_owned(),
+        schedule_hint: m.schedule_hint.clone().unwrap_or_default(),
+        starts_at: local(m.starts_at),
+        ends_at: local(m.ends_at),
+        time_zone: "UTC".to_owned(),
+    }
 }
 
 async fn run_page(
@@ -497,6 +535,9 @@ async fn run_page(
             notice: extra.notice,
             note: extra.note,
             update_body: extra.update_body,
+            schedule_open: extra.schedule.is_some(),
+            schedule: extra.schedule.unwrap_or_else(|| schedule_fields(&m)),
+            can_reschedule: m.state.is_open(),
             w,
         },
     )
@@ -591,6 +632,37 @@ pub async fn step_action(
         .map(drop);
     let keep = RunState {
         note: form.note.clone(),
+        ..RunState::default()
+    };
+    after(&state, &signed_in, id, result, keep).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RescheduleForm {
+    csrf: String,
+    #[serde(flatten)]
+    schedule: ScheduleFields,
+}
+
+pub async fn reschedule(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<RescheduleForm>,
+) -> Result<Response, AppError> {
+    auth::same_origin(&headers)?;
+    signed_in.check_csrf(&form.csrf)?;
+    signed_in.require(Role::Maintainer)?;
+    let mut errors = Vec::new();
+    let result = match parse_schedule(&form.schedule, &mut errors) {
+        Some(schedule) if errors.is_empty() => {
+            state.service.reschedule(id, schedule).await.map(drop)
+        }
+        _ => Err(ServiceError::from(errors.remove(0))),
+    };
+    let keep = RunState {
+        schedule: Some(form.schedule),
         ..RunState::default()
     };
     after(&state, &signed_in, id, result, keep).await

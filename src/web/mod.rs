@@ -266,6 +266,7 @@ pub fn router(state: AppState) -> Router {
             post(admin::step_action),
         )
         .route("/admin/maintenances/{id}/updates", post(admin::post_update))
+        .route("/admin/maintenances/{id}/schedule", post(admin::reschedule))
         .route(
             "/admin/tokens",
             get(admin::tokens).post(admin::create_token),
