@@ -65,7 +65,24 @@ pub async fn build(settings: &Settings, demo: bool) -> anyhow::Result<AppState> 
             .await
             .context("seeding the demo")?;
     }
-    Ok(AppState::new(service, settings.clone()))
+    // Nobody can sign in yet: a one-time code in the log lets the operator create the admin.
+    let setup_code = if service.store().count_users().await? == 0 {
+        let code = crate::service::setup_code()?;
+        warn!(
+            "no user exists yet: open {}/admin/setup and enter the setup code {} \
+             (or run `herald user add NAME --role admin`)",
+            settings.public_url,
+            code.expose()
+        );
+        Some(code)
+    } else {
+        None
+    };
+    Ok(AppState::with_setup_code(
+        service,
+        settings.clone(),
+        setup_code,
+    ))
 }
 
 /// `herald serve`.

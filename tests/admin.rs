@@ -353,3 +353,75 @@ async fn a_token_made_in_the_ui_works_on_the_api_until_revoked() {
     let audit = app.get_as("/admin/audit", &me.cookie).await.text();
     assert!(audit.contains("token.create") && audit.contains("token.revoke"));
 }
+
+#[tokio::test]
+async fn first_admin_from_the_setup_code_once() {
+    use tower::ServiceExt;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/h.db", dir.path().display());
+    let state = herald::server::build(&herald::config::Settings::for_database(&url), false)
+        .await
+        .unwrap();
+    let code = state.setup_code.clone().expect("no user yet: a setup code");
+    let router = herald::web::router(state.clone());
+    let send = |request: axum::http::Request<axum::body::Body>| {
+        let router = router.clone();
+        async move { router.oneshot(request).await.unwrap() }
+    };
+    let get = |path: &str| {
+        axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let post = |pairs: &[(&str, &str)]| {
+        axum::http::Request::post("/admin/setup")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(axum::body::Body::from(common::form_body(pairs)))
+            .unwrap()
+    };
+    let r = send(get("/admin/login")).await;
+    assert_eq!(r.headers()["location"], "/admin/setup");
+    let r = send(post(&[
+        ("code", "wrong"),
+        ("name", "alice"),
+        ("password", "correct horse battery"),
+        ("again", "correct horse battery"),
+    ]))
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = send(post(&[
+        ("code", code.expose()),
+        ("name", "alice"),
+        ("password", "short"),
+        ("again", "short"),
+    ]))
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = send(post(&[
+        ("code", code.expose()),
+        ("name", "alice"),
+        ("password", "correct horse battery"),
+        ("again", "correct horse battery"),
+    ]))
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("herald_session=")
+    );
+    // Used up: a second admin cannot be made with it.
+    let r = send(post(&[
+        ("code", code.expose()),
+        ("name", "mallory"),
+        ("password", "correct horse battery"),
+        ("again", "correct horse battery"),
+    ]))
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/admin/login");
+    assert_eq!(state.service.store().count_users().await.unwrap(), 1);
+    let r = send(get("/admin/setup")).await;
+    assert_eq!(r.headers()["location"], "/admin/login");
+}

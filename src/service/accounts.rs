@@ -35,6 +35,11 @@ fn random_hex() -> ServiceResult<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// A setup code: short enough to type from a log line, 80 random bits.
+pub fn setup_code() -> ServiceResult<crate::config::Secret> {
+    Ok(crate::config::Secret::new(random_hex()?[..20].to_owned()))
+}
+
 fn new_secret() -> ServiceResult<String> {
     Ok(format!("{TOKEN_PREFIX}{}", random_hex()?))
 }

@@ -246,4 +246,4 @@ impl Service {
 
 mod accounts;
 
-pub use accounts::{NewSession, NewToken, SESSION_LIFETIME};
+pub use accounts::{NewSession, NewToken, SESSION_LIFETIME, setup_code};

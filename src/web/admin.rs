@@ -76,6 +76,9 @@ pub async fn login_page(
     State(state): State<AppState>,
     Query(q): Query<LoginQuery>,
 ) -> Result<Response, AppError> {
+    if state.setup_code.is_some() && state.service.store().count_users().await? == 0 {
+        return Ok(Redirect::to("/admin/setup").into_response());
+    }
     page(
         StatusCode::OK,
         &LoginPage {
@@ -145,6 +148,106 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
 }
 
 use axum::extract::FromRequest;
+
+#[derive(Template)]
+#[template(path = "admin/setup.html")]
+struct SetupPage {
+    site: Site,
+    error: Option<String>,
+    name: String,
+}
+
+/// `GET /admin/setup`: only while nobody can sign in.
+pub async fn setup_page(State(state): State<AppState>) -> Result<Response, AppError> {
+    if state.service.store().count_users().await? > 0 || state.setup_code.is_none() {
+        return Ok(Redirect::to("/admin/login").into_response());
+    }
+    page(
+        StatusCode::OK,
+        &SetupPage {
+            site: state.site.clone(),
+            error: None,
+            name: String::new(),
+        },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SetupForm {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    again: String,
+}
+
+/// `POST /admin/setup`: the setup code from the log makes the first admin, once.
+pub async fn setup(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
+    auth::same_origin(request.headers())?;
+    let ip = auth::client_ip(request.extensions());
+    let Form(form) = Form::<SetupForm>::from_request(request, &state).await?;
+    let Some(code) = &state.setup_code else {
+        return Ok(Redirect::to("/admin/login").into_response());
+    };
+    if state.service.store().count_users().await? > 0 {
+        return Ok(Redirect::to("/admin/login").into_response());
+    }
+    let again = |status, error: String| {
+        page(
+            status,
+            &SetupPage {
+                site: state.site.clone(),
+                error: Some(error),
+                name: form.name.clone(),
+            },
+        )
+    };
+    if let Some(wait) = state.logins.blocked("setup", ip) {
+        let minutes = wait.as_secs().div_ceil(60).max(1);
+        return again(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Too many wrong codes. Try again in {minutes} min."),
+        );
+    }
+    if !auth::constant_time_eq(form.code.trim().as_bytes(), code.expose().as_bytes()) {
+        state.logins.failed("setup", ip);
+        return again(
+            StatusCode::UNAUTHORIZED,
+            "That is not the setup code in Herald's log.".to_owned(),
+        );
+    }
+    if form.password != form.again {
+        return again(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "The two passwords differ.".to_owned(),
+        );
+    }
+    let user = match state
+        .service
+        .add_user(&form.name, &form.password, Role::Admin, "setup")
+        .await
+    {
+        Ok(user) => user,
+        Err(ServiceError::Domain(DomainError::Invalid(e))) => {
+            return again(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("The {} {}.", e.field, e.message),
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let session = state.service.open_session(user).await?;
+    let secure = state.settings.public_url.starts_with("https://");
+    let mut r = Redirect::to("/admin").into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        auth::session_cookie(session.cookie.expose(), secure, None),
+    );
+    Ok(r)
+}
 
 #[derive(Debug, Deserialize)]
 pub struct CsrfForm {

@@ -43,6 +43,9 @@ pub struct Inner {
     pub draining: Arc<AtomicBool>,
     pub metrics: PrometheusHandle,
     pub logins: auth::LoginThrottle,
+    /// While no user exists: the code that lets the first visitor of `/admin/setup` become
+    /// admin (printed in the log at start).
+    pub setup_code: Option<crate::config::Secret>,
 }
 
 impl Deref for AppState {
@@ -59,7 +62,16 @@ const PAGE_MAX_AGE: Duration = Duration::from_secs(30);
 
 impl AppState {
     pub fn new(service: Service, settings: Settings) -> Self {
+        Self::with_setup_code(service, settings, None)
+    }
+
+    pub fn with_setup_code(
+        service: Service,
+        settings: Settings,
+        setup_code: Option<crate::config::Secret>,
+    ) -> Self {
         Self(Arc::new(Inner {
+            setup_code,
             service,
             site: public::Site::new(&settings.site_name),
             settings,
@@ -254,6 +266,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin", get(admin::dashboard))
         .route("/admin/login", get(admin::login_page).post(admin::login))
         .route("/admin/logout", post(admin::logout))
+        .route("/admin/setup", get(admin::setup_page).post(admin::setup))
         .route("/admin/maintenances/new", get(admin::new_window))
         .route("/admin/maintenances", post(admin::create_window))
         .route("/admin/maintenances/{id}", get(admin::run))
