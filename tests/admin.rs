@@ -425,3 +425,101 @@ async fn first_admin_from_the_setup_code_once() {
     let r = send(get("/admin/setup")).await;
     assert_eq!(r.headers()["location"], "/admin/login");
 }
+
+#[tokio::test]
+async fn admins_manage_components_and_users() {
+    let app = TestApp::new().await;
+    app.user("alice", Role::Admin).await;
+    let me = app.sign_in("alice").await;
+    let add = |slug: &'static str, name: &'static str| {
+        let (app, me) = (&app, &me);
+        async move {
+            app.post_form(
+                "/admin/components",
+                Some(&me.cookie),
+                &[
+                    ("csrf", &me.csrf),
+                    ("slug", slug),
+                    ("name", name),
+                    ("group", "Backend"),
+                ],
+                &[],
+            )
+            .await
+        }
+    };
+    assert_eq!(add("api", "API").await.status, StatusCode::SEE_OTHER);
+    assert_eq!(add("db", "Database").await.status, StatusCode::SEE_OTHER);
+    let r = add("api", "Again").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let html = r.text();
+    assert!(html.contains("already exists") && html.contains("value=\"Again\""));
+    let r = app
+        .post_form(
+            "/admin/components/db",
+            Some(&me.cookie),
+            &[
+                ("csrf", &me.csrf),
+                ("op", "save"),
+                ("name", "Primary database"),
+                ("group", "Data"),
+                ("description", ""),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let r = app
+        .post_form(
+            "/admin/components/db",
+            Some(&me.cookie),
+            &[("csrf", &me.csrf), ("op", "up")],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let names: Vec<String> = app
+        .service
+        .components()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["Primary database", "API"]);
+    assert!(
+        app.get("/").await.text().contains("Primary database"),
+        "public page follows"
+    );
+
+    let r = app
+        .post_form(
+            "/admin/users",
+            Some(&me.cookie),
+            &[
+                ("csrf", &me.csrf),
+                ("name", "mo"),
+                ("password", "correct horse battery"),
+                ("role", "maintainer"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let mo = app.sign_in("mo").await;
+    for path in ["/admin/components", "/admin/users"] {
+        assert_eq!(
+            app.get_as(path, &mo.cookie).await.status,
+            StatusCode::FORBIDDEN
+        );
+    }
+    let audit = app.get_as("/admin/audit", &me.cookie).await.text();
+    for action in [
+        "component.create",
+        "component.edit",
+        "component.move",
+        "user.add",
+    ] {
+        assert!(audit.contains(action), "{action}");
+    }
+}

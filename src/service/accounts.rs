@@ -224,6 +224,10 @@ impl Service {
         Ok(self.store.delete_session(&hash_token(cookie)).await?)
     }
 
+    pub async fn users(&self) -> ServiceResult<Vec<User>> {
+        Ok(self.store.list_users().await?)
+    }
+
     pub async fn audit_log(&self, limit: i64) -> ServiceResult<Vec<AuditEntry>> {
         Ok(self.store.list_audit(limit).await?)
     }

@@ -111,6 +111,68 @@ impl Service {
         self.create_component(new).await
     }
 
+    /// Rename, describe or regroup a component (the slug stays: links and API clients use it).
+    pub async fn edit_component(
+        &self,
+        slug: &str,
+        name: &str,
+        description: &str,
+        group: &str,
+        actor: &str,
+    ) -> ServiceResult<Component> {
+        let mut c = self
+            .components()
+            .await?
+            .into_iter()
+            .find(|c| c.slug == slug)
+            .ok_or(ServiceError::NotFound("component"))?;
+        let checked = NewComponent {
+            slug: c.slug.clone(),
+            name: name.to_owned(),
+            description: Some(description.to_owned()),
+            group_name: Some(group.to_owned()),
+        }
+        .validate()?;
+        c.name = checked.name;
+        c.description = checked.description;
+        c.group_name = checked.group_name;
+        self.store.update_component(&c).await?;
+        self.store
+            .audit(actor, "component.edit", Some(&c.slug), self.now())
+            .await?;
+        self.changed();
+        Ok(c)
+    }
+
+    /// Move a component one place up (`-1`) or down (`1`) in the order shown.
+    pub async fn move_component(&self, slug: &str, by: i64, actor: &str) -> ServiceResult<()> {
+        let all = self.components().await?;
+        let Some(i) = all.iter().position(|c| c.slug == slug) else {
+            return Err(ServiceError::NotFound("component"));
+        };
+        let j = i as i64 + by.signum();
+        if j < 0 || j >= all.len() as i64 {
+            return Ok(());
+        }
+        let (a, b) = (&all[i], &all[j as usize]);
+        // Equal positions (older data) would swap to no effect: fall back to list order.
+        let (a, b) = if a.position == b.position {
+            let mut a = a.clone();
+            let mut b = b.clone();
+            a.position = i as i64 + 1;
+            b.position = j + 1;
+            (a, b)
+        } else {
+            (a.clone(), b.clone())
+        };
+        self.store.swap_components(&a, &b).await?;
+        self.store
+            .audit(actor, "component.move", Some(slug), self.now())
+            .await?;
+        self.changed();
+        Ok(())
+    }
+
     pub async fn components(&self) -> ServiceResult<Vec<Component>> {
         Ok(self.store.list_components().await?)
     }

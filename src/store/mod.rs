@@ -144,4 +144,10 @@ pub trait Store: Send + Sync + 'static {
     async fn session(&self, id_hash: &str, now: Timestamp) -> StoreResult<Option<(User, String)>>;
     async fn delete_session(&self, id_hash: &str) -> StoreResult<()>;
     async fn delete_expired_sessions(&self, now: Timestamp) -> StoreResult<u64>;
+
+    /// Change a component's name, description and group.
+    async fn update_component(&self, c: &Component) -> StoreResult<()>;
+    /// Swap the places of two components in the order.
+    async fn swap_components(&self, a: &Component, b: &Component) -> StoreResult<()>;
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
 }

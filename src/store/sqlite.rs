@@ -769,4 +769,39 @@ impl Store for SqliteStore {
             .await?
             .rows_affected())
     }
+
+    async fn update_component(&self, c: &Component) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE components SET name = $1, description = $2, group_name = $3 WHERE id = $4",
+        )
+        .bind(&c.name)
+        .bind(&c.description)
+        .bind(&c.group_name)
+        .bind(c.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn swap_components(&self, a: &Component, b: &Component) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for (id, position) in [(a.id, b.position), (b.id, a.position)] {
+            sqlx::query("UPDATE components SET position = $1 WHERE id = $2")
+                .bind(position)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        sqlx::query("SELECT id, name, role, created_at FROM users ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(user_from)
+            .collect()
+    }
 }

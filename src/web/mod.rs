@@ -286,6 +286,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/tokens/{id}/revoke", post(admin::revoke_token))
         .route("/admin/audit", get(admin::audit))
+        .route(
+            "/admin/components",
+            get(admin::components).post(admin::create_component),
+        )
+        .route("/admin/components/{slug}", post(admin::edit_component))
+        .route("/admin/users", get(admin::users).post(admin::add_user))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
