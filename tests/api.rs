@@ -495,3 +495,24 @@ async fn the_contract_check_catches_a_wrong_body() {
         "an undocumented status must fail the check"
     );
 }
+
+#[tokio::test]
+async fn the_reference_page_lists_every_operation_and_schema() {
+    let app = TestApp::new().await;
+    let page = app.get("/api").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = page.text();
+    for op in [
+        "POST /api/v1/maintenances</code>",
+        "PATCH /api/v1/maintenances/{id}</code>",
+        "POST /api/v1/maintenances/{id}/steps/{position}/{action}</code>",
+        "id=\"schema-MaintenanceJson\"",
+        "id=\"schema-ErrorBody\"",
+    ] {
+        assert!(html.contains(op), "{op}");
+    }
+    assert!(
+        !html.contains("<script>") && !html.contains("https://"),
+        "no external assets"
+    );
+}

@@ -241,10 +241,18 @@ async fn not_found() -> error::AppError {
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     let (api_v1, openapi) = api::v1::routes();
-    let openapi: Arc<str> = openapi
-        .to_pretty_json()
+    let doc = serde_json::to_value(&openapi).expect("the OpenAPI document serialises");
+    let openapi: Arc<str> = serde_json::to_string_pretty(&doc)
         .expect("the OpenAPI document serialises")
         .into();
+    let reference = cache::CachedPage::new(
+        api::reference::render(state.site.clone(), &doc)
+            .expect("the API reference renders")
+            .into(),
+        "text/html; charset=utf-8",
+        cache::CachePolicy::Revalidate,
+        11,
+    );
     Router::new()
         .merge(api_v1)
         .route(
@@ -257,6 +265,13 @@ pub fn router(state: AppState) -> Router {
                         doc.to_string(),
                     )
                 }
+            }),
+        )
+        .route(
+            "/api",
+            get(move |request: Request| {
+                let page = reference.clone();
+                async move { page.respond(request.headers()) }
             }),
         )
         .route("/", get(public::index))

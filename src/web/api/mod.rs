@@ -2,6 +2,7 @@
 //! from the same code, so it cannot drift. Every failure answers
 //! `{"error": {"code", "message", "field"?}}` with a 4xx (or an opaque 500).
 
+pub mod reference;
 pub mod v1;
 
 use axum::Json;
