@@ -523,3 +523,116 @@ async fn admins_manage_components_and_users() {
         assert!(audit.contains(action), "{action}");
     }
 }
+
+#[tokio::test]
+async fn editing_the_text_and_the_plan() {
+    let app = TestApp::new().await;
+    app.component("api", "API").await;
+    app.user("mo", Role::Maintainer).await;
+    let me = app.sign_in("mo").await;
+    let w = app
+        .window(
+            "Old title",
+            herald::domain::Schedule::Tentative { hint: None },
+            3,
+            vec![],
+        )
+        .await;
+    let edit = format!("/admin/maintenances/{}/edit", w.id);
+    let page = app.get_as(&edit, &me.cookie).await;
+    assert_eq!(page.status, StatusCode::OK);
+    // Preview renders the markdown (sanitised) and keeps the typed text.
+    let r = app
+        .post_form(
+            &edit,
+            Some(&me.cookie),
+            &[
+                ("csrf", &me.csrf),
+                ("op", "preview"),
+                ("title", "New title"),
+                ("description", "**bold** <script>x</script>"),
+                ("impact", "major"),
+            ],
+            &[],
+        )
+        .await;
+    let html = r.text();
+    assert!(html.contains("<strong>bold</strong>") && !html.contains("<script>x"));
+    assert!(html.contains("value=\"New title\""));
+    assert_eq!(
+        app.service.maintenance(w.id).await.unwrap().title,
+        "Old title",
+        "preview saves nothing"
+    );
+    let r = app
+        .post_form(
+            &edit,
+            Some(&me.cookie),
+            &[
+                ("csrf", &me.csrf),
+                ("op", "save"),
+                ("title", "New title"),
+                ("description", "More."),
+                ("impact", "major"),
+                ("component_api", "on"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let m = app.service.maintenance(w.id).await.unwrap();
+    assert_eq!(
+        (m.title.as_str(), m.impact.as_str(), m.components.len()),
+        ("New title", "major", 1)
+    );
+
+    let plan = format!("/admin/maintenances/{}/plan", w.id);
+    let post = |pairs: Vec<(&'static str, String)>| {
+        let (app, me, plan) = (&app, &me, plan.clone());
+        async move {
+            let mut all: Vec<(&str, &str)> = vec![("csrf", me.csrf.as_str())];
+            all.extend(pairs.iter().map(|(k, v)| (*k, v.as_str())));
+            app.post_form(&plan, Some(&me.cookie), &all, &[]).await
+        }
+    };
+    assert_eq!(
+        post(vec![("op", "add".into()), ("title", "Step four".into())])
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        post(vec![("op", "up".into()), ("position", "4".into())])
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        post(vec![("op", "remove".into()), ("position", "1".into())])
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        post(vec![
+            ("op", "edit".into()),
+            ("position", "1".into()),
+            ("title", "Renamed".into())
+        ])
+        .await
+        .status,
+        StatusCode::SEE_OTHER
+    );
+    let titles: Vec<String> = app
+        .service
+        .maintenance(w.id)
+        .await
+        .unwrap()
+        .steps
+        .into_iter()
+        .map(|s| s.title)
+        .collect();
+    assert_eq!(titles, ["Renamed", "Step four", "Step number 3"]);
+    let r = post(vec![("op", "add".into()), ("title", "   ".into())]).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+}

@@ -991,3 +991,108 @@ impl Maintenance {
         Ok(Vec::new())
     }
 }
+
+/// A change to the plan. Only steps that have not started may change; a new step is pending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanEdit {
+    Add {
+        title: String,
+        description: Option<String>,
+    },
+    Edit {
+        position: i64,
+        title: String,
+        description: Option<String>,
+    },
+    Remove {
+        position: i64,
+    },
+    /// Swap with the step before (`up`) or after; both must be pending.
+    Move {
+        position: i64,
+        up: bool,
+    },
+}
+
+impl Maintenance {
+    /// Change the plan: add a step at the end, or edit, remove or move a pending one. Changes
+    /// are silent (the checklist shows the new plan); steps that ran keep their place.
+    pub fn edit_plan(
+        &mut self,
+        edit: PlanEdit,
+        now: Timestamp,
+    ) -> Result<Vec<NewUpdate>, DomainError> {
+        self.refuse_finished("change the plan")?;
+        let pending = |m: &Self, position: i64| -> Result<usize, DomainError> {
+            let index = m
+                .steps
+                .iter()
+                .position(|s| s.position == position)
+                .ok_or_else(|| RuleError::new(format!("there is no step {position}")))?;
+            let state = m.steps[index].state;
+            if state != StepState::Pending {
+                return Err(RuleError::new(format!(
+                    "step {position} is {}; only steps that have not started can change",
+                    state.label().to_lowercase()
+                ))
+                .into());
+            }
+            Ok(index)
+        };
+        match edit {
+            PlanEdit::Add { title, description } => {
+                if self.steps.len() >= limits::STEPS_MAX {
+                    return Err(ValidationError::new(
+                        "steps",
+                        format!("a plan has at most {} steps", limits::STEPS_MAX),
+                    )
+                    .into());
+                }
+                let step = validate_step(NewStep { title, description })?;
+                self.steps.push(Step {
+                    id: None,
+                    position: self.steps.len() as i64 + 1,
+                    title: step.title,
+                    description: step.description,
+                    state: StepState::Pending,
+                    started_at: None,
+                    finished_at: None,
+                    note: None,
+                    attempts: 0,
+                });
+            }
+            PlanEdit::Edit {
+                position,
+                title,
+                description,
+            } => {
+                let index = pending(self, position)?;
+                let step = validate_step(NewStep { title, description })?;
+                self.steps[index].title = step.title;
+                self.steps[index].description = step.description;
+            }
+            PlanEdit::Remove { position } => {
+                let index = pending(self, position)?;
+                self.steps.remove(index);
+            }
+            PlanEdit::Move { position, up } => {
+                let index = pending(self, position)?;
+                let other = if up {
+                    index.checked_sub(1)
+                } else {
+                    Some(index + 1).filter(|&i| i < self.steps.len())
+                };
+                let Some(other) = other else {
+                    return Ok(Vec::new());
+                };
+                pending(self, self.steps[other].position)?;
+                self.steps.swap(index, other);
+            }
+        }
+        for (i, step) in self.steps.iter_mut().enumerate() {
+            step.position = i as i64 + 1;
+        }
+        self.updated_at = now;
+        Ok(Vec::new())
+    }
+}

@@ -547,3 +547,74 @@ fn announce_and_start_carry_a_checked_note() {
     ));
     assert_eq!(w, before, "nothing changes when the note is refused");
 }
+
+#[test]
+fn plan_edits_touch_only_steps_that_have_not_started() {
+    use StepState::*;
+    let mut w = window(
+        WindowState::InProgress,
+        &[Done, InProgress, Pending, Pending],
+    );
+    w.edit_plan(
+        PlanEdit::Add {
+            title: "Check the dashboards".into(),
+            description: None,
+        },
+        t(1),
+    )
+    .unwrap();
+    assert_eq!(w.steps.len(), 5);
+    assert_eq!((w.steps[4].position, w.steps[4].state), (5, Pending));
+    w.edit_plan(
+        PlanEdit::Move {
+            position: 4,
+            up: true,
+        },
+        t(1),
+    )
+    .unwrap();
+    assert_eq!(w.steps[2].title, "Step 4");
+    assert_eq!(w.steps[3].title, "Step 3");
+    let message = rule_error(w.edit_plan(
+        PlanEdit::Move {
+            position: 3,
+            up: true,
+        },
+        t(1),
+    ));
+    assert!(message.contains("step 2 is in progress"), "{message}");
+    let message = rule_error(w.edit_plan(PlanEdit::Remove { position: 1 }, t(1)));
+    assert!(message.contains("step 1 is done"), "{message}");
+    w.edit_plan(PlanEdit::Remove { position: 3 }, t(1)).unwrap();
+    assert_eq!(
+        w.steps.iter().map(|s| s.position).collect::<Vec<_>>(),
+        [1, 2, 3, 4],
+        "positions stay 1..n"
+    );
+    w.edit_plan(
+        PlanEdit::Edit {
+            position: 3,
+            title: "Renamed".into(),
+            description: Some("why".into()),
+        },
+        t(1),
+    )
+    .unwrap();
+    assert_eq!(w.steps[2].title, "Renamed");
+    assert!(matches!(
+        w.edit_plan(
+            PlanEdit::Edit {
+                position: 3,
+                title: " ".into(),
+                description: None
+            },
+            t(1)
+        ),
+        Err(DomainError::Invalid(_))
+    ));
+    let mut done = window(WindowState::Completed, &[Pending]);
+    assert!(
+        rule_error(done.edit_plan(PlanEdit::Remove { position: 1 }, t(1)))
+            .starts_with("cannot change the plan")
+    );
+}

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use jiff::Timestamp;
 
 use crate::domain::{
-    Component, DomainError, Edit, Maintenance, NewComponent, NewMaintenance, NewUpdate, Schedule,
-    ScheduleChange, StepAction, ValidationError, WindowAction,
+    Component, DomainError, Edit, Maintenance, NewComponent, NewMaintenance, NewUpdate, PlanEdit,
+    Schedule, ScheduleChange, StepAction, ValidationError, WindowAction,
 };
 use crate::store::{Store, StoreError};
 
@@ -279,6 +279,11 @@ impl Service {
             Ok(updates)
         })
         .await
+    }
+
+    pub async fn edit_plan(&self, id: i64, edit: PlanEdit) -> ServiceResult<Maintenance> {
+        self.change(id, |m, now| m.edit_plan(edit.clone(), now))
+            .await
     }
 
     /// Components by slug, refusing unknown ones.

@@ -1235,3 +1235,236 @@ pub async fn add_user(
         Err(e) => Err(e.into()),
     }
 }
+
+// ----- editing a window and its plan ---------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EditForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    impact: String,
+    #[serde(default)]
+    op: String,
+    #[serde(flatten)]
+    rest: HashMap<String, String>,
+}
+
+#[derive(Template)]
+#[template(path = "admin/edit.html")]
+struct EditPage {
+    site: Site,
+    me: Me,
+    w: WindowView,
+    form: EditForm,
+    preview: Option<String>,
+    impacts: Vec<(&'static str, &'static str)>,
+    components: Vec<(String, String, bool)>,
+    error: Option<String>,
+    new_step: String,
+}
+
+async fn edit_page(
+    state: &AppState,
+    signed_in: &SignedIn,
+    id: i64,
+    status: StatusCode,
+    form: Option<EditForm>,
+    error: Option<String>,
+    new_step: String,
+) -> Result<Response, AppError> {
+    let m = state.service.maintenance(id).await?;
+    let w = window_view(&m, &[], state.service.now());
+    let form = form.unwrap_or_else(|| EditForm {
+        title: m.title.clone(),
+        description: m.description.clone(),
+        impact: m.impact.as_str().to_owned(),
+        rest: m
+            .components
+            .iter()
+            .map(|c| (format!("component_{}", c.slug), "on".to_owned()))
+            .collect(),
+        ..EditForm::default()
+    });
+    let preview = (form.op == "preview").then(|| super::public::markdown(&form.description));
+    let components = state
+        .service
+        .components()
+        .await?
+        .into_iter()
+        .map(|c| {
+            let checked = form.rest.contains_key(&format!("component_{}", c.slug));
+            (c.slug, c.name, checked)
+        })
+        .collect();
+    page(
+        status,
+        &EditPage {
+            site: state.site.clone(),
+            me: me(signed_in),
+            w,
+            form,
+            preview,
+            impacts: Impact::ALL
+                .iter()
+                .map(|i| (i.as_str(), i.label()))
+                .collect(),
+            components,
+            error,
+            new_step,
+        },
+    )
+}
+
+pub async fn edit(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+) -> Result<Response, AppError> {
+    signed_in.require(Role::Maintainer)?;
+    edit_page(
+        &state,
+        &signed_in,
+        id,
+        StatusCode::OK,
+        None,
+        None,
+        String::new(),
+    )
+    .await
+}
+
+fn refusal(e: &DomainError) -> (StatusCode, String) {
+    match e {
+        DomainError::Rule(r) => (StatusCode::CONFLICT, format!("Not done: {r}.")),
+        DomainError::Invalid(v) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("Not done: the {} {}.", v.field, v.message),
+        ),
+    }
+}
+
+pub async fn save_edit(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<EditForm>,
+) -> Result<Response, AppError> {
+    auth::same_origin(&headers)?;
+    signed_in.check_csrf(&form.csrf)?;
+    signed_in.require(Role::Maintainer)?;
+    if form.op == "preview" {
+        return edit_page(
+            &state,
+            &signed_in,
+            id,
+            StatusCode::OK,
+            Some(form),
+            None,
+            String::new(),
+        )
+        .await;
+    }
+    let slugs: Vec<String> = form
+        .rest
+        .keys()
+        .filter_map(|k| k.strip_prefix("component_").map(str::to_owned))
+        .collect();
+    let result = match state.service.components_by_slug(&slugs).await {
+        Ok(components) => {
+            state
+                .service
+                .edit(
+                    id,
+                    crate::domain::Edit {
+                        title: Some(form.title.clone()),
+                        description: Some(form.description.clone()),
+                        impact: Impact::parse(&form.impact),
+                        components: Some(components),
+                    },
+                    crate::domain::ScheduleChange::default(),
+                )
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(_) => Ok(Redirect::to(&format!("/admin/maintenances/{id}")).into_response()),
+        Err(ServiceError::Domain(e)) => {
+            let (status, message) = refusal(&e);
+            edit_page(
+                &state,
+                &signed_in,
+                id,
+                status,
+                Some(form),
+                Some(message),
+                String::new(),
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PlanForm {
+    csrf: String,
+    op: String,
+    #[serde(default)]
+    position: i64,
+    #[serde(default)]
+    title: String,
+}
+
+pub async fn edit_plan(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<PlanForm>,
+) -> Result<Response, AppError> {
+    auth::same_origin(&headers)?;
+    signed_in.check_csrf(&form.csrf)?;
+    signed_in.require(Role::Maintainer)?;
+    let position = form.position;
+    let edit = match form.op.as_str() {
+        "add" => crate::domain::PlanEdit::Add {
+            title: form.title.clone(),
+            description: None,
+        },
+        "edit" => crate::domain::PlanEdit::Edit {
+            position,
+            title: form.title.clone(),
+            description: None,
+        },
+        "remove" => crate::domain::PlanEdit::Remove { position },
+        "up" | "down" => crate::domain::PlanEdit::Move {
+            position,
+            up: form.op == "up",
+        },
+        other => {
+            return Err(AppError::BadRequest(format!(
+                "unknown plan change {other:?}"
+            )));
+        }
+    };
+    match state.service.edit_plan(id, edit).await {
+        Ok(_) => Ok(Redirect::to(&format!("/admin/maintenances/{id}/edit")).into_response()),
+        Err(ServiceError::Domain(e)) => {
+            let (status, message) = refusal(&e);
+            let keep = if form.op == "add" {
+                form.title
+            } else {
+                String::new()
+            };
+            edit_page(&state, &signed_in, id, status, None, Some(message), keep).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -296,6 +296,11 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/maintenances/{id}/updates", post(admin::post_update))
         .route("/admin/maintenances/{id}/schedule", post(admin::reschedule))
         .route(
+            "/admin/maintenances/{id}/edit",
+            get(admin::edit).post(admin::save_edit),
+        )
+        .route("/admin/maintenances/{id}/plan", post(admin::edit_plan))
+        .route(
             "/admin/tokens",
             get(admin::tokens).post(admin::create_token),
         )
