@@ -251,7 +251,7 @@ pub fn router(state: AppState) -> Router {
             .into(),
         "text/html; charset=utf-8",
         cache::CachePolicy::Revalidate,
-        11,
+        public::PAGE_BROTLI_QUALITY,
     );
     Router::new()
         .merge(api_v1)
