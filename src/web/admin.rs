@@ -1155,7 +1155,8 @@ struct UsersPage {
     site: Site,
     me: Me,
     users: Vec<(String, &'static str, TimeView)>,
-    error: Option<String>,
+    /// The field a refusal concerns, and why.
+    error: Option<(&'static str, String)>,
     name: String,
 }
 
@@ -1163,7 +1164,7 @@ async fn users_page(
     state: &AppState,
     signed_in: &SignedIn,
     status: StatusCode,
-    error: Option<String>,
+    error: Option<(&'static str, String)>,
     name: String,
 ) -> Result<Response, AppError> {
     let users = state
@@ -1222,7 +1223,7 @@ pub async fn add_user(
     {
         Ok(_) => Ok(Redirect::to("/admin/users").into_response()),
         Err(ServiceError::Domain(DomainError::Invalid(e))) => {
-            let error = Some(format!("The {} {}.", e.field, e.message));
+            let error = Some((e.field, format!("The {} {}.", e.field, e.message)));
             users_page(
                 &state,
                 &signed_in,
