@@ -55,7 +55,17 @@
     }
   }
 
+  // Forms that take times in a named zone start with the reader's own zone (UTC without script).
+  function preferLocalZone() {
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    var fields = document.querySelectorAll("input[name='time_zone']");
+    for (var i = 0; i < fields.length; i++) {
+      if (zone && fields[i].value === "UTC" && fields[i].defaultValue === "UTC") fields[i].value = zone;
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    preferLocalZone();
     render();
     tick();
     setInterval(tick, 30000);

@@ -325,6 +325,11 @@ async fn maintainer_runs_a_window_in_a_real_browser() {
             .await?
             .send_keys(steps.join("\n"))
             .await?;
+        full_page_screenshot(&driver, 390, 844, "admin-new-phone.png").await;
+        driver
+            .cdp()
+            .send_raw("Emulation.clearDeviceMetricsOverride", json!({}))
+            .await?;
         submit(&driver, "Save as draft").await?;
         let run = driver.current_url().await?.to_string();
         assert!(run.ends_with("/admin/maintenances/1"), "{run}");
