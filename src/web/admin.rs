@@ -62,6 +62,22 @@ pub struct LoginQuery {
     next: Option<String>,
 }
 
+/// Open a session for `user` and send the browser to `to` with its cookie.
+async fn signed_in_at(
+    state: &AppState,
+    user: crate::domain::User,
+    to: &str,
+) -> Result<Response, AppError> {
+    let session = state.service.open_session(user).await?;
+    let secure = state.settings.public_url.starts_with("https://");
+    let mut r = Redirect::to(to).into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        auth::session_cookie(session.cookie.expose(), secure, None),
+    );
+    Ok(r)
+}
+
 /// Only paths inside the admin area: never an open redirect.
 fn safe_next(next: Option<&str>) -> String {
     match next {
@@ -135,14 +151,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
         }
         Some(user) => {
             throttle.succeeded(&form.name);
-            let session = state.service.open_session(user).await?;
-            let secure = state.settings.public_url.starts_with("https://");
-            let mut r = Redirect::to(&next).into_response();
-            r.headers_mut().insert(
-                header::SET_COOKIE,
-                auth::session_cookie(session.cookie.expose(), secure, None),
-            );
-            Ok(r)
+            signed_in_at(&state, user, &next).await
         }
     }
 }
@@ -239,14 +248,7 @@ pub async fn setup(State(state): State<AppState>, request: Request) -> Result<Re
         }
         Err(e) => return Err(e.into()),
     };
-    let session = state.service.open_session(user).await?;
-    let secure = state.settings.public_url.starts_with("https://");
-    let mut r = Redirect::to("/admin").into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        auth::session_cookie(session.cookie.expose(), secure, None),
-    );
-    Ok(r)
+    signed_in_at(&state, user, "/admin").await
 }
 
 #[derive(Debug, Deserialize)]
@@ -341,11 +343,41 @@ struct NewPage {
 
 impl NewPage {
     fn error(&self, field: &str) -> Option<&str> {
-        self.errors
-            .iter()
-            .find(|e| e.field == field)
-            .map(|e| e.message.as_str())
+        field_error(&self.errors, field)
     }
+}
+
+/// The message of the error about `field`, for showing it next to that field.
+fn field_error<'a>(errors: &'a [ValidationError], field: &str) -> Option<&'a str> {
+    errors
+        .iter()
+        .find(|e| e.field == field)
+        .map(|e| e.message.as_str())
+}
+
+/// Component slugs ticked in a form (`component_<slug>=on`).
+fn ticked_components(fields: &HashMap<String, String>) -> Vec<String> {
+    fields
+        .keys()
+        .filter_map(|k| k.strip_prefix("component_").map(str::to_owned))
+        .collect()
+}
+
+/// Every component as (slug, name, ticked in `fields`), for the checkboxes of a form.
+async fn component_choices(
+    state: &AppState,
+    fields: &HashMap<String, String>,
+) -> Result<Vec<(String, String, bool)>, AppError> {
+    Ok(state
+        .service
+        .components()
+        .await?
+        .into_iter()
+        .map(|c| {
+            let ticked = fields.contains_key(&format!("component_{}", c.slug));
+            (c.slug, c.name, ticked)
+        })
+        .collect())
 }
 
 async fn new_page(
@@ -354,16 +386,7 @@ async fn new_page(
     form: NewForm,
     errors: Vec<ValidationError>,
 ) -> Result<Response, AppError> {
-    let components = state
-        .service
-        .components()
-        .await?
-        .into_iter()
-        .map(|c| {
-            let checked = form.rest.contains_key(&format!("component_{}", c.slug));
-            (c.slug, c.name, checked)
-        })
-        .collect();
+    let components = component_choices(state, &form.rest).await?;
     let status = if errors.is_empty() {
         StatusCode::OK
     } else {
@@ -510,14 +533,8 @@ pub async fn create_window(
     headers: axum::http::HeaderMap,
     Form(form): Form<NewForm>,
 ) -> Result<Response, AppError> {
-    auth::same_origin(&headers)?;
-    signed_in.check_csrf(&form.csrf)?;
-    signed_in.require(Role::Maintainer)?;
-    let slugs: Vec<String> = form
-        .rest
-        .keys()
-        .filter_map(|k| k.strip_prefix("component_").map(str::to_owned))
-        .collect();
+    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    let slugs = ticked_components(&form.rest);
     let ids = match state.service.component_ids(&slugs).await {
         Ok(ids) => ids,
         Err(ServiceError::Domain(DomainError::Invalid(e))) => {
@@ -699,9 +716,7 @@ pub async fn window_action(
     headers: axum::http::HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Result<Response, AppError> {
-    auth::same_origin(&headers)?;
-    signed_in.check_csrf(&form.csrf)?;
-    signed_in.require(Role::Maintainer)?;
+    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
     let action = WindowAction::parse(&form.action)
         .ok_or_else(|| AppError::BadRequest(format!("unknown action {:?}", form.action)))?;
     let result = state
@@ -723,9 +738,7 @@ pub async fn step_action(
     headers: axum::http::HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Result<Response, AppError> {
-    auth::same_origin(&headers)?;
-    signed_in.check_csrf(&form.csrf)?;
-    signed_in.require(Role::Maintainer)?;
+    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
     let action = StepAction::parse(&form.action)
         .ok_or_else(|| AppError::BadRequest(format!("unknown action {:?}", form.action)))?;
     let result = state
@@ -754,9 +767,7 @@ pub async fn reschedule(
     headers: axum::http::HeaderMap,
     Form(form): Form<RescheduleForm>,
 ) -> Result<Response, AppError> {
-    auth::same_origin(&headers)?;
-    signed_in.check_csrf(&form.csrf)?;
-    signed_in.require(Role::Maintainer)?;
+    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
     let mut errors = Vec::new();
     let result = match parse_schedule(&form.schedule, &mut errors) {
         Some(schedule) if errors.is_empty() => {
@@ -785,9 +796,7 @@ pub async fn post_update(
     headers: axum::http::HeaderMap,
     Form(form): Form<UpdateForm>,
 ) -> Result<Response, AppError> {
-    auth::same_origin(&headers)?;
-    signed_in.check_csrf(&form.csrf)?;
-    signed_in.require(Role::Maintainer)?;
+    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
     let result = state.service.post_update(id, &form.body).await.map(drop);
     let keep = RunState {
         update_body: form.body.clone(),
@@ -884,9 +893,7 @@ pub async fn create_token(
     headers: axum::http::HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Result<Response, AppError> {
-    auth::same_origin(&headers)?;
-    signed_in.check_csrf(&form.csrf)?;
-    signed_in.require(Role::Admin)?;
+    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
     let role = Role::parse(&form.role).unwrap_or(Role::Maintainer);
     let actor = format!("user:{}", signed_in.user.name);
     match state.service.create_token(&form.name, role, &actor).await {
@@ -925,9 +932,7 @@ pub async fn revoke_token(
     headers: axum::http::HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, AppError> {
-    auth::same_origin(&headers)?;
-    signed_in.check_csrf(&form.csrf)?;
-    signed_in.require(Role::Admin)?;
+    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
     state
         .service
         .revoke_token(id, &format!("user:{}", signed_in.user.name))
@@ -1015,10 +1020,7 @@ struct ComponentsPage {
 
 impl ComponentsPage {
     fn field_error(&self, field: &str) -> Option<&str> {
-        self.errors
-            .iter()
-            .find(|e| e.field == field)
-            .map(|e| e.message.as_str())
+        field_error(&self.errors, field)
     }
 }
 
@@ -1076,9 +1078,7 @@ pub async fn create_component(
     headers: axum::http::HeaderMap,
     Form(form): Form<ComponentForm>,
 ) -> Result<Response, AppError> {
-    auth::same_origin(&headers)?;
-    signed_in.check_csrf(&form.csrf)?;
-    signed_in.require(Role::Admin)?;
+    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
     let new = crate::domain::NewComponent {
         slug: form.slug.clone(),
         name: form.name.clone(),
@@ -1120,9 +1120,7 @@ pub async fn edit_component(
     headers: axum::http::HeaderMap,
     Form(form): Form<ComponentForm>,
 ) -> Result<Response, AppError> {
-    auth::same_origin(&headers)?;
-    signed_in.check_csrf(&form.csrf)?;
-    signed_in.require(Role::Admin)?;
+    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
     let actor = format!("user:{}", signed_in.user.name);
     let result = match form.op.as_str() {
         "up" => state.service.move_component(&slug, -1, &actor).await,
@@ -1211,9 +1209,7 @@ pub async fn add_user(
     headers: axum::http::HeaderMap,
     Form(form): Form<UserForm>,
 ) -> Result<Response, AppError> {
-    auth::same_origin(&headers)?;
-    signed_in.check_csrf(&form.csrf)?;
-    signed_in.require(Role::Admin)?;
+    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
     let role = Role::parse(&form.role).unwrap_or(Role::Maintainer);
     let actor = format!("user:{}", signed_in.user.name);
     match state
@@ -1292,16 +1288,7 @@ async fn edit_page(
         ..EditForm::default()
     });
     let preview = (form.op == "preview").then(|| super::public::markdown(&form.description));
-    let components = state
-        .service
-        .components()
-        .await?
-        .into_iter()
-        .map(|c| {
-            let checked = form.rest.contains_key(&format!("component_{}", c.slug));
-            (c.slug, c.name, checked)
-        })
-        .collect();
+    let components = component_choices(state, &form.rest).await?;
     page(
         status,
         &EditPage {
@@ -1356,9 +1343,7 @@ pub async fn save_edit(
     headers: axum::http::HeaderMap,
     Form(form): Form<EditForm>,
 ) -> Result<Response, AppError> {
-    auth::same_origin(&headers)?;
-    signed_in.check_csrf(&form.csrf)?;
-    signed_in.require(Role::Maintainer)?;
+    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
     if form.op == "preview" {
         return edit_page(
             &state,
@@ -1371,11 +1356,7 @@ pub async fn save_edit(
         )
         .await;
     }
-    let slugs: Vec<String> = form
-        .rest
-        .keys()
-        .filter_map(|k| k.strip_prefix("component_").map(str::to_owned))
-        .collect();
+    let slugs = ticked_components(&form.rest);
     let result = match state.service.components_by_slug(&slugs).await {
         Ok(components) => {
             state
@@ -1430,9 +1411,7 @@ pub async fn edit_plan(
     headers: axum::http::HeaderMap,
     Form(form): Form<PlanForm>,
 ) -> Result<Response, AppError> {
-    auth::same_origin(&headers)?;
-    signed_in.check_csrf(&form.csrf)?;
-    signed_in.require(Role::Maintainer)?;
+    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
     let position = form.position;
     let edit = match form.op.as_str() {
         "add" => crate::domain::PlanEdit::Add {

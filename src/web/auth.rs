@@ -60,6 +60,19 @@ impl SignedIn {
         }
     }
 
+    /// Everything a state-changing form must pass: sent from this site, with this session's
+    /// CSRF token, by a user whose role allows it.
+    pub fn authorize_form(
+        &self,
+        headers: &HeaderMap,
+        csrf: &str,
+        role: Role,
+    ) -> Result<(), AppError> {
+        same_origin(headers)?;
+        self.check_csrf(csrf)?;
+        self.require(role)
+    }
+
     pub fn require(&self, role: Role) -> Result<(), AppError> {
         if self.user.role.allows(role) {
             Ok(())
