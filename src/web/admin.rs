@@ -773,7 +773,9 @@ pub async fn reschedule(
         Some(schedule) if errors.is_empty() => {
             state.service.reschedule(id, schedule).await.map(drop)
         }
-        _ => Err(ServiceError::from(errors.remove(0))),
+        _ => Err(ServiceError::from(errors.into_iter().next().unwrap_or_else(|| {
+            ValidationError::new("starts_at", "give the start, or choose \"No date yet\"")
+        }))),
     };
     let keep = RunState {
         schedule: Some(form.schedule),
