@@ -773,9 +773,11 @@ pub async fn reschedule(
         Some(schedule) if errors.is_empty() => {
             state.service.reschedule(id, schedule).await.map(drop)
         }
-        _ => Err(ServiceError::from(errors.into_iter().next().unwrap_or_else(|| {
-            ValidationError::new("starts_at", "give the start, or choose \"No date yet\"")
-        }))),
+        _ => Err(ServiceError::from(
+            errors.into_iter().next().unwrap_or_else(|| {
+                ValidationError::new("starts_at", "give the start, or choose \"No date yet\"")
+            }),
+        )),
     };
     let keep = RunState {
         schedule: Some(form.schedule),
