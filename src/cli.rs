@@ -96,7 +96,10 @@ pub fn main() -> anyhow::Result<()> {
         Command::Serve { demo } => {
             let settings = Settings::load(&cli.settings)?;
             crate::telemetry::init_logging(&settings)?;
+            // HTTP runs on its own per-CPU threads (server::run); this runtime only drives
+            // start-up, signals and background tasks, so one worker is enough.
             let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
                 .enable_all()
                 .build()?;
             runtime.block_on(crate::server::serve(settings, demo))

@@ -46,7 +46,7 @@ impl SqliteStore {
             })?;
         }
         // An in-memory database lives in one connection; a file serves readers in parallel.
-        let max = if in_memory { 1 } else { 4 };
+        let max = if in_memory { 1 } else { 3 };
         let pool = SqlitePoolOptions::new()
             .max_connections(max)
             .min_connections(1)
