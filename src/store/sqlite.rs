@@ -45,6 +45,16 @@ impl SqliteStore {
                 ))
             })?;
         }
+        if !in_memory {
+            // Switch the file to WAL on one connection first: the switch needs the database to
+            // itself, and pooled connections opening at the same moment would get "database is
+            // locked" (the journal-mode pragma runs before their busy timeout applies).
+            use sqlx::Connection;
+            sqlx::SqliteConnection::connect_with(&options)
+                .await?
+                .close()
+                .await?;
+        }
         // An in-memory database lives in one connection; a file serves readers in parallel.
         let max = if in_memory { 1 } else { 3 };
         let pool = SqlitePoolOptions::new()
