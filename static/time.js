@@ -9,8 +9,9 @@
   function zone() { return useUtc ? "UTC" : undefined; }
 
   function format(date, style) {
-    var opts = style === "clock"
-      ? { hour: "2-digit", minute: "2-digit", timeZone: zone() }
+    var opts = style === "clock" || style === "clockzone"
+      ? { hour: "2-digit", minute: "2-digit", timeZone: zone(),
+          timeZoneName: style === "clockzone" ? "short" : undefined }
       : { weekday: "short", day: "numeric", month: "short", year: "numeric",
           hour: "2-digit", minute: "2-digit", timeZoneName: "short", timeZone: zone() };
     return new Intl.DateTimeFormat(undefined, opts).format(date);

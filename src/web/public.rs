@@ -60,6 +60,15 @@ impl TimeView {
         )
     }
 
+    /// `<time>` showing the time of day with its zone (for a time on a date already shown).
+    pub fn clock_zone(&self) -> String {
+        let clock = self.iso.get(11..16).unwrap_or_default();
+        format!(
+            "<time datetime=\"{}\" data-style=\"clockzone\" title=\"{}\">{clock} UTC</time>",
+            self.iso, self.text
+        )
+    }
+
     /// `<time>` showing only the time of day (the date is in the title).
     pub fn clock(&self) -> String {
         let clock = self.iso.get(11..16).unwrap_or_default();
@@ -341,7 +350,7 @@ fn banner(active: &[WindowView], upcoming: &[WindowView]) -> Banner {
             headline: "Maintenance in progress".to_owned(),
             detail: Some(match &one.current {
                 Some(step) => format!(
-                    "{}: step {} of {}, {}.",
+                    "{}, step {} of {}: {}.",
                     one.title,
                     step.position,
                     one.steps_total,
