@@ -407,6 +407,8 @@ pub enum StepAction {
 }
 
 impl StepAction {
+    pub const ALL: [Self; 4] = [Self::Start, Self::Done, Self::Fail, Self::Skip];
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "start" => Some(Self::Start),
@@ -428,6 +430,8 @@ pub enum WindowAction {
 }
 
 impl WindowAction {
+    pub const ALL: [Self; 4] = [Self::Announce, Self::Start, Self::Complete, Self::Cancel];
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "announce" => Some(Self::Announce),
@@ -740,6 +744,27 @@ impl Maintenance {
         let mut update = self.update(UpdateKind::Cancelled, body, now);
         update.note = note;
         Ok(vec![update])
+    }
+
+    /// The window actions its rules allow now: each is tried on a copy, so the offer can never
+    /// disagree with the rules.
+    pub fn allowed_actions(&self) -> Vec<WindowAction> {
+        WindowAction::ALL
+            .into_iter()
+            .filter(|a| self.clone().apply(*a, None, self.updated_at).is_ok())
+            .collect()
+    }
+
+    /// The actions the rules allow now on step `position`, found the same way.
+    pub fn allowed_step_actions(&self, position: i64) -> Vec<StepAction> {
+        StepAction::ALL
+            .into_iter()
+            .filter(|a| {
+                self.clone()
+                    .step(position, *a, None, self.updated_at)
+                    .is_ok()
+            })
+            .collect()
     }
 
     /// Apply a window-level action.

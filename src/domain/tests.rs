@@ -618,3 +618,35 @@ fn plan_edits_touch_only_steps_that_have_not_started() {
             .starts_with("cannot change the plan")
     );
 }
+
+#[test]
+fn allowed_actions_follow_the_rules() {
+    use WindowAction as A;
+    assert_eq!(
+        window(Draft, &[]).allowed_actions(),
+        [A::Announce, A::Cancel]
+    );
+    assert_eq!(
+        window(Planned, &[]).allowed_actions(),
+        [A::Start, A::Cancel]
+    );
+    assert_eq!(
+        window(WindowState::InProgress, &[StepState::Done]).allowed_actions(),
+        [A::Complete, A::Cancel]
+    );
+    assert_eq!(
+        window(WindowState::InProgress, &[StepState::InProgress]).allowed_actions(),
+        [A::Cancel],
+        "no completing while a step runs"
+    );
+    assert!(window(Completed, &[]).allowed_actions().is_empty());
+    let w = window(
+        WindowState::InProgress,
+        &[StepState::Failed, StepState::Pending],
+    );
+    assert_eq!(
+        w.allowed_step_actions(1),
+        [StepAction::Start, StepAction::Skip]
+    );
+    assert_eq!(w.allowed_step_actions(2), [StepAction::Skip]);
+}

@@ -616,14 +616,17 @@ async fn run_page(
     let m = state.service.maintenance(id).await?;
     let updates = state.service.store().list_updates(id, None).await?;
     let w = window_view(&m, &updates, state.service.now());
-    let actions = match m.state {
-        WindowState::Draft => vec![("announce", "Announce", false), ("cancel", "Cancel", true)],
-        WindowState::Planned | WindowState::Scheduled => {
-            vec![("start", "Start", true), ("cancel", "Cancel", true)]
-        }
-        WindowState::InProgress => vec![("complete", "Complete", true), ("cancel", "Cancel", true)],
-        WindowState::Completed | WindowState::Cancelled => Vec::new(),
-    };
+    // What to offer comes from the rules themselves; only the wording is decided here.
+    let actions = m
+        .allowed_actions()
+        .into_iter()
+        .map(|a| match a {
+            WindowAction::Announce => ("announce", "Announce", false),
+            WindowAction::Start => ("start", "Start", true),
+            WindowAction::Complete => ("complete", "Complete", true),
+            WindowAction::Cancel => ("cancel", "Cancel", true),
+        })
+        .collect();
     // The step to act on: the one running, a failed one, else the next pending one.
     let target = (m.state == WindowState::InProgress)
         .then(|| {
@@ -631,16 +634,22 @@ async fn run_page(
                 .or_else(|| m.steps.iter().find(|s| s.state == StepState::Pending))
         })
         .flatten();
-    let step_actions = match target.map(|s| s.state) {
-        Some(StepState::InProgress) => vec![
-            ("done", "Done", "good"),
-            ("fail", "Failed", "danger"),
-            ("skip", "Skip", ""),
-        ],
-        Some(StepState::Failed) => vec![("start", "Retry", "primary"), ("skip", "Skip", "")],
-        Some(StepState::Pending) => vec![("start", "Start", "primary"), ("skip", "Skip", "")],
-        _ => Vec::new(),
-    };
+    let step_actions = target
+        .map(|t| {
+            m.allowed_step_actions(t.position)
+                .into_iter()
+                .map(|a| match a {
+                    StepAction::Start if t.state == StepState::Failed => {
+                        ("start", "Retry", "primary")
+                    }
+                    StepAction::Start => ("start", "Start", "primary"),
+                    StepAction::Done => ("done", "Done", "good"),
+                    StepAction::Fail => ("fail", "Failed", "danger"),
+                    StepAction::Skip => ("skip", "Skip", ""),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let current = target.and_then(|t| w.steps.iter().find(|s| s.position == t.position).cloned());
     page(
         status,
