@@ -516,3 +516,34 @@ async fn the_reference_page_lists_every_operation_and_schema() {
         "no external assets"
     );
 }
+
+/// The schema's length limits are written in attributes; this keeps them equal to the domain's.
+#[tokio::test]
+async fn schema_limits_match_the_domain() {
+    use herald::domain::limits;
+    let app = TestApp::new().await;
+    let doc = Contract::load(&app).await.doc;
+    let max = |schema: &str, field: &str| {
+        doc["components"]["schemas"][schema]["properties"][field]["maxLength"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{schema}.{field} has no maxLength")) as usize
+    };
+    assert_eq!(max("CreateMaintenance", "title"), limits::TITLE_MAX);
+    assert_eq!(
+        max("CreateMaintenance", "description"),
+        limits::DESCRIPTION_MAX
+    );
+    assert_eq!(max("CreateMaintenance", "schedule_hint"), limits::HINT_MAX);
+    assert_eq!(max("PatchMaintenance", "title"), limits::TITLE_MAX);
+    assert_eq!(max("StepInput", "title"), limits::TITLE_MAX);
+    assert_eq!(max("NoteInput", "note"), limits::NOTE_MAX);
+    assert_eq!(max("UpdateInput", "body"), limits::UPDATE_MAX);
+    assert_eq!(max("ComponentInput", "slug"), limits::SLUG_MAX);
+    assert_eq!(max("ComponentInput", "name"), limits::NAME_MAX);
+    assert_eq!(
+        doc["components"]["schemas"]["CreateMaintenance"]["properties"]["steps"]["maxItems"]
+            .as_u64()
+            .map(|n| n as usize),
+        Some(limits::STEPS_MAX)
+    );
+}

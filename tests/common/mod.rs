@@ -84,12 +84,12 @@ impl TestApp {
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
-        let response = self
-            .router
-            .clone()
-            .oneshot(request.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        self.send(request.body(Body::empty()).unwrap()).await
+    }
+
+    /// Send a request through the router and collect the whole reply.
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let body = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -264,23 +264,8 @@ impl TestApp {
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
-        let response = self
-            .router
-            .clone()
-            .oneshot(request.body(Body::from(form_body(pairs))).unwrap())
+        self.send(request.body(Body::from(form_body(pairs))).unwrap())
             .await
-            .unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap()
-            .to_vec();
-        Reply {
-            status,
-            headers,
-            body,
-        }
     }
 
     pub async fn get_as(&self, path: &str, cookie: &str) -> Reply {
