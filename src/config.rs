@@ -52,7 +52,44 @@ pub struct SettingsArgs {
     /// listener, so a load balancer notices [default: 0s]
     #[arg(long, global = true, env = "HERALD_SHUTDOWN_DELAY", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub shutdown_delay: Option<Duration>,
+    /// Discord channel id the bot token posts to (with HERALD_DISCORD_BOT_TOKEN)
+    #[arg(long, global = true, env = "HERALD_DISCORD_CHANNEL_ID", value_name = "ID")]
+    pub discord_channel_id: Option<String>,
+    /// Discord API base [default: https://discord.com]
+    #[arg(long, global = true, env = "HERALD_DISCORD_API_URL", value_name = "URL")]
+    pub discord_api_url: Option<String>,
+    /// Bluesky handle or DID to post as (with HERALD_BLUESKY_APP_PASSWORD)
+    #[arg(long, global = true, env = "HERALD_BLUESKY_IDENTIFIER", value_name = "HANDLE")]
+    pub bluesky_identifier: Option<String>,
+    /// Bluesky PDS [default: https://bsky.social]
+    #[arg(long, global = true, env = "HERALD_BLUESKY_PDS_URL", value_name = "URL")]
+    pub bluesky_pds_url: Option<String>,
+    /// Languages of Bluesky posts, comma-separated [default: en]
+    #[arg(long, global = true, env = "HERALD_BLUESKY_LANGS", value_name = "LANGS")]
+    pub bluesky_langs: Option<String>,
+    /// How long Herald keeps trying to deliver an announcement before marking it failed
+    /// [default: 24h]
+    #[arg(long, global = true, env = "HERALD_DELIVERY_DEADLINE", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub delivery_deadline: Option<Duration>,
 }
+
+/// Announcement channels from the environment and delivery settings. Secrets come from the
+/// environment only (HERALD_DISCORD_WEBHOOK_URL, HERALD_DISCORD_BOT_TOKEN,
+/// HERALD_BLUESKY_APP_PASSWORD): flags show in process lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceSettings {
+    pub discord_webhook_url: Option<Secret>,
+    pub discord_bot_token: Option<Secret>,
+    pub discord_channel_id: Option<String>,
+    pub discord_api_url: Option<String>,
+    pub bluesky_identifier: Option<String>,
+    pub bluesky_app_password: Option<Secret>,
+    pub bluesky_pds_url: String,
+    pub bluesky_langs: Vec<String>,
+    pub delivery_deadline: Duration,
+}
+
+pub const DEFAULT_BLUESKY_PDS_URL: &str = "https://bsky.social";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -78,6 +115,13 @@ struct FileSettings {
     shutdown_delay: Option<Duration>,
     #[serde(default)]
     components: Vec<ComponentSetting>,
+    discord_channel_id: Option<String>,
+    discord_api_url: Option<String>,
+    bluesky_identifier: Option<String>,
+    bluesky_pds_url: Option<String>,
+    bluesky_langs: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    delivery_deadline: Option<Duration>,
 }
 
 mod opt_duration {
@@ -188,6 +232,7 @@ pub struct Settings {
     pub admin: Option<(String, Secret)>,
     /// The file the settings came from, if any.
     pub config_file: Option<PathBuf>,
+    pub announce: AnnounceSettings,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -204,6 +249,7 @@ impl Settings {
             }
             None => (FileSettings::default(), None),
         };
+        let announce = AnnounceSettings::load(args, &file)?;
         let listen = args
             .listen
             .or(file.listen)
@@ -253,7 +299,7 @@ impl Settings {
                 .shutdown_delay
                 .or(file.shutdown_delay)
                 .unwrap_or(Duration::ZERO),
-            components: file.components,
+            components: file.components.clone(),
             admin: match (
                 args.admin_user.clone(),
                 args.admin_password
@@ -269,6 +315,7 @@ impl Settings {
                     bail!("HERALD_ADMIN_PASSWORD is set but HERALD_ADMIN_USER is not")
                 }
             },
+            announce,
             config_file,
         })
     }
@@ -281,6 +328,63 @@ impl Settings {
             ..SettingsArgs::default()
         };
         Self::load(&args).expect("default settings are valid")
+    }
+}
+
+fn env_secret(name: &str) -> Option<Secret> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| Secret::new(v.trim()))
+}
+
+impl AnnounceSettings {
+    fn load(args: &SettingsArgs, file: &FileSettings) -> anyhow::Result<Self> {
+        let pick = |arg: &Option<String>, file: &Option<String>| {
+            arg.clone()
+                .or_else(|| file.clone())
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let this = Self {
+            discord_webhook_url: env_secret("HERALD_DISCORD_WEBHOOK_URL"),
+            discord_bot_token: env_secret("HERALD_DISCORD_BOT_TOKEN"),
+            discord_channel_id: pick(&args.discord_channel_id, &file.discord_channel_id),
+            discord_api_url: pick(&args.discord_api_url, &file.discord_api_url),
+            bluesky_identifier: pick(&args.bluesky_identifier, &file.bluesky_identifier),
+            bluesky_app_password: env_secret("HERALD_BLUESKY_APP_PASSWORD"),
+            bluesky_pds_url: pick(&args.bluesky_pds_url, &file.bluesky_pds_url)
+                .unwrap_or_else(|| DEFAULT_BLUESKY_PDS_URL.to_owned()),
+            bluesky_langs: pick(&args.bluesky_langs, &file.bluesky_langs)
+                .unwrap_or_else(|| "en".to_owned())
+                .split(',')
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .collect(),
+            delivery_deadline: args
+                .delivery_deadline
+                .or(file.delivery_deadline)
+                .unwrap_or(Duration::from_secs(24 * 3600)),
+        };
+        match (&this.discord_bot_token, &this.discord_channel_id) {
+            (Some(_), None) => {
+                bail!("HERALD_DISCORD_BOT_TOKEN is set but HERALD_DISCORD_CHANNEL_ID is not")
+            }
+            (None, Some(_)) => {
+                bail!("HERALD_DISCORD_CHANNEL_ID is set but HERALD_DISCORD_BOT_TOKEN is not")
+            }
+            _ => {}
+        }
+        match (&this.bluesky_identifier, &this.bluesky_app_password) {
+            (Some(_), None) => {
+                bail!("HERALD_BLUESKY_IDENTIFIER is set but HERALD_BLUESKY_APP_PASSWORD is not")
+            }
+            (None, Some(_)) => {
+                bail!("HERALD_BLUESKY_APP_PASSWORD is set but HERALD_BLUESKY_IDENTIFIER is not")
+            }
+            _ => {}
+        }
+        Ok(this)
     }
 }
 
@@ -318,6 +422,19 @@ log_format = "text"
 # A second signal or the timeout forces the exit.  HERALD_SHUTDOWN_DELAY, HERALD_DRAIN_TIMEOUT
 shutdown_delay = "0s"
 drain_timeout = "30s"
+
+# Announcements. Channels are added in the admin UI (Channels) or from the environment:
+#   HERALD_DISCORD_WEBHOOK_URL                          a Discord webhook
+#   HERALD_DISCORD_BOT_TOKEN + HERALD_DISCORD_CHANNEL_ID  a Discord bot posting to a channel
+#   HERALD_BLUESKY_IDENTIFIER + HERALD_BLUESKY_APP_PASSWORD  a Bluesky account
+# Secrets (webhook URL, bot token, app password) are read from the environment only.
+# discord_channel_id = "123456789012345678"             HERALD_DISCORD_CHANNEL_ID
+# discord_api_url = "https://discord.com"               HERALD_DISCORD_API_URL
+# bluesky_identifier = "status.example.com"             HERALD_BLUESKY_IDENTIFIER
+bluesky_pds_url = "https://bsky.social"               # HERALD_BLUESKY_PDS_URL
+bluesky_langs = "en"                                  # HERALD_BLUESKY_LANGS
+# How long Herald keeps retrying a delivery before marking it failed. HERALD_DELIVERY_DEADLINE
+delivery_deadline = "24h"
 
 # Components of your service, created at start if their slug is new.
 # [[components]]

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod notify;
 pub mod server;
 pub mod service;
 pub mod store;

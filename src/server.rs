@@ -15,7 +15,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::Settings;
-use crate::domain::NewComponent;
+use crate::domain::{
+    ChannelKind, ChannelSecret, DEFAULT_EVENTS, DEFAULT_MILESTONES, NewChannel, NewComponent,
+};
+use crate::notify::{NotifySettings, Outbox};
 use crate::service::Service;
 use crate::store::{SqliteStore, Store};
 use crate::web::{AppState, router};
@@ -40,7 +43,8 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 
 /// Build everything `herald serve` runs, ready to serve: store, configured components, demo data.
 pub async fn build(settings: &Settings, demo: bool) -> anyhow::Result<AppState> {
-    let service = Service::new(open_store(settings).await?);
+    let service = Service::new(open_store(settings).await?)
+        .with_delivery_deadline(settings.announce.delivery_deadline);
     for c in &settings.components {
         service
             .ensure_component(NewComponent {
@@ -59,6 +63,13 @@ pub async fn build(settings: &Settings, demo: bool) -> anyhow::Result<AppState> 
             .context("creating the first admin from HERALD_ADMIN_USER/HERALD_ADMIN_PASSWORD")?
     {
         info!(user = %name, "created the first admin from the environment");
+    }
+    for channel in env_channels(settings) {
+        let name = channel.name.clone();
+        service
+            .ensure_env_channel(channel)
+            .await
+            .with_context(|| format!("announcement channel {name:?} from the environment"))?;
     }
     if demo {
         crate::demo::seed(&service)
@@ -99,6 +110,7 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     let token = CancellationToken::new();
     let tasks = TaskTracker::new();
     spawn_metrics_upkeep(&state, &tasks, &token);
+    spawn_outbox(&state, &tasks, &token);
     let drain = Drain {
         delay: settings.shutdown_delay,
         timeout: settings.drain_timeout,
@@ -113,6 +125,65 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
         signals(),
     )
     .await
+}
+
+/// Channels named by HERALD_DISCORD_* and HERALD_BLUESKY_*.
+fn env_channels(settings: &Settings) -> Vec<NewChannel> {
+    let a = &settings.announce;
+    let base = |name: &str, kind: ChannelKind| NewChannel {
+        name: name.to_owned(),
+        kind: Some(kind),
+        events: DEFAULT_EVENTS.to_vec(),
+        milestones: DEFAULT_MILESTONES.to_vec(),
+        langs: a.bluesky_langs.clone(),
+        enabled: true,
+        ..NewChannel::default()
+    };
+    let mut out = Vec::new();
+    if let Some(url) = &a.discord_webhook_url {
+        out.push(NewChannel {
+            secret: ChannelSecret::new(url.expose()),
+            api_url: a.discord_api_url.clone(),
+            ..base("Discord webhook", ChannelKind::DiscordWebhook)
+        });
+    }
+    if let (Some(token), Some(channel)) = (&a.discord_bot_token, &a.discord_channel_id) {
+        out.push(NewChannel {
+            target: channel.clone(),
+            secret: ChannelSecret::new(token.expose()),
+            api_url: a.discord_api_url.clone(),
+            ..base("Discord bot", ChannelKind::DiscordBot)
+        });
+    }
+    if let (Some(identifier), Some(password)) = (&a.bluesky_identifier, &a.bluesky_app_password) {
+        out.push(NewChannel {
+            target: identifier.clone(),
+            secret: ChannelSecret::new(password.expose()),
+            api_url: Some(a.bluesky_pds_url.clone()),
+            ..base("Bluesky", ChannelKind::Bluesky)
+        });
+    }
+    out
+}
+
+/// What the outbox workers need from the settings.
+pub fn notify_settings(settings: &Settings) -> NotifySettings {
+    NotifySettings {
+        public_url: settings.public_url.clone(),
+        site_name: settings.site_name.clone(),
+        discord_api_url: settings.announce.discord_api_url.clone(),
+        deadline: settings.announce.delivery_deadline,
+    }
+}
+
+/// Start the announcement workers; they stop with `token` after the delivery in hand.
+pub fn spawn_outbox(state: &AppState, tasks: &TaskTracker, token: &CancellationToken) {
+    Outbox::spawn(
+        state.service.clone(),
+        notify_settings(&state.settings),
+        token.clone(),
+        tasks.clone(),
+    );
 }
 
 fn spawn_metrics_upkeep(state: &AppState, tasks: &TaskTracker, token: &CancellationToken) {

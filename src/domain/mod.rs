@@ -26,9 +26,11 @@
 //! - Free-form updates can be posted to any public window, also after it finished (follow-ups).
 
 mod account;
+mod channel;
 mod maintenance;
 
 pub use account::*;
+pub use channel::*;
 
 pub use maintenance::*;
 

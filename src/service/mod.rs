@@ -5,12 +5,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use jiff::Timestamp;
+use tokio::sync::watch;
 
 use crate::domain::{
     Component, DomainError, Edit, Maintenance, NewComponent, NewMaintenance, NewUpdate, PlanEdit,
-    Schedule, ScheduleChange, StepAction, ValidationError, WindowAction,
+    Schedule, ScheduleChange, StepAction, ValidationError, WindowAction, deliveries_for,
 };
 use crate::store::{Store, StoreError};
 
@@ -40,6 +42,10 @@ pub struct Service {
     store: Arc<dyn Store>,
     clock: Clock,
     generation: Arc<AtomicU64>,
+    /// Bumped whenever the outbox has something new (deliveries, channels): workers wait on it.
+    outbox: Arc<watch::Sender<u64>>,
+    /// How long a delivery is retried before it is marked failed.
+    delivery_deadline: Duration,
 }
 
 /// How often a change is retried when another change to the same window won the race.
@@ -56,7 +62,23 @@ impl Service {
             store,
             clock,
             generation: Arc::new(AtomicU64::new(1)),
+            outbox: Arc::new(watch::Sender::new(0)),
+            delivery_deadline: Duration::from_secs(24 * 3600),
         }
+    }
+
+    pub fn with_delivery_deadline(mut self, deadline: Duration) -> Self {
+        self.delivery_deadline = deadline;
+        self
+    }
+
+    /// A receiver that sees a change whenever the outbox has news.
+    pub fn outbox_events(&self) -> watch::Receiver<u64> {
+        self.outbox.subscribe()
+    }
+
+    fn wake_outbox(&self) {
+        self.outbox.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -225,10 +247,24 @@ impl Service {
             if m == before && updates.is_empty() {
                 return Ok(m);
             }
-            match self.store.save_maintenance(&m, &updates).await {
+            // Deliveries run on real time whatever the domain's clock says.
+            let now = Timestamp::now();
+            let channels = self.store.list_channels().await?;
+            let deliveries = deliveries_for(
+                m.is_public(),
+                &updates,
+                &channels,
+                crate::notify::idem_key,
+                self.deadline_from(now),
+                now.as_millisecond(),
+            );
+            match self.store.save_maintenance(&m, &updates, &deliveries).await {
                 Ok(version) => {
                     m.version = version;
                     self.changed();
+                    if !deliveries.is_empty() {
+                        self.wake_outbox();
+                    }
                     return Ok(m);
                 }
                 Err(StoreError::Conflict) => continue,
@@ -312,5 +348,6 @@ impl Service {
 }
 
 mod accounts;
+mod channels;
 
 pub use accounts::{NewSession, NewToken, SESSION_LIFETIME, setup_code};

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use crate::domain::{
-    ApiToken, AuditEntry, Component, Maintenance, NewComponent, NewMaintenance, NewUpdate, Role,
-    Update, User,
+    ApiToken, AuditEntry, Channel, ChannelSource, Component, Delivery, Maintenance, NewChannel,
+    NewComponent, NewDelivery, NewMaintenance, NewUpdate, Role, Thread, Update, User,
 };
 
 pub use sqlite::SqliteStore;
@@ -57,7 +57,7 @@ pub struct Page<T> {
 
 /// Everything Herald keeps. Implementations make each method atomic.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Outbox + Send + Sync + 'static {
     /// Apply pending migrations.
     async fn migrate(&self) -> StoreResult<()>;
     /// Cheap round trip used by readiness checks.
@@ -74,8 +74,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Maintenance>;
     async fn get_maintenance(&self, id: i64) -> StoreResult<Option<Maintenance>>;
     /// Write back a changed window with its steps and components, plus the updates its change
-    /// produced, in one transaction, if its version is still `m.version`. Returns the new version.
-    async fn save_maintenance(&self, m: &Maintenance, updates: &[NewUpdate]) -> StoreResult<i64>;
+    /// produced and the deliveries announcing them, in one transaction, if its version is
+    /// still `m.version`. Returns the new version.
+    async fn save_maintenance(
+        &self,
+        m: &Maintenance,
+        updates: &[NewUpdate],
+        deliveries: &[NewDelivery],
+    ) -> StoreResult<i64>;
     async fn count_maintenances(&self) -> StoreResult<i64>;
 
     /// Public windows that are planned, scheduled or in progress, with steps and components.
@@ -150,4 +156,73 @@ pub trait Store: Send + Sync + 'static {
     /// Swap the places of two components in the order.
     async fn swap_components(&self, a: &Component, b: &Component) -> StoreResult<()>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
+}
+
+/// Channels and the delivery outbox. Workers claim a delivery with a short lease, send it
+/// outside any transaction, then record the outcome.
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    async fn list_channels(&self) -> StoreResult<Vec<Channel>>;
+    async fn get_channel(&self, id: i64) -> StoreResult<Option<Channel>>;
+    async fn insert_channel(
+        &self,
+        new: &NewChannel,
+        source: ChannelSource,
+        now: Timestamp,
+    ) -> StoreResult<Channel>;
+    /// Change a channel; an empty secret keeps the stored one. Dropping the secret also drops
+    /// a Bluesky session made with it.
+    async fn update_channel(&self, id: i64, new: &NewChannel) -> StoreResult<Channel>;
+    async fn delete_channel(&self, id: i64) -> StoreResult<bool>;
+    /// A Bluesky channel's saved session (JSON).
+    async fn channel_session(&self, id: i64) -> StoreResult<Option<String>>;
+    async fn set_channel_session(&self, id: i64, session: Option<&str>) -> StoreResult<()>;
+
+    /// Take the channel's next due delivery whose earlier deliveries (same window) are all
+    /// sent or skipped, count an attempt and lease it until `lease_until_ms`.
+    async fn claim_delivery(
+        &self,
+        channel_id: i64,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> StoreResult<Option<Delivery>>;
+    /// When the channel's next pending delivery falls due (milliseconds), if any.
+    async fn next_due_ms(&self, channel_id: i64) -> StoreResult<Option<i64>>;
+    /// Record a confirmed delivery and, in the same transaction, the thread it continues.
+    async fn delivery_sent(
+        &self,
+        id: i64,
+        remote_id: &str,
+        remote_url: Option<&str>,
+        thread: Option<&Thread>,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    /// Record a message posted within an attempt, before the attempt ends, so a retry after a
+    /// crash continues from it instead of posting again.
+    async fn delivery_posted(
+        &self,
+        id: i64,
+        remote_id: &str,
+        remote_url: Option<&str>,
+    ) -> StoreResult<()>;
+    /// Try again at `next_attempt_ms`, remembering why this attempt failed.
+    async fn delivery_retry(&self, id: i64, error: &str, next_attempt_ms: i64) -> StoreResult<()>;
+    async fn delivery_failed(&self, id: i64, error: &str) -> StoreResult<()>;
+    /// Fail pending deliveries whose deadline passed; returns how many.
+    async fn expire_deliveries(&self, now: Timestamp) -> StoreResult<Vec<Delivery>>;
+    /// A failed delivery back to pending with a new deadline (the admin's Retry).
+    async fn retry_delivery(&self, id: i64, now_ms: i64, deadline: Timestamp)
+    -> StoreResult<bool>;
+    /// A failed delivery given up for good, so the window's later ones may go (Skip).
+    async fn skip_delivery(&self, id: i64) -> StoreResult<bool>;
+    async fn get_delivery(&self, id: i64) -> StoreResult<Option<Delivery>>;
+    /// A window's deliveries on every channel, oldest first.
+    async fn list_deliveries(&self, maintenance_id: i64) -> StoreResult<Vec<Delivery>>;
+    /// Deliveries not yet sent (pending or failed), oldest first, at most `limit`.
+    async fn unsent_deliveries(&self, limit: i64) -> StoreResult<Vec<Delivery>>;
+    async fn get_thread(&self, channel_id: i64, maintenance_id: i64)
+    -> StoreResult<Option<Thread>>;
+    /// Drop every lease: at start, no worker of this process holds one.
+    async fn release_leases(&self) -> StoreResult<()>;
+    async fn get_update(&self, id: i64) -> StoreResult<Option<Update>>;
 }

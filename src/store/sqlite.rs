@@ -15,9 +15,12 @@ use tracing::instrument;
 
 use super::{MaintenanceSummary, Page, Store, StoreError, StoreResult};
 use crate::domain::{
-    ApiToken, AuditEntry, Component, Impact, Maintenance, NewComponent, NewMaintenance, NewUpdate,
-    Role, Schedule, Step, StepState, Update, UpdateKind, User, WindowState,
+    ApiToken, AuditEntry, Component, Impact, Maintenance, NewComponent, NewDelivery,
+    NewMaintenance, NewUpdate, Role, Schedule, Step, StepState, Update, UpdateKind, User,
+    WindowState,
 };
+
+mod outbox;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -240,15 +243,17 @@ fn attach(windows: &mut [Maintenance], steps: Vec<(i64, Step)>, components: Vec<
     }
 }
 
+/// Insert the updates, returning their ids in order.
 async fn insert_updates(
     tx: &mut Transaction<'_, Sqlite>,
     maintenance_id: i64,
     updates: &[NewUpdate],
-) -> StoreResult<()> {
+) -> StoreResult<Vec<i64>> {
+    let mut ids = Vec::with_capacity(updates.len());
     for u in updates {
-        sqlx::query(
+        let id: i64 = sqlx::query_scalar(
             "INSERT INTO updates (maintenance_id, kind, body, note, step_position, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(maintenance_id)
         .bind(u.kind.as_str())
@@ -256,10 +261,11 @@ async fn insert_updates(
         .bind(&u.note)
         .bind(u.step_position)
         .bind(secs(u.created_at))
-        .execute(&mut **tx)
+        .fetch_one(&mut **tx)
         .await?;
+        ids.push(id);
     }
-    Ok(())
+    Ok(ids)
 }
 
 async fn replace_components(
@@ -415,7 +421,12 @@ impl Store for SqliteStore {
     }
 
     #[instrument(skip(self, m, updates), fields(id = m.id, version = m.version))]
-    async fn save_maintenance(&self, m: &Maintenance, updates: &[NewUpdate]) -> StoreResult<i64> {
+    async fn save_maintenance(
+        &self,
+        m: &Maintenance,
+        updates: &[NewUpdate],
+        deliveries: &[NewDelivery],
+    ) -> StoreResult<i64> {
         let mut tx = self.pool.begin().await?;
         // Writing first takes SQLite's write lock at once, and the version check makes a
         // concurrent change lose cleanly instead of overwriting.
@@ -487,7 +498,8 @@ impl Store for SqliteStore {
             .await?;
         }
         replace_components(&mut tx, m.id, m.components.iter().map(|c| c.id)).await?;
-        insert_updates(&mut tx, m.id, updates).await?;
+        let update_ids = insert_updates(&mut tx, m.id, updates).await?;
+        outbox::insert_deliveries(&mut tx, m.id, updates, &update_ids, deliveries).await?;
         tx.commit().await?;
         Ok(m.version + 1)
     }

@@ -21,6 +21,10 @@ use crate::domain::{
 };
 use crate::service::ServiceError;
 
+pub mod channels;
+
+pub use channels::{channels, create_channel, delete_channel, delivery_action, edit_channel, test_channel};
+
 /// What every admin page's frame needs.
 #[derive(Debug, Clone)]
 pub struct Me {
@@ -575,10 +579,12 @@ struct RunPage {
     can_reschedule: bool,
     /// The schedule form was just refused: show it open.
     schedule_open: bool,
+    deliveries: Vec<channels::DeliveryRow>,
+    previews: Vec<channels::Preview>,
 }
 
 #[derive(Debug, Default)]
-struct RunState {
+pub(crate) struct RunState {
     error: Option<String>,
     notice: Option<String>,
     note: String,
@@ -651,6 +657,10 @@ async fn run_page(
         })
         .unwrap_or_default();
     let current = target.and_then(|t| w.steps.iter().find(|s| s.position == t.position).cloned());
+    let all_channels = state.service.channels().await?;
+    let deliveries =
+        channels::delivery_rows(&state.service.deliveries(id).await?, &all_channels);
+    let previews = channels::previews(state, &m, updates.first(), &all_channels);
     page(
         status,
         &RunPage {
@@ -667,6 +677,8 @@ async fn run_page(
             schedule_open: extra.schedule.is_some(),
             schedule: extra.schedule.unwrap_or_else(|| schedule_fields(&m)),
             can_reschedule: m.state.is_open(),
+            deliveries,
+            previews,
             w,
         },
     )
@@ -690,7 +702,7 @@ pub struct ActionForm {
 
 /// After a change: back to the run view (so a reload does not post again); a refusal shows
 /// the run view with the reason and what was typed.
-async fn after(
+pub(crate) async fn after(
     state: &AppState,
     signed_in: &SignedIn,
     id: i64,

@@ -312,6 +312,17 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/components/{slug}", post(admin::edit_component))
         .route("/admin/users", get(admin::users).post(admin::add_user))
+        .route(
+            "/admin/channels",
+            get(admin::channels).post(admin::create_channel),
+        )
+        .route("/admin/channels/{id}", post(admin::edit_channel))
+        .route("/admin/channels/{id}/delete", post(admin::delete_channel))
+        .route("/admin/channels/{id}/test", post(admin::test_channel))
+        .route(
+            "/admin/maintenances/{id}/deliveries/{delivery}",
+            post(admin::delivery_action),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

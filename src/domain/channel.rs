@@ -1,0 +1,537 @@
+//! Channels (where announcements go) and deliveries (one event for one channel, kept until it
+//! is confirmed sent). Which events a channel receives is decided here; how a delivery reaches
+//! Discord or Bluesky lives in `crate::notify`.
+
+use std::fmt;
+
+use jiff::Timestamp;
+
+use super::{UpdateKind, ValidationError, limits};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChannelKind {
+    DiscordWebhook,
+    DiscordBot,
+    Bluesky,
+}
+
+impl ChannelKind {
+    pub const ALL: [Self; 3] = [Self::DiscordWebhook, Self::DiscordBot, Self::Bluesky];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DiscordWebhook => "discord_webhook",
+            Self::DiscordBot => "discord_bot",
+            Self::Bluesky => "bluesky",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::DiscordWebhook => "Discord webhook",
+            Self::DiscordBot => "Discord bot",
+            Self::Bluesky => "Bluesky",
+        }
+    }
+
+    pub fn is_discord(self) -> bool {
+        matches!(self, Self::DiscordWebhook | Self::DiscordBot)
+    }
+
+    /// What the public part of the address is called on forms.
+    pub fn target_label(self) -> &'static str {
+        match self {
+            Self::DiscordWebhook => "Webhook URL",
+            Self::DiscordBot => "Channel id",
+            Self::Bluesky => "Handle or DID",
+        }
+    }
+
+    pub fn secret_label(self) -> &'static str {
+        match self {
+            Self::DiscordWebhook => "Webhook URL",
+            Self::DiscordBot => "Bot token",
+            Self::Bluesky => "App password",
+        }
+    }
+}
+
+/// Events a new channel receives: every lifecycle event and step outcome, not step starts
+/// (a step start is usually followed within minutes by its outcome).
+pub const DEFAULT_EVENTS: [UpdateKind; 9] = [
+    UpdateKind::Announced,
+    UpdateKind::Rescheduled,
+    UpdateKind::Started,
+    UpdateKind::StepDone,
+    UpdateKind::StepFailed,
+    UpdateKind::StepSkipped,
+    UpdateKind::Note,
+    UpdateKind::Completed,
+    UpdateKind::Cancelled,
+];
+
+/// Discord events that get a short message of their own in addition to the live
+/// announcement being edited: the moments a reader wants a notification for.
+pub const DEFAULT_MILESTONES: [UpdateKind; 6] = [
+    UpdateKind::Rescheduled,
+    UpdateKind::Started,
+    UpdateKind::StepFailed,
+    UpdateKind::Note,
+    UpdateKind::Completed,
+    UpdateKind::Cancelled,
+];
+
+/// A write-only value: shown nowhere, printed as `***`.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct ChannelSecret(String);
+
+impl ChannelSecret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ChannelSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelSource {
+    /// From `HERALD_DISCORD_*` / `HERALD_BLUESKY_*`: rewritten at every start.
+    Env,
+    Admin,
+}
+
+impl ChannelSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Env => "env",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "env" => Some(Self::Env),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    pub id: i64,
+    pub name: String,
+    pub kind: ChannelKind,
+    /// Webhook id, Discord channel id, or Bluesky handle/DID.
+    pub target: String,
+    pub secret: ChannelSecret,
+    /// Discord API base or PDS URL; `None` for the service's own.
+    pub api_url: Option<String>,
+    pub events: Vec<UpdateKind>,
+    pub milestones: Vec<UpdateKind>,
+    pub mention_role: Option<String>,
+    pub langs: Vec<String>,
+    pub enabled: bool,
+    pub source: ChannelSource,
+}
+
+impl Channel {
+    pub fn receives(&self, kind: UpdateKind) -> bool {
+        self.enabled && self.events.contains(&kind)
+    }
+
+    /// Discord: whether this event also gets a short message of its own.
+    pub fn posts_milestone(&self, kind: UpdateKind) -> bool {
+        kind != UpdateKind::Announced && self.milestones.contains(&kind)
+    }
+}
+
+/// A channel as typed into the admin form or read from the environment, checked by
+/// [`NewChannel::validate`]. An empty secret on an edit keeps the stored one.
+#[derive(Debug, Clone, Default)]
+pub struct NewChannel {
+    pub name: String,
+    pub kind: Option<ChannelKind>,
+    pub target: String,
+    pub secret: ChannelSecret,
+    pub api_url: Option<String>,
+    pub events: Vec<UpdateKind>,
+    pub milestones: Vec<UpdateKind>,
+    pub mention_role: Option<String>,
+    pub langs: Vec<String>,
+    pub enabled: bool,
+}
+
+/// A Discord webhook URL taken apart: `{base}/api[/vN]/webhooks/{id}/{token}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookUrl {
+    /// Scheme and host (plus any path prefix before `/api`), e.g. `https://discord.com`.
+    pub base: String,
+    pub id: u64,
+    pub token: String,
+}
+
+impl WebhookUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let url = url.trim();
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .ok_or("a webhook URL starts with https://")?;
+        let Some(at) = rest.find("/api/") else {
+            return Err("a webhook URL looks like https://discord.com/api/webhooks/ID/TOKEN".into());
+        };
+        let base = &url[..url.len() - rest.len() + at];
+        let mut parts = rest[at + "/api/".len()..].split('/');
+        let mut next = parts.next();
+        if next.is_some_and(|p| p.starts_with('v') && p[1..].parse::<u8>().is_ok()) {
+            next = parts.next();
+        }
+        if next != Some("webhooks") {
+            return Err("a webhook URL looks like https://discord.com/api/webhooks/ID/TOKEN".into());
+        }
+        let id = parts
+            .next()
+            .and_then(|id| id.parse::<u64>().ok())
+            .ok_or("the webhook URL has no numeric webhook id")?;
+        let token = parts
+            .next()
+            .filter(|t| {
+                !t.is_empty()
+                    && t.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            })
+            .ok_or("the webhook URL has no token")?;
+        if parts.next().is_some_and(|p| !p.is_empty()) {
+            return Err("the webhook URL has extra parts after the token".into());
+        }
+        Ok(Self {
+            base: base.to_owned(),
+            id,
+            token: token.to_owned(),
+        })
+    }
+}
+
+fn check_url(field: &'static str, url: &str) -> Result<String, ValidationError> {
+    let url = url.trim().trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| ValidationError::new(field, "give an http:// or https:// URL"))?;
+    if rest.is_empty() || rest.contains(char::is_whitespace) {
+        return Err(ValidationError::new(field, "give an http:// or https:// URL"));
+    }
+    Ok(url.to_owned())
+}
+
+fn is_snowflake(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 20 && s.parse::<u64>().is_ok()
+}
+
+impl NewChannel {
+    /// Check every field; `has_secret` says whether a secret is stored already (an edit).
+    pub fn validate(mut self, has_secret: bool) -> Result<Self, ValidationError> {
+        self.name = super::clean_text("name", &self.name, limits::NAME_MAX, true)?.unwrap_or_default();
+        let kind = self
+            .kind
+            .ok_or_else(|| ValidationError::new("kind", "choose what kind of channel this is"))?;
+        self.target = self.target.trim().to_owned();
+        let secret = self.secret.expose().trim().to_owned();
+        match kind {
+            ChannelKind::DiscordWebhook => {
+                // The webhook URL is the secret: its token lets anyone post.
+                if !secret.is_empty() {
+                    let hook = WebhookUrl::parse(&secret)
+                        .map_err(|m| ValidationError::new("secret", m))?;
+                    self.target = hook.id.to_string();
+                } else if !has_secret {
+                    return Err(ValidationError::new("secret", "give the webhook URL"));
+                }
+            }
+            ChannelKind::DiscordBot => {
+                if !is_snowflake(&self.target) {
+                    return Err(ValidationError::new(
+                        "target",
+                        "give the numeric id of the Discord channel",
+                    ));
+                }
+                if secret.is_empty() && !has_secret {
+                    return Err(ValidationError::new("secret", "give the bot token"));
+                }
+                if secret.contains(char::is_whitespace) && !secret.starts_with("Bot ") {
+                    return Err(ValidationError::new("secret", "a bot token has no spaces"));
+                }
+            }
+            ChannelKind::Bluesky => {
+                let t = self.target.trim_start_matches('@');
+                let ok = if t.starts_with("did:") {
+                    t.len() > 8 && !t.contains(char::is_whitespace)
+                } else {
+                    t.contains('.')
+                        && t.len() <= 253
+                        && t.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                };
+                if !ok {
+                    return Err(ValidationError::new(
+                        "target",
+                        "give a handle like status.example.com or a DID",
+                    ));
+                }
+                self.target = t.to_owned();
+                if secret.is_empty() && !has_secret {
+                    return Err(ValidationError::new("secret", "give an app password"));
+                }
+            }
+        }
+        self.secret = ChannelSecret::new(secret);
+        self.api_url = match self.api_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) => Some(check_url("api_url", url)?),
+        };
+        if self.events.is_empty() {
+            return Err(ValidationError::new(
+                "events",
+                "choose at least one event to announce",
+            ));
+        }
+        if !self.events.contains(&UpdateKind::Announced) {
+            return Err(ValidationError::new(
+                "events",
+                "the announcement starts each window's message or thread; keep it",
+            ));
+        }
+        self.mention_role = match self.mention_role.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(role) if kind.is_discord() && is_snowflake(role) => Some(role.to_owned()),
+            Some(_) if !kind.is_discord() => None,
+            Some(_) => {
+                return Err(ValidationError::new(
+                    "mention_role",
+                    "give the numeric id of the role to mention, or leave it empty",
+                ));
+            }
+        };
+        let mut langs = Vec::new();
+        for lang in &self.langs {
+            let lang = lang.trim();
+            if lang.is_empty() {
+                continue;
+            }
+            let ok = lang.len() <= 35
+                && lang.split('-').all(|p| {
+                    !p.is_empty() && p.len() <= 8 && p.chars().all(|c| c.is_ascii_alphanumeric())
+                })
+                && lang.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+            if !ok {
+                return Err(ValidationError::new(
+                    "langs",
+                    format!("{lang:?} is not a language tag like en or pt-BR"),
+                ));
+            }
+            langs.push(lang.to_owned());
+        }
+        if langs.len() > 3 {
+            return Err(ValidationError::new("langs", "Bluesky allows at most 3 languages"));
+        }
+        if langs.is_empty() {
+            langs.push("en".to_owned());
+        }
+        self.langs = langs;
+        self.kind = Some(kind);
+        Ok(self)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Waiting for its turn or for the next attempt.
+    Pending,
+    Sent,
+    /// Given up: a permanent error or the deadline passed. Blocks later deliveries of the
+    /// same window to the same channel until retried or skipped, so order holds.
+    Failed,
+    /// A failed delivery an admin chose not to retry.
+    Skipped,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Sent, Self::Failed, Self::Skipped]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// One event for one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: i64,
+    pub channel_id: i64,
+    pub maintenance_id: i64,
+    pub update_id: i64,
+    pub kind: UpdateKind,
+    pub state: DeliveryState,
+    pub attempts: i64,
+    pub next_attempt_ms: i64,
+    pub deadline_at: Timestamp,
+    /// Discord nonce or Bluesky record key, fixed before the first attempt.
+    pub idem_key: String,
+    pub remote_id: Option<String>,
+    pub remote_url: Option<String>,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+    pub sent_at: Option<Timestamp>,
+}
+
+/// A delivery to insert with the change that caused it: `update` indexes the change's updates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    pub update: usize,
+    pub channel_id: i64,
+    pub idem_key: String,
+    pub deadline_at: Timestamp,
+    pub created_ms: i64,
+}
+
+/// Where a window's posts on one channel hang together.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Thread {
+    /// Discord: the live announcement message id. Bluesky: the root post's URI.
+    pub root_id: String,
+    pub root_cid: Option<String>,
+    /// Bluesky: the newest post in the thread.
+    pub parent_id: Option<String>,
+    pub parent_cid: Option<String>,
+}
+
+/// Which deliveries a change creates: one per public update and enabled channel receiving it.
+/// Drafts announce nothing.
+pub fn deliveries_for(
+    public: bool,
+    updates: &[super::NewUpdate],
+    channels: &[Channel],
+    mut key: impl FnMut(ChannelKind) -> String,
+    deadline_at: Timestamp,
+    created_ms: i64,
+) -> Vec<NewDelivery> {
+    if !public {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (i, u) in updates.iter().enumerate() {
+        for c in channels.iter().filter(|c| c.receives(u.kind)) {
+            out.push(NewDelivery {
+                update: i,
+                channel_id: c.id,
+                idem_key: key(c.kind),
+                deadline_at,
+                created_ms,
+            });
+        }
+    }
+    out
+}
+
+/// Parse a comma-separated list of update kinds (as stored), ignoring unknown names.
+pub fn parse_kinds(s: &str) -> Vec<UpdateKind> {
+    s.split(',')
+        .filter_map(|k| UpdateKind::parse(k.trim()))
+        .collect()
+}
+
+pub fn join_kinds(kinds: &[UpdateKind]) -> String {
+    kinds
+        .iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_urls() {
+        let h = WebhookUrl::parse("https://discord.com/api/webhooks/123/abc-DEF_1").unwrap();
+        assert_eq!(h.base, "https://discord.com");
+        assert_eq!(h.id, 123);
+        assert_eq!(h.token, "abc-DEF_1");
+        let h = WebhookUrl::parse("http://127.0.0.1:9/api/v10/webhooks/5/t").unwrap();
+        assert_eq!(h.base, "http://127.0.0.1:9");
+        assert!(WebhookUrl::parse("https://discord.com/api/webhooks/x/abc").is_err());
+        assert!(WebhookUrl::parse("https://discord.com/api/webhooks/1").is_err());
+        assert!(WebhookUrl::parse("ftp://discord.com/api/webhooks/1/a").is_err());
+        assert!(WebhookUrl::parse("https://discord.com/api/webhooks/1/a/b").is_err());
+    }
+
+    fn channel(kind: ChannelKind, target: &str, secret: &str) -> NewChannel {
+        NewChannel {
+            name: "ops".into(),
+            kind: Some(kind),
+            target: target.into(),
+            secret: ChannelSecret::new(secret),
+            events: DEFAULT_EVENTS.to_vec(),
+            enabled: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn channel_validation() {
+        let c = channel(
+            ChannelKind::DiscordWebhook,
+            "",
+            "https://discord.com/api/webhooks/42/tok",
+        )
+        .validate(false)
+        .unwrap();
+        assert_eq!(c.target, "42");
+        assert_eq!(c.langs, ["en"]);
+        let e = channel(ChannelKind::DiscordBot, "general", "t")
+            .validate(false)
+            .unwrap_err();
+        assert_eq!(e.field, "target");
+        let e = channel(ChannelKind::DiscordBot, "1", "")
+            .validate(false)
+            .unwrap_err();
+        assert_eq!(e.field, "secret");
+        channel(ChannelKind::DiscordBot, "1", "").validate(true).unwrap();
+        let c = channel(ChannelKind::Bluesky, "@status.example.com", "pw")
+            .validate(false)
+            .unwrap();
+        assert_eq!(c.target, "status.example.com");
+        let mut c = channel(ChannelKind::Bluesky, "status.example.com", "pw");
+        c.langs = vec!["en".into(), "de".into(), "fr".into(), "it".into()];
+        assert_eq!(c.validate(false).unwrap_err().field, "langs");
+        let mut c = channel(ChannelKind::Bluesky, "status.example.com", "pw");
+        c.events = vec![UpdateKind::Started];
+        assert_eq!(c.validate(false).unwrap_err().field, "events");
+        let mut c = channel(ChannelKind::DiscordBot, "1", "t");
+        c.mention_role = Some("@here".into());
+        assert_eq!(c.validate(false).unwrap_err().field, "mention_role");
+    }
+}

@@ -1,0 +1,546 @@
+//! Discord: a webhook, or a bot posting to a channel.
+//!
+//! Serenity builds the requests (routes, builders, models); Herald sends them with its own
+//! reqwest client so it sees every status and header. Serenity's ratelimiter ignores a proxy
+//! base and would sleep inside a worker for up to an hour; with it off, serenity's errors
+//! drop `retry_after`, which Herald needs to honour 429s.
+//!
+//! Per window the announcement is one message (an embed) that is edited in place as the work
+//! proceeds; milestones are posted as short messages of their own. No message can mention
+//! anyone (`allowed_mentions.parse` is empty) except a role the channel names for the start.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER};
+use serde::Deserialize;
+use serenity::builder::{
+    CreateAllowedMentions, CreateEmbed, CreateMessage, EditMessage, EditWebhookMessage,
+    ExecuteWebhook,
+};
+use serenity::http::{LightMethod, Request, Route};
+use serenity::model::channel::Nonce;
+use serenity::model::id::{ChannelId, MessageId, RoleId, WebhookId};
+use tokio::sync::OnceCell;
+
+use super::render::{discord_embed, discord_message};
+use super::{Job, NotifySettings, Progress, REQUEST_TIMEOUT, SendError, Sent};
+use crate::domain::{Channel, ChannelKind, Thread, UpdateKind, WebhookUrl};
+
+const DISCORD: &str = "https://discord.com";
+/// Discord's error code for a crosspost of a message already published.
+const ALREADY_CROSSPOSTED: i64 = 40033;
+/// Discord's error code for a message that no longer exists.
+const UNKNOWN_MESSAGE: i64 = 10008;
+/// Channel type of an announcement channel.
+const ANNOUNCEMENT_CHANNEL: u64 = 5;
+
+enum Mode {
+    Bot { token: String, channel: ChannelId },
+    Webhook { id: WebhookId, token: String },
+}
+
+/// What Herald learns about the destination once: the guild (for message links) and whether
+/// it is an announcement channel (to publish).
+#[derive(Debug, Clone, Default)]
+struct Place {
+    guild_id: Option<String>,
+    channel_id: Option<String>,
+    announcement: bool,
+}
+
+pub struct Discord {
+    http: reqwest::Client,
+    /// Scheme and host that stand in for `https://discord.com`.
+    base: String,
+    mode: Mode,
+    mention_role: Option<RoleId>,
+    milestones: Vec<UpdateKind>,
+    site_name: String,
+    place: OnceCell<Place>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MessageRef {
+    id: String,
+    channel_id: String,
+    #[serde(default)]
+    guild_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    retry_after: Option<f64>,
+}
+
+/// An API base as given (`https://discord.com`, or with `/api` or `/api/v10`) reduced to
+/// what replaces `https://discord.com` in serenity's routes.
+pub fn api_base(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    let url = match url.rfind("/api") {
+        Some(i)
+            if url[i + 4..].is_empty()
+                || url[i + 4..]
+                    .strip_prefix("/v")
+                    .is_some_and(|v| v.parse::<u8>().is_ok()) =>
+        {
+            &url[..i]
+        }
+        _ => url,
+    };
+    url.to_owned()
+}
+
+/// The answer to a request that did not succeed, as Herald's retry logic sees it.
+fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], what: &str) -> SendError {
+    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    let message = parsed
+        .as_ref()
+        .and_then(|b| b.message.clone())
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
+    let code = parsed.as_ref().and_then(|b| b.code);
+    let reason = match code {
+        Some(code) => format!("{what}: Discord answered {status}: {message} (code {code})"),
+        None => format!("{what}: Discord answered {status}: {message}"),
+    };
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let after = parsed
+            .and_then(|b| b.retry_after)
+            .or_else(|| {
+                headers
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64);
+        return SendError::Transient { reason, after };
+    }
+    if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
+        return SendError::transient(reason);
+    }
+    SendError::Permanent(reason)
+}
+
+impl Discord {
+    pub fn new(channel: &Channel, settings: &NotifySettings) -> Result<Self, SendError> {
+        let default_base = channel
+            .api_url
+            .as_deref()
+            .or(settings.discord_api_url.as_deref())
+            .map(api_base);
+        let (mode, base) = match channel.kind {
+            ChannelKind::DiscordBot => {
+                let id = channel.target.parse::<u64>().map_err(|_| {
+                    SendError::Permanent("the channel id is not a number".into())
+                })?;
+                let token = channel.secret.expose().trim();
+                let token = if token.starts_with("Bot ") {
+                    token.to_owned()
+                } else {
+                    format!("Bot {token}")
+                };
+                (
+                    Mode::Bot {
+                        token,
+                        channel: ChannelId::new(id.max(1)),
+                    },
+                    default_base.unwrap_or_else(|| DISCORD.to_owned()),
+                )
+            }
+            ChannelKind::DiscordWebhook => {
+                let hook =
+                    WebhookUrl::parse(channel.secret.expose()).map_err(SendError::Permanent)?;
+                (
+                    Mode::Webhook {
+                        id: WebhookId::new(hook.id.max(1)),
+                        token: hook.token,
+                    },
+                    default_base.unwrap_or(hook.base),
+                )
+            }
+            ChannelKind::Bluesky => {
+                return Err(SendError::Permanent("not a Discord channel".into()));
+            }
+        };
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| SendError::Permanent(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base,
+            mode,
+            mention_role: channel
+                .mention_role
+                .as_deref()
+                .and_then(|r| r.parse::<u64>().ok())
+                .filter(|r| *r > 0)
+                .map(RoleId::new),
+            milestones: channel.milestones.clone(),
+            site_name: settings.site_name.clone(),
+            place: OnceCell::new(),
+        })
+    }
+
+    /// Send one request; `Ok(None)` for a success without a body.
+    async fn call(
+        &self,
+        request: Request<'_>,
+        what: &str,
+    ) -> Result<Option<serde_json::Value>, SendError> {
+        let token = match &self.mode {
+            Mode::Bot { token, .. } => token.as_str(),
+            Mode::Webhook { .. } => "",
+        };
+        let builder = request
+            .build(&self.http, token, Some(&self.base))
+            .map_err(|e| SendError::Permanent(format!("{what}: {e}")))?;
+        let mut request = builder
+            .build()
+            .map_err(|e| SendError::Permanent(format!("{what}: {e}")))?;
+        if token.is_empty() {
+            // A webhook's token is in its URL; an empty Authorization header is noise.
+            request.headers_mut().remove(AUTHORIZATION);
+        }
+        let response = self.http.execute(request).await.map_err(|e| {
+            let kind = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "could not connect"
+            } else {
+                "connection failed"
+            };
+            SendError::transient(format!("{what}: {kind}: {e}"))
+        })?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| SendError::transient(format!("{what}: reading the answer: {e}")))?;
+        if !status.is_success() {
+            return Err(classify(status, &headers, &body, what));
+        }
+        if body.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| SendError::transient(format!("{what}: unreadable answer: {e}")))
+    }
+
+    fn message_from(value: Option<serde_json::Value>, what: &str) -> Result<MessageRef, SendError> {
+        value
+            .and_then(|v| serde_json::from_value(v).ok())
+            .ok_or_else(|| SendError::transient(format!("{what}: Discord's answer has no message")))
+    }
+
+    fn json<T: serde::Serialize>(body: &T) -> Option<Vec<u8>> {
+        Some(serde_json::to_vec(body).expect("builders serialise"))
+    }
+
+    async fn place(&self) -> Result<&Place, SendError> {
+        self.place
+            .get_or_try_init(|| async {
+                let (route, what) = match &self.mode {
+                    Mode::Bot { channel, .. } => (
+                        Route::Channel {
+                            channel_id: *channel,
+                        },
+                        "looking up the channel",
+                    ),
+                    Mode::Webhook { id, token } => (
+                        Route::WebhookWithToken {
+                            webhook_id: *id,
+                            token,
+                        },
+                        "looking up the webhook",
+                    ),
+                };
+                let value = self
+                    .call(Request::new(route, LightMethod::Get), what)
+                    .await?
+                    .unwrap_or_default();
+                let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+                Ok(Place {
+                    guild_id: text("guild_id"),
+                    channel_id: text("channel_id").or_else(|| text("id")),
+                    announcement: matches!(self.mode, Mode::Bot { .. })
+                        && value.get("type").and_then(|t| t.as_u64())
+                            == Some(ANNOUNCEMENT_CHANNEL),
+                })
+            })
+            .await
+    }
+
+    fn link(&self, place: &Place, message: &MessageRef) -> Option<String> {
+        let guild = message.guild_id.as_ref().or(place.guild_id.as_ref())?;
+        Some(format!(
+            "https://discord.com/channels/{guild}/{}/{}",
+            message.channel_id, message.id
+        ))
+    }
+
+    /// Post a message: content and/or the embed. Bot messages carry `nonce`, so a repeat
+    /// within Discord's window returns the first message instead of a second one.
+    async fn post(
+        &self,
+        content: Option<String>,
+        embed: Option<CreateEmbed>,
+        nonce: &str,
+        mention: Option<RoleId>,
+    ) -> Result<MessageRef, SendError> {
+        let mut allowed = CreateAllowedMentions::new();
+        if let Some(role) = mention {
+            allowed = allowed.roles([role]);
+        }
+        let request = match &self.mode {
+            Mode::Bot { channel, .. } => {
+                let mut m = CreateMessage::new()
+                    .allowed_mentions(allowed)
+                    .nonce(Nonce::String(nonce.to_owned()))
+                    .enforce_nonce(true);
+                if let Some(content) = content {
+                    m = m.content(content);
+                }
+                if let Some(embed) = embed {
+                    m = m.embed(embed);
+                }
+                Request::new(
+                    Route::ChannelMessages {
+                        channel_id: *channel,
+                    },
+                    LightMethod::Post,
+                )
+                .body(Self::json(&m))
+            }
+            Mode::Webhook { id, token } => {
+                let mut m = ExecuteWebhook::new().allowed_mentions(allowed);
+                if let Some(content) = content {
+                    m = m.content(content);
+                }
+                if let Some(embed) = embed {
+                    m = m.embed(embed);
+                }
+                Request::new(
+                    Route::WebhookWithToken {
+                        webhook_id: *id,
+                        token,
+                    },
+                    LightMethod::Post,
+                )
+                .body(Self::json(&m))
+                .params(Some(vec![("wait", "true".to_owned())]))
+            }
+        };
+        Self::message_from(self.call(request, "posting").await?, "posting")
+    }
+
+    /// Replace the announcement's embed. A message deleted in Discord is not an error: there
+    /// is nothing left to keep current.
+    async fn edit(&self, message_id: &str, embed: CreateEmbed) -> Result<(), SendError> {
+        let Ok(mid) = message_id.parse::<u64>() else {
+            return Ok(());
+        };
+        let mid = MessageId::new(mid.max(1));
+        let request = match &self.mode {
+            Mode::Bot { channel, .. } => {
+                let m = EditMessage::new()
+                    .embed(embed)
+                    .allowed_mentions(CreateAllowedMentions::new());
+                Request::new(
+                    Route::ChannelMessage {
+                        channel_id: *channel,
+                        message_id: mid,
+                    },
+                    LightMethod::Patch,
+                )
+                .body(Self::json(&m))
+            }
+            Mode::Webhook { id, token } => {
+                let m = EditWebhookMessage::new()
+                    .embed(embed)
+                    .allowed_mentions(CreateAllowedMentions::new());
+                Request::new(
+                    Route::WebhookMessage {
+                        webhook_id: *id,
+                        token,
+                        message_id: mid,
+                    },
+                    LightMethod::Patch,
+                )
+                .body(Self::json(&m))
+            }
+        };
+        match self.call(request, "editing the announcement").await {
+            Ok(_) => Ok(()),
+            Err(SendError::Permanent(reason)) if reason.contains(&format!("(code {UNKNOWN_MESSAGE})")) => {
+                tracing::warn!(message_id, "the announcement was deleted in Discord; not editing it");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Publish a message to the channels following this announcement channel.
+    async fn crosspost(&self, place: &Place, message: &MessageRef) -> Result<(), SendError> {
+        let Mode::Bot { channel, .. } = &self.mode else {
+            return Ok(());
+        };
+        if !place.announcement {
+            return Ok(());
+        }
+        let Ok(mid) = message.id.parse::<u64>() else {
+            return Ok(());
+        };
+        let request = Request::new(
+            Route::ChannelMessageCrosspost {
+                channel_id: *channel,
+                message_id: MessageId::new(mid.max(1)),
+            },
+            LightMethod::Post,
+        );
+        match self.call(request, "publishing").await {
+            Ok(_) => Ok(()),
+            Err(SendError::Permanent(reason))
+                if reason.contains(&format!("(code {ALREADY_CROSSPOSTED})")) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn sent(&self, place: &Place, message: &MessageRef, thread: Thread) -> Sent {
+        Sent {
+            remote_id: message.id.clone(),
+            remote_url: self.link(place, message),
+            thread: Some(thread),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Sender for Discord {
+    async fn send(&self, job: &Job<'_>, progress: &dyn Progress) -> Result<Sent, SendError> {
+        let place = self.place().await?.clone();
+        let d = job.delivery;
+        let now = jiff::Timestamp::now();
+        let embed = discord_embed(job.window, &job.page_url, &self.site_name, now);
+        let milestone = d.kind != UpdateKind::Announced && self.milestones.contains(&d.kind);
+        let mention = self
+            .mention_role
+            .filter(|_| d.kind == UpdateKind::Started && milestone);
+        let content = milestone.then(|| {
+            let text = discord_message(job.window, job.update, &job.page_url);
+            match mention {
+                Some(role) => format!("<@&{role}> {text}"),
+                None => text,
+            }
+        });
+
+        // A message posted by an earlier attempt of this delivery is never posted again.
+        let posted = match (&d.remote_id, &place.channel_id) {
+            (Some(id), channel) => Some(MessageRef {
+                id: id.clone(),
+                channel_id: channel.clone().unwrap_or_default(),
+                guild_id: None,
+            }),
+            (None, _) => None,
+        };
+
+        match job.thread {
+            // The first message for this window: the announcement itself, carrying the
+            // milestone's words if it is late (announcement failed or channel added since).
+            None => {
+                let message = match posted {
+                    Some(m) => m,
+                    None => {
+                        let m = self.post(content, Some(embed), &d.idem_key, mention).await?;
+                        let link = self.link(&place, &m);
+                        progress.posted(&m.id, link.as_deref()).await;
+                        m
+                    }
+                };
+                self.crosspost(&place, &message).await?;
+                let thread = Thread {
+                    root_id: message.id.clone(),
+                    ..Thread::default()
+                };
+                Ok(self.sent(&place, &message, thread))
+            }
+            Some(thread) => {
+                self.edit(&thread.root_id, embed).await?;
+                let Some(content) = content else {
+                    let root = MessageRef {
+                        id: thread.root_id.clone(),
+                        channel_id: place.channel_id.clone().unwrap_or_default(),
+                        guild_id: None,
+                    };
+                    return Ok(self.sent(&place, &root, thread.clone()));
+                };
+                let message = match posted {
+                    Some(m) => m,
+                    None => {
+                        let m = self.post(Some(content), None, &d.idem_key, mention).await?;
+                        let link = self.link(&place, &m);
+                        progress.posted(&m.id, link.as_deref()).await;
+                        m
+                    }
+                };
+                self.crosspost(&place, &message).await?;
+                Ok(self.sent(&place, &message, thread.clone()))
+            }
+        }
+    }
+
+    async fn test(&self, text: &str) -> Result<String, SendError> {
+        let place = self.place().await?.clone();
+        let nonce = format!("t{}", super::random_hex(20));
+        let m = self.post(Some(text.to_owned()), None, &nonce, None).await?;
+        Ok(self.link(&place, &m).unwrap_or(m.id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_bases() {
+        assert_eq!(api_base("https://discord.com"), "https://discord.com");
+        assert_eq!(api_base("https://discord.com/api/v10/"), "https://discord.com");
+        assert_eq!(api_base("http://127.0.0.1:5/api"), "http://127.0.0.1:5");
+        assert_eq!(api_base("http://127.0.0.1:5/proxy"), "http://127.0.0.1:5/proxy");
+    }
+
+    #[test]
+    fn rate_limits_are_honoured() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, "3".parse().unwrap());
+        let body = br#"{"message":"You are being rate limited.","retry_after":1.5,"global":false}"#;
+        let e = classify(StatusCode::TOO_MANY_REQUESTS, &headers, body, "posting");
+        assert!(matches!(e, SendError::Transient { after: Some(d), .. } if d == Duration::from_millis(1500)));
+        let e = classify(StatusCode::TOO_MANY_REQUESTS, &headers, b"", "posting");
+        assert!(matches!(e, SendError::Transient { after: Some(d), .. } if d == Duration::from_secs(3)));
+        let e = classify(
+            StatusCode::UNAUTHORIZED,
+            &headers,
+            br#"{"message":"401: Unauthorized","code":0}"#,
+            "posting",
+        );
+        assert_eq!(
+            e,
+            SendError::Permanent("posting: Discord answered 401 Unauthorized: 401: Unauthorized (code 0)".into())
+        );
+        let e = classify(StatusCode::BAD_GATEWAY, &headers, b"<html>", "posting");
+        assert!(matches!(e, SendError::Transient { after: None, .. }));
+    }
+}

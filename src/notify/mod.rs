@@ -1,0 +1,435 @@
+//! Announcements: the outbox workers that carry each delivery to its channel.
+//!
+//! A change commits its deliveries in the same transaction as the change itself
+//! ([`crate::service::Service`]). Here one worker per channel claims that channel's due
+//! deliveries (a short lease, no transaction held across HTTP), sends each outside any
+//! transaction, then records the outcome: sent (with the remote id and the thread it
+//! continues), a retry at a later time (transient errors, with exponential backoff and jitter,
+//! or the server's `retry_after`), or failed (permanent errors, or the deadline passed).
+//! Order holds per window and channel: a delivery waits while an earlier one of the same
+//! window on the same channel is pending or failed. Channels never wait for each other.
+//!
+//! Exactly once in effect: Discord bot posts carry a nonce fixed at commit time; every posted
+//! message id is recorded before anything else happens to the delivery; Bluesky posts use a
+//! record key fixed at commit time and, after an attempt with an unknown outcome, Herald
+//! looks the record up before writing it again.
+
+pub mod bluesky;
+pub mod discord;
+pub mod render;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::domain::{Channel, ChannelKind, Delivery, Maintenance, Thread, Update};
+use crate::service::Service;
+
+/// How long a claimed delivery stays its worker's: longer than any attempt can take (each
+/// request is bounded by [`REQUEST_TIMEOUT`], an attempt makes at most four).
+const LEASE: Duration = Duration::from_secs(120);
+/// Every request to Discord or Bluesky gives up after this long (an unknown outcome).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Workers look at the outbox at least this often, in case a wake-up was missed.
+const POLL: Duration = Duration::from_secs(15);
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(600);
+
+/// What every sender needs besides its channel.
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    pub public_url: String,
+    pub site_name: String,
+    /// Discord API base for channels that name none (HERALD_DISCORD_API_URL).
+    pub discord_api_url: Option<String>,
+    pub deadline: Duration,
+}
+
+impl NotifySettings {
+    pub fn page_url(&self, window_id: i64) -> String {
+        format!("{}/maintenance/{window_id}", self.public_url)
+    }
+}
+
+/// Why an attempt did not go through.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SendError {
+    /// Worth another attempt (connection error, timeout, 5xx, 429); `after` is the server's
+    /// own wish (`retry_after`, `Retry-After`).
+    Transient {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// Another attempt would fail the same way (401, 403, 404, an invalid payload).
+    Permanent(String),
+}
+
+impl SendError {
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Self::Transient {
+            reason: reason.into(),
+            after: None,
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Transient { reason, .. } | Self::Permanent(reason) => reason,
+        }
+    }
+}
+
+/// A confirmed delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// Message id or record URI.
+    pub remote_id: String,
+    /// Where a person can see it.
+    pub remote_url: Option<String>,
+    /// The thread as it stands after this delivery.
+    pub thread: Option<Thread>,
+}
+
+/// Everything one attempt needs.
+pub struct Job<'a> {
+    pub delivery: &'a Delivery,
+    pub update: &'a Update,
+    pub window: &'a Maintenance,
+    pub thread: Option<&'a Thread>,
+    pub page_url: String,
+}
+
+/// A sender's way to record progress within an attempt (a posted message's id), so a retry
+/// continues instead of posting again.
+#[async_trait]
+pub trait Progress: Send + Sync {
+    async fn posted(&self, remote_id: &str, remote_url: Option<&str>);
+}
+
+/// One kind of destination.
+#[async_trait]
+pub trait Sender: Send + Sync {
+    async fn send(&self, job: &Job<'_>, progress: &dyn Progress) -> Result<Sent, SendError>;
+    /// Post a test message; returns a link or id to show.
+    async fn test(&self, text: &str) -> Result<String, SendError>;
+}
+
+/// Build the sender for a channel.
+pub fn sender_for(
+    channel: &Channel,
+    settings: &NotifySettings,
+    service: &Service,
+) -> Result<Arc<dyn Sender>, SendError> {
+    Ok(match channel.kind {
+        ChannelKind::DiscordWebhook | ChannelKind::DiscordBot => Arc::new(
+            discord::Discord::new(channel, settings)?,
+        ),
+        ChannelKind::Bluesky => Arc::new(bluesky::Bluesky::new(
+            channel,
+            service.store().clone(),
+        )?),
+    })
+}
+
+/// A random lowercase hex string of `n` characters.
+pub fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n.div_ceil(2)];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    let mut s: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    s.truncate(n);
+    s
+}
+
+/// The idempotency key a new delivery gets before its first attempt: a Discord nonce (at
+/// most 25 characters) or a Bluesky record key (a TID).
+pub fn idem_key(kind: ChannelKind) -> String {
+    match kind {
+        ChannelKind::DiscordWebhook | ChannelKind::DiscordBot => format!("h{}", random_hex(20)),
+        ChannelKind::Bluesky => bluesky::new_tid(),
+    }
+}
+
+/// Exponential backoff with full jitter: attempt 1 waits up to 1 s, then 2, 4, … 10 min.
+fn backoff(attempts: i64) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1u32 << attempts.clamp(1, 20).saturating_sub(1) as u32);
+    let cap = exp.min(BACKOFF_MAX);
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).expect("the OS random source works");
+    let frac = f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX);
+    // Half fixed, half random: never hammer at once, never wait for nothing.
+    cap.mul_f64(0.5 + frac / 2.0)
+}
+
+fn now_ms() -> i64 {
+    Timestamp::now().as_millisecond()
+}
+
+/// Starts and stops one worker per enabled channel as channels come and go.
+pub struct Outbox {
+    service: Service,
+    settings: NotifySettings,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+struct Running {
+    channel: Channel,
+    stop: CancellationToken,
+}
+
+impl Outbox {
+    /// Spawn the supervisor on the current runtime. Workers finish the delivery in hand when
+    /// `cancel` fires; wait on `tracker` for them.
+    pub fn spawn(
+        service: Service,
+        settings: NotifySettings,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        let outbox = Self {
+            service,
+            settings,
+            cancel,
+            tracker: tracker.clone(),
+        };
+        tracker.spawn(outbox.supervise().instrument(info_span!("outbox")));
+    }
+
+    async fn supervise(self) {
+        if let Err(e) = self.service.store().release_leases().await {
+            warn!(error = %e, "could not release old delivery leases");
+        }
+        let mut wake = self.service.outbox_events();
+        let mut running: HashMap<i64, Running> = HashMap::new();
+        let mut sweep = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            match self.service.store().list_channels().await {
+                Ok(channels) => self.reconcile(&mut running, channels),
+                Err(e) => warn!(error = %e, "could not list channels"),
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = wake.changed() => {}
+                _ = sweep.tick() => self.expire().await,
+            }
+        }
+        for r in running.values() {
+            r.stop.cancel();
+        }
+    }
+
+    fn reconcile(&self, running: &mut HashMap<i64, Running>, channels: Vec<Channel>) {
+        running.retain(|id, r| {
+            let keep = channels
+                .iter()
+                .any(|c| c.id == *id && c.enabled && *c == r.channel);
+            if !keep {
+                r.stop.cancel();
+            }
+            keep
+        });
+        for channel in channels.into_iter().filter(|c| c.enabled) {
+            if running.contains_key(&channel.id) {
+                continue;
+            }
+            let stop = self.cancel.child_token();
+            let worker = Worker {
+                service: self.service.clone(),
+                settings: self.settings.clone(),
+                channel: channel.clone(),
+                stop: stop.clone(),
+            };
+            let span = info_span!("channel", id = channel.id, name = %channel.name);
+            self.tracker.spawn(worker.run().instrument(span));
+            running.insert(channel.id, Running { channel, stop });
+        }
+    }
+
+    async fn expire(&self) {
+        match self.service.store().expire_deliveries(Timestamp::now()).await {
+            Ok(expired) => {
+                for d in expired {
+                    warn!(delivery = d.id, channel = d.channel_id, "delivery passed its deadline");
+                    metrics::counter!("herald_deliveries_total", "channel" => d.channel_id.to_string(), "outcome" => "failed").increment(1);
+                }
+            }
+            Err(e) => warn!(error = %e, "could not expire deliveries"),
+        }
+    }
+}
+
+struct Worker {
+    service: Service,
+    settings: NotifySettings,
+    channel: Channel,
+    stop: CancellationToken,
+}
+
+/// Records a posted message's id on the delivery as soon as it is known.
+struct DeliveryProgress<'a> {
+    service: &'a Service,
+    id: i64,
+}
+
+#[async_trait]
+impl Progress for DeliveryProgress<'_> {
+    async fn posted(&self, remote_id: &str, remote_url: Option<&str>) {
+        if let Err(e) = self
+            .service
+            .store()
+            .delivery_posted(self.id, remote_id, remote_url)
+            .await
+        {
+            warn!(delivery = self.id, error = %e, "could not record the posted message");
+        }
+    }
+}
+
+impl Worker {
+    async fn run(self) {
+        let sender = match sender_for(&self.channel, &self.settings, &self.service) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(reason = e.reason(), "channel cannot send");
+                return;
+            }
+        };
+        let mut wake = self.service.outbox_events();
+        debug!("worker started");
+        while !self.stop.is_cancelled() {
+            let now = now_ms();
+            let claimed = self
+                .service
+                .store()
+                .claim_delivery(self.channel.id, now, now + LEASE.as_millis() as i64)
+                .await;
+            match claimed {
+                Ok(Some(d)) => self.deliver(sender.as_ref(), d).await,
+                Ok(None) => {
+                    let due = self
+                        .service
+                        .store()
+                        .next_due_ms(self.channel.id)
+                        .await
+                        .ok()
+                        .flatten();
+                    let wait = due
+                        .map(|t| Duration::from_millis((t - now_ms()).max(0) as u64))
+                        .unwrap_or(POLL)
+                        .min(POLL);
+                    tokio::select! {
+                        _ = self.stop.cancelled() => break,
+                        _ = wake.changed() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not claim a delivery");
+                    tokio::select! {
+                        _ = self.stop.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+        debug!("worker stopped");
+    }
+
+    async fn deliver(&self, sender: &dyn Sender, d: Delivery) {
+        let store = self.service.store();
+        let channel = self.channel.id.to_string();
+        let started = Instant::now();
+        let loaded = async {
+            let update = store.get_update(d.update_id).await?;
+            let window = store.get_maintenance(d.maintenance_id).await?;
+            let thread = store.get_thread(d.channel_id, d.maintenance_id).await?;
+            Ok::<_, crate::store::StoreError>((update, window, thread))
+        }
+        .await;
+        let (update, window, thread) = match loaded {
+            Ok((Some(u), Some(w), t)) => (u, w, t),
+            Ok(_) => {
+                let _ = store
+                    .delivery_failed(d.id, "its window or update no longer exists")
+                    .await;
+                return;
+            }
+            Err(e) => {
+                warn!(delivery = d.id, error = %e, "could not load a delivery");
+                let _ = store
+                    .delivery_retry(d.id, &e.to_string(), now_ms() + 1000)
+                    .await;
+                return;
+            }
+        };
+        let job = Job {
+            delivery: &d,
+            update: &update,
+            window: &window,
+            thread: thread.as_ref(),
+            page_url: self.settings.page_url(window.id),
+        };
+        let progress = DeliveryProgress {
+            service: &self.service,
+            id: d.id,
+        };
+        let result = sender.send(&job, &progress).await;
+        metrics::counter!("herald_delivery_attempts_total", "channel" => channel.clone())
+            .increment(1);
+        metrics::histogram!("herald_delivery_attempt_seconds", "channel" => channel.clone())
+            .record(started.elapsed().as_secs_f64());
+        let outcome = match result {
+            Ok(sent) => {
+                let recorded = store
+                    .delivery_sent(
+                        d.id,
+                        &sent.remote_id,
+                        sent.remote_url.as_deref(),
+                        sent.thread.as_ref(),
+                        Timestamp::now(),
+                    )
+                    .await;
+                if let Err(e) = recorded {
+                    warn!(delivery = d.id, error = %e, "sent, but could not record it");
+                    return;
+                }
+                let latency = (now_ms() - d.created_ms).max(0) as f64 / 1000.0;
+                metrics::histogram!("herald_delivery_latency_seconds", "channel" => channel.clone())
+                    .record(latency);
+                debug!(delivery = d.id, kind = d.kind.as_str(), latency, "delivered");
+                "sent"
+            }
+            Err(SendError::Permanent(reason)) => {
+                warn!(delivery = d.id, reason, "delivery failed");
+                let _ = store.delivery_failed(d.id, &reason).await;
+                "failed"
+            }
+            Err(SendError::Transient { reason, after }) => {
+                let wait = match after {
+                    // The server said when; a little jitter keeps instances apart.
+                    Some(after) => after + backoff(1).mul_f64(0.2),
+                    None => backoff(d.attempts),
+                };
+                let next = now_ms() + wait.as_millis() as i64;
+                if next / 1000 >= d.deadline_at.as_second() {
+                    let reason = format!("{reason}; gave up at the deadline");
+                    warn!(delivery = d.id, reason, "delivery failed");
+                    let _ = store.delivery_failed(d.id, &reason).await;
+                    "failed"
+                } else {
+                    info!(delivery = d.id, reason, attempt = d.attempts, retry_in = ?wait, "delivery will be retried");
+                    let _ = store.delivery_retry(d.id, &reason, next).await;
+                    "retry"
+                }
+            }
+        };
+        metrics::counter!("herald_deliveries_total", "channel" => channel, "outcome" => outcome)
+            .increment(1);
+    }
+}

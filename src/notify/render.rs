@@ -1,0 +1,457 @@
+//! What an announcement says on each channel. The wording is in `templates/notify/` (one
+//! block per event and channel kind); this module fills in the facts, builds Discord's embed
+//! and Bluesky's post, and keeps every platform limit.
+
+use askama::Template;
+use atrium_api::app::bsky::embed::external;
+use atrium_api::app::bsky::feed::post;
+use atrium_api::app::bsky::richtext::facet;
+use atrium_api::types::Union;
+use atrium_api::types::string::{Datetime, Language};
+use serenity::builder::{CreateEmbed, CreateEmbedFooter};
+use unicode_segmentation::UnicodeSegmentation;
+
+use crate::domain::{
+    Maintenance, Schedule, StepState, Update, UpdateKind, WindowState, format_utc,
+};
+
+/// Discord's limits (INTEGRATIONS.md): content, embed title, description, field value,
+/// footer, and the sum over all embeds of a message.
+pub mod discord_limits {
+    pub const CONTENT: usize = 2000;
+    pub const TITLE: usize = 256;
+    pub const DESCRIPTION: usize = 4096;
+    pub const FIELD_VALUE: usize = 1024;
+    pub const FOOTER: usize = 2048;
+    pub const EMBED_TOTAL: usize = 6000;
+}
+
+/// Bluesky's post limits: graphemes and UTF-8 bytes of `text`.
+pub const POST_GRAPHEMES: usize = 300;
+pub const POST_BYTES: usize = 3000;
+
+/// The facts every wording template may use.
+pub struct Event<'a> {
+    pub kind: &'static str,
+    pub title: String,
+    pub body: String,
+    pub note: Option<String>,
+    pub step: String,
+    pub position: i64,
+    pub done: usize,
+    pub total: usize,
+    /// Discord: the schedule as `<t:…>` tags, each reader's own zone.
+    pub when_discord: String,
+    /// Bluesky: the schedule in UTC words.
+    pub when_utc: String,
+    pub components: String,
+    _window: &'a Maintenance,
+}
+
+#[derive(Template)]
+#[template(path = "notify/discord.txt", escape = "none")]
+struct DiscordText<'a> {
+    e: &'a Event<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "notify/bluesky.txt", escape = "none")]
+struct BlueskyText<'a> {
+    e: &'a Event<'a>,
+}
+
+/// Escape Discord markdown so a title like `*nix_boxes` shows as typed; `<` is escaped so
+/// text cannot form a mention or a timestamp tag (mentions are also never parsed).
+pub fn escape_markdown(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\\' | '*' | '_' | '~' | '`' | '|' | '>' | '<' | '#' | '[' | ']' | '@') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn discord_when(m: &Maintenance) -> String {
+    match m.schedule() {
+        Schedule::Fixed {
+            starts_at,
+            ends_at: Some(end),
+        } => format!(
+            "<t:{s}:F> to <t:{e}:t> (<t:{s}:R>)",
+            s = starts_at.as_second(),
+            e = end.as_second()
+        ),
+        Schedule::Fixed { starts_at, .. } => {
+            format!("<t:{s}:F> (<t:{s}:R>)", s = starts_at.as_second())
+        }
+        Schedule::Tentative { hint: Some(hint) } => {
+            format!("date to be announced ({})", escape_markdown(&hint))
+        }
+        Schedule::Tentative { hint: None } => "date to be announced".to_owned(),
+    }
+}
+
+fn utc_when(m: &Maintenance) -> String {
+    match m.schedule() {
+        Schedule::Fixed {
+            starts_at,
+            ends_at: Some(end),
+        } => {
+            let same_day = starts_at.strftime("%Y%m%d").to_string()
+                == end.strftime("%Y%m%d").to_string();
+            if same_day {
+                format!(
+                    "{} to {} UTC",
+                    starts_at.strftime("%a %-d %b %Y, %H:%M"),
+                    end.strftime("%H:%M")
+                )
+            } else {
+                format!("{} to {}", format_utc(starts_at), format_utc(end))
+            }
+        }
+        Schedule::Fixed { starts_at, .. } => format_utc(starts_at),
+        Schedule::Tentative { hint: Some(hint) } => format!("Date to be announced: {hint}"),
+        Schedule::Tentative { hint: None } => "Date to be announced".to_owned(),
+    }
+}
+
+impl<'a> Event<'a> {
+    /// The facts of `update` on `window`; `markdown` escapes maintainer text for Discord.
+    fn new(window: &'a Maintenance, update: &Update, markdown: bool) -> Self {
+        let text = |s: &str| {
+            if markdown {
+                escape_markdown(s)
+            } else {
+                s.to_owned()
+            }
+        };
+        let step = update
+            .step_position
+            .and_then(|p| window.steps.iter().find(|s| s.position == p));
+        Self {
+            kind: update.kind.as_str(),
+            title: text(&window.title),
+            body: text(&update.body),
+            note: update.note.as_deref().map(text),
+            step: step.map(|s| text(&s.title)).unwrap_or_default(),
+            position: update.step_position.unwrap_or(0),
+            done: window.steps_done(),
+            total: window.steps.len(),
+            when_discord: discord_when(window),
+            when_utc: utc_when(window),
+            components: window
+                .components
+                .iter()
+                .map(|c| text(&c.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+            _window: window,
+        }
+    }
+}
+
+/// Cut `s` to at most `max` characters, ending with "…" when cut.
+pub fn cut_chars(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// The short message Discord gets for a milestone; `mention` prefixes a role mention.
+pub fn discord_message(window: &Maintenance, update: &Update, page_url: &str) -> String {
+    let event = Event::new(window, update, true);
+    let text = DiscordText { e: &event }
+        .render()
+        .unwrap_or_else(|_| event.title.clone());
+    let link = format!("\n<{page_url}>");
+    let room = discord_limits::CONTENT - link.chars().count();
+    format!("{}{link}", cut_chars(text.trim(), room))
+}
+
+fn step_mark(state: StepState) -> &'static str {
+    match state {
+        StepState::Pending => "⬜",
+        StepState::InProgress => "🔄",
+        StepState::Done => "✅",
+        StepState::Failed => "❌",
+        StepState::Skipped => "⏭️",
+    }
+}
+
+/// Embed colour: what a reader takes in before reading.
+fn colour(m: &Maintenance) -> u32 {
+    match m.state {
+        WindowState::Completed => 0x1a7f37,
+        WindowState::Cancelled => 0x6e7781,
+        WindowState::InProgress if m.steps.iter().any(|s| s.state == StepState::Failed) => {
+            0xcf222e
+        }
+        WindowState::InProgress => 0xbf8700,
+        _ => 0x0969da,
+    }
+}
+
+/// A progress line: "3 of 6 steps done ▰▰▰▱▱▱".
+fn progress_line(m: &Maintenance) -> String {
+    let total = m.steps.len();
+    let settled = m.steps_settled();
+    let cells = total.min(20);
+    let filled = settled * cells / total.max(1);
+    let bar: String = (0..cells)
+        .map(|i| if i < filled { '▰' } else { '▱' })
+        .collect();
+    format!("{} of {total} steps done {bar}", m.steps_done())
+}
+
+/// The live announcement: an embed that is edited in place as the window proceeds.
+pub fn discord_embed(
+    window: &Maintenance,
+    page_url: &str,
+    site_name: &str,
+    now: jiff::Timestamp,
+) -> CreateEmbed {
+    use discord_limits as l;
+    let title = cut_chars(&window.title, l::TITLE);
+    let state = match window.state {
+        WindowState::InProgress => match window.current_step() {
+            Some(s) if s.state == StepState::Failed => {
+                format!("In progress: step {} failed", s.position)
+            }
+            Some(s) => format!("In progress: step {} of {}", s.position, window.steps.len()),
+            None => "In progress".to_owned(),
+        },
+        s => s.label().to_owned(),
+    };
+    let when = discord_when(window);
+    let components = window
+        .components
+        .iter()
+        .map(|c| escape_markdown(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+
+    // Description: the maintainer's words, then the plan as a checklist. A long plan is cut
+    // at a whole step with a pointer to the page.
+    let intro = cut_chars(&window.description, 1000);
+    let mut description = escape_markdown_keep_lines(&intro);
+    if !window.steps.is_empty() {
+        if !description.is_empty() {
+            description.push_str("\n\n");
+        }
+        description.push_str(&format!("**Plan**: {}\n", progress_line(window)));
+        let more = |n: usize| format!("… and {n} more steps: {page_url}");
+        for (i, s) in window.steps.iter().enumerate() {
+            let line = format!(
+                "{} {}. {}\n",
+                step_mark(s.state),
+                s.position,
+                escape_markdown(&cut_chars(&s.title, 200))
+            );
+            let left = window.steps.len() - i;
+            let reserve = if left > 1 {
+                more(left).chars().count()
+            } else {
+                0
+            };
+            if description.chars().count() + line.chars().count() + reserve > l::DESCRIPTION {
+                description.push_str(&more(left));
+                break;
+            }
+            description.push_str(&line);
+        }
+    }
+    let footer = cut_chars(site_name, 100);
+    let mut embed = CreateEmbed::new()
+        .title(title)
+        .url(page_url)
+        .colour(colour(window))
+        .field("Status", cut_chars(&state, l::FIELD_VALUE), true)
+        .field("When", cut_chars(&when, l::FIELD_VALUE), true);
+    if !components.is_empty() {
+        embed = embed.field("Affected", cut_chars(&components, l::FIELD_VALUE), true);
+    }
+    // The whole embed stays within 6000: title 256 + fields ≤ 3 × (name + 1024) + footer
+    // 100 leave room for a description of 4096 minus what the fields took.
+    let used = window.title.chars().count().min(l::TITLE)
+        + state.chars().count().min(l::FIELD_VALUE)
+        + when.chars().count().min(l::FIELD_VALUE)
+        + components.chars().count().min(l::FIELD_VALUE)
+        + footer.chars().count()
+        + 30;
+    let room = l::EMBED_TOTAL.saturating_sub(used).min(l::DESCRIPTION);
+    let description = cut_chars(description.trim_end(), room);
+    if !description.is_empty() {
+        embed = embed.description(description);
+    }
+    if let Ok(ts) = serenity::model::Timestamp::from_unix_timestamp(now.as_second()) {
+        embed = embed.timestamp(ts);
+    }
+    embed.footer(CreateEmbedFooter::new(footer))
+}
+
+fn escape_markdown_keep_lines(s: &str) -> String {
+    // Descriptions are markdown already (the status page renders them); Discord understands
+    // most of it. Only mentions and timestamp tags are neutralised.
+    s.replace('<', "\\<").replace('@', "@\u{200b}")
+}
+
+/// A Bluesky post: text (shortened at a grapheme boundary to fit, keeping the link), a link
+/// facet over the link text, and for the thread's root a link card.
+pub struct BlueskyPost {
+    pub text: String,
+    pub link_start: usize,
+    pub link_end: usize,
+    pub page_url: String,
+    pub card: Option<(String, String)>,
+}
+
+/// How a link is shown: without the scheme, to save graphemes; the facet carries the URL.
+fn shown_link(url: &str) -> &str {
+    url.strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url)
+}
+
+/// Cut `s` to at most `graphemes` graphemes and `bytes` bytes, ending with "…" when cut.
+pub fn cut_graphemes(s: &str, graphemes: usize, bytes: usize) -> String {
+    let count = s.graphemes(true).count();
+    if count <= graphemes && s.len() <= bytes {
+        return s.to_owned();
+    }
+    let mut out = String::new();
+    for (i, g) in s.graphemes(true).enumerate() {
+        if i + 1 >= graphemes || out.len() + g.len() + '…'.len_utf8() > bytes {
+            break;
+        }
+        out.push_str(g);
+    }
+    let mut out = out.trim_end().to_owned();
+    out.push('…');
+    out
+}
+
+pub fn bluesky_post(
+    window: &Maintenance,
+    update: &Update,
+    page_url: &str,
+    root: bool,
+) -> BlueskyPost {
+    let event = Event::new(window, update, false);
+    let text = BlueskyText { e: &event }
+        .render()
+        .unwrap_or_else(|_| event.title.clone());
+    let link = shown_link(page_url);
+    let sep = "\n\n";
+    let link_graphemes = link.graphemes(true).count() + sep.len();
+    let body = cut_graphemes(
+        text.trim(),
+        POST_GRAPHEMES.saturating_sub(link_graphemes),
+        POST_BYTES - link.len() - sep.len(),
+    );
+    let text = format!("{body}{sep}{link}");
+    let link_end = text.len();
+    let link_start = link_end - link.len();
+    let card = root.then(|| {
+        let description = match window.description.trim() {
+            "" => utc_when(window),
+            d => cut_chars(d, 300),
+        };
+        (cut_chars(&window.title, 300), description)
+    });
+    BlueskyPost {
+        text,
+        link_start,
+        link_end,
+        page_url: page_url.to_owned(),
+        card,
+    }
+}
+
+/// The post as an `app.bsky.feed.post` record.
+pub fn post_record(
+    post: &BlueskyPost,
+    created_at: Datetime,
+    langs: &[String],
+    reply: Option<post::ReplyRef>,
+) -> post::RecordData {
+    let link = facet::MainData {
+        index: facet::ByteSliceData {
+            byte_start: post.link_start,
+            byte_end: post.link_end,
+        }
+        .into(),
+        features: vec![Union::Refs(facet::MainFeaturesItem::Link(Box::new(
+            facet::LinkData {
+                uri: post.page_url.clone(),
+            }
+            .into(),
+        )))],
+    };
+    let embed = post.card.as_ref().map(|(title, description)| {
+        Union::Refs(post::RecordEmbedRefs::AppBskyEmbedExternalMain(Box::new(
+            external::MainData {
+                external: external::ExternalData {
+                    uri: post.page_url.clone(),
+                    title: title.clone(),
+                    description: description.clone(),
+                    thumb: None,
+                    associated_refs: None,
+                }
+                .into(),
+            }
+            .into(),
+        )))
+    });
+    post::RecordData {
+        created_at,
+        embed,
+        entities: None,
+        facets: Some(vec![link.into()]),
+        labels: None,
+        langs: Some(
+            langs
+                .iter()
+                .filter_map(|l| l.parse::<Language>().ok())
+                .take(3)
+                .collect(),
+        ),
+        reply,
+        tags: None,
+        text: post.text.clone(),
+    }
+}
+
+/// Kinds of update that a Discord channel can additionally post as a message (the form's
+/// choices).
+pub fn milestone_choices() -> impl Iterator<Item = UpdateKind> {
+    UpdateKind::ALL
+        .into_iter()
+        .filter(|k| *k != UpdateKind::Announced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graphemes_are_cut_whole() {
+        let family = "👨‍👩‍👧‍👦";
+        let s = family.repeat(400);
+        let cut = cut_graphemes(&s, 300, 3000);
+        assert!(cut.graphemes(true).count() <= 300);
+        assert!(cut.len() <= 3000);
+        assert!(cut.ends_with('…'));
+        assert!(cut.trim_end_matches('…').graphemes(true).all(|g| g == family));
+        assert_eq!(cut_graphemes("short", 300, 3000), "short");
+    }
+
+    #[test]
+    fn markdown_is_escaped() {
+        assert_eq!(escape_markdown("*a_b* <@123>"), "\\*a\\_b\\* \\<\\@123\\>");
+    }
+}

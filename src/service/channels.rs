@@ -1,0 +1,181 @@
+//! Channels and deliveries: adding and changing where announcements go, and an admin's Retry
+//! and Skip on failed deliveries. Every change wakes the outbox workers.
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::{Service, ServiceError, ServiceResult};
+use crate::domain::{Channel, ChannelSource, Delivery, NewChannel, ValidationError};
+use crate::store::StoreError;
+
+impl Service {
+    /// When a delivery created at `now` is given up.
+    pub(super) fn deadline_from(&self, now: Timestamp) -> Timestamp {
+        SignedDuration::try_from(self.delivery_deadline)
+            .ok()
+            .and_then(|d| now.checked_add(d).ok())
+            .unwrap_or(Timestamp::MAX)
+    }
+
+    pub async fn channels(&self) -> ServiceResult<Vec<Channel>> {
+        Ok(self.store.list_channels().await?)
+    }
+
+    pub async fn channel(&self, id: i64) -> ServiceResult<Channel> {
+        self.store
+            .get_channel(id)
+            .await?
+            .ok_or(ServiceError::NotFound("channel"))
+    }
+
+    fn duplicate_name(e: StoreError, name: &str) -> ServiceError {
+        match e {
+            StoreError::Duplicate(_) => ValidationError::new(
+                "name",
+                format!("a channel named {name:?} exists already"),
+            )
+            .into(),
+            e => e.into(),
+        }
+    }
+
+    pub async fn create_channel(&self, new: NewChannel, actor: &str) -> ServiceResult<Channel> {
+        let new = new.validate(false)?;
+        let channel = self
+            .store
+            .insert_channel(&new, ChannelSource::Admin, self.now())
+            .await
+            .map_err(|e| Self::duplicate_name(e, &new.name))?;
+        self.store
+            .audit(actor, "channel.create", Some(&channel.name), self.now())
+            .await?;
+        self.wake_outbox();
+        Ok(channel)
+    }
+
+    /// Change a channel; an empty secret keeps the stored one.
+    pub async fn edit_channel(
+        &self,
+        id: i64,
+        new: NewChannel,
+        actor: &str,
+    ) -> ServiceResult<Channel> {
+        let current = self.channel(id).await?;
+        let mut new = new;
+        // The kind is fixed once created: a webhook's deliveries cannot become a bot's.
+        new.kind = Some(current.kind);
+        if new.target.trim().is_empty() && current.kind == crate::domain::ChannelKind::DiscordWebhook
+        {
+            new.target = current.target.clone();
+        }
+        let new = new.validate(true)?;
+        let channel = self
+            .store
+            .update_channel(id, &new)
+            .await
+            .map_err(|e| Self::duplicate_name(e, &new.name))?;
+        self.store
+            .audit(actor, "channel.edit", Some(&channel.name), self.now())
+            .await?;
+        self.wake_outbox();
+        Ok(channel)
+    }
+
+    pub async fn delete_channel(&self, id: i64, actor: &str) -> ServiceResult<()> {
+        let channel = self.channel(id).await?;
+        self.store.delete_channel(id).await?;
+        self.store
+            .audit(actor, "channel.delete", Some(&channel.name), self.now())
+            .await?;
+        self.wake_outbox();
+        Ok(())
+    }
+
+    /// A channel from the environment: created on first start; later starts refresh its
+    /// address and secret and keep what an admin chose (events, milestones, mention).
+    pub async fn ensure_env_channel(&self, new: NewChannel) -> ServiceResult<Channel> {
+        let new = new.validate(false)?;
+        let existing = self
+            .store
+            .list_channels()
+            .await?
+            .into_iter()
+            .find(|c| c.name == new.name);
+        let channel = match existing {
+            Some(c) => {
+                let merged = NewChannel {
+                    events: c.events.clone(),
+                    milestones: c.milestones.clone(),
+                    mention_role: c.mention_role.clone(),
+                    enabled: c.enabled,
+                    ..new
+                };
+                self.store.update_channel(c.id, &merged).await?
+            }
+            None => {
+                self.store
+                    .insert_channel(&new, ChannelSource::Env, self.now())
+                    .await?
+            }
+        };
+        self.wake_outbox();
+        Ok(channel)
+    }
+
+    pub async fn deliveries(&self, maintenance_id: i64) -> ServiceResult<Vec<Delivery>> {
+        Ok(self.store.list_deliveries(maintenance_id).await?)
+    }
+
+    /// Deliveries not yet confirmed (pending or failed), oldest first.
+    pub async fn unsent_deliveries(&self, limit: i64) -> ServiceResult<Vec<Delivery>> {
+        Ok(self.store.unsent_deliveries(limit).await?)
+    }
+
+    /// Try a failed delivery again, with a fresh deadline.
+    pub async fn retry_delivery(&self, id: i64, actor: &str) -> ServiceResult<Delivery> {
+        let now = Timestamp::now();
+        if !self
+            .store
+            .retry_delivery(id, now.as_millisecond(), self.deadline_from(now))
+            .await?
+        {
+            return Err(self.not_failed(id).await);
+        }
+        self.store
+            .audit(actor, "delivery.retry", Some(&id.to_string()), self.now())
+            .await?;
+        self.wake_outbox();
+        self.delivery(id).await
+    }
+
+    /// Give up a failed delivery for good, so the window's later deliveries may go.
+    pub async fn skip_delivery(&self, id: i64, actor: &str) -> ServiceResult<Delivery> {
+        if !self.store.skip_delivery(id).await? {
+            return Err(self.not_failed(id).await);
+        }
+        self.store
+            .audit(actor, "delivery.skip", Some(&id.to_string()), self.now())
+            .await?;
+        self.wake_outbox();
+        self.delivery(id).await
+    }
+
+    pub async fn delivery(&self, id: i64) -> ServiceResult<Delivery> {
+        self.store
+            .get_delivery(id)
+            .await?
+            .ok_or(ServiceError::NotFound("delivery"))
+    }
+
+    async fn not_failed(&self, id: i64) -> ServiceError {
+        match self.delivery(id).await {
+            Ok(d) => ServiceError::Domain(
+                crate::domain::RuleError::new(format!(
+                    "only a failed delivery can be retried or skipped; this one is {}",
+                    d.state.as_str()
+                ))
+                .into(),
+            ),
+            Err(e) => e,
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! Channels, deliveries and threads on SQLite. A claim is one `UPDATE … RETURNING`, so no
+//! transaction stays open while a worker talks to Discord or Bluesky.
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{SqliteStore, opt_ts, parse, secs, ts, update_from};
+use crate::domain::{
+    Channel, ChannelKind, ChannelSecret, ChannelSource, Delivery, DeliveryState, NewChannel,
+    NewDelivery, NewUpdate, Thread, Update, UpdateKind, join_kinds, parse_kinds,
+};
+use crate::store::{Outbox, StoreError, StoreResult};
+
+const CHANNEL_COLUMNS: &str = "id, name, kind, target, secret, api_url, events, milestones, \
+     mention_role, langs, enabled, source";
+
+const DELIVERY_COLUMNS: &str = "id, channel_id, maintenance_id, update_id, kind, state, attempts, \
+     next_attempt_ms, deadline_at, idem_key, remote_id, remote_url, last_error, created_ms, sent_at";
+
+fn channel_from(row: &SqliteRow) -> StoreResult<Channel> {
+    let kind: String = row.try_get("kind")?;
+    let source: String = row.try_get("source")?;
+    let events: String = row.try_get("events")?;
+    let milestones: String = row.try_get("milestones")?;
+    let langs: String = row.try_get("langs")?;
+    Ok(Channel {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        kind: parse(&kind, "channel kind", ChannelKind::parse)?,
+        target: row.try_get("target")?,
+        secret: ChannelSecret::new(row.try_get::<String, _>("secret")?),
+        api_url: row.try_get("api_url")?,
+        events: parse_kinds(&events),
+        milestones: parse_kinds(&milestones),
+        mention_role: row.try_get("mention_role")?,
+        langs: langs
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        enabled: row.try_get("enabled")?,
+        source: parse(&source, "channel source", ChannelSource::parse)?,
+    })
+}
+
+fn delivery_from(row: &SqliteRow) -> StoreResult<Delivery> {
+    let kind: String = row.try_get("kind")?;
+    let state: String = row.try_get("state")?;
+    Ok(Delivery {
+        id: row.try_get("id")?,
+        channel_id: row.try_get("channel_id")?,
+        maintenance_id: row.try_get("maintenance_id")?,
+        update_id: row.try_get("update_id")?,
+        kind: parse(&kind, "update kind", UpdateKind::parse)?,
+        state: parse(&state, "delivery state", DeliveryState::parse)?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_ms: row.try_get("next_attempt_ms")?,
+        deadline_at: ts(row.try_get("deadline_at")?)?,
+        idem_key: row.try_get("idem_key")?,
+        remote_id: row.try_get("remote_id")?,
+        remote_url: row.try_get("remote_url")?,
+        last_error: row.try_get("last_error")?,
+        created_ms: row.try_get("created_ms")?,
+        sent_at: opt_ts(row.try_get("sent_at")?)?,
+    })
+}
+
+/// Insert a change's deliveries; `update_ids` are the ids its updates got, in order.
+pub(super) async fn insert_deliveries(
+    tx: &mut Transaction<'_, Sqlite>,
+    maintenance_id: i64,
+    updates: &[NewUpdate],
+    update_ids: &[i64],
+    deliveries: &[NewDelivery],
+) -> StoreResult<()> {
+    for d in deliveries {
+        let (Some(update), Some(update_id)) = (updates.get(d.update), update_ids.get(d.update))
+        else {
+            return Err(StoreError::Corrupt(format!(
+                "delivery for update #{} of {}",
+                d.update,
+                updates.len()
+            )));
+        };
+        sqlx::query(
+            "INSERT INTO deliveries (channel_id, maintenance_id, update_id, kind, state, \
+             next_attempt_ms, deadline_at, idem_key, created_ms) \
+             VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8)",
+        )
+        .bind(d.channel_id)
+        .bind(maintenance_id)
+        .bind(update_id)
+        .bind(update.kind.as_str())
+        .bind(d.created_ms)
+        .bind(secs(d.deadline_at))
+        .bind(&d.idem_key)
+        .bind(d.created_ms)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Outbox for SqliteStore {
+    async fn list_channels(&self) -> StoreResult<Vec<Channel>> {
+        sqlx::query(&format!(
+            "SELECT {CHANNEL_COLUMNS} FROM channels ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(channel_from)
+        .collect()
+    }
+
+    async fn get_channel(&self, id: i64) -> StoreResult<Option<Channel>> {
+        sqlx::query(&format!(
+            "SELECT {CHANNEL_COLUMNS} FROM channels WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(channel_from)
+        .transpose()
+    }
+
+    async fn insert_channel(
+        &self,
+        new: &NewChannel,
+        source: ChannelSource,
+        now: Timestamp,
+    ) -> StoreResult<Channel> {
+        let kind = new.kind.ok_or(StoreError::Corrupt("channel without kind".into()))?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO channels (name, kind, target, secret, api_url, events, milestones, \
+             mention_role, langs, enabled, source, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             RETURNING {CHANNEL_COLUMNS}"
+        ))
+        .bind(&new.name)
+        .bind(kind.as_str())
+        .bind(&new.target)
+        .bind(new.secret.expose())
+        .bind(&new.api_url)
+        .bind(join_kinds(&new.events))
+        .bind(join_kinds(&new.milestones))
+        .bind(&new.mention_role)
+        .bind(new.langs.join(","))
+        .bind(new.enabled)
+        .bind(source.as_str())
+        .bind(secs(now))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                StoreError::Duplicate("a channel with this name")
+            }
+            e => e.into(),
+        })?;
+        channel_from(&row)
+    }
+
+    async fn update_channel(&self, id: i64, new: &NewChannel) -> StoreResult<Channel> {
+        let kind = new.kind.ok_or(StoreError::Corrupt("channel without kind".into()))?;
+        let secret = new.secret.expose();
+        let row = sqlx::query(&format!(
+            "UPDATE channels SET name = $1, kind = $2, target = $3, \
+             secret = CASE WHEN $4 = '' THEN secret ELSE $4 END, \
+             session = CASE WHEN $4 = '' OR $4 = secret THEN session ELSE NULL END, \
+             api_url = $5, events = $6, milestones = $7, mention_role = $8, langs = $9, \
+             enabled = $10 WHERE id = $11 RETURNING {CHANNEL_COLUMNS}"
+        ))
+        .bind(&new.name)
+        .bind(kind.as_str())
+        .bind(&new.target)
+        .bind(secret)
+        .bind(&new.api_url)
+        .bind(join_kinds(&new.events))
+        .bind(join_kinds(&new.milestones))
+        .bind(&new.mention_role)
+        .bind(new.langs.join(","))
+        .bind(new.enabled)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                StoreError::Duplicate("a channel with this name")
+            }
+            e => e.into(),
+        })?
+        .ok_or(StoreError::NotFound)?;
+        channel_from(&row)
+    }
+
+    async fn delete_channel(&self, id: i64) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM channels WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn channel_session(&self, id: i64) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar::<_, Option<String>>("SELECT session FROM channels WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
+    }
+
+    async fn set_channel_session(&self, id: i64, session: Option<&str>) -> StoreResult<()> {
+        sqlx::query("UPDATE channels SET session = $1 WHERE id = $2")
+            .bind(session)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_delivery(
+        &self,
+        channel_id: i64,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> StoreResult<Option<Delivery>> {
+        sqlx::query(&format!(
+            "UPDATE deliveries SET attempts = attempts + 1, lease_until_ms = $3 \
+             WHERE id = ( \
+               SELECT d.id FROM deliveries d \
+               WHERE d.channel_id = $1 AND d.state = 'pending' AND d.next_attempt_ms <= $2 \
+                 AND (d.lease_until_ms IS NULL OR d.lease_until_ms < $2) \
+                 AND NOT EXISTS (SELECT 1 FROM deliveries e \
+                   WHERE e.channel_id = d.channel_id AND e.maintenance_id = d.maintenance_id \
+                     AND e.id < d.id AND e.state IN ('pending', 'failed')) \
+               ORDER BY d.next_attempt_ms, d.id LIMIT 1) \
+             RETURNING {DELIVERY_COLUMNS}"
+        ))
+        .bind(channel_id)
+        .bind(now_ms)
+        .bind(lease_until_ms)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(delivery_from)
+        .transpose()
+    }
+
+    async fn next_due_ms(&self, channel_id: i64) -> StoreResult<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(MAX(next_attempt_ms, COALESCE(lease_until_ms, 0))) FROM deliveries \
+             WHERE channel_id = $1 AND state = 'pending'",
+        )
+        .bind(channel_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn delivery_sent(
+        &self,
+        id: i64,
+        remote_id: &str,
+        remote_url: Option<&str>,
+        thread: Option<&Thread>,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE deliveries SET state = 'sent', remote_id = $1, remote_url = $2, \
+             last_error = NULL, lease_until_ms = NULL, sent_at = $3 WHERE id = $4 \
+             RETURNING channel_id, maintenance_id",
+        )
+        .bind(remote_id)
+        .bind(remote_url)
+        .bind(secs(now))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        if let Some(t) = thread {
+            let channel_id: i64 = row.try_get("channel_id")?;
+            let maintenance_id: i64 = row.try_get("maintenance_id")?;
+            sqlx::query(
+                "INSERT INTO channel_threads (channel_id, maintenance_id, root_id, root_cid, \
+                 parent_id, parent_cid) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (channel_id, maintenance_id) DO UPDATE SET root_id = $3, \
+                 root_cid = $4, parent_id = $5, parent_cid = $6",
+            )
+            .bind(channel_id)
+            .bind(maintenance_id)
+            .bind(&t.root_id)
+            .bind(&t.root_cid)
+            .bind(&t.parent_id)
+            .bind(&t.parent_cid)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delivery_posted(
+        &self,
+        id: i64,
+        remote_id: &str,
+        remote_url: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE deliveries SET remote_id = $1, remote_url = $2 WHERE id = $3")
+            .bind(remote_id)
+            .bind(remote_url)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delivery_retry(&self, id: i64, error: &str, next_attempt_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE deliveries SET last_error = $1, next_attempt_ms = $2, lease_until_ms = NULL \
+             WHERE id = $3 AND state = 'pending'",
+        )
+        .bind(error)
+        .bind(next_attempt_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delivery_failed(&self, id: i64, error: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE deliveries SET state = 'failed', last_error = $1, lease_until_ms = NULL \
+             WHERE id = $2 AND state = 'pending'",
+        )
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn expire_deliveries(&self, now: Timestamp) -> StoreResult<Vec<Delivery>> {
+        sqlx::query(&format!(
+            "UPDATE deliveries SET state = 'failed', lease_until_ms = NULL, \
+             last_error = COALESCE(last_error || '; ', '') || 'not delivered before its deadline' \
+             WHERE state = 'pending' AND deadline_at <= $1 \
+               AND (lease_until_ms IS NULL OR lease_until_ms < $2) \
+             RETURNING {DELIVERY_COLUMNS}"
+        ))
+        .bind(secs(now))
+        .bind(now.as_millisecond())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(delivery_from)
+        .collect()
+    }
+
+    async fn retry_delivery(
+        &self,
+        id: i64,
+        now_ms: i64,
+        deadline: Timestamp,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET state = 'pending', next_attempt_ms = $1, deadline_at = $2, \
+             lease_until_ms = NULL WHERE id = $3 AND state = 'failed'",
+        )
+        .bind(now_ms)
+        .bind(secs(deadline))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn skip_delivery(&self, id: i64) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE deliveries SET state = 'skipped' WHERE id = $1 AND state = 'failed'")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn get_delivery(&self, id: i64) -> StoreResult<Option<Delivery>> {
+        sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(delivery_from)
+        .transpose()
+    }
+
+    async fn list_deliveries(&self, maintenance_id: i64) -> StoreResult<Vec<Delivery>> {
+        sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE maintenance_id = $1 \
+             ORDER BY id"
+        ))
+        .bind(maintenance_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(delivery_from)
+        .collect()
+    }
+
+    async fn unsent_deliveries(&self, limit: i64) -> StoreResult<Vec<Delivery>> {
+        sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state IN ('pending', 'failed') \
+             ORDER BY id LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(delivery_from)
+        .collect()
+    }
+
+    async fn get_thread(
+        &self,
+        channel_id: i64,
+        maintenance_id: i64,
+    ) -> StoreResult<Option<Thread>> {
+        let Some(row) = sqlx::query(
+            "SELECT root_id, root_cid, parent_id, parent_cid FROM channel_threads \
+             WHERE channel_id = $1 AND maintenance_id = $2",
+        )
+        .bind(channel_id)
+        .bind(maintenance_id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Thread {
+            root_id: row.try_get("root_id")?,
+            root_cid: row.try_get("root_cid")?,
+            parent_id: row.try_get("parent_id")?,
+            parent_cid: row.try_get("parent_cid")?,
+        }))
+    }
+
+    async fn release_leases(&self) -> StoreResult<()> {
+        sqlx::query("UPDATE deliveries SET lease_until_ms = NULL WHERE lease_until_ms IS NOT NULL")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_update(&self, id: i64) -> StoreResult<Option<Update>> {
+        sqlx::query(
+            "SELECT id, maintenance_id, kind, body, note, step_position, created_at FROM updates \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(update_from)
+        .transpose()
+    }
+}

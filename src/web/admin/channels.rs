@@ -1,0 +1,474 @@
+//! Admin pages for announcements: channels (add, change, test, remove; secrets write-only),
+//! the per-window delivery list with Retry and Skip, and previews of what each channel gets.
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::{Me, me, page};
+use crate::domain::{
+    Channel, ChannelKind, ChannelSecret, ChannelSource, DEFAULT_EVENTS, DEFAULT_MILESTONES,
+    Delivery, DomainError, Maintenance, NewChannel, Role, Update, UpdateKind, ValidationError,
+};
+use crate::notify::render::{bluesky_post, discord_embed, discord_message};
+use crate::notify::sender_for;
+use crate::service::ServiceError;
+use crate::web::auth::SignedIn;
+use crate::web::error::{AppError, Form, Path};
+use crate::web::public::{Site, TimeView, time};
+use super::CsrfForm;
+use crate::web::AppState;
+
+pub struct ChannelRow {
+    pub id: i64,
+    pub name: String,
+    pub kind: &'static str,
+    pub kind_label: &'static str,
+    pub target: String,
+    pub api_url: String,
+    pub from_env: bool,
+    pub enabled: bool,
+    pub events: Vec<(&'static str, &'static str, bool)>,
+    pub milestones: Vec<(&'static str, &'static str, bool)>,
+    pub mention_role: String,
+    pub langs: String,
+    pub is_discord: bool,
+}
+
+fn kind_choices(chosen: &[UpdateKind], from: impl Iterator<Item = UpdateKind>) -> Vec<(&'static str, &'static str, bool)> {
+    from.map(|k| (k.as_str(), k.label(), chosen.contains(&k)))
+        .collect()
+}
+
+fn row(c: &Channel) -> ChannelRow {
+    ChannelRow {
+        id: c.id,
+        name: c.name.clone(),
+        kind: c.kind.as_str(),
+        kind_label: c.kind.label(),
+        target: c.target.clone(),
+        api_url: c.api_url.clone().unwrap_or_default(),
+        from_env: c.source == ChannelSource::Env,
+        enabled: c.enabled,
+        events: kind_choices(&c.events, UpdateKind::ALL.into_iter()),
+        milestones: kind_choices(
+            &c.milestones,
+            UpdateKind::ALL.into_iter().filter(|k| *k != UpdateKind::Announced),
+        ),
+        mention_role: c.mention_role.clone().unwrap_or_default(),
+        langs: c.langs.join(", "),
+        is_discord: c.kind.is_discord(),
+    }
+}
+
+/// The add form as typed (kept on error).
+pub struct Draft {
+    pub name: String,
+    pub kind: String,
+    pub target: String,
+    pub api_url: String,
+    pub events: Vec<(&'static str, &'static str, bool)>,
+    pub milestones: Vec<(&'static str, &'static str, bool)>,
+    pub mention_role: String,
+    pub langs: String,
+}
+
+impl Default for Draft {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            kind: "discord_webhook".into(),
+            target: String::new(),
+            api_url: String::new(),
+            events: kind_choices(&DEFAULT_EVENTS, UpdateKind::ALL.into_iter()),
+            milestones: kind_choices(
+                &DEFAULT_MILESTONES,
+                UpdateKind::ALL.into_iter().filter(|k| *k != UpdateKind::Announced),
+            ),
+            mention_role: String::new(),
+            langs: "en".into(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/channels.html")]
+struct ChannelsPage {
+    site: Site,
+    me: Me,
+    channels: Vec<ChannelRow>,
+    kinds: Vec<(&'static str, &'static str)>,
+    draft: Draft,
+    /// Channel id the errors belong to (`None`: the add form).
+    error_for: Option<i64>,
+    errors: Vec<ValidationError>,
+    notice: Option<String>,
+}
+
+impl ChannelsPage {
+    fn error(&self, id: Option<i64>, field: &str) -> Option<&str> {
+        if self.error_for != id {
+            return None;
+        }
+        self.errors
+            .iter()
+            .find(|e| e.field == field)
+            .map(|e| e.message.as_str())
+    }
+}
+
+async fn channels_page(
+    state: &AppState,
+    signed_in: &SignedIn,
+    status: StatusCode,
+    draft: Draft,
+    error_for: Option<i64>,
+    errors: Vec<ValidationError>,
+    notice: Option<String>,
+) -> Result<Response, AppError> {
+    let channels = state.service.channels().await?.iter().map(row).collect();
+    page(
+        status,
+        &ChannelsPage {
+            site: state.site.clone(),
+            me: me(signed_in),
+            channels,
+            kinds: ChannelKind::ALL
+                .into_iter()
+                .map(|k| (k.as_str(), k.label()))
+                .collect(),
+            draft,
+            error_for,
+            errors,
+            notice,
+        },
+    )
+}
+
+pub async fn channels(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+) -> Result<Response, AppError> {
+    signed_in.require(Role::Admin)?;
+    channels_page(&state, &signed_in, StatusCode::OK, Draft::default(), None, vec![], None).await
+}
+
+/// The channel form, as urlencoded pairs (checkbox groups repeat a name).
+fn parse_form(body: &str) -> (String, NewChannel, Draft) {
+    let mut csrf = String::new();
+    let mut new = NewChannel {
+        enabled: false,
+        ..NewChannel::default()
+    };
+    let mut draft = Draft {
+        events: vec![],
+        milestones: vec![],
+        ..Draft::default()
+    };
+    let mut kind = String::new();
+    for (k, v) in form_urlencoded_pairs(body) {
+        match k.as_str() {
+            "csrf" => csrf = v,
+            "name" => new.name = v,
+            "kind" => kind = v,
+            "target" => new.target = v,
+            "secret" => new.secret = ChannelSecret::new(v),
+            "api_url" => new.api_url = Some(v),
+            "events" => new.events.extend(UpdateKind::parse(&v)),
+            "milestones" => new.milestones.extend(UpdateKind::parse(&v)),
+            "mention_role" => new.mention_role = Some(v),
+            "langs" => new.langs = v.split(',').map(|l| l.trim().to_owned()).collect(),
+            "enabled" => new.enabled = true,
+            _ => {}
+        }
+    }
+    new.kind = ChannelKind::parse(&kind);
+    draft.name = new.name.clone();
+    draft.kind = kind;
+    draft.target = new.target.clone();
+    draft.api_url = new.api_url.clone().unwrap_or_default();
+    draft.events = kind_choices(&new.events, UpdateKind::ALL.into_iter());
+    draft.milestones = kind_choices(
+        &new.milestones,
+        UpdateKind::ALL.into_iter().filter(|k| *k != UpdateKind::Announced),
+    );
+    draft.mention_role = new.mention_role.clone().unwrap_or_default();
+    draft.langs = new.langs.join(", ");
+    (csrf, new, draft)
+}
+
+fn form_urlencoded_pairs(body: &str) -> Vec<(String, String)> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(body).unwrap_or_default()
+}
+
+fn validation(e: ServiceError) -> Result<Vec<ValidationError>, AppError> {
+    match e {
+        ServiceError::Domain(DomainError::Invalid(v)) => Ok(vec![v]),
+        e => Err(e.into()),
+    }
+}
+
+pub async fn create_channel(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> Result<Response, AppError> {
+    let (csrf, mut new, draft) = parse_form(&body);
+    signed_in.authorize_form(&headers, &csrf, Role::Admin)?;
+    new.enabled = true;
+    let actor = format!("user:{}", signed_in.user.name);
+    match state.service.create_channel(new, &actor).await {
+        Ok(_) => Ok(Redirect::to("/admin/channels").into_response()),
+        Err(e) => {
+            let errors = validation(e)?;
+            channels_page(
+                &state,
+                &signed_in,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                draft,
+                None,
+                errors,
+                None,
+            )
+            .await
+        }
+    }
+}
+
+pub async fn edit_channel(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> Result<Response, AppError> {
+    let (csrf, new, _) = parse_form(&body);
+    signed_in.authorize_form(&headers, &csrf, Role::Admin)?;
+    let actor = format!("user:{}", signed_in.user.name);
+    match state.service.edit_channel(id, new, &actor).await {
+        Ok(c) => {
+            channels_page(
+                &state,
+                &signed_in,
+                StatusCode::OK,
+                Draft::default(),
+                None,
+                vec![],
+                Some(format!("Saved {}.", c.name)),
+            )
+            .await
+        }
+        Err(e) => {
+            let errors = validation(e)?;
+            channels_page(
+                &state,
+                &signed_in,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Draft::default(),
+                Some(id),
+                errors,
+                None,
+            )
+            .await
+        }
+    }
+}
+
+pub async fn delete_channel(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, AppError> {
+    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
+    let actor = format!("user:{}", signed_in.user.name);
+    state.service.delete_channel(id, &actor).await?;
+    Ok(Redirect::to("/admin/channels").into_response())
+}
+
+/// "Send test message": posts at once (not through the outbox) and says what happened.
+pub async fn test_channel(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, AppError> {
+    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
+    let channel = state.service.channel(id).await?;
+    let settings = crate::server::notify_settings(&state.settings);
+    let text = format!(
+        "Test message from {} ({}): announcements will arrive here.",
+        state.settings.site_name, state.settings.public_url
+    );
+    let outcome = match sender_for(&channel, &settings, &state.service) {
+        Ok(sender) => sender.test(&text).await,
+        Err(e) => Err(e),
+    };
+    let (status, notice, errors) = match outcome {
+        Ok(link) => (
+            StatusCode::OK,
+            Some(format!("Test message sent to {}: {link}", channel.name)),
+            vec![],
+        ),
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            None,
+            vec![ValidationError::new("test", e.reason().to_owned())],
+        ),
+    };
+    channels_page(
+        &state,
+        &signed_in,
+        status,
+        Draft::default(),
+        Some(id),
+        errors,
+        notice,
+    )
+    .await
+}
+
+// ----- deliveries and previews on the run view ---------------------------------------------
+
+pub struct DeliveryRow {
+    pub id: i64,
+    pub event: &'static str,
+    pub channel: String,
+    pub state: &'static str,
+    pub attempts: i64,
+    pub last_error: String,
+    pub remote_url: Option<String>,
+    pub sent_at: Option<TimeView>,
+    pub can_retry: bool,
+}
+
+pub fn delivery_rows(deliveries: &[Delivery], channels: &[Channel]) -> Vec<DeliveryRow> {
+    deliveries
+        .iter()
+        .rev()
+        .map(|d| DeliveryRow {
+            id: d.id,
+            event: d.kind.label(),
+            channel: channels
+                .iter()
+                .find(|c| c.id == d.channel_id)
+                .map(|c| c.name.clone())
+                .unwrap_or_else(|| format!("#{}", d.channel_id)),
+            state: d.state.as_str(),
+            attempts: d.attempts,
+            last_error: d.last_error.clone().unwrap_or_default(),
+            remote_url: d
+                .remote_url
+                .clone()
+                .filter(|u| u.starts_with("https://") || u.starts_with("http://")),
+            sent_at: d.sent_at.map(time),
+            can_retry: d.state == crate::domain::DeliveryState::Failed,
+        })
+        .collect()
+}
+
+/// What a channel would get for the window's next announcement.
+pub struct Preview {
+    pub channel: String,
+    pub kind_label: &'static str,
+    pub is_discord: bool,
+    /// Discord: the live message's embed.
+    pub title: String,
+    pub description: String,
+    pub fields: Vec<(String, String)>,
+    pub colour: String,
+    /// Discord: the milestone message; Bluesky: the post text.
+    pub text: String,
+}
+
+/// Previews for every enabled channel: for a draft the announcement it would post, else what
+/// the window's latest event looks like now.
+pub fn previews(
+    state: &AppState,
+    m: &Maintenance,
+    latest: Option<&Update>,
+    channels: &[Channel],
+) -> Vec<Preview> {
+    let url = format!("{}/maintenance/{}", state.settings.public_url, m.id);
+    let announce = Update {
+        id: 0,
+        maintenance_id: m.id,
+        kind: UpdateKind::Announced,
+        body: String::new(),
+        note: None,
+        step_position: None,
+        created_at: state.service.now(),
+    };
+    let update = latest.filter(|_| m.is_public()).unwrap_or(&announce);
+    channels
+        .iter()
+        .filter(|c| c.enabled)
+        .map(|c| {
+            let mut p = Preview {
+                channel: c.name.clone(),
+                kind_label: c.kind.label(),
+                is_discord: c.kind.is_discord(),
+                title: String::new(),
+                description: String::new(),
+                fields: vec![],
+                colour: String::new(),
+                text: String::new(),
+            };
+            if c.kind.is_discord() {
+                let embed = serde_json::to_value(discord_embed(
+                    m,
+                    &url,
+                    &state.settings.site_name,
+                    state.service.now(),
+                ))
+                .unwrap_or_default();
+                let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+                p.title = s(&embed["title"]);
+                p.description = s(&embed["description"]);
+                p.colour = format!("#{:06x}", embed["color"].as_u64().unwrap_or(0));
+                p.fields = embed["fields"]
+                    .as_array()
+                    .map(|f| f.iter().map(|f| (s(&f["name"]), s(&f["value"]))).collect())
+                    .unwrap_or_default();
+                if c.posts_milestone(update.kind) {
+                    p.text = discord_message(m, update, &url);
+                }
+            } else {
+                p.text = bluesky_post(m, update, &url, update.kind == UpdateKind::Announced).text;
+            }
+            p
+        })
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeliveryForm {
+    csrf: String,
+    action: String,
+}
+
+pub async fn delivery_action(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path((window, id)): Path<(i64, i64)>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<DeliveryForm>,
+) -> Result<Response, AppError> {
+    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    let delivery = state.service.delivery(id).await?;
+    if delivery.maintenance_id != window {
+        return Err(ServiceError::NotFound("delivery").into());
+    }
+    let actor = format!("user:{}", signed_in.user.name);
+    let result = match form.action.as_str() {
+        "retry" => state.service.retry_delivery(id, &actor).await,
+        "skip" => state.service.skip_delivery(id, &actor).await,
+        other => return Err(AppError::BadRequest(format!("unknown action {other:?}"))),
+    };
+    super::after(&state, &signed_in, window, result.map(drop), super::RunState::default()).await
+}
