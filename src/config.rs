@@ -53,24 +53,53 @@ pub struct SettingsArgs {
     #[arg(long, global = true, env = "HERALD_SHUTDOWN_DELAY", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub shutdown_delay: Option<Duration>,
     /// Discord channel id the bot token posts to (with HERALD_DISCORD_BOT_TOKEN)
-    #[arg(long, global = true, env = "HERALD_DISCORD_CHANNEL_ID", value_name = "ID")]
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_DISCORD_CHANNEL_ID",
+        value_name = "ID"
+    )]
     pub discord_channel_id: Option<String>,
     /// Discord API base [default: https://discord.com]
-    #[arg(long, global = true, env = "HERALD_DISCORD_API_URL", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_DISCORD_API_URL",
+        value_name = "URL"
+    )]
     pub discord_api_url: Option<String>,
     /// Bluesky handle or DID to post as (with HERALD_BLUESKY_APP_PASSWORD)
-    #[arg(long, global = true, env = "HERALD_BLUESKY_IDENTIFIER", value_name = "HANDLE")]
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_BLUESKY_IDENTIFIER",
+        value_name = "HANDLE"
+    )]
     pub bluesky_identifier: Option<String>,
     /// Bluesky PDS [default: https://bsky.social]
-    #[arg(long, global = true, env = "HERALD_BLUESKY_PDS_URL", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_BLUESKY_PDS_URL",
+        value_name = "URL"
+    )]
     pub bluesky_pds_url: Option<String>,
     /// Languages of Bluesky posts, comma-separated [default: en]
-    #[arg(long, global = true, env = "HERALD_BLUESKY_LANGS", value_name = "LANGS")]
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_BLUESKY_LANGS",
+        value_name = "LANGS"
+    )]
     pub bluesky_langs: Option<String>,
     /// How long Herald keeps trying to deliver an announcement before marking it failed
     /// [default: 24h]
     #[arg(long, global = true, env = "HERALD_DELIVERY_DEADLINE", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub delivery_deadline: Option<Duration>,
+    /// How long one request to Discord or Bluesky may take before it counts as failed
+    /// [default: 10s]
+    #[arg(long, global = true, env = "HERALD_DELIVERY_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub delivery_timeout: Option<Duration>,
 }
 
 /// Announcement channels from the environment and delivery settings. Secrets come from the
@@ -87,6 +116,7 @@ pub struct AnnounceSettings {
     pub bluesky_pds_url: String,
     pub bluesky_langs: Vec<String>,
     pub delivery_deadline: Duration,
+    pub delivery_timeout: Duration,
 }
 
 pub const DEFAULT_BLUESKY_PDS_URL: &str = "https://bsky.social";
@@ -122,6 +152,8 @@ struct FileSettings {
     bluesky_langs: Option<String>,
     #[serde(default, with = "opt_duration")]
     delivery_deadline: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    delivery_timeout: Option<Duration>,
 }
 
 mod opt_duration {
@@ -365,6 +397,10 @@ impl AnnounceSettings {
                 .delivery_deadline
                 .or(file.delivery_deadline)
                 .unwrap_or(Duration::from_secs(24 * 3600)),
+            delivery_timeout: args
+                .delivery_timeout
+                .or(file.delivery_timeout)
+                .unwrap_or(Duration::from_secs(10)),
         };
         match (&this.discord_bot_token, &this.discord_channel_id) {
             (Some(_), None) => {
@@ -435,6 +471,8 @@ bluesky_pds_url = "https://bsky.social"               # HERALD_BLUESKY_PDS_URL
 bluesky_langs = "en"                                  # HERALD_BLUESKY_LANGS
 # How long Herald keeps retrying a delivery before marking it failed. HERALD_DELIVERY_DEADLINE
 delivery_deadline = "24h"
+# How long one request to Discord or Bluesky may take.         HERALD_DELIVERY_TIMEOUT
+delivery_timeout = "10s"
 
 # Components of your service, created at start if their slug is new.
 # [[components]]

@@ -173,6 +173,7 @@ pub fn notify_settings(settings: &Settings) -> NotifySettings {
         site_name: settings.site_name.clone(),
         discord_api_url: settings.announce.discord_api_url.clone(),
         deadline: settings.announce.delivery_deadline,
+        request_timeout: settings.announce.delivery_timeout,
     }
 }
 

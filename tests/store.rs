@@ -88,7 +88,10 @@ async fn a_change_and_its_update_commit_together() {
         created_at: app.time(0),
     }];
     assert!(matches!(
-        app.service.store().save_maintenance(&stale, &update, &[]).await,
+        app.service
+            .store()
+            .save_maintenance(&stale, &update, &[])
+            .await,
         Err(StoreError::Conflict)
     ));
     let after = app.service.maintenance(w.id).await.unwrap();

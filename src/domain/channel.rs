@@ -191,7 +191,9 @@ impl WebhookUrl {
             .or_else(|| url.strip_prefix("http://"))
             .ok_or("a webhook URL starts with https://")?;
         let Some(at) = rest.find("/api/") else {
-            return Err("a webhook URL looks like https://discord.com/api/webhooks/ID/TOKEN".into());
+            return Err(
+                "a webhook URL looks like https://discord.com/api/webhooks/ID/TOKEN".into(),
+            );
         };
         let base = &url[..url.len() - rest.len() + at];
         let mut parts = rest[at + "/api/".len()..].split('/');
@@ -200,7 +202,9 @@ impl WebhookUrl {
             next = parts.next();
         }
         if next != Some("webhooks") {
-            return Err("a webhook URL looks like https://discord.com/api/webhooks/ID/TOKEN".into());
+            return Err(
+                "a webhook URL looks like https://discord.com/api/webhooks/ID/TOKEN".into(),
+            );
         }
         let id = parts
             .next()
@@ -232,7 +236,10 @@ fn check_url(field: &'static str, url: &str) -> Result<String, ValidationError> 
         .or_else(|| url.strip_prefix("http://"))
         .ok_or_else(|| ValidationError::new(field, "give an http:// or https:// URL"))?;
     if rest.is_empty() || rest.contains(char::is_whitespace) {
-        return Err(ValidationError::new(field, "give an http:// or https:// URL"));
+        return Err(ValidationError::new(
+            field,
+            "give an http:// or https:// URL",
+        ));
     }
     Ok(url.to_owned())
 }
@@ -244,7 +251,8 @@ fn is_snowflake(s: &str) -> bool {
 impl NewChannel {
     /// Check every field; `has_secret` says whether a secret is stored already (an edit).
     pub fn validate(mut self, has_secret: bool) -> Result<Self, ValidationError> {
-        self.name = super::clean_text("name", &self.name, limits::NAME_MAX, true)?.unwrap_or_default();
+        self.name =
+            super::clean_text("name", &self.name, limits::NAME_MAX, true)?.unwrap_or_default();
         let kind = self
             .kind
             .ok_or_else(|| ValidationError::new("kind", "choose what kind of channel this is"))?;
@@ -345,7 +353,10 @@ impl NewChannel {
             langs.push(lang.to_owned());
         }
         if langs.len() > 3 {
-            return Err(ValidationError::new("langs", "Bluesky allows at most 3 languages"));
+            return Err(ValidationError::new(
+                "langs",
+                "Bluesky allows at most 3 languages",
+            ));
         }
         if langs.is_empty() {
             langs.push("en".to_owned());
@@ -519,7 +530,9 @@ mod tests {
             .validate(false)
             .unwrap_err();
         assert_eq!(e.field, "secret");
-        channel(ChannelKind::DiscordBot, "1", "").validate(true).unwrap();
+        channel(ChannelKind::DiscordBot, "1", "")
+            .validate(true)
+            .unwrap();
         let c = channel(ChannelKind::Bluesky, "@status.example.com", "pw")
             .validate(false)
             .unwrap();

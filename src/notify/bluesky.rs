@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use super::render::{bluesky_post, post_record};
-use super::{Job, Progress, REQUEST_TIMEOUT, SendError, Sent};
+use super::{Job, Progress, SendError, Sent};
 use crate::domain::{Channel, ChannelKind, Thread, UpdateKind};
 use crate::store::Store;
 
@@ -137,12 +137,16 @@ pub struct Bluesky {
 }
 
 impl Bluesky {
-    pub fn new(channel: &Channel, store: Arc<dyn Store>) -> Result<Self, SendError> {
+    pub fn new(
+        channel: &Channel,
+        settings: &super::NotifySettings,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, SendError> {
         if channel.kind != ChannelKind::Bluesky {
             return Err(SendError::Permanent("not a Bluesky channel".into()));
         }
         let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(settings.request_timeout)
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| SendError::Permanent(format!("HTTP client: {e}")))?;
@@ -299,10 +303,15 @@ impl Bluesky {
         params: &[(&str, &str)],
     ) -> Result<(Session, Result<Value, CallError>), SendError> {
         let session = self.session().await?;
-        match self.xrpc(nsid, Some(&session.access_jwt), body, params).await {
+        match self
+            .xrpc(nsid, Some(&session.access_jwt), body, params)
+            .await
+        {
             Err(e) if e.is("ExpiredToken") || e.is("InvalidToken") => {
                 let session = self.renew(&session).await?;
-                let result = self.xrpc(nsid, Some(&session.access_jwt), body, params).await;
+                let result = self
+                    .xrpc(nsid, Some(&session.access_jwt), body, params)
+                    .await;
                 Ok((session, result))
             }
             result => Ok((session, result)),
@@ -319,10 +328,7 @@ impl Bluesky {
     }
 
     /// The record at `rkey`, if an earlier attempt wrote it.
-    async fn existing(
-        &self,
-        rkey: &str,
-    ) -> Result<Option<(Session, String, String)>, SendError> {
+    async fn existing(&self, rkey: &str) -> Result<Option<(Session, String, String)>, SendError> {
         let session = self.session().await?;
         let (session, result) = self
             .authed(
@@ -374,14 +380,14 @@ impl super::Sender for Bluesky {
         };
 
         // An earlier attempt may have written the post and lost the answer.
-        if d.attempts > 1 || d.remote_id.is_some() {
-            if let Some((session, uri, cid)) = self.existing(rkey.as_str()).await? {
-                return Ok(Sent {
-                    remote_url: Some(Self::web_url(&session, rkey.as_str())),
-                    thread: Some(thread_after(&uri, &cid)),
-                    remote_id: uri,
-                });
-            }
+        if (d.attempts > 1 || d.remote_id.is_some())
+            && let Some((session, uri, cid)) = self.existing(rkey.as_str()).await?
+        {
+            return Ok(Sent {
+                remote_url: Some(Self::web_url(&session, rkey.as_str())),
+                thread: Some(thread_after(&uri, &cid)),
+                remote_id: uri,
+            });
         }
 
         let reply = match job.thread.filter(|_| !root) {
@@ -405,7 +411,9 @@ impl super::Sender for Bluesky {
             .strftime("%Y-%m-%dT%H:%M:%S.000Z")
             .to_string()
             .parse()
-            .map_err(|_| SendError::Permanent("the update's time is not a valid datetime".into()))?;
+            .map_err(|_| {
+                SendError::Permanent("the update's time is not a valid datetime".into())
+            })?;
         let text = bluesky_post(job.window, job.update, &job.page_url, root);
         let record = post_record(&text, created_at, &self.langs, reply);
         let record = atrium_api::record::KnownRecord::from(record)
@@ -426,7 +434,8 @@ impl super::Sender for Bluesky {
             Err(e) => {
                 // The reference PDS answers a second create with the same key with a 500:
                 // look before calling it a failure.
-                if let Some((session, uri, cid)) = self.existing(rkey.as_str()).await.ok().flatten() {
+                if let Some((session, uri, cid)) = self.existing(rkey.as_str()).await.ok().flatten()
+                {
                     return Ok(Sent {
                         remote_url: Some(Self::web_url(&session, rkey.as_str())),
                         thread: Some(thread_after(&uri, &cid)),
@@ -437,7 +446,9 @@ impl super::Sender for Bluesky {
             }
         };
         let (Some(uri), Some(cid)) = (value["uri"].as_str(), value["cid"].as_str()) else {
-            return Err(SendError::transient("posting: the answer has no uri or cid"));
+            return Err(SendError::transient(
+                "posting: the answer has no uri or cid",
+            ));
         };
         let url = Self::web_url(&session, rkey.as_str());
         progress.posted(uri, Some(&url)).await;

@@ -24,7 +24,7 @@ use serenity::model::id::{ChannelId, MessageId, RoleId, WebhookId};
 use tokio::sync::OnceCell;
 
 use super::render::{discord_embed, discord_message};
-use super::{Job, NotifySettings, Progress, REQUEST_TIMEOUT, SendError, Sent};
+use super::{Job, NotifySettings, Progress, SendError, Sent};
 use crate::domain::{Channel, ChannelKind, Thread, UpdateKind, WebhookUrl};
 
 const DISCORD: &str = "https://discord.com";
@@ -136,9 +136,10 @@ impl Discord {
             .map(api_base);
         let (mode, base) = match channel.kind {
             ChannelKind::DiscordBot => {
-                let id = channel.target.parse::<u64>().map_err(|_| {
-                    SendError::Permanent("the channel id is not a number".into())
-                })?;
+                let id = channel
+                    .target
+                    .parse::<u64>()
+                    .map_err(|_| SendError::Permanent("the channel id is not a number".into()))?;
                 let token = channel.secret.expose().trim();
                 let token = if token.starts_with("Bot ") {
                     token.to_owned()
@@ -169,7 +170,7 @@ impl Discord {
             }
         };
         let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(settings.request_timeout)
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| SendError::Permanent(format!("HTTP client: {e}")))?;
@@ -273,8 +274,7 @@ impl Discord {
                     guild_id: text("guild_id"),
                     channel_id: text("channel_id").or_else(|| text("id")),
                     announcement: matches!(self.mode, Mode::Bot { .. })
-                        && value.get("type").and_then(|t| t.as_u64())
-                            == Some(ANNOUNCEMENT_CHANNEL),
+                        && value.get("type").and_then(|t| t.as_u64()) == Some(ANNOUNCEMENT_CHANNEL),
                 })
             })
             .await
@@ -381,8 +381,13 @@ impl Discord {
         };
         match self.call(request, "editing the announcement").await {
             Ok(_) => Ok(()),
-            Err(SendError::Permanent(reason)) if reason.contains(&format!("(code {UNKNOWN_MESSAGE})")) => {
-                tracing::warn!(message_id, "the announcement was deleted in Discord; not editing it");
+            Err(SendError::Permanent(reason))
+                if reason.contains(&format!("(code {UNKNOWN_MESSAGE})")) =>
+            {
+                tracing::warn!(
+                    message_id,
+                    "the announcement was deleted in Discord; not editing it"
+                );
                 Ok(())
             }
             Err(e) => Err(e),
@@ -463,7 +468,9 @@ impl super::Sender for Discord {
                 let message = match posted {
                     Some(m) => m,
                     None => {
-                        let m = self.post(content, Some(embed), &d.idem_key, mention).await?;
+                        let m = self
+                            .post(content, Some(embed), &d.idem_key, mention)
+                            .await?;
                         let link = self.link(&place, &m);
                         progress.posted(&m.id, link.as_deref()).await;
                         m
@@ -516,9 +523,15 @@ mod tests {
     #[test]
     fn api_bases() {
         assert_eq!(api_base("https://discord.com"), "https://discord.com");
-        assert_eq!(api_base("https://discord.com/api/v10/"), "https://discord.com");
+        assert_eq!(
+            api_base("https://discord.com/api/v10/"),
+            "https://discord.com"
+        );
         assert_eq!(api_base("http://127.0.0.1:5/api"), "http://127.0.0.1:5");
-        assert_eq!(api_base("http://127.0.0.1:5/proxy"), "http://127.0.0.1:5/proxy");
+        assert_eq!(
+            api_base("http://127.0.0.1:5/proxy"),
+            "http://127.0.0.1:5/proxy"
+        );
     }
 
     #[test]
@@ -527,9 +540,13 @@ mod tests {
         headers.insert(RETRY_AFTER, "3".parse().unwrap());
         let body = br#"{"message":"You are being rate limited.","retry_after":1.5,"global":false}"#;
         let e = classify(StatusCode::TOO_MANY_REQUESTS, &headers, body, "posting");
-        assert!(matches!(e, SendError::Transient { after: Some(d), .. } if d == Duration::from_millis(1500)));
+        assert!(
+            matches!(e, SendError::Transient { after: Some(d), .. } if d == Duration::from_millis(1500))
+        );
         let e = classify(StatusCode::TOO_MANY_REQUESTS, &headers, b"", "posting");
-        assert!(matches!(e, SendError::Transient { after: Some(d), .. } if d == Duration::from_secs(3)));
+        assert!(
+            matches!(e, SendError::Transient { after: Some(d), .. } if d == Duration::from_secs(3))
+        );
         let e = classify(
             StatusCode::UNAUTHORIZED,
             &headers,
@@ -538,7 +555,9 @@ mod tests {
         );
         assert_eq!(
             e,
-            SendError::Permanent("posting: Discord answered 401 Unauthorized: 401: Unauthorized (code 0)".into())
+            SendError::Permanent(
+                "posting: Discord answered 401 Unauthorized: 401: Unauthorized (code 0)".into()
+            )
         );
         let e = classify(StatusCode::BAD_GATEWAY, &headers, b"<html>", "posting");
         assert!(matches!(e, SendError::Transient { after: None, .. }));

@@ -31,11 +31,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::domain::{Channel, ChannelKind, Delivery, Maintenance, Thread, Update};
 use crate::service::Service;
 
-/// How long a claimed delivery stays its worker's: longer than any attempt can take (each
-/// request is bounded by [`REQUEST_TIMEOUT`], an attempt makes at most four).
-const LEASE: Duration = Duration::from_secs(120);
-/// Every request to Discord or Bluesky gives up after this long (an unknown outcome).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a claimed delivery stays its worker's, in request timeouts: longer than any
+/// attempt can take (an attempt makes at most six requests).
+const LEASE_TIMEOUTS: u32 = 12;
 /// Workers look at the outbox at least this often, in case a wake-up was missed.
 const POLL: Duration = Duration::from_secs(15);
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -49,6 +47,8 @@ pub struct NotifySettings {
     /// Discord API base for channels that name none (HERALD_DISCORD_API_URL).
     pub discord_api_url: Option<String>,
     pub deadline: Duration,
+    /// Every request to Discord or Bluesky gives up after this long (an unknown outcome).
+    pub request_timeout: Duration,
 }
 
 impl NotifySettings {
@@ -127,11 +127,12 @@ pub fn sender_for(
     service: &Service,
 ) -> Result<Arc<dyn Sender>, SendError> {
     Ok(match channel.kind {
-        ChannelKind::DiscordWebhook | ChannelKind::DiscordBot => Arc::new(
-            discord::Discord::new(channel, settings)?,
-        ),
+        ChannelKind::DiscordWebhook | ChannelKind::DiscordBot => {
+            Arc::new(discord::Discord::new(channel, settings)?)
+        }
         ChannelKind::Bluesky => Arc::new(bluesky::Bluesky::new(
             channel,
+            settings,
             service.store().clone(),
         )?),
     })
@@ -252,10 +253,19 @@ impl Outbox {
     }
 
     async fn expire(&self) {
-        match self.service.store().expire_deliveries(Timestamp::now()).await {
+        match self
+            .service
+            .store()
+            .expire_deliveries(Timestamp::now())
+            .await
+        {
             Ok(expired) => {
                 for d in expired {
-                    warn!(delivery = d.id, channel = d.channel_id, "delivery passed its deadline");
+                    warn!(
+                        delivery = d.id,
+                        channel = d.channel_id,
+                        "delivery passed its deadline"
+                    );
                     metrics::counter!("herald_deliveries_total", "channel" => d.channel_id.to_string(), "outcome" => "failed").increment(1);
                 }
             }
@@ -307,7 +317,11 @@ impl Worker {
             let claimed = self
                 .service
                 .store()
-                .claim_delivery(self.channel.id, now, now + LEASE.as_millis() as i64)
+                .claim_delivery(
+                    self.channel.id,
+                    now,
+                    now + (self.settings.request_timeout * LEASE_TIMEOUTS).as_millis() as i64,
+                )
                 .await;
             match claimed {
                 Ok(Some(d)) => self.deliver(sender.as_ref(), d).await,
@@ -402,7 +416,12 @@ impl Worker {
                 let latency = (now_ms() - d.created_ms).max(0) as f64 / 1000.0;
                 metrics::histogram!("herald_delivery_latency_seconds", "channel" => channel.clone())
                     .record(latency);
-                debug!(delivery = d.id, kind = d.kind.as_str(), latency, "delivered");
+                debug!(
+                    delivery = d.id,
+                    kind = d.kind.as_str(),
+                    latency,
+                    "delivered"
+                );
                 "sent"
             }
             Err(SendError::Permanent(reason)) => {

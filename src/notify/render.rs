@@ -65,7 +65,10 @@ struct BlueskyText<'a> {
 pub fn escape_markdown(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if matches!(c, '\\' | '*' | '_' | '~' | '`' | '|' | '>' | '<' | '#' | '[' | ']' | '@') {
+        if matches!(
+            c,
+            '\\' | '*' | '_' | '~' | '`' | '|' | '>' | '<' | '#' | '[' | ']' | '@'
+        ) {
             out.push('\\');
         }
         out.push(c);
@@ -99,8 +102,8 @@ fn utc_when(m: &Maintenance) -> String {
             starts_at,
             ends_at: Some(end),
         } => {
-            let same_day = starts_at.strftime("%Y%m%d").to_string()
-                == end.strftime("%Y%m%d").to_string();
+            let same_day =
+                starts_at.strftime("%Y%m%d").to_string() == end.strftime("%Y%m%d").to_string();
             if same_day {
                 format!(
                     "{} to {} UTC",
@@ -188,9 +191,7 @@ fn colour(m: &Maintenance) -> u32 {
     match m.state {
         WindowState::Completed => 0x1a7f37,
         WindowState::Cancelled => 0x6e7781,
-        WindowState::InProgress if m.steps.iter().any(|s| s.state == StepState::Failed) => {
-            0xcf222e
-        }
+        WindowState::InProgress if m.steps.iter().any(|s| s.state == StepState::Failed) => 0xcf222e,
         WindowState::InProgress => 0xbf8700,
         _ => 0x0969da,
     }
@@ -446,7 +447,11 @@ mod tests {
         assert!(cut.graphemes(true).count() <= 300);
         assert!(cut.len() <= 3000);
         assert!(cut.ends_with('…'));
-        assert!(cut.trim_end_matches('…').graphemes(true).all(|g| g == family));
+        assert!(
+            cut.trim_end_matches('…')
+                .graphemes(true)
+                .all(|g| g == family)
+        );
         assert_eq!(cut_graphemes("short", 300, 3000), "short");
     }
 

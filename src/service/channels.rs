@@ -29,11 +29,10 @@ impl Service {
 
     fn duplicate_name(e: StoreError, name: &str) -> ServiceError {
         match e {
-            StoreError::Duplicate(_) => ValidationError::new(
-                "name",
-                format!("a channel named {name:?} exists already"),
-            )
-            .into(),
+            StoreError::Duplicate(_) => {
+                ValidationError::new("name", format!("a channel named {name:?} exists already"))
+                    .into()
+            }
             e => e.into(),
         }
     }
@@ -63,7 +62,8 @@ impl Service {
         let mut new = new;
         // The kind is fixed once created: a webhook's deliveries cannot become a bot's.
         new.kind = Some(current.kind);
-        if new.target.trim().is_empty() && current.kind == crate::domain::ChannelKind::DiscordWebhook
+        if new.target.trim().is_empty()
+            && current.kind == crate::domain::ChannelKind::DiscordWebhook
         {
             new.target = current.target.clone();
         }

@@ -211,8 +211,7 @@ pub trait Outbox: Send + Sync {
     /// Fail pending deliveries whose deadline passed; returns how many.
     async fn expire_deliveries(&self, now: Timestamp) -> StoreResult<Vec<Delivery>>;
     /// A failed delivery back to pending with a new deadline (the admin's Retry).
-    async fn retry_delivery(&self, id: i64, now_ms: i64, deadline: Timestamp)
-    -> StoreResult<bool>;
+    async fn retry_delivery(&self, id: i64, now_ms: i64, deadline: Timestamp) -> StoreResult<bool>;
     /// A failed delivery given up for good, so the window's later ones may go (Skip).
     async fn skip_delivery(&self, id: i64) -> StoreResult<bool>;
     async fn get_delivery(&self, id: i64) -> StoreResult<Option<Delivery>>;

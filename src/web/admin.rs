@@ -23,7 +23,9 @@ use crate::service::ServiceError;
 
 pub mod channels;
 
-pub use channels::{channels, create_channel, delete_channel, delivery_action, edit_channel, test_channel};
+pub use channels::{
+    channels, create_channel, delete_channel, delivery_action, edit_channel, test_channel,
+};
 
 /// What every admin page's frame needs.
 #[derive(Debug, Clone)]
@@ -658,8 +660,7 @@ async fn run_page(
         .unwrap_or_default();
     let current = target.and_then(|t| w.steps.iter().find(|s| s.position == t.position).cloned());
     let all_channels = state.service.channels().await?;
-    let deliveries =
-        channels::delivery_rows(&state.service.deliveries(id).await?, &all_channels);
+    let deliveries = channels::delivery_rows(&state.service.deliveries(id).await?, &all_channels);
     let previews = channels::previews(state, &m, updates.first(), &all_channels);
     page(
         status,

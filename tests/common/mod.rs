@@ -2,6 +2,9 @@
 //! request helpers for the router.
 #![allow(dead_code)]
 
+pub mod fake_bluesky;
+pub mod fake_discord;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -57,6 +60,8 @@ impl TestApp {
         });
         let mut settings = Settings::for_database(&url);
         settings.site_name = "DecAPI status".into();
+        // Fault tests make servers hang: give up on a request quickly.
+        settings.announce.delivery_timeout = std::time::Duration::from_secs(1);
         let state = AppState::new(service.clone(), settings);
         let router = router(state.clone());
         Self {
@@ -303,5 +308,64 @@ impl TestApp {
             .unwrap()
             .to_owned();
         Browser { cookie, csrf }
+    }
+}
+
+/// The outbox workers of a [`TestApp`], stopped through the same token as in production.
+pub struct Outbox {
+    pub token: tokio_util::sync::CancellationToken,
+    pub tracker: tokio_util::task::TaskTracker,
+}
+
+impl Outbox {
+    pub async fn stop(self) {
+        self.token.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+impl TestApp {
+    /// Start the announcement workers on this runtime.
+    pub fn start_outbox(&self) -> Outbox {
+        let token = tokio_util::sync::CancellationToken::new();
+        let tracker = tokio_util::task::TaskTracker::new();
+        herald::server::spawn_outbox(&self.state, &tracker, &token);
+        Outbox { token, tracker }
+    }
+
+    pub async fn add_channel(&self, new: herald::domain::NewChannel) -> herald::domain::Channel {
+        self.service.create_channel(new, "test").await.unwrap()
+    }
+
+    /// Wait until no delivery is pending (sent, failed or skipped), at most `secs` seconds.
+    pub async fn settle(&self, secs: u64) -> Vec<herald::domain::Delivery> {
+        self.settle_except(secs, None).await
+    }
+
+    /// Like [`settle`](Self::settle), ignoring what waits on channel `held`.
+    pub async fn settle_except(
+        &self,
+        secs: u64,
+        held: Option<i64>,
+    ) -> Vec<herald::domain::Delivery> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let unsent = self.service.unsent_deliveries(1000).await.unwrap();
+            let pending: Vec<_> = unsent
+                .iter()
+                .filter(|d| d.state == herald::domain::DeliveryState::Pending)
+                .filter(|d| Some(d.channel_id) != held)
+                .cloned()
+                .collect();
+            if pending.is_empty() {
+                return unsent;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "deliveries still pending after {secs} s: {unsent:#?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 }

@@ -134,7 +134,9 @@ impl Outbox for SqliteStore {
         source: ChannelSource,
         now: Timestamp,
     ) -> StoreResult<Channel> {
-        let kind = new.kind.ok_or(StoreError::Corrupt("channel without kind".into()))?;
+        let kind = new
+            .kind
+            .ok_or(StoreError::Corrupt("channel without kind".into()))?;
         let row = sqlx::query(&format!(
             "INSERT INTO channels (name, kind, target, secret, api_url, events, milestones, \
              mention_role, langs, enabled, source, created_at) \
@@ -165,7 +167,9 @@ impl Outbox for SqliteStore {
     }
 
     async fn update_channel(&self, id: i64, new: &NewChannel) -> StoreResult<Channel> {
-        let kind = new.kind.ok_or(StoreError::Corrupt("channel without kind".into()))?;
+        let kind = new
+            .kind
+            .ok_or(StoreError::Corrupt("channel without kind".into()))?;
         let secret = new.secret.expose();
         let row = sqlx::query(&format!(
             "UPDATE channels SET name = $1, kind = $2, target = $3, \
@@ -362,12 +366,7 @@ impl Outbox for SqliteStore {
         .collect()
     }
 
-    async fn retry_delivery(
-        &self,
-        id: i64,
-        now_ms: i64,
-        deadline: Timestamp,
-    ) -> StoreResult<bool> {
+    async fn retry_delivery(&self, id: i64, now_ms: i64, deadline: Timestamp) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE deliveries SET state = 'pending', next_attempt_ms = $1, deadline_at = $2, \
              lease_until_ms = NULL WHERE id = $3 AND state = 'failed'",
@@ -381,11 +380,12 @@ impl Outbox for SqliteStore {
     }
 
     async fn skip_delivery(&self, id: i64) -> StoreResult<bool> {
-        let done =
-            sqlx::query("UPDATE deliveries SET state = 'skipped' WHERE id = $1 AND state = 'failed'")
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
+        let done = sqlx::query(
+            "UPDATE deliveries SET state = 'skipped' WHERE id = $1 AND state = 'failed'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use super::CsrfForm;
 use super::{Me, me, page};
 use crate::domain::{
     Channel, ChannelKind, ChannelSecret, ChannelSource, DEFAULT_EVENTS, DEFAULT_MILESTONES,
@@ -15,11 +16,10 @@ use crate::domain::{
 use crate::notify::render::{bluesky_post, discord_embed, discord_message};
 use crate::notify::sender_for;
 use crate::service::ServiceError;
+use crate::web::AppState;
 use crate::web::auth::SignedIn;
 use crate::web::error::{AppError, Form, Path};
 use crate::web::public::{Site, TimeView, time};
-use super::CsrfForm;
-use crate::web::AppState;
 
 pub struct ChannelRow {
     pub id: i64,
@@ -37,7 +37,10 @@ pub struct ChannelRow {
     pub is_discord: bool,
 }
 
-fn kind_choices(chosen: &[UpdateKind], from: impl Iterator<Item = UpdateKind>) -> Vec<(&'static str, &'static str, bool)> {
+fn kind_choices(
+    chosen: &[UpdateKind],
+    from: impl Iterator<Item = UpdateKind>,
+) -> Vec<(&'static str, &'static str, bool)> {
     from.map(|k| (k.as_str(), k.label(), chosen.contains(&k)))
         .collect()
 }
@@ -55,7 +58,9 @@ fn row(c: &Channel) -> ChannelRow {
         events: kind_choices(&c.events, UpdateKind::ALL.into_iter()),
         milestones: kind_choices(
             &c.milestones,
-            UpdateKind::ALL.into_iter().filter(|k| *k != UpdateKind::Announced),
+            UpdateKind::ALL
+                .into_iter()
+                .filter(|k| *k != UpdateKind::Announced),
         ),
         mention_role: c.mention_role.clone().unwrap_or_default(),
         langs: c.langs.join(", "),
@@ -85,7 +90,9 @@ impl Default for Draft {
             events: kind_choices(&DEFAULT_EVENTS, UpdateKind::ALL.into_iter()),
             milestones: kind_choices(
                 &DEFAULT_MILESTONES,
-                UpdateKind::ALL.into_iter().filter(|k| *k != UpdateKind::Announced),
+                UpdateKind::ALL
+                    .into_iter()
+                    .filter(|k| *k != UpdateKind::Announced),
             ),
             mention_role: String::new(),
             langs: "en".into(),
@@ -152,7 +159,16 @@ pub async fn channels(
     signed_in: SignedIn,
 ) -> Result<Response, AppError> {
     signed_in.require(Role::Admin)?;
-    channels_page(&state, &signed_in, StatusCode::OK, Draft::default(), None, vec![], None).await
+    channels_page(
+        &state,
+        &signed_in,
+        StatusCode::OK,
+        Draft::default(),
+        None,
+        vec![],
+        None,
+    )
+    .await
 }
 
 /// The channel form, as urlencoded pairs (checkbox groups repeat a name).
@@ -192,7 +208,9 @@ fn parse_form(body: &str) -> (String, NewChannel, Draft) {
     draft.events = kind_choices(&new.events, UpdateKind::ALL.into_iter());
     draft.milestones = kind_choices(
         &new.milestones,
-        UpdateKind::ALL.into_iter().filter(|k| *k != UpdateKind::Announced),
+        UpdateKind::ALL
+            .into_iter()
+            .filter(|k| *k != UpdateKind::Announced),
     );
     draft.mention_role = new.mention_role.clone().unwrap_or_default();
     draft.langs = new.langs.join(", ");
@@ -470,5 +488,12 @@ pub async fn delivery_action(
         "skip" => state.service.skip_delivery(id, &actor).await,
         other => return Err(AppError::BadRequest(format!("unknown action {other:?}"))),
     };
-    super::after(&state, &signed_in, window, result.map(drop), super::RunState::default()).await
+    super::after(
+        &state,
+        &signed_in,
+        window,
+        result.map(drop),
+        super::RunState::default(),
+    )
+    .await
 }

@@ -1,0 +1,448 @@
+//! Announcements end to end against local servers speaking Discord's and Bluesky's wire
+//! formats: the DecAPI window run from announcement to completion reaches every channel
+//! exactly once and in order, also when the servers fail in every way they can.
+
+mod common;
+
+use common::TestApp;
+use common::fake_bluesky::{FakeBluesky, POST};
+use common::fake_discord::{FakeDiscord, Fault};
+use herald::domain::{
+    Channel, ChannelKind, ChannelSecret, DEFAULT_EVENTS, DEFAULT_MILESTONES, DeliveryState,
+    NewChannel, Schedule, StepAction, UpdateKind, WindowAction,
+};
+use serde_json::Value;
+use unicode_segmentation::UnicodeSegmentation;
+
+fn channel(
+    name: &str,
+    kind: ChannelKind,
+    target: &str,
+    secret: &str,
+    api: Option<String>,
+) -> NewChannel {
+    NewChannel {
+        name: name.into(),
+        kind: Some(kind),
+        target: target.into(),
+        secret: ChannelSecret::new(secret),
+        api_url: api,
+        events: DEFAULT_EVENTS.to_vec(),
+        milestones: DEFAULT_MILESTONES.to_vec(),
+        langs: vec!["en".into()],
+        enabled: true,
+        ..NewChannel::default()
+    }
+}
+
+struct Setup {
+    app: TestApp,
+    discord: FakeDiscord,
+    bluesky: FakeBluesky,
+    webhook: Channel,
+    bot: Channel,
+    sky: Channel,
+}
+
+async fn setup() -> Setup {
+    let app = TestApp::new().await;
+    let discord = FakeDiscord::start().await;
+    let bluesky = FakeBluesky::start().await;
+    let webhook = app
+        .add_channel(channel(
+            "webhook",
+            ChannelKind::DiscordWebhook,
+            "",
+            &discord.webhook_url(),
+            None,
+        ))
+        .await;
+    let bot = app
+        .add_channel(channel(
+            "bot",
+            ChannelKind::DiscordBot,
+            &discord.announcement_channel().to_string(),
+            &discord.bot_token(),
+            Some(discord.base()),
+        ))
+        .await;
+    let sky = app
+        .add_channel(channel(
+            "bluesky",
+            ChannelKind::Bluesky,
+            &bluesky.handle(),
+            &bluesky.password(),
+            Some(bluesky.url()),
+        ))
+        .await;
+    Setup {
+        app,
+        discord,
+        bluesky,
+        webhook,
+        bot,
+        sky,
+    }
+}
+
+/// The DecAPI window: announced tentative, then run through its six steps with an update in
+/// between, then completed. Returns the window id.
+async fn run_decapi(app: &TestApp, title: &str) -> i64 {
+    let api = app.component("api", "API").await;
+    let m = app
+        .window(
+            title,
+            Schedule::Tentative {
+                hint: Some("this Sunday or within two weeks".into()),
+            },
+            6,
+            vec![api],
+        )
+        .await;
+    app.act(m.id, WindowAction::Announce).await;
+    app.act(m.id, WindowAction::Start).await;
+    for p in 1..=6 {
+        app.step(m.id, p, StepAction::Start).await;
+        app.step(m.id, p, StepAction::Done).await;
+        if p == 3 {
+            app.service
+                .post_update(m.id, "Halfway: the database moved without trouble.")
+                .await
+                .unwrap();
+        }
+    }
+    app.act(m.id, WindowAction::Complete).await;
+    m.id
+}
+
+/// Events announced by default for the DecAPI run, in order.
+const EXPECTED: [UpdateKind; 10] = [
+    UpdateKind::Announced,
+    UpdateKind::Started,
+    UpdateKind::StepDone,
+    UpdateKind::StepDone,
+    UpdateKind::StepDone,
+    UpdateKind::Note,
+    UpdateKind::StepDone,
+    UpdateKind::StepDone,
+    UpdateKind::StepDone,
+    UpdateKind::Completed,
+];
+
+fn assert_no_mentions(m: &common::fake_discord::Message) {
+    let allowed = m
+        .allowed_mentions
+        .as_ref()
+        .expect("allowed_mentions is always sent");
+    assert_eq!(allowed["parse"], serde_json::json!([]), "{allowed}");
+    assert!(
+        allowed
+            .get("roles")
+            .is_none_or(|r| r == &serde_json::json!([]))
+    );
+    assert!(
+        allowed
+            .get("users")
+            .is_none_or(|r| r == &serde_json::json!([]))
+    );
+}
+
+/// Discord got one announcement per channel, edited after every later event, plus one
+/// message per milestone (start, update, completion), none able to mention anyone.
+fn check_discord(discord: &FakeDiscord, webhook: bool, expect_crosspost: bool) {
+    let messages: Vec<_> = discord
+        .messages()
+        .into_iter()
+        .filter(|m| m.webhook == webhook)
+        .collect();
+    let contents: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(
+        messages.len(),
+        4,
+        "announcement + 3 milestones: {contents:#?}"
+    );
+    let announcement = &messages[0];
+    let embed = &announcement.embeds[0];
+    assert!(
+        embed["title"].as_str().unwrap().contains("DecAPI"),
+        "{embed}"
+    );
+    assert_eq!(announcement.edits, 9, "one edit per later event");
+    let description = embed["description"].as_str().unwrap();
+    assert_eq!(description.matches('✅').count(), 6, "{description}");
+    assert!(description.contains("6 of 6 steps done"), "{description}");
+    assert!(embed["url"].as_str().unwrap().ends_with("/maintenance/1"));
+    assert!(
+        messages[1].content.contains("has started"),
+        "{}",
+        messages[1].content
+    );
+    assert!(
+        messages[2].content.contains("Halfway"),
+        "{}",
+        messages[2].content
+    );
+    assert!(
+        messages[3].content.contains("is complete"),
+        "{}",
+        messages[3].content
+    );
+    for m in &messages {
+        assert_no_mentions(m);
+        assert_eq!(m.crossposted, expect_crosspost, "message {}", m.id);
+        assert!(m.content.chars().count() <= 2000);
+    }
+    let errors = discord.schema_errors();
+    assert!(
+        errors.is_empty(),
+        "bodies Discord would refuse: {errors:#?}"
+    );
+}
+
+/// Bluesky holds one thread: the announcement (with a link card) as root, every later event a
+/// reply to the one before, texts within limits and link facets over exactly the link.
+fn check_bluesky_thread(records: &[Value], uris: &[String], cids: &[String], page: &str) {
+    let root = &records[0];
+    assert_eq!(root["embed"]["$type"], "app.bsky.embed.external");
+    assert_eq!(root["embed"]["external"]["uri"], page);
+    assert!(root.get("reply").is_none());
+    for (i, r) in records.iter().enumerate() {
+        let text = r["text"].as_str().unwrap();
+        assert!(text.graphemes(true).count() <= 300, "{text}");
+        assert!(text.len() <= 3000);
+        assert_eq!(r["$type"], POST);
+        assert_eq!(r["langs"], serde_json::json!(["en"]));
+        let facets = r["facets"].as_array().unwrap();
+        assert_eq!(facets.len(), 1);
+        let start = facets[0]["index"]["byteStart"].as_u64().unwrap() as usize;
+        let end = facets[0]["index"]["byteEnd"].as_u64().unwrap() as usize;
+        let shown = page.trim_start_matches("http://");
+        assert_eq!(&text.as_bytes()[start..end], shown.as_bytes(), "{text}");
+        assert_eq!(facets[0]["features"][0]["uri"], page);
+        if i > 0 {
+            assert_eq!(r["reply"]["root"]["uri"], uris[0].as_str());
+            assert_eq!(r["reply"]["root"]["cid"], cids[0].as_str());
+            assert_eq!(r["reply"]["parent"]["uri"], uris[i - 1].as_str());
+            assert_eq!(r["reply"]["parent"]["cid"], cids[i - 1].as_str());
+        }
+    }
+}
+
+#[tokio::test]
+async fn decapi_reaches_every_channel_exactly_once_in_order() {
+    let s = setup().await;
+    let outbox = s.app.start_outbox();
+    let id = run_decapi(&s.app, "DecAPI infrastructure migration").await;
+    let unsent = s.app.settle(30).await;
+    assert!(unsent.is_empty(), "{unsent:#?}");
+
+    let deliveries = s.app.service.deliveries(id).await.unwrap();
+    for c in [&s.webhook, &s.bot, &s.sky] {
+        let kinds: Vec<_> = deliveries
+            .iter()
+            .filter(|d| d.channel_id == c.id)
+            .map(|d| d.kind)
+            .collect();
+        assert_eq!(kinds, EXPECTED, "channel {}", c.name);
+    }
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d.state == DeliveryState::Sent && d.attempts == 1)
+    );
+
+    check_discord(&s.discord, true, false);
+    check_discord(&s.discord, false, true);
+
+    let records = s.bluesky.records();
+    assert_eq!(records.len(), EXPECTED.len());
+    let values: Vec<Value> = records.iter().map(|r| r.value.clone()).collect();
+    let uris: Vec<String> = records.iter().map(|r| r.uri.clone()).collect();
+    let cids: Vec<String> = records.iter().map(|r| r.cid.clone()).collect();
+    check_bluesky_thread(&values, &uris, &cids, "http://127.0.0.1:8080/maintenance/1");
+    assert!(values[0]["text"].as_str().unwrap().contains("this Sunday"));
+    assert!(values[9]["text"].as_str().unwrap().contains("Completed"));
+    assert_eq!(s.bluesky.create_sessions(), 1);
+    assert!(s.bluesky.errors().is_empty(), "{:#?}", s.bluesky.errors());
+
+    // The admin run view lists every delivery with a link to what was posted.
+    outbox.stop().await;
+}
+
+#[tokio::test]
+async fn emoji_and_right_to_left_titles_keep_facets_on_the_link() {
+    let s = setup().await;
+    let outbox = s.app.start_outbox();
+    let title = "🚀 Größere Wartung 👨‍👩‍👧‍👦 של מסד הנתונים — café ñandú ".repeat(3);
+    let title = title.trim().chars().take(200).collect::<String>();
+    let id = run_decapi(&s.app, &title).await;
+    s.app.settle(30).await;
+    let records = s.bluesky.records();
+    assert_eq!(records.len(), EXPECTED.len());
+    let values: Vec<Value> = records.iter().map(|r| r.value.clone()).collect();
+    let uris: Vec<String> = records.iter().map(|r| r.uri.clone()).collect();
+    let cids: Vec<String> = records.iter().map(|r| r.cid.clone()).collect();
+    check_bluesky_thread(
+        &values,
+        &uris,
+        &cids,
+        &format!("http://127.0.0.1:8080/maintenance/{id}"),
+    );
+    assert!(s.bluesky.errors().is_empty(), "{:#?}", s.bluesky.errors());
+    assert!(s.discord.schema_errors().is_empty());
+    outbox.stop().await;
+}
+
+/// The texts Bluesky got, in thread order, must follow the events.
+fn check_bluesky_order(values: &[Value]) {
+    let text = |i: usize| values[i]["text"].as_str().unwrap().to_owned();
+    assert!(text(0).contains("Planned maintenance"), "{}", text(0));
+    assert!(text(1).contains("Started"), "{}", text(1));
+    for (i, step) in [(2, 1), (3, 2), (4, 3), (6, 4), (7, 5), (8, 6)] {
+        assert!(
+            text(i).contains(&format!("Step {step} of 6 done")),
+            "{}",
+            text(i)
+        );
+    }
+    assert!(text(5).contains("Halfway"), "{}", text(5));
+    assert!(text(9).contains("Completed"), "{}", text(9));
+}
+
+fn bluesky_values(bluesky: &FakeBluesky) -> (Vec<Value>, Vec<String>, Vec<String>) {
+    let records = bluesky.records();
+    (
+        records.iter().map(|r| r.value.clone()).collect(),
+        records.iter().map(|r| r.uri.clone()).collect(),
+        records.iter().map(|r| r.cid.clone()).collect(),
+    )
+}
+
+/// Every way a server can fail once, on every channel: 500, 429 with `retry_after`, a hang
+/// past the request timeout, a connection dropped before and after the server acted. Each
+/// event still arrives exactly once and in order.
+#[tokio::test]
+async fn faults_are_retried_without_duplicates_or_reordering() {
+    let s = setup().await;
+    let hook = format!("/webhooks/{}", s.discord.webhook_id());
+    let bot = format!("/channels/{}/messages", s.discord.announcement_channel());
+    for fault in [
+        Fault::Status(500),
+        Fault::RateLimited { retry_after: 0.2 },
+        Fault::Hang(std::time::Duration::from_millis(1500)),
+        Fault::DropBeforeProcessing,
+    ] {
+        s.discord.push_fault(fault.clone(), Some(&hook));
+        s.discord.push_fault(fault.clone(), Some(&bot));
+        s.bluesky.push_fault(fault, Some("createRecord"));
+    }
+    // The server acted, the answer was lost: the bot's nonce and Bluesky's record key keep
+    // the retry from posting twice. (Webhooks have neither; see notify/discord.rs.)
+    s.discord.push_fault(Fault::DropAfterProcessing, Some(&bot));
+    s.bluesky
+        .push_fault(Fault::DropAfterProcessing, Some("createRecord"));
+    s.bluesky.push_fault(Fault::Status(502), Some("getRecord"));
+
+    let outbox = s.app.start_outbox();
+    let id = run_decapi(&s.app, "DecAPI infrastructure migration").await;
+    let unsent = s.app.settle(90).await;
+    assert!(unsent.is_empty(), "{unsent:#?}");
+    assert_eq!(s.discord.pending_faults(), 0, "every fault was met");
+    assert_eq!(s.bluesky.pending_faults(), 0, "every fault was met");
+
+    check_discord(&s.discord, true, false);
+    check_discord(&s.discord, false, true);
+    let (values, uris, cids) = bluesky_values(&s.bluesky);
+    assert_eq!(values.len(), EXPECTED.len(), "one post per event");
+    check_bluesky_thread(
+        &values,
+        &uris,
+        &cids,
+        &format!("http://127.0.0.1:8080/maintenance/{id}"),
+    );
+    check_bluesky_order(&values);
+    assert!(s.bluesky.errors().is_empty(), "{:#?}", s.bluesky.errors());
+
+    // The retries honoured the server's wish and backed off.
+    let deliveries = s.app.service.deliveries(id).await.unwrap();
+    assert!(deliveries.iter().any(|d| d.attempts > 1));
+    outbox.stop().await;
+}
+
+/// A 401 fails the delivery at once with Discord's reason shown in the admin UI; later
+/// events of the window wait behind it; Retry after fixing the token delivers all in order.
+#[tokio::test]
+async fn unauthorized_fails_at_once_and_retry_succeeds_once_fixed() {
+    let s = setup().await;
+    s.app.user("alice", herald::domain::Role::Admin).await;
+    s.discord.set_bot_token("rotated-token");
+    let outbox = s.app.start_outbox();
+    let id = run_decapi(&s.app, "DecAPI infrastructure migration").await;
+    let mut unsent = s.app.settle_except(30, Some(s.bot.id)).await;
+    for _ in 0..200 {
+        if unsent.iter().any(|d| d.state == DeliveryState::Failed) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        unsent = s.app.service.unsent_deliveries(100).await.unwrap();
+    }
+    let failed: Vec<_> = unsent
+        .iter()
+        .filter(|d| d.state == DeliveryState::Failed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{unsent:#?}");
+    let failed = failed[0].clone();
+    assert_eq!(failed.channel_id, s.bot.id);
+    assert_eq!(failed.kind, UpdateKind::Announced);
+    assert_eq!(failed.attempts, 1, "a 401 is not retried");
+    assert!(
+        failed.last_error.as_deref().unwrap().contains("401"),
+        "{failed:?}"
+    );
+    let held = s.app.service.deliveries(id).await.unwrap();
+    assert_eq!(
+        held.iter()
+            .filter(|d| d.channel_id == s.bot.id && d.state == DeliveryState::Pending)
+            .count(),
+        9,
+        "later events wait behind the failed announcement"
+    );
+
+    let me = s.app.sign_in("alice").await;
+    let page = s
+        .app
+        .get_as(&format!("/admin/maintenances/{id}"), &me.cookie)
+        .await
+        .text();
+    assert!(page.contains("401 Unauthorized"), "the reason is shown");
+    assert!(page.contains(">Retry</button>"));
+
+    // Fix the token in the channel, then Retry from the run view.
+    let mut fixed = channel(
+        "bot",
+        ChannelKind::DiscordBot,
+        &s.discord.announcement_channel().to_string(),
+        "rotated-token",
+        Some(s.discord.base()),
+    );
+    fixed.enabled = true;
+    s.app
+        .service
+        .edit_channel(s.bot.id, fixed, "test")
+        .await
+        .unwrap();
+    let r = s
+        .app
+        .post_form(
+            &format!("/admin/maintenances/{id}/deliveries/{}", failed.id),
+            Some(&me.cookie),
+            &[("csrf", &me.csrf), ("action", "retry")],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, axum::http::StatusCode::SEE_OTHER, "{}", r.text());
+    let unsent = s.app.settle(30).await;
+    assert!(unsent.is_empty(), "{unsent:#?}");
+    check_discord(&s.discord, false, true);
+    outbox.stop().await;
+}
