@@ -1,0 +1,208 @@
+//! Against the real Bluesky PDS (`@atproto/pds` through `@atproto/dev-env`, run offline on
+//! 127.0.0.1, see tests/pds/README.md): the DecAPI window and a window titled with emoji and
+//! right-to-left text become one valid thread each, as the PDS itself validates and stores it.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use herald::domain::{
+    ChannelKind, ChannelSecret, DEFAULT_EVENTS, DEFAULT_MILESTONES, NewChannel, Schedule,
+    StepAction, WindowAction,
+};
+use serde_json::{Value, json};
+use unicode_segmentation::UnicodeSegmentation;
+
+struct Pds {
+    child: Child,
+    url: String,
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for Pds {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Install (cached outside the clone) and start the reference PDS.
+fn start_pds() -> Pds {
+    let dir = match std::env::var("HERALD_TEST_PDS") {
+        Ok(dir) => dir,
+        Err(_) => {
+            let out = Command::new("bash")
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/pds-install"))
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("running .ci/pds-install");
+            assert!(out.status.success(), ".ci/pds-install failed");
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(format!("{dir}/bin/node"))
+        .arg(format!("{dir}/start.mjs"))
+        .env("TMPDIR", tmp.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the PDS");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: Value = serde_json::from_str(&line).expect("the PDS prints its address");
+    Pds {
+        child,
+        url: ready["pds"].as_str().unwrap().to_owned(),
+        _tmp: tmp,
+    }
+}
+
+async fn xrpc(pds: &str, nsid: &str, token: Option<&str>, body: Value) -> Value {
+    let mut r = reqwest::Client::new()
+        .post(format!("{pds}/xrpc/{nsid}"))
+        .json(&body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert!(status.is_success(), "{nsid}: {status} {v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_pds_holds_one_valid_thread_per_window() {
+    let pds = start_pds();
+    let account = xrpc(
+        &pds.url,
+        "com.atproto.server.createAccount",
+        None,
+        json!({"handle": "decapi.test", "email": "ops@example.com", "password": "hunter2hunter2"}),
+    )
+    .await;
+    let app_password = xrpc(
+        &pds.url,
+        "com.atproto.server.createAppPassword",
+        account["accessJwt"].as_str(),
+        json!({"name": "herald"}),
+    )
+    .await["password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let did = account["did"].as_str().unwrap().to_owned();
+
+    let app = common::TestApp::new().await;
+    app.add_channel(NewChannel {
+        name: "bluesky".into(),
+        kind: Some(ChannelKind::Bluesky),
+        target: "decapi.test".into(),
+        secret: ChannelSecret::new(app_password),
+        api_url: Some(pds.url.clone()),
+        events: DEFAULT_EVENTS.to_vec(),
+        milestones: DEFAULT_MILESTONES.to_vec(),
+        langs: vec!["en".into(), "de".into()],
+        enabled: true,
+        ..NewChannel::default()
+    })
+    .await;
+    let outbox = app.start_outbox();
+    let api = app.component("api", "API").await;
+    let titles = [
+        "DecAPI infrastructure migration".to_owned(),
+        "🚀 Größere Wartung 👨‍👩‍👧‍👦 של מסד הנתונים — café ñandú "
+            .repeat(4)
+            .trim()
+            .chars()
+            .take(200)
+            .collect::<String>(),
+    ];
+    let mut ids = Vec::new();
+    for title in &titles {
+        let m = app
+            .window(
+                title,
+                Schedule::Tentative {
+                    hint: Some("this Sunday or within two weeks".into()),
+                },
+                6,
+                vec![api],
+            )
+            .await;
+        app.act(m.id, WindowAction::Announce).await;
+        app.act(m.id, WindowAction::Start).await;
+        for p in 1..=6 {
+            app.step(m.id, p, StepAction::Start).await;
+            app.step(m.id, p, StepAction::Done).await;
+            if p == 3 {
+                app.service
+                    .post_update(m.id, "Halfway: the database moved without trouble.")
+                    .await
+                    .unwrap();
+            }
+        }
+        app.act(m.id, WindowAction::Complete).await;
+        ids.push(m.id);
+    }
+    let unsent = app.settle(60).await;
+    assert!(unsent.is_empty(), "{unsent:#?}");
+
+    // Read back what the PDS stored.
+    let listed: Value = reqwest::Client::new()
+        .get(format!("{}/xrpc/com.atproto.repo.listRecords", pds.url))
+        .query(&[
+            ("repo", did.as_str()),
+            ("collection", "app.bsky.feed.post"),
+            ("limit", "100"),
+            ("reverse", "true"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let records = listed["records"].as_array().unwrap();
+    assert_eq!(records.len(), 20, "ten posts per window, nothing twice");
+    for (w, id) in ids.iter().enumerate() {
+        let page = format!("http://127.0.0.1:8080/maintenance/{id}");
+        let thread: Vec<&Value> = records
+            .iter()
+            .filter(|r| r["value"]["facets"][0]["features"][0]["uri"] == page.as_str())
+            .collect();
+        assert_eq!(thread.len(), 10, "window {w}");
+        let root = thread[0];
+        assert_eq!(root["value"]["embed"]["external"]["uri"], page.as_str());
+        assert!(root["value"].get("reply").is_none());
+        for (i, r) in thread.iter().enumerate() {
+            let v = &r["value"];
+            let text = v["text"].as_str().unwrap();
+            assert!(text.graphemes(true).count() <= 300, "{text}");
+            assert!(text.len() <= 3000);
+            assert_eq!(v["langs"], json!(["en", "de"]));
+            let start = v["facets"][0]["index"]["byteStart"].as_u64().unwrap() as usize;
+            let end = v["facets"][0]["index"]["byteEnd"].as_u64().unwrap() as usize;
+            assert_eq!(
+                &text.as_bytes()[start..end],
+                page.trim_start_matches("http://").as_bytes()
+            );
+            if i > 0 {
+                assert_eq!(v["reply"]["root"]["uri"], root["uri"]);
+                assert_eq!(v["reply"]["root"]["cid"], root["cid"]);
+                assert_eq!(v["reply"]["parent"]["uri"], thread[i - 1]["uri"]);
+                assert_eq!(v["reply"]["parent"]["cid"], thread[i - 1]["cid"]);
+            }
+        }
+        if w == 1 {
+            let text = root["value"]["text"].as_str().unwrap();
+            assert!(text.contains("👨‍👩‍👧‍👦") && text.contains("של"), "{text}");
+        }
+    }
+    outbox.stop().await;
+}
