@@ -6,7 +6,7 @@
 //! Run: `cargo bench --bench delivery_latency`. Target: p99 under 250 ms (aim: 100 ms).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use std::time::{Duration, Instant};

@@ -47,8 +47,10 @@ impl Env {
         cmd
     }
 
+    /// The caller kills and waits for the returned child.
+    #[allow(clippy::zombie_processes)]
     async fn start(&self) -> Child {
-        let child = self
+        let mut child = self
             .command()
             .arg("serve")
             .stdout(Stdio::null())
@@ -65,7 +67,11 @@ impl Env {
             if ready {
                 return child;
             }
-            assert!(Instant::now() < deadline, "herald did not become ready");
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("herald did not become ready");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
