@@ -4,6 +4,8 @@
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (the README's test command installs them).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -255,6 +257,47 @@ async fn maintainer_runs_a_window_in_a_real_browser() {
     let url = format!("sqlite://{}/herald.db", dir.path().display());
     let settings = Settings::for_database(&url);
     let state = herald::server::build(&settings, false).await.unwrap();
+    // Announcements go to local Discord and Bluesky servers while the maintainer works.
+    let discord = common::fake_discord::FakeDiscord::start().await;
+    let bluesky = common::fake_bluesky::FakeBluesky::start().await;
+    for (name, kind, target, secret, api) in [
+        (
+            "#announcements",
+            herald::domain::ChannelKind::DiscordBot,
+            discord.announcement_channel().to_string(),
+            discord.bot_token(),
+            discord.base(),
+        ),
+        (
+            "Bluesky",
+            herald::domain::ChannelKind::Bluesky,
+            bluesky.handle(),
+            bluesky.password(),
+            bluesky.url(),
+        ),
+    ] {
+        state
+            .service
+            .create_channel(
+                herald::domain::NewChannel {
+                    name: name.into(),
+                    kind: Some(kind),
+                    target,
+                    secret: herald::domain::ChannelSecret::new(secret),
+                    api_url: Some(api),
+                    events: herald::domain::DEFAULT_EVENTS.to_vec(),
+                    milestones: herald::domain::DEFAULT_MILESTONES.to_vec(),
+                    enabled: true,
+                    ..Default::default()
+                },
+                "test",
+            )
+            .await
+            .unwrap();
+    }
+    let outbox_token = tokio_util::sync::CancellationToken::new();
+    let outbox_tasks = tokio_util::task::TaskTracker::new();
+    herald::server::spawn_outbox(&state, &outbox_tasks, &outbox_token);
     state
         .service
         .add_user(
@@ -441,6 +484,33 @@ async fn maintainer_runs_a_window_in_a_real_browser() {
             .unwrap();
         assert_eq!(window["state"], "completed");
         assert_eq!(window["steps_done"], 6);
+
+        // The run view lists what reached Discord and Bluesky, with links.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while bluesky.records().len() < 10 {
+            assert!(Instant::now() < deadline, "announcements did not arrive");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        driver.goto(&run).await?;
+        let deliveries = driver
+            .find(By::Css("table.deliveries"))
+            .await?
+            .text()
+            .await?;
+        assert!(
+            deliveries.contains("sent") && !deliveries.contains("failed"),
+            "{deliveries}"
+        );
+        full_page_screenshot(&driver, 1280, 900, "admin-run-deliveries-desktop.png").await;
+        driver.goto(format!("{origin}admin/channels")).await?;
+        full_page_screenshot(&driver, 390, 844, "admin-channels-phone.png").await;
+        assert_clean(&driver, &origin).await;
+        assert_eq!(
+            discord.messages().len(),
+            4,
+            "announcement + start, update, completion"
+        );
         WebDriverResult::Ok(())
     }
     .await;

@@ -35,6 +35,7 @@ pub struct ChannelRow {
     pub mention_role: String,
     pub langs: String,
     pub is_discord: bool,
+    pub event_count: usize,
 }
 
 fn kind_choices(
@@ -65,6 +66,7 @@ fn row(c: &Channel) -> ChannelRow {
         mention_role: c.mention_role.clone().unwrap_or_default(),
         langs: c.langs.join(", "),
         is_discord: c.kind.is_discord(),
+        event_count: c.events.len(),
     }
 }
 
