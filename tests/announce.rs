@@ -446,3 +446,71 @@ async fn unauthorized_fails_at_once_and_retry_succeeds_once_fixed() {
     check_discord(&s.discord, false, true);
     outbox.stop().await;
 }
+
+/// A plan of 100 long steps stays within every Discord limit (the fake checks them and the
+/// OpenAPI schema), cut at a whole step with a link to the page; a configured role is
+/// mentioned at the start and nowhere else.
+#[tokio::test]
+async fn long_plans_fit_discord_and_only_the_configured_role_is_mentioned() {
+    let app = TestApp::new().await;
+    let discord = FakeDiscord::start().await;
+    let mut bot = channel(
+        "bot",
+        ChannelKind::DiscordBot,
+        &discord.text_channel().to_string(),
+        &discord.bot_token(),
+        Some(discord.base()),
+    );
+    bot.mention_role = Some("1400000000000000001".into());
+    app.add_channel(bot).await;
+    let outbox = app.start_outbox();
+    let m = app
+        .service
+        .create_maintenance(herald::domain::NewMaintenance {
+            title: "T".repeat(200),
+            description: "D".repeat(5000),
+            impact: herald::domain::Impact::Major,
+            schedule: Schedule::Tentative { hint: None },
+            component_ids: vec![],
+            steps: (1..=100)
+                .map(|i| herald::domain::NewStep {
+                    title: format!("{i} {}", "step ".repeat(39)),
+                    description: None,
+                })
+                .collect(),
+        })
+        .await
+        .unwrap();
+    app.act(m.id, WindowAction::Announce).await;
+    app.act(m.id, WindowAction::Start).await;
+    let unsent = app.settle(30).await;
+    assert!(unsent.is_empty(), "{unsent:#?}");
+    assert!(
+        discord.schema_errors().is_empty(),
+        "{:#?}",
+        discord.schema_errors()
+    );
+    let messages = discord.messages();
+    assert_eq!(messages.len(), 2);
+    let embed = &messages[0].embeds[0];
+    let description = embed["description"].as_str().unwrap();
+    assert!(description.chars().count() <= 4096);
+    assert!(
+        description.contains(&format!(
+            "more steps: http://127.0.0.1:8080/maintenance/{}",
+            m.id
+        )),
+        "{description}"
+    );
+    assert_no_mentions(&messages[0]);
+    let start = &messages[1];
+    assert!(
+        start.content.starts_with("<@&1400000000000000001> "),
+        "{}",
+        start.content
+    );
+    let allowed = start.allowed_mentions.as_ref().unwrap();
+    assert_eq!(allowed["parse"], serde_json::json!([]));
+    assert_eq!(allowed["roles"], serde_json::json!(["1400000000000000001"]));
+    outbox.stop().await;
+}

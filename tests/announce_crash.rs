@@ -331,3 +331,51 @@ async fn fifty_posts_sign_in_once_and_an_expired_token_refreshes_once() {
     assert_eq!(bluesky.create_sessions(), 1, "no new sign-in");
     outbox.stop().await;
 }
+
+/// SIGTERM while a delivery is in flight: Herald finishes it, then exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_delivery_in_flight_finish() {
+    let discord = FakeDiscord::start().await;
+    let env = Env {
+        dir: tempfile::tempdir().unwrap(),
+        port: free_port(),
+        vars: vec![
+            ("HERALD_DISCORD_BOT_TOKEN".into(), discord.bot_token()),
+            (
+                "HERALD_DISCORD_CHANNEL_ID".into(),
+                discord.text_channel().to_string(),
+            ),
+            ("HERALD_DISCORD_API_URL".into(), discord.base()),
+        ],
+    };
+    let token = env.token();
+    let mut herald = env.start().await;
+    let bot = format!("/channels/{}/messages", discord.text_channel());
+    discord.push_fault(Fault::Hang(Duration::from_millis(700)), Some(&bot));
+    let m = api(
+        env.port,
+        &token,
+        "/maintenances",
+        json!({"title": "DecAPI infrastructure migration"}),
+    )
+    .await;
+    let id = m["id"].as_i64().unwrap();
+    api(
+        env.port,
+        &token,
+        &format!("/maintenances/{id}/announce"),
+        json!({}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    kill(Pid::from_raw(herald.id() as i32), Signal::SIGTERM).unwrap();
+    let status = tokio::task::spawn_blocking(move || herald.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let store = env.store().await;
+    let deliveries = store.list_deliveries(id).await.unwrap();
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].state, DeliveryState::Sent, "{deliveries:#?}");
+    assert_eq!(discord.messages().len(), 1);
+}
