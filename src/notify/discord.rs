@@ -58,7 +58,13 @@ pub struct Discord {
     milestones: Vec<UpdateKind>,
     site_name: String,
     place: OnceCell<Place>,
+    /// Discord said the bucket is empty (`X-RateLimit-Remaining: 0`): no request before this.
+    pause_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// Waits up to this long for a rate-limit bucket to refill inside an attempt; longer pauses
+/// end the attempt and let the outbox schedule the retry.
+const MAX_INLINE_PAUSE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize)]
 struct MessageRef {
@@ -187,6 +193,7 @@ impl Discord {
             milestones: channel.milestones.clone(),
             site_name: settings.site_name.clone(),
             place: OnceCell::new(),
+            pause_until: std::sync::Mutex::new(None),
         })
     }
 
@@ -210,6 +217,7 @@ impl Discord {
             // A webhook's token is in its URL; an empty Authorization header is noise.
             request.headers_mut().remove(AUTHORIZATION);
         }
+        self.respect_rate_limit(what).await?;
         let response = self.http.execute(request).await.map_err(|e| {
             let kind = if e.is_timeout() {
                 "timed out"
@@ -222,6 +230,7 @@ impl Discord {
         })?;
         let status = response.status();
         let headers = response.headers().clone();
+        self.note_rate_limit(&headers);
         let body = response
             .bytes()
             .await
@@ -235,6 +244,41 @@ impl Discord {
         serde_json::from_slice(&body)
             .map(Some)
             .map_err(|e| SendError::transient(format!("{what}: unreadable answer: {e}")))
+    }
+
+    /// Before a request: wait while Discord's bucket is empty, or give the attempt back with
+    /// the time to wait if that is long.
+    async fn respect_rate_limit(&self, what: &str) -> Result<(), SendError> {
+        let until = *self.pause_until.lock().expect("not poisoned");
+        let Some(wait) = until.and_then(|u| u.checked_duration_since(std::time::Instant::now()))
+        else {
+            return Ok(());
+        };
+        if wait > MAX_INLINE_PAUSE {
+            return Err(SendError::Transient {
+                reason: format!("{what}: waiting for Discord's rate limit to reset"),
+                after: Some(wait),
+            });
+        }
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    /// After a response: remember when an emptied bucket refills.
+    fn note_rate_limit(&self, headers: &HeaderMap) {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        if header("x-ratelimit-remaining") == Some(0.0)
+            && let Some(after) = header("x-ratelimit-reset-after")
+                .filter(|s| s.is_finite() && *s >= 0.0 && *s < 3600.0)
+        {
+            *self.pause_until.lock().expect("not poisoned") =
+                Some(std::time::Instant::now() + Duration::from_secs_f64(after));
+        }
     }
 
     fn message_from(value: Option<serde_json::Value>, what: &str) -> Result<MessageRef, SendError> {
