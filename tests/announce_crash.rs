@@ -18,14 +18,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Env {
     dir: tempfile::TempDir,
     port: u16,
@@ -118,7 +110,7 @@ async fn sigkill_mid_delivery_then_restart_delivers_each_event_once() {
     let bluesky = FakeBluesky::start().await;
     let env = Env {
         dir: tempfile::tempdir().unwrap(),
-        port: free_port(),
+        port: common::free_port(),
         vars: vec![
             ("HERALD_DISCORD_BOT_TOKEN".into(), discord.bot_token()),
             (
@@ -338,7 +330,7 @@ async fn sigterm_lets_the_delivery_in_flight_finish() {
     let discord = FakeDiscord::start().await;
     let env = Env {
         dir: tempfile::tempdir().unwrap(),
-        port: free_port(),
+        port: common::free_port(),
         vars: vec![
             ("HERALD_DISCORD_BOT_TOKEN".into(), discord.bot_token()),
             (

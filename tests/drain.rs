@@ -15,14 +15,6 @@ use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A blocking HTTP/1.1 GET on a fresh connection; returns the status code.
 fn status_of(addr: SocketAddr, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
@@ -46,7 +38,9 @@ struct Herald {
 impl Herald {
     fn start(extra_env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
         cmd.arg("serve")
             .current_dir(dir.path())

@@ -145,11 +145,7 @@ impl Bluesky {
         if channel.kind != ChannelKind::Bluesky {
             return Err(SendError::Permanent("not a Bluesky channel".into()));
         }
-        let http = reqwest::Client::builder()
-            .timeout(settings.request_timeout)
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| SendError::Permanent(format!("HTTP client: {e}")))?;
+        let http = settings.http_client()?;
         Ok(Self {
             http,
             pds: channel

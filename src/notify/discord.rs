@@ -175,11 +175,7 @@ impl Discord {
                 return Err(SendError::Permanent("not a Discord channel".into()));
             }
         };
-        let http = reqwest::Client::builder()
-            .timeout(settings.request_timeout)
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| SendError::Permanent(format!("HTTP client: {e}")))?;
+        let http = settings.http_client()?;
         Ok(Self {
             http,
             base,

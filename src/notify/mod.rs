@@ -52,6 +52,15 @@ pub struct NotifySettings {
 }
 
 impl NotifySettings {
+    /// The HTTP client every sender uses: each request bounded by `request_timeout`.
+    pub fn http_client(&self) -> Result<reqwest::Client, SendError> {
+        reqwest::Client::builder()
+            .timeout(self.request_timeout)
+            .connect_timeout(self.request_timeout.min(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| SendError::Permanent(format!("HTTP client: {e}")))
+    }
+
     pub fn page_url(&self, window_id: i64) -> String {
         format!("{}/maintenance/{window_id}", self.public_url)
     }

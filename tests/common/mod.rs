@@ -369,3 +369,48 @@ impl TestApp {
         }
     }
 }
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One Bluesky thread as stored, in order, each post as `(record, uri, cid)`: the root links a
+/// card to `page`, every later post replies to the one before; texts within 300 graphemes and
+/// 3000 bytes; the one link facet covers exactly the link text; `langs` as configured.
+pub fn check_bluesky_thread(
+    posts: &[(serde_json::Value, String, String)],
+    page: &str,
+    langs: serde_json::Value,
+) {
+    use unicode_segmentation::UnicodeSegmentation;
+    let (root, root_uri, root_cid) = &posts[0];
+    assert_eq!(root["embed"]["$type"], "app.bsky.embed.external");
+    assert_eq!(root["embed"]["external"]["uri"], page);
+    assert!(root.get("reply").is_none());
+    for (i, (r, _, _)) in posts.iter().enumerate() {
+        let text = r["text"].as_str().unwrap();
+        assert!(text.graphemes(true).count() <= 300, "{text}");
+        assert!(text.len() <= 3000);
+        assert_eq!(r["$type"], "app.bsky.feed.post");
+        assert_eq!(r["langs"], langs);
+        let facets = r["facets"].as_array().unwrap();
+        assert_eq!(facets.len(), 1);
+        let start = facets[0]["index"]["byteStart"].as_u64().unwrap() as usize;
+        let end = facets[0]["index"]["byteEnd"].as_u64().unwrap() as usize;
+        let shown = page.trim_start_matches("http://");
+        assert_eq!(&text.as_bytes()[start..end], shown.as_bytes(), "{text}");
+        assert_eq!(facets[0]["features"][0]["uri"], page);
+        if i > 0 {
+            let (_, parent_uri, parent_cid) = &posts[i - 1];
+            assert_eq!(r["reply"]["root"]["uri"], root_uri.as_str());
+            assert_eq!(r["reply"]["root"]["cid"], root_cid.as_str());
+            assert_eq!(r["reply"]["parent"]["uri"], parent_uri.as_str());
+            assert_eq!(r["reply"]["parent"]["cid"], parent_cid.as_str());
+        }
+    }
+}

@@ -67,6 +67,15 @@ fn delivery_from(row: &SqliteRow) -> StoreResult<Delivery> {
     })
 }
 
+fn name_taken(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            StoreError::Duplicate("a channel with this name")
+        }
+        e => e.into(),
+    }
+}
+
 /// Insert a change's deliveries; `update_ids` are the ids its updates got, in order.
 pub(super) async fn insert_deliveries(
     tx: &mut Transaction<'_, Sqlite>,
@@ -157,12 +166,7 @@ impl Outbox for SqliteStore {
         .bind(secs(now))
         .fetch_one(&self.pool)
         .await
-        .map_err(|e| match e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => {
-                StoreError::Duplicate("a channel with this name")
-            }
-            e => e.into(),
-        })?;
+        .map_err(name_taken)?;
         channel_from(&row)
     }
 
@@ -191,12 +195,7 @@ impl Outbox for SqliteStore {
         .bind(id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| match e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => {
-                StoreError::Duplicate("a channel with this name")
-            }
-            e => e.into(),
-        })?
+        .map_err(name_taken)?
         .ok_or(StoreError::NotFound)?;
         channel_from(&row)
     }
