@@ -255,10 +255,17 @@ impl Outbox for SqliteStore {
         .transpose()
     }
 
+    /// Only the head of each window's queue counts: a delivery held behind an earlier
+    /// pending or failed one is not due, whatever its own time (it would only spin the worker).
     async fn next_due_ms(&self, channel_id: i64) -> StoreResult<Option<i64>> {
         Ok(sqlx::query_scalar(
-            "SELECT MIN(MAX(next_attempt_ms, COALESCE(lease_until_ms, 0))) FROM deliveries \
-             WHERE channel_id = $1 AND state = 'pending'",
+            // CASE, not two-argument MAX: the same SQL runs on PostgreSQL.
+            "SELECT MIN(CASE WHEN lease_until_ms > next_attempt_ms THEN lease_until_ms \
+             ELSE next_attempt_ms END) FROM deliveries d \
+             WHERE d.channel_id = $1 AND d.state = 'pending' \
+               AND NOT EXISTS (SELECT 1 FROM deliveries e \
+                 WHERE e.channel_id = d.channel_id AND e.maintenance_id = d.maintenance_id \
+                   AND e.id < d.id AND e.state IN ('pending', 'failed'))",
         )
         .bind(channel_id)
         .fetch_one(&self.pool)
