@@ -389,7 +389,6 @@ async fn unauthorized_fails_at_once_and_retry_succeeds_once_fixed() {
         9,
         "later events wait behind the failed announcement"
     );
-    use herald::store::Outbox as _;
     assert_eq!(
         s.app.service.store().next_due_ms(s.bot.id).await.unwrap(),
         None,

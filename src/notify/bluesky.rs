@@ -116,7 +116,10 @@ impl CallError {
 /// (a unix time).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(secs) = header(RETRY_AFTER.as_str()).and_then(|v| v.trim().parse::<f64>().ok()) {
+    if let Some(secs) = header(RETRY_AFTER.as_str())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite())
+    {
         return Some(Duration::from_secs_f64(secs.clamp(0.0, 86_400.0)));
     }
     let reset = header("ratelimit-reset").and_then(|v| v.trim().parse::<i64>().ok())?;
@@ -261,6 +264,21 @@ impl Bluesky {
             && current.access_jwt != stale.access_jwt
         {
             return Ok(current.clone());
+        }
+        // Another sender of this channel (a test message, a worker started after an edit) may
+        // have refreshed already, which rotated the refresh token: take its session.
+        let saved = self
+            .store
+            .channel_session(self.channel_id)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|json| serde_json::from_str::<Session>(&json).ok());
+        if let Some(saved) = saved
+            && saved.access_jwt != stale.access_jwt
+        {
+            *slot = Some(saved.clone());
+            return Ok(saved);
         }
         let refreshed = self
             .xrpc(

@@ -208,7 +208,7 @@ impl Discord {
             .map_err(|e| SendError::Permanent(format!("{what}: {e}")))?;
         let mut request = builder
             .build()
-            .map_err(|e| SendError::Permanent(format!("{what}: {e}")))?;
+            .map_err(|e| SendError::Permanent(format!("{what}: {}", e.without_url())))?;
         if token.is_empty() {
             // A webhook's token is in its URL; an empty Authorization header is noise.
             request.headers_mut().remove(AUTHORIZATION);
@@ -222,15 +222,15 @@ impl Discord {
             } else {
                 "connection failed"
             };
-            SendError::transient(format!("{what}: {kind}: {e}"))
+            // A webhook's URL holds its token: never in an error that is stored or shown.
+            SendError::transient(format!("{what}: {kind}: {}", e.without_url()))
         })?;
         let status = response.status();
         let headers = response.headers().clone();
         self.note_rate_limit(&headers);
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| SendError::transient(format!("{what}: reading the answer: {e}")))?;
+        let body = response.bytes().await.map_err(|e| {
+            SendError::transient(format!("{what}: reading the answer: {}", e.without_url()))
+        })?;
         if !status.is_success() {
             return Err(classify(status, &headers, &body, what));
         }
@@ -463,6 +463,25 @@ impl Discord {
         }
     }
 
+    /// Publish, but never let publishing hold up the window's live message: announcement
+    /// channels allow about ten publishes an hour, so a long rate limit or a missing
+    /// permission is logged and the delivery counts as done; a short hiccup is retried with
+    /// the delivery (the posted id is recorded, so the retry only publishes).
+    async fn publish(&self, place: &Place, message: &MessageRef) -> Result<(), SendError> {
+        match self.crosspost(place, message).await {
+            Err(e @ SendError::Transient { after, .. })
+                if after.is_none_or(|a| a <= Duration::from_secs(60)) =>
+            {
+                Err(e)
+            }
+            Err(e) => {
+                tracing::warn!(reason = e.reason(), "not publishing the message");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
     fn sent(&self, place: &Place, message: &MessageRef, thread: Thread) -> Sent {
         Sent {
             remote_id: message.id.clone(),
@@ -484,11 +503,10 @@ impl super::Sender for Discord {
             .mention_role
             .filter(|_| d.kind == UpdateKind::Started && milestone);
         let content = milestone.then(|| {
-            let text = discord_message(job.window, job.update, &job.page_url);
-            match mention {
-                Some(role) => format!("<@&{role}> {text}"),
-                None => text,
-            }
+            let prefix = mention
+                .map(|role| format!("<@&{role}> "))
+                .unwrap_or_default();
+            discord_message(job.window, job.update, &job.page_url, &prefix)
         });
 
         // A message posted by an earlier attempt of this delivery is never posted again.
@@ -516,7 +534,7 @@ impl super::Sender for Discord {
                         m
                     }
                 };
-                self.crosspost(&place, &message).await?;
+                self.publish(&place, &message).await?;
                 let thread = Thread {
                     root_id: message.id.clone(),
                     ..Thread::default()
@@ -542,7 +560,7 @@ impl super::Sender for Discord {
                         m
                     }
                 };
-                self.crosspost(&place, &message).await?;
+                self.publish(&place, &message).await?;
                 Ok(self.sent(&place, &message, thread.clone()))
             }
         }

@@ -32,8 +32,9 @@ use crate::domain::{Channel, ChannelKind, Delivery, Maintenance, Thread, Update}
 use crate::service::Service;
 
 /// How long a claimed delivery stays its worker's, in request timeouts: longer than any
-/// attempt can take (an attempt makes at most six requests).
-const LEASE_TIMEOUTS: u32 = 12;
+/// attempt can take (a Bluesky attempt with a session renewal makes up to a dozen requests,
+/// a Discord one may also wait out a rate limit).
+const LEASE_TIMEOUTS: u32 = 30;
 /// Workers look at the outbox at least this often, in case a wake-up was missed.
 const POLL: Duration = Duration::from_secs(15);
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -294,6 +295,7 @@ struct Worker {
 struct DeliveryProgress<'a> {
     service: &'a Service,
     id: i64,
+    attempt: i64,
 }
 
 #[async_trait]
@@ -302,7 +304,7 @@ impl Progress for DeliveryProgress<'_> {
         if let Err(e) = self
             .service
             .store()
-            .delivery_posted(self.id, remote_id, remote_url)
+            .delivery_posted(self.id, self.attempt, remote_id, remote_url)
             .await
         {
             warn!(delivery = self.id, error = %e, "could not record the posted message");
@@ -379,14 +381,14 @@ impl Worker {
             Ok((Some(u), Some(w), t)) => (u, w, t),
             Ok(_) => {
                 let _ = store
-                    .delivery_failed(d.id, "its window or update no longer exists")
+                    .delivery_failed(d.id, d.attempts, "its window or update no longer exists")
                     .await;
                 return;
             }
             Err(e) => {
                 warn!(delivery = d.id, error = %e, "could not load a delivery");
                 let _ = store
-                    .delivery_retry(d.id, &e.to_string(), now_ms() + 1000)
+                    .delivery_retry(d.id, d.attempts, &e.to_string(), now_ms() + 1000)
                     .await;
                 return;
             }
@@ -401,6 +403,7 @@ impl Worker {
         let progress = DeliveryProgress {
             service: &self.service,
             id: d.id,
+            attempt: d.attempts,
         };
         let result = sender.send(&job, &progress).await;
         metrics::counter!("herald_delivery_attempts_total", "channel" => channel.clone())
@@ -412,6 +415,7 @@ impl Worker {
                 let recorded = store
                     .delivery_sent(
                         d.id,
+                        d.attempts,
                         &sent.remote_id,
                         sent.remote_url.as_deref(),
                         sent.thread.as_ref(),
@@ -435,7 +439,7 @@ impl Worker {
             }
             Err(SendError::Permanent(reason)) => {
                 warn!(delivery = d.id, reason, "delivery failed");
-                let _ = store.delivery_failed(d.id, &reason).await;
+                let _ = store.delivery_failed(d.id, d.attempts, &reason).await;
                 "failed"
             }
             Err(SendError::Transient { reason, after }) => {
@@ -448,11 +452,11 @@ impl Worker {
                 if next / 1000 >= d.deadline_at.as_second() {
                     let reason = format!("{reason}; gave up at the deadline");
                     warn!(delivery = d.id, reason, "delivery failed");
-                    let _ = store.delivery_failed(d.id, &reason).await;
+                    let _ = store.delivery_failed(d.id, d.attempts, &reason).await;
                     "failed"
                 } else {
                     info!(delivery = d.id, reason, attempt = d.attempts, retry_in = ?wait, "delivery will be retried");
-                    let _ = store.delivery_retry(d.id, &reason, next).await;
+                    let _ = store.delivery_retry(d.id, d.attempts, &reason, next).await;
                     "retry"
                 }
             }

@@ -165,15 +165,21 @@ pub fn cut_chars(s: &str, max: usize) -> String {
     out
 }
 
-/// The short message Discord gets for a milestone; `mention` prefixes a role mention.
-pub fn discord_message(window: &Maintenance, update: &Update, page_url: &str) -> String {
+/// The short message Discord gets for a milestone, after `prefix` (a role mention or nothing),
+/// within Discord's 2000 characters.
+pub fn discord_message(
+    window: &Maintenance,
+    update: &Update,
+    page_url: &str,
+    prefix: &str,
+) -> String {
     let event = Event::new(window, update, true);
     let text = DiscordText { e: &event }
         .render()
         .unwrap_or_else(|_| event.title.clone());
     let link = format!("\n<{page_url}>");
-    let room = discord_limits::CONTENT - link.chars().count();
-    format!("{}{link}", cut_chars(text.trim(), room))
+    let room = discord_limits::CONTENT - link.chars().count() - prefix.chars().count();
+    format!("{prefix}{}{link}", cut_chars(text.trim(), room))
 }
 
 fn step_mark(state: StepState) -> &'static str {
@@ -236,9 +242,20 @@ pub fn discord_embed(
         .collect::<Vec<_>>()
         .join(", ");
 
+    let footer = cut_chars(site_name, 100);
+    // The whole embed stays within 6000: title 256 + fields ≤ 3 × (name + 1024) + footer
+    // 100 leave room for a description of 4096 minus what the fields took.
+    let used = window.title.chars().count().min(l::TITLE)
+        + state.chars().count().min(l::FIELD_VALUE)
+        + when.chars().count().min(l::FIELD_VALUE)
+        + components.chars().count().min(l::FIELD_VALUE)
+        + footer.chars().count()
+        + 30;
+    let room = l::EMBED_TOTAL.saturating_sub(used).min(l::DESCRIPTION);
+
     // Description: the maintainer's words, then the plan as a checklist. A long plan is cut
-    // at a whole step with a pointer to the page.
-    let intro = cut_chars(&window.description, 1000);
+    // at a whole step with a pointer to the page, within the room the rest leaves.
+    let intro = cut_chars(&window.description, 1000.min(room / 4));
     let mut description = escape_markdown_keep_lines(&intro);
     if !window.steps.is_empty() {
         if !description.is_empty() {
@@ -259,14 +276,13 @@ pub fn discord_embed(
             } else {
                 0
             };
-            if description.chars().count() + line.chars().count() + reserve > l::DESCRIPTION {
+            if description.chars().count() + line.chars().count() + reserve > room {
                 description.push_str(&more(left));
                 break;
             }
             description.push_str(&line);
         }
     }
-    let footer = cut_chars(site_name, 100);
     let mut embed = CreateEmbed::new()
         .title(title)
         .url(page_url)
@@ -276,15 +292,6 @@ pub fn discord_embed(
     if !components.is_empty() {
         embed = embed.field("Affected", cut_chars(&components, l::FIELD_VALUE), true);
     }
-    // The whole embed stays within 6000: title 256 + fields ≤ 3 × (name + 1024) + footer
-    // 100 leave room for a description of 4096 minus what the fields took.
-    let used = window.title.chars().count().min(l::TITLE)
-        + state.chars().count().min(l::FIELD_VALUE)
-        + when.chars().count().min(l::FIELD_VALUE)
-        + components.chars().count().min(l::FIELD_VALUE)
-        + footer.chars().count()
-        + 30;
-    let room = l::EMBED_TOTAL.saturating_sub(used).min(l::DESCRIPTION);
     let description = cut_chars(description.trim_end(), room);
     if !description.is_empty() {
         embed = embed.description(description);

@@ -178,6 +178,9 @@ pub trait Outbox: Send + Sync {
     async fn channel_session(&self, id: i64) -> StoreResult<Option<String>>;
     async fn set_channel_session(&self, id: i64, session: Option<&str>) -> StoreResult<()>;
 
+    /// The outcome methods below take the claim's attempt number and change nothing if the
+    /// delivery has been claimed again since (a lapsed lease): only the latest claim counts.
+    ///
     /// Take the channel's next due delivery whose earlier deliveries (same window) are all
     /// sent or skipped, count an attempt and lease it until `lease_until_ms`.
     async fn claim_delivery(
@@ -192,6 +195,7 @@ pub trait Outbox: Send + Sync {
     async fn delivery_sent(
         &self,
         id: i64,
+        attempt: i64,
         remote_id: &str,
         remote_url: Option<&str>,
         thread: Option<&Thread>,
@@ -202,12 +206,19 @@ pub trait Outbox: Send + Sync {
     async fn delivery_posted(
         &self,
         id: i64,
+        attempt: i64,
         remote_id: &str,
         remote_url: Option<&str>,
     ) -> StoreResult<()>;
     /// Try again at `next_attempt_ms`, remembering why this attempt failed.
-    async fn delivery_retry(&self, id: i64, error: &str, next_attempt_ms: i64) -> StoreResult<()>;
-    async fn delivery_failed(&self, id: i64, error: &str) -> StoreResult<()>;
+    async fn delivery_retry(
+        &self,
+        id: i64,
+        attempt: i64,
+        error: &str,
+        next_attempt_ms: i64,
+    ) -> StoreResult<()>;
+    async fn delivery_failed(&self, id: i64, attempt: i64, error: &str) -> StoreResult<()>;
     /// Fail pending deliveries whose deadline passed; returns how many.
     async fn expire_deliveries(&self, now: Timestamp) -> StoreResult<Vec<Delivery>>;
     /// A failed delivery back to pending with a new deadline (the admin's Retry).

@@ -234,8 +234,11 @@ impl Outbox for SqliteStore {
         lease_until_ms: i64,
     ) -> StoreResult<Option<Delivery>> {
         sqlx::query(&format!(
+            // The outer conditions repeat the inner ones: under PostgreSQL's READ COMMITTED a
+            // concurrent claim makes the row fail them instead of being claimed twice.
             "UPDATE deliveries SET attempts = attempts + 1, lease_until_ms = $3 \
-             WHERE id = ( \
+             WHERE state = 'pending' AND (lease_until_ms IS NULL OR lease_until_ms < $2) \
+             AND id = ( \
                SELECT d.id FROM deliveries d \
                WHERE d.channel_id = $1 AND d.state = 'pending' AND d.next_attempt_ms <= $2 \
                  AND (d.lease_until_ms IS NULL OR d.lease_until_ms < $2) \
@@ -275,6 +278,7 @@ impl Outbox for SqliteStore {
     async fn delivery_sent(
         &self,
         id: i64,
+        attempt: i64,
         remote_id: &str,
         remote_url: Option<&str>,
         thread: Option<&Thread>,
@@ -283,13 +287,15 @@ impl Outbox for SqliteStore {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "UPDATE deliveries SET state = 'sent', remote_id = $1, remote_url = $2, \
-             last_error = NULL, lease_until_ms = NULL, sent_at = $3 WHERE id = $4 \
+             last_error = NULL, lease_until_ms = NULL, sent_at = $3 \
+             WHERE id = $4 AND attempts = $5 AND state = 'pending' \
              RETURNING channel_id, maintenance_id",
         )
         .bind(remote_id)
         .bind(remote_url)
         .bind(secs(now))
         .bind(id)
+        .bind(attempt)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
@@ -318,38 +324,50 @@ impl Outbox for SqliteStore {
     async fn delivery_posted(
         &self,
         id: i64,
+        attempt: i64,
         remote_id: &str,
         remote_url: Option<&str>,
     ) -> StoreResult<()> {
-        sqlx::query("UPDATE deliveries SET remote_id = $1, remote_url = $2 WHERE id = $3")
-            .bind(remote_id)
-            .bind(remote_url)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn delivery_retry(&self, id: i64, error: &str, next_attempt_ms: i64) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE deliveries SET last_error = $1, next_attempt_ms = $2, lease_until_ms = NULL \
-             WHERE id = $3 AND state = 'pending'",
+            "UPDATE deliveries SET remote_id = $1, remote_url = $2 WHERE id = $3 AND attempts = $4",
         )
-        .bind(error)
-        .bind(next_attempt_ms)
+        .bind(remote_id)
+        .bind(remote_url)
         .bind(id)
+        .bind(attempt)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn delivery_failed(&self, id: i64, error: &str) -> StoreResult<()> {
+    async fn delivery_retry(
+        &self,
+        id: i64,
+        attempt: i64,
+        error: &str,
+        next_attempt_ms: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE deliveries SET last_error = $1, next_attempt_ms = $2, lease_until_ms = NULL \
+             WHERE id = $3 AND attempts = $4 AND state = 'pending'",
+        )
+        .bind(error)
+        .bind(next_attempt_ms)
+        .bind(id)
+        .bind(attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delivery_failed(&self, id: i64, attempt: i64, error: &str) -> StoreResult<()> {
         sqlx::query(
             "UPDATE deliveries SET state = 'failed', last_error = $1, lease_until_ms = NULL \
-             WHERE id = $2 AND state = 'pending'",
+             WHERE id = $2 AND attempts = $3 AND state = 'pending'",
         )
         .bind(error)
         .bind(id)
+        .bind(attempt)
         .execute(&self.pool)
         .await?;
         Ok(())

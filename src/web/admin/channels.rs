@@ -456,7 +456,7 @@ pub fn previews(
                     .map(|f| f.iter().map(|f| (s(&f["name"]), s(&f["value"]))).collect())
                     .unwrap_or_default();
                 if c.posts_milestone(update.kind) {
-                    p.text = discord_message(m, update, &url);
+                    p.text = discord_message(m, update, &url, "");
                 }
             } else {
                 p.text = bluesky_post(m, update, &url, update.kind == UpdateKind::Announced).text;
