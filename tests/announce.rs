@@ -501,3 +501,48 @@ async fn long_plans_fit_discord_and_only_the_configured_role_is_mentioned() {
     assert_eq!(allowed["roles"], serde_json::json!(["1400000000000000001"]));
     outbox.stop().await;
 }
+
+/// Bluesky posts cannot be edited: each reschedule's post says the date it set, even when
+/// the next reschedule commits before it is sent.
+#[tokio::test]
+async fn each_reschedule_post_keeps_its_own_date() {
+    let s = setup().await;
+    let m = s
+        .app
+        .window(
+            "DecAPI migration",
+            Schedule::Tentative { hint: None },
+            2,
+            vec![],
+        )
+        .await;
+    s.app.act(m.id, WindowAction::Announce).await;
+    for day in [5, 12] {
+        let starts_at: jiff::Timestamp = format!("2030-01-{day:02}T10:00:00Z").parse().unwrap();
+        s.app
+            .service
+            .reschedule(
+                m.id,
+                Schedule::Fixed {
+                    starts_at,
+                    ends_at: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    // Both reschedules committed before any delivery ran.
+    let outbox = s.app.start_outbox();
+    let unsent = s.app.settle(30).await;
+    assert!(unsent.is_empty(), "{unsent:#?}");
+    let texts: Vec<String> = s
+        .bluesky
+        .records()
+        .iter()
+        .map(|r| r.value["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts.len(), 3, "{texts:#?}");
+    assert!(texts[1].contains("5 Jan 2030"), "{}", texts[1]);
+    assert!(texts[2].contains("12 Jan 2030"), "{}", texts[2]);
+    outbox.stop().await;
+}
