@@ -546,3 +546,44 @@ async fn each_reschedule_post_keeps_its_own_date() {
     assert!(texts[2].contains("12 Jan 2030"), "{}", texts[2]);
     outbox.stop().await;
 }
+
+/// A channel that cannot send at all (a stored webhook URL that is not one: the forms refuse
+/// it, older data might not) fails its deliveries with the reason instead of leaving them
+/// pending unexplained.
+#[tokio::test]
+async fn a_channel_that_cannot_send_fails_its_deliveries_with_the_reason() {
+    let app = TestApp::new().await;
+    let mut broken = channel("broken", ChannelKind::DiscordWebhook, "1", "", None);
+    broken.secret = ChannelSecret::new("not a webhook url");
+    app.service
+        .store()
+        .insert_channel(
+            &broken,
+            herald::domain::ChannelSource::Admin,
+            jiff::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    let outbox = app.start_outbox();
+    let m = app
+        .window(
+            "DecAPI migration",
+            Schedule::Tentative { hint: None },
+            1,
+            vec![],
+        )
+        .await;
+    app.act(m.id, WindowAction::Announce).await;
+    let unsent = app.settle(30).await;
+    assert_eq!(unsent.len(), 1, "{unsent:#?}");
+    assert_eq!(unsent[0].state, DeliveryState::Failed);
+    assert!(
+        unsent[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("webhook URL"),
+        "{unsent:#?}"
+    );
+    outbox.stop().await;
+}

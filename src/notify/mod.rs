@@ -130,6 +130,20 @@ pub trait Sender: Send + Sync {
     async fn test(&self, text: &str) -> Result<String, SendError>;
 }
 
+/// A channel whose sender cannot be built: every attempt fails with the reason.
+struct Broken(String);
+
+#[async_trait]
+impl Sender for Broken {
+    async fn send(&self, _: &Job<'_>, _: &dyn Progress) -> Result<Sent, SendError> {
+        Err(SendError::Permanent(self.0.clone()))
+    }
+
+    async fn test(&self, _: &str) -> Result<String, SendError> {
+        Err(SendError::Permanent(self.0.clone()))
+    }
+}
+
 /// Build the sender for a channel.
 pub fn sender_for(
     channel: &Channel,
@@ -317,8 +331,10 @@ impl Worker {
         let sender = match sender_for(&self.channel, &self.settings, &self.service) {
             Ok(s) => s,
             Err(e) => {
+                // Fail its deliveries with the reason (shown on the run view) rather than
+                // leave them pending unexplained; fixing the channel restarts the worker.
                 warn!(reason = e.reason(), "channel cannot send");
-                return;
+                Arc::new(Broken(e.reason().to_owned()))
             }
         };
         let mut wake = self.service.outbox_events();
