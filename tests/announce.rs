@@ -247,7 +247,18 @@ async fn decapi_reaches_every_channel_exactly_once_in_order() {
     assert_eq!(s.bluesky.create_sessions(), 1);
     assert!(s.bluesky.errors().is_empty(), "{:#?}", s.bluesky.errors());
 
-    // The admin run view lists every delivery with a link to what was posted.
+    // Metrics: deliveries by channel and outcome, attempts, commit-to-delivery latency.
+    let metrics = s.app.get("/metrics").await.text();
+    for needle in [
+        "herald_deliveries_total{channel=\"bluesky\",outcome=\"sent\"}",
+        "herald_delivery_attempts_total{channel=\"webhook\"}",
+        "herald_delivery_latency_seconds_count{channel=\"bot\"}",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "{needle} missing from:\n{metrics}"
+        );
+    }
     outbox.stop().await;
 }
 

@@ -284,13 +284,21 @@ impl Outbox {
             .await
         {
             Ok(expired) => {
+                let names: HashMap<i64, String> = match self.service.store().list_channels().await {
+                    Ok(all) => all.into_iter().map(|c| (c.id, c.name)).collect(),
+                    Err(_) => HashMap::new(),
+                };
                 for d in expired {
+                    let channel = names
+                        .get(&d.channel_id)
+                        .cloned()
+                        .unwrap_or_else(|| d.channel_id.to_string());
                     warn!(
                         delivery = d.id,
                         channel = d.channel_id,
                         "delivery passed its deadline"
                     );
-                    metrics::counter!("herald_deliveries_total", "channel" => d.channel_id.to_string(), "outcome" => "failed").increment(1);
+                    metrics::counter!("herald_deliveries_total", "channel" => channel, "outcome" => "failed").increment(1);
                 }
             }
             Err(e) => warn!(error = %e, "could not expire deliveries"),
@@ -384,7 +392,8 @@ impl Worker {
 
     async fn deliver(&self, sender: &dyn Sender, d: Delivery) {
         let store = self.service.store();
-        let channel = self.channel.id.to_string();
+        // Metrics name channels as the admin UI does.
+        let channel = self.channel.name.clone();
         let started = Instant::now();
         let loaded = async {
             let update = store.get_update(d.update_id).await?;
