@@ -485,6 +485,9 @@ async fn maintainer_runs_a_window_in_a_real_browser() {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         driver.goto(&run).await?;
+        let summary = driver.find(By::Css("details.delivered summary")).await?;
+        assert_eq!(summary.text().await?, "All 20 delivered");
+        summary.click().await?;
         let deliveries = driver
             .find(By::Css("table.deliveries"))
             .await?

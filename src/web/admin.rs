@@ -582,6 +582,8 @@ struct RunPage {
     /// The schedule form was just refused: show it open.
     schedule_open: bool,
     deliveries: Vec<channels::DeliveryRow>,
+    /// Deliveries not yet sent (pending, failed, skipped): listed first, the rest folded.
+    unsent_count: usize,
     previews: Vec<channels::Preview>,
 }
 
@@ -678,6 +680,7 @@ async fn run_page(
             schedule_open: extra.schedule.is_some(),
             schedule: extra.schedule.unwrap_or_else(|| schedule_fields(&m)),
             can_reschedule: m.state.is_open(),
+            unsent_count: deliveries.iter().filter(|d| d.state != "sent").count(),
             deliveries,
             previews,
             w,
