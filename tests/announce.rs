@@ -9,7 +9,7 @@ use common::fake_bluesky::FakeBluesky;
 use common::fake_discord::{FakeDiscord, Fault};
 use herald::domain::{
     Channel, ChannelKind, ChannelSecret, DEFAULT_EVENTS, DEFAULT_MILESTONES, DeliveryState,
-    NewChannel, Schedule, StepAction, UpdateKind, WindowAction,
+    NewChannel, Schedule, UpdateKind, WindowAction,
 };
 use serde_json::Value;
 
@@ -84,34 +84,9 @@ async fn setup() -> Setup {
     }
 }
 
-/// The DecAPI window: announced tentative, then run through its six steps with an update in
-/// between, then completed. Returns the window id.
 async fn run_decapi(app: &TestApp, title: &str) -> i64 {
     let api = app.component("api", "API").await;
-    let m = app
-        .window(
-            title,
-            Schedule::Tentative {
-                hint: Some("this Sunday or within two weeks".into()),
-            },
-            6,
-            vec![api],
-        )
-        .await;
-    app.act(m.id, WindowAction::Announce).await;
-    app.act(m.id, WindowAction::Start).await;
-    for p in 1..=6 {
-        app.step(m.id, p, StepAction::Start).await;
-        app.step(m.id, p, StepAction::Done).await;
-        if p == 3 {
-            app.service
-                .post_update(m.id, "Halfway: the database moved without trouble.")
-                .await
-                .unwrap();
-        }
-    }
-    app.act(m.id, WindowAction::Complete).await;
-    m.id
+    app.run_decapi(title, vec![api]).await
 }
 
 /// Events announced by default for the DecAPI run, in order.
@@ -595,6 +570,26 @@ async fn a_channel_that_cannot_send_fails_its_deliveries_with_the_reason() {
             .unwrap()
             .contains("webhook URL"),
         "{unsent:#?}"
+    );
+
+    // The start waits behind the failed announcement until an admin skips it.
+    app.act(m.id, WindowAction::Start).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let held = app.service.deliveries(m.id).await.unwrap();
+    assert_eq!(held[1].state, DeliveryState::Pending);
+    assert_eq!(held[1].attempts, 0);
+    let skipped = app.service.skip_delivery(held[0].id, "test").await.unwrap();
+    assert_eq!(skipped.state, DeliveryState::Skipped);
+    assert!(
+        app.service.skip_delivery(held[0].id, "test").await.is_err(),
+        "only failed ones"
+    );
+    let after = app.settle(30).await;
+    assert_eq!(after.len(), 1, "{after:#?}");
+    assert_eq!(after[0].id, held[1].id);
+    assert_eq!(
+        after[0].attempts, 1,
+        "the start was tried once the announcement was skipped"
     );
     outbox.stop().await;
 }

@@ -7,10 +7,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use herald::domain::{
-    ChannelKind, ChannelSecret, DEFAULT_EVENTS, DEFAULT_MILESTONES, NewChannel, Schedule,
-    StepAction, WindowAction,
-};
+use herald::domain::{ChannelKind, ChannelSecret, DEFAULT_EVENTS, DEFAULT_MILESTONES, NewChannel};
 use serde_json::{Value, json};
 
 struct Pds {
@@ -124,30 +121,7 @@ async fn the_reference_pds_holds_one_valid_thread_per_window() {
     ];
     let mut ids = Vec::new();
     for title in &titles {
-        let m = app
-            .window(
-                title,
-                Schedule::Tentative {
-                    hint: Some("this Sunday or within two weeks".into()),
-                },
-                6,
-                vec![api],
-            )
-            .await;
-        app.act(m.id, WindowAction::Announce).await;
-        app.act(m.id, WindowAction::Start).await;
-        for p in 1..=6 {
-            app.step(m.id, p, StepAction::Start).await;
-            app.step(m.id, p, StepAction::Done).await;
-            if p == 3 {
-                app.service
-                    .post_update(m.id, "Halfway: the database moved without trouble.")
-                    .await
-                    .unwrap();
-            }
-        }
-        app.act(m.id, WindowAction::Complete).await;
-        ids.push(m.id);
+        ids.push(app.run_decapi(title, vec![api]).await);
     }
     let unsent = app.settle(60).await;
     assert!(unsent.is_empty(), "{unsent:#?}");

@@ -41,23 +41,6 @@ impl ChannelKind {
     pub fn is_discord(self) -> bool {
         matches!(self, Self::DiscordWebhook | Self::DiscordBot)
     }
-
-    /// What the public part of the address is called on forms.
-    pub fn target_label(self) -> &'static str {
-        match self {
-            Self::DiscordWebhook => "Webhook URL",
-            Self::DiscordBot => "Channel id",
-            Self::Bluesky => "Handle or DID",
-        }
-    }
-
-    pub fn secret_label(self) -> &'static str {
-        match self {
-            Self::DiscordWebhook => "Webhook URL",
-            Self::DiscordBot => "Bot token",
-            Self::Bluesky => "App password",
-        }
-    }
 }
 
 /// Events a new channel receives: every lifecycle event and step outcome, not step starts
@@ -84,6 +67,14 @@ pub const DEFAULT_MILESTONES: [UpdateKind; 6] = [
     UpdateKind::Completed,
     UpdateKind::Cancelled,
 ];
+
+/// Events that can get a Discord message of their own: all but the announcement, which is
+/// the live message itself.
+pub fn milestone_kinds() -> impl Iterator<Item = UpdateKind> {
+    UpdateKind::ALL
+        .into_iter()
+        .filter(|k| *k != UpdateKind::Announced)
+}
 
 /// A write-only value: shown nowhere, printed as `***`.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -154,7 +145,7 @@ impl Channel {
 
     /// Discord: whether this event also gets a short message of its own.
     pub fn posts_milestone(&self, kind: UpdateKind) -> bool {
-        kind != UpdateKind::Announced && self.milestones.contains(&kind)
+        milestone_kinds().any(|k| k == kind) && self.milestones.contains(&kind)
     }
 }
 

@@ -55,7 +55,8 @@ pub struct Discord {
     base: String,
     mode: Mode,
     mention_role: Option<RoleId>,
-    milestones: Vec<UpdateKind>,
+    /// The channel as configured: which events get a message of their own.
+    channel: Channel,
     site_name: String,
     place: OnceCell<Place>,
     /// Discord said the bucket is empty (`X-RateLimit-Remaining: 0`): no request before this.
@@ -186,7 +187,7 @@ impl Discord {
                 .and_then(|r| r.parse::<u64>().ok())
                 .filter(|r| *r > 0)
                 .map(RoleId::new),
-            milestones: channel.milestones.clone(),
+            channel: channel.clone(),
             site_name: settings.site_name.clone(),
             place: OnceCell::new(),
             pause_until: std::sync::Mutex::new(None),
@@ -498,7 +499,7 @@ impl super::Sender for Discord {
         let d = job.delivery;
         let now = jiff::Timestamp::now();
         let embed = discord_embed(job.window, &job.page_url, &self.site_name, now);
-        let milestone = d.kind != UpdateKind::Announced && self.milestones.contains(&d.kind);
+        let milestone = self.channel.posts_milestone(d.kind);
         let mention = self
             .mention_role
             .filter(|_| d.kind == UpdateKind::Started && milestone);

@@ -11,9 +11,7 @@ use atrium_api::types::string::{Datetime, Language};
 use serenity::builder::{CreateEmbed, CreateEmbedFooter};
 use unicode_segmentation::UnicodeSegmentation;
 
-use crate::domain::{
-    Maintenance, Schedule, StepState, Update, UpdateKind, WindowState, format_utc,
-};
+use crate::domain::{Maintenance, Schedule, StepState, Update, WindowState, format_utc};
 
 /// Discord's limits (INTEGRATIONS.md): content, embed title, description, field value,
 /// footer, and the sum over all embeds of a message.
@@ -31,7 +29,7 @@ pub const POST_GRAPHEMES: usize = 300;
 pub const POST_BYTES: usize = 3000;
 
 /// The facts every wording template may use.
-pub struct Event<'a> {
+pub struct Event {
     pub kind: &'static str,
     pub title: String,
     pub body: String,
@@ -45,19 +43,18 @@ pub struct Event<'a> {
     /// Bluesky: the schedule in UTC words.
     pub when_utc: String,
     pub components: String,
-    _window: &'a Maintenance,
 }
 
 #[derive(Template)]
 #[template(path = "notify/discord.txt", escape = "none")]
 struct DiscordText<'a> {
-    e: &'a Event<'a>,
+    e: &'a Event,
 }
 
 #[derive(Template)]
 #[template(path = "notify/bluesky.txt", escape = "none")]
 struct BlueskyText<'a> {
-    e: &'a Event<'a>,
+    e: &'a Event,
 }
 
 /// Escape Discord markdown so a title like `*nix_boxes` shows as typed; `<` is escaped so
@@ -120,9 +117,9 @@ fn utc_when(m: &Maintenance) -> String {
     }
 }
 
-impl<'a> Event<'a> {
+impl Event {
     /// The facts of `update` on `window`; `markdown` escapes maintainer text for Discord.
-    fn new(window: &'a Maintenance, update: &Update, markdown: bool) -> Self {
+    fn new(window: &Maintenance, update: &Update, markdown: bool) -> Self {
         let text = |s: &str| {
             if markdown {
                 escape_markdown(s)
@@ -150,7 +147,6 @@ impl<'a> Event<'a> {
                 .map(|c| text(&c.name))
                 .collect::<Vec<_>>()
                 .join(", "),
-            _window: window,
         }
     }
 }
@@ -432,14 +428,6 @@ pub fn post_record(
         tags: None,
         text: post.text.clone(),
     }
-}
-
-/// Kinds of update that a Discord channel can additionally post as a message (the form's
-/// choices).
-pub fn milestone_choices() -> impl Iterator<Item = UpdateKind> {
-    UpdateKind::ALL
-        .into_iter()
-        .filter(|k| *k != UpdateKind::Announced)
 }
 
 #[cfg(test)]

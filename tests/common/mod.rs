@@ -326,6 +326,35 @@ impl Outbox {
 }
 
 impl TestApp {
+    /// The DecAPI window: announced tentative, then run through its six steps with an update
+    /// after the third, then completed. Returns the window id.
+    pub async fn run_decapi(&self, title: &str, components: Vec<i64>) -> i64 {
+        let m = self
+            .window(
+                title,
+                Schedule::Tentative {
+                    hint: Some("this Sunday or within two weeks".into()),
+                },
+                6,
+                components,
+            )
+            .await;
+        self.act(m.id, WindowAction::Announce).await;
+        self.act(m.id, WindowAction::Start).await;
+        for p in 1..=6 {
+            self.step(m.id, p, StepAction::Start).await;
+            self.step(m.id, p, StepAction::Done).await;
+            if p == 3 {
+                self.service
+                    .post_update(m.id, "Halfway: the database moved without trouble.")
+                    .await
+                    .unwrap();
+            }
+        }
+        self.act(m.id, WindowAction::Complete).await;
+        m.id
+    }
+
     /// Start the announcement workers on this runtime.
     pub fn start_outbox(&self) -> Outbox {
         let token = tokio_util::sync::CancellationToken::new();

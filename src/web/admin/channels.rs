@@ -12,6 +12,7 @@ use super::{Me, me, page};
 use crate::domain::{
     Channel, ChannelKind, ChannelSecret, ChannelSource, DEFAULT_EVENTS, DEFAULT_MILESTONES,
     Delivery, DomainError, Maintenance, NewChannel, Role, Update, UpdateKind, ValidationError,
+    milestone_kinds,
 };
 use crate::notify::render::{bluesky_post, discord_embed, discord_message};
 use crate::notify::sender_for;
@@ -57,12 +58,7 @@ fn row(c: &Channel) -> ChannelRow {
         from_env: c.source == ChannelSource::Env,
         enabled: c.enabled,
         events: kind_choices(&c.events, UpdateKind::ALL.into_iter()),
-        milestones: kind_choices(
-            &c.milestones,
-            UpdateKind::ALL
-                .into_iter()
-                .filter(|k| *k != UpdateKind::Announced),
-        ),
+        milestones: kind_choices(&c.milestones, milestone_kinds()),
         mention_role: c.mention_role.clone().unwrap_or_default(),
         langs: c.langs.join(", "),
         is_discord: c.kind.is_discord(),
@@ -90,12 +86,7 @@ impl Default for Draft {
             target: String::new(),
             api_url: String::new(),
             events: kind_choices(&DEFAULT_EVENTS, UpdateKind::ALL.into_iter()),
-            milestones: kind_choices(
-                &DEFAULT_MILESTONES,
-                UpdateKind::ALL
-                    .into_iter()
-                    .filter(|k| *k != UpdateKind::Announced),
-            ),
+            milestones: kind_choices(&DEFAULT_MILESTONES, milestone_kinds()),
             mention_role: String::new(),
             langs: "en".into(),
         }
@@ -208,12 +199,7 @@ fn parse_form(body: &str) -> (String, NewChannel, Draft) {
     draft.target = new.target.clone();
     draft.api_url = new.api_url.clone().unwrap_or_default();
     draft.events = kind_choices(&new.events, UpdateKind::ALL.into_iter());
-    draft.milestones = kind_choices(
-        &new.milestones,
-        UpdateKind::ALL
-            .into_iter()
-            .filter(|k| *k != UpdateKind::Announced),
-    );
+    draft.milestones = kind_choices(&new.milestones, milestone_kinds());
     draft.mention_role = new.mention_role.clone().unwrap_or_default();
     draft.langs = new.langs.join(", ");
     (csrf, new, draft)
@@ -401,7 +387,6 @@ pub struct Preview {
     pub title: String,
     pub description: String,
     pub fields: Vec<(String, String)>,
-    pub colour: String,
     /// Discord: the milestone message; Bluesky: the post text.
     pub text: String,
 }
@@ -436,7 +421,6 @@ pub fn previews(
                 title: String::new(),
                 description: String::new(),
                 fields: vec![],
-                colour: String::new(),
                 text: String::new(),
             };
             if c.kind.is_discord() {
@@ -450,7 +434,6 @@ pub fn previews(
                 let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
                 p.title = s(&embed["title"]);
                 p.description = s(&embed["description"]);
-                p.colour = format!("#{:06x}", embed["color"].as_u64().unwrap_or(0));
                 p.fields = embed["fields"]
                     .as_array()
                     .map(|f| f.iter().map(|f| (s(&f["name"]), s(&f["value"]))).collect())
