@@ -227,7 +227,9 @@ pub struct NewStep {
     pub description: Option<String>,
 }
 
-/// The kind of a timeline entry; each lifecycle change has its own.
+/// The kind of a timeline entry, for windows and rollouts alike: each lifecycle change has its
+/// own. Channels choose among these which events they receive, so the names are unique across
+/// both (rollout kinds start with `rollout_` or `target_`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UpdateKind {
     Announced,
@@ -240,10 +242,33 @@ pub enum UpdateKind {
     Note,
     Completed,
     Cancelled,
+    RolloutStarted,
+    TargetDraining,
+    TargetDrained,
+    TargetUpdating,
+    TargetHealthy,
+    TargetFailed,
+    TargetForced,
+    TargetRetried,
+    RolloutPaused,
+    RolloutResumed,
+    RolloutStalled,
+    RolloutCompleted,
+    RolloutFailed,
+    RolloutAborted,
+    RolloutRolledBack,
+    RolloutNote,
+    /// A target's remaining counts changed. Never a timeline entry: it only refreshes
+    /// Discord's live rollout message (folded, at most one edit per interval).
+    RolloutDrain,
+    /// The kind of a delivery that redraws Discord's live rollout message for everything
+    /// folded into it; not an event a channel chooses.
+    RolloutRefresh,
 }
 
 impl UpdateKind {
-    pub const ALL: [Self; 10] = [
+    /// Window events, in the order forms list them.
+    pub const WINDOW: [Self; 10] = [
         Self::Announced,
         Self::Rescheduled,
         Self::Started,
@@ -254,6 +279,58 @@ impl UpdateKind {
         Self::Note,
         Self::Completed,
         Self::Cancelled,
+    ];
+
+    /// Rollout events a channel can choose, in the order forms list them.
+    pub const ROLLOUT: [Self; 17] = [
+        Self::RolloutStarted,
+        Self::TargetDraining,
+        Self::RolloutDrain,
+        Self::TargetDrained,
+        Self::TargetUpdating,
+        Self::TargetHealthy,
+        Self::TargetFailed,
+        Self::TargetForced,
+        Self::TargetRetried,
+        Self::RolloutPaused,
+        Self::RolloutResumed,
+        Self::RolloutStalled,
+        Self::RolloutCompleted,
+        Self::RolloutFailed,
+        Self::RolloutAborted,
+        Self::RolloutRolledBack,
+        Self::RolloutNote,
+    ];
+
+    pub const ALL: [Self; 28] = [
+        Self::Announced,
+        Self::Rescheduled,
+        Self::Started,
+        Self::StepStarted,
+        Self::StepDone,
+        Self::StepFailed,
+        Self::StepSkipped,
+        Self::Note,
+        Self::Completed,
+        Self::Cancelled,
+        Self::RolloutStarted,
+        Self::TargetDraining,
+        Self::TargetDrained,
+        Self::TargetUpdating,
+        Self::TargetHealthy,
+        Self::TargetFailed,
+        Self::TargetForced,
+        Self::TargetRetried,
+        Self::RolloutPaused,
+        Self::RolloutResumed,
+        Self::RolloutStalled,
+        Self::RolloutCompleted,
+        Self::RolloutFailed,
+        Self::RolloutAborted,
+        Self::RolloutRolledBack,
+        Self::RolloutNote,
+        Self::RolloutDrain,
+        Self::RolloutRefresh,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -268,11 +345,34 @@ impl UpdateKind {
             Self::Note => "note",
             Self::Completed => "completed",
             Self::Cancelled => "cancelled",
+            Self::RolloutStarted => "rollout_started",
+            Self::TargetDraining => "target_draining",
+            Self::TargetDrained => "target_drained",
+            Self::TargetUpdating => "target_updating",
+            Self::TargetHealthy => "target_healthy",
+            Self::TargetFailed => "target_failed",
+            Self::TargetForced => "target_forced",
+            Self::TargetRetried => "target_retried",
+            Self::RolloutPaused => "rollout_paused",
+            Self::RolloutResumed => "rollout_resumed",
+            Self::RolloutStalled => "rollout_stalled",
+            Self::RolloutCompleted => "rollout_completed",
+            Self::RolloutFailed => "rollout_failed",
+            Self::RolloutAborted => "rollout_aborted",
+            Self::RolloutRolledBack => "rollout_rolled_back",
+            Self::RolloutNote => "rollout_note",
+            Self::RolloutDrain => "rollout_drain",
+            Self::RolloutRefresh => "rollout_refresh",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| kind.as_str() == s)
+    }
+
+    /// An event of a rollout rather than of a window.
+    pub fn is_rollout(self) -> bool {
+        !Self::WINDOW.contains(&self)
     }
 
     pub fn label(self) -> &'static str {
@@ -287,6 +387,24 @@ impl UpdateKind {
             Self::Note => "Update",
             Self::Completed => "Completed",
             Self::Cancelled => "Cancelled",
+            Self::RolloutStarted => "Rollout started",
+            Self::TargetDraining => "Draining",
+            Self::TargetDrained => "Drained",
+            Self::TargetUpdating => "Updating",
+            Self::TargetHealthy => "Healthy",
+            Self::TargetFailed => "Target failed",
+            Self::TargetForced => "Target forced",
+            Self::TargetRetried => "Target retried",
+            Self::RolloutPaused => "Rollout paused",
+            Self::RolloutResumed => "Rollout resumed",
+            Self::RolloutStalled => "Rollout stalled",
+            Self::RolloutCompleted => "Rollout completed",
+            Self::RolloutFailed => "Rollout failed",
+            Self::RolloutAborted => "Rollout aborted",
+            Self::RolloutRolledBack => "Rolled back",
+            Self::RolloutNote => "Rollout update",
+            Self::RolloutDrain => "Drain counts",
+            Self::RolloutRefresh => "Live message refresh",
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The domain: components, maintenance windows, their steps and timeline updates, and every
-//! lifecycle rule. No I/O happens here: the service layer loads an aggregate, calls a rule, and
+//! The domain: components, maintenance windows, their steps and timeline updates, rollouts
+//! and their targets (rules in `rollout.rs`), and every lifecycle rule. No I/O happens here: the service layer loads an aggregate, calls a rule, and
 //! commits the changed aggregate together with the updates the rule produced.
 //!
 //! # The rules a maintainer runs into
@@ -28,11 +28,12 @@
 mod account;
 mod channel;
 mod maintenance;
+mod rollout;
 
 pub use account::*;
 pub use channel::*;
-
 pub use maintenance::*;
+pub use rollout::*;
 
 /// A broken rule, in words a maintainer can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +82,12 @@ pub mod limits {
     pub const STEPS_MAX: usize = 100;
     pub const SLUG_MAX: usize = 64;
     pub const NAME_MAX: usize = 100;
+    pub const VERSION_MAX: usize = 64;
+    pub const TARGET_NAME_MAX: usize = 100;
+    pub const TARGETS_MAX: usize = 500;
+    pub const LABELS_MAX: usize = 10;
+    pub const LABEL_MAX: usize = 40;
+    pub const COUNT_MAX: i64 = 1_000_000_000;
 }
 
 /// Trim `value` and check it is non-empty (when `required`) and within `max` characters.
