@@ -100,6 +100,10 @@ pub struct SettingsArgs {
     /// [default: 10s]
     #[arg(long, global = true, env = "HERALD_DELIVERY_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub delivery_timeout: Option<Duration>,
+    /// Discord edits a live rollout message at most this often for drain counts and other
+    /// non-milestone moves [default: 10s]
+    #[arg(long, global = true, env = "HERALD_ROLLOUT_EDIT_INTERVAL", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub rollout_edit_interval: Option<Duration>,
 }
 
 /// Announcement channels from the environment and delivery settings. Secrets come from the
@@ -117,6 +121,7 @@ pub struct AnnounceSettings {
     pub bluesky_langs: Vec<String>,
     pub delivery_deadline: Duration,
     pub delivery_timeout: Duration,
+    pub rollout_edit_interval: Duration,
 }
 
 pub const DEFAULT_BLUESKY_PDS_URL: &str = "https://bsky.social";
@@ -154,6 +159,8 @@ struct FileSettings {
     delivery_deadline: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     delivery_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    rollout_edit_interval: Option<Duration>,
 }
 
 mod opt_duration {
@@ -401,6 +408,10 @@ impl AnnounceSettings {
                 .delivery_timeout
                 .or(file.delivery_timeout)
                 .unwrap_or(Duration::from_secs(10)),
+            rollout_edit_interval: args
+                .rollout_edit_interval
+                .or(file.rollout_edit_interval)
+                .unwrap_or(Duration::from_secs(10)),
         };
         match (&this.discord_bot_token, &this.discord_channel_id) {
             (Some(_), None) => {
@@ -473,6 +484,9 @@ bluesky_langs = "en"                                  # HERALD_BLUESKY_LANGS
 delivery_deadline = "24h"
 # How long one request to Discord or Bluesky may take.         HERALD_DELIVERY_TIMEOUT
 delivery_timeout = "10s"
+# Discord redraws a live rollout message at most this often for drain counts and other moves
+# that are not milestones (a large rollout stays within Discord's rate limits).
+rollout_edit_interval = "10s"                         # HERALD_ROLLOUT_EDIT_INTERVAL
 
 # Components of your service, created at start if their slug is new.
 # [[components]]

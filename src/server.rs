@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::config::Settings;
 use crate::domain::{
-    ChannelKind, ChannelSecret, DEFAULT_EVENTS, DEFAULT_MILESTONES, NewChannel, NewComponent,
+    ChannelKind, ChannelSecret, NewChannel, NewComponent, default_events, default_milestones,
 };
 use crate::notify::{NotifySettings, Outbox};
 use crate::service::Service;
@@ -44,7 +44,8 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 /// Build everything `herald serve` runs, ready to serve: store, configured components, demo data.
 pub async fn build(settings: &Settings, demo: bool) -> anyhow::Result<AppState> {
     let service = Service::new(open_store(settings).await?)
-        .with_delivery_deadline(settings.announce.delivery_deadline);
+        .with_delivery_deadline(settings.announce.delivery_deadline)
+        .with_rollout_fold(settings.announce.rollout_edit_interval);
     for c in &settings.components {
         service
             .ensure_component(NewComponent {
@@ -133,8 +134,8 @@ fn env_channels(settings: &Settings) -> Vec<NewChannel> {
     let base = |name: &str, kind: ChannelKind| NewChannel {
         name: name.to_owned(),
         kind: Some(kind),
-        events: DEFAULT_EVENTS.to_vec(),
-        milestones: DEFAULT_MILESTONES.to_vec(),
+        events: default_events(kind),
+        milestones: default_milestones(),
         langs: a.bluesky_langs.clone(),
         enabled: true,
         ..NewChannel::default()

@@ -9,7 +9,7 @@ use common::fake_bluesky::FakeBluesky;
 use common::fake_discord::{FakeDiscord, Fault};
 use herald::domain::{
     Channel, ChannelKind, ChannelSecret, DEFAULT_EVENTS, DEFAULT_MILESTONES, DeliveryState,
-    NewChannel, Schedule, UpdateKind, WindowAction,
+    NewChannel, Schedule, Subject, UpdateKind, WindowAction,
 };
 use serde_json::Value;
 
@@ -193,7 +193,7 @@ async fn decapi_reaches_every_channel_exactly_once_in_order() {
     let unsent = s.app.settle(30).await;
     assert!(unsent.is_empty(), "{unsent:#?}");
 
-    let deliveries = s.app.service.deliveries(id).await.unwrap();
+    let deliveries = s.app.service.deliveries(Subject::Window(id)).await.unwrap();
     for c in [&s.webhook, &s.bot, &s.sky] {
         let kinds: Vec<_> = deliveries
             .iter()
@@ -332,7 +332,7 @@ async fn faults_are_retried_without_duplicates_or_reordering() {
     assert!(s.bluesky.errors().is_empty(), "{:#?}", s.bluesky.errors());
 
     // The retries honoured the server's wish and backed off.
-    let deliveries = s.app.service.deliveries(id).await.unwrap();
+    let deliveries = s.app.service.deliveries(Subject::Window(id)).await.unwrap();
     assert!(deliveries.iter().any(|d| d.attempts > 1));
     outbox.stop().await;
 }
@@ -367,7 +367,7 @@ async fn unauthorized_fails_at_once_and_retry_succeeds_once_fixed() {
         failed.last_error.as_deref().unwrap().contains("401"),
         "{failed:?}"
     );
-    let held = s.app.service.deliveries(id).await.unwrap();
+    let held = s.app.service.deliveries(Subject::Window(id)).await.unwrap();
     assert_eq!(
         held.iter()
             .filter(|d| d.channel_id == s.bot.id && d.state == DeliveryState::Pending)
@@ -575,7 +575,7 @@ async fn a_channel_that_cannot_send_fails_its_deliveries_with_the_reason() {
     // The start waits behind the failed announcement until an admin skips it.
     app.act(m.id, WindowAction::Start).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let held = app.service.deliveries(m.id).await.unwrap();
+    let held = app.service.deliveries(Subject::Window(m.id)).await.unwrap();
     assert_eq!(held[1].state, DeliveryState::Pending);
     assert_eq!(held[1].attempts, 0);
     let skipped = app.service.skip_delivery(held[0].id, "test").await.unwrap();

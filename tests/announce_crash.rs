@@ -224,7 +224,10 @@ async fn sigkill_mid_delivery_then_restart_delivers_each_event_once() {
         assert!(Instant::now() < deadline, "still unsent: {unsent:#?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let all = store.list_deliveries(id).await.unwrap();
+    let all = store
+        .list_deliveries(herald::domain::Subject::Window(id))
+        .await
+        .unwrap();
     assert!(
         all.iter().all(|d| d.state == DeliveryState::Sent),
         "{all:#?}"
@@ -366,7 +369,10 @@ async fn sigterm_lets_the_delivery_in_flight_finish() {
         .unwrap();
     assert!(status.success(), "{status:?}");
     let store = env.store().await;
-    let deliveries = store.list_deliveries(id).await.unwrap();
+    let deliveries = store
+        .list_deliveries(herald::domain::Subject::Window(id))
+        .await
+        .unwrap();
     assert_eq!(deliveries.len(), 1);
     assert_eq!(deliveries[0].state, DeliveryState::Sent, "{deliveries:#?}");
     assert_eq!(discord.messages().len(), 1);

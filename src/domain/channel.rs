@@ -68,12 +68,57 @@ pub const DEFAULT_MILESTONES: [UpdateKind; 6] = [
     UpdateKind::Cancelled,
 ];
 
+/// Rollout events a new Discord channel receives: all of them, so its live rollout message
+/// follows every move (the ones that are not milestones are folded into one edit per
+/// interval).
+pub const DEFAULT_ROLLOUT_EVENTS_DISCORD: [UpdateKind; 17] = UpdateKind::ROLLOUT;
+
+/// Rollout events that post to a new Bluesky channel: the moments worth a post. Drain counts
+/// never post by themselves.
+pub const DEFAULT_ROLLOUT_EVENTS_BLUESKY: [UpdateKind; 9] = [
+    UpdateKind::RolloutStarted,
+    UpdateKind::TargetFailed,
+    UpdateKind::TargetForced,
+    UpdateKind::RolloutStalled,
+    UpdateKind::RolloutCompleted,
+    UpdateKind::RolloutFailed,
+    UpdateKind::RolloutAborted,
+    UpdateKind::RolloutRolledBack,
+    UpdateKind::RolloutNote,
+];
+
+/// Rollout events that get a Discord message of their own besides the live rollout message.
+pub const DEFAULT_ROLLOUT_MILESTONES: [UpdateKind; 9] = DEFAULT_ROLLOUT_EVENTS_BLUESKY;
+
+/// Everything a new channel of `kind` receives, windows and rollouts.
+pub fn default_events(kind: ChannelKind) -> Vec<UpdateKind> {
+    let rollout: &[UpdateKind] = if kind.is_discord() {
+        &DEFAULT_ROLLOUT_EVENTS_DISCORD
+    } else {
+        &DEFAULT_ROLLOUT_EVENTS_BLUESKY
+    };
+    DEFAULT_EVENTS.iter().chain(rollout).copied().collect()
+}
+
+/// The milestones of a new Discord channel, windows and rollouts.
+pub fn default_milestones() -> Vec<UpdateKind> {
+    DEFAULT_MILESTONES
+        .iter()
+        .chain(&DEFAULT_ROLLOUT_MILESTONES)
+        .copied()
+        .collect()
+}
+
+/// Events a channel can choose: window and rollout events (never the refresh, which is how
+/// folded events are delivered, not an event).
+pub fn event_kinds() -> impl Iterator<Item = UpdateKind> {
+    UpdateKind::WINDOW.into_iter().chain(UpdateKind::ROLLOUT)
+}
+
 /// Events that can get a Discord message of their own: all but the announcement, which is
-/// the live message itself.
+/// the live message itself, and drain counts, which only redraw the live rollout message.
 pub fn milestone_kinds() -> impl Iterator<Item = UpdateKind> {
-    UpdateKind::ALL
-        .into_iter()
-        .filter(|k| *k != UpdateKind::Announced)
+    event_kinds().filter(|k| !matches!(k, UpdateKind::Announced | UpdateKind::RolloutDrain))
 }
 
 /// A write-only value: shown nowhere, printed as `***`.
@@ -140,7 +185,10 @@ pub struct Channel {
 
 impl Channel {
     pub fn receives(&self, kind: UpdateKind) -> bool {
-        self.enabled && self.events.contains(&kind)
+        self.enabled
+            && self.events.contains(&kind)
+            // Drain counts never post to Bluesky by themselves.
+            && (kind != UpdateKind::RolloutDrain || self.kind.is_discord())
     }
 
     /// Discord: whether this event also gets a short message of its own.
@@ -301,6 +349,12 @@ impl NewChannel {
             None | Some("") => None,
             Some(url) => Some(check_url("api_url", url)?),
         };
+        self.events.retain(|k| {
+            *k != UpdateKind::RolloutRefresh
+                && (kind.is_discord() || *k != UpdateKind::RolloutDrain)
+        });
+        self.milestones
+            .retain(|k| milestone_kinds().any(|m| m == *k));
         if self.events.is_empty() {
             return Err(ValidationError::new(
                 "events",
@@ -387,13 +441,38 @@ impl DeliveryState {
     }
 }
 
+/// What an announcement is about, and what a thread of posts belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Subject {
+    Window(i64),
+    Rollout(i64),
+}
+
+impl Subject {
+    pub fn window(self) -> Option<i64> {
+        match self {
+            Self::Window(id) => Some(id),
+            Self::Rollout(_) => None,
+        }
+    }
+
+    pub fn rollout(self) -> Option<i64> {
+        match self {
+            Self::Rollout(id) => Some(id),
+            Self::Window(_) => None,
+        }
+    }
+}
+
 /// One event for one channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub id: i64,
     pub channel_id: i64,
-    pub maintenance_id: i64,
-    pub update_id: i64,
+    pub subject: Subject,
+    /// The window's or the rollout's timeline entry; `None` for a refresh of Discord's live
+    /// rollout message.
+    pub update_id: Option<i64>,
     pub kind: UpdateKind,
     pub state: DeliveryState,
     pub attempts: i64,
@@ -408,10 +487,14 @@ pub struct Delivery {
     pub sent_at: Option<Timestamp>,
 }
 
-/// A delivery to insert with the change that caused it: `update` indexes the change's updates.
+/// A delivery to insert with the change that caused it: `update` indexes the change's updates
+/// (`None` for a refresh of the live rollout message, which the store folds into the
+/// channel's pending one, if any, and holds until `fold_ms` after the last redraw).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewDelivery {
-    pub update: usize,
+    pub update: Option<usize>,
+    pub kind: UpdateKind,
+    pub fold_ms: i64,
     pub channel_id: i64,
     pub idem_key: String,
     pub deadline_at: Timestamp,
@@ -446,7 +529,58 @@ pub fn deliveries_for(
     for (i, u) in updates.iter().enumerate() {
         for c in channels.iter().filter(|c| c.receives(u.kind)) {
             out.push(NewDelivery {
-                update: i,
+                update: Some(i),
+                kind: u.kind,
+                fold_ms: 0,
+                channel_id: c.id,
+                idem_key: key(c.kind),
+                deadline_at,
+                created_ms,
+            });
+        }
+    }
+    out
+}
+
+/// Which deliveries a rollout change creates. Bluesky: one post per update the channel
+/// receives. Discord: a delivery of its own for each milestone (a short message, and the live
+/// message redrawn); every other event received, and drain counts, fold into one refresh of
+/// the live message, at most one per `fold` (so a large rollout stays within Discord's rate
+/// limits).
+pub fn rollout_deliveries_for(
+    change: &super::RolloutChange,
+    channels: &[Channel],
+    mut key: impl FnMut(ChannelKind) -> String,
+    fold: std::time::Duration,
+    deadline_at: Timestamp,
+    created_ms: i64,
+) -> Vec<NewDelivery> {
+    let mut out = Vec::new();
+    for c in channels.iter().filter(|c| c.enabled) {
+        let mut refresh = change.drain && c.receives(UpdateKind::RolloutDrain);
+        for (i, u) in change.updates.iter().enumerate() {
+            if !c.receives(u.kind) {
+                continue;
+            }
+            if c.kind.is_discord() && !c.posts_milestone(u.kind) {
+                refresh = true;
+                continue;
+            }
+            out.push(NewDelivery {
+                update: Some(i),
+                kind: u.kind,
+                fold_ms: 0,
+                channel_id: c.id,
+                idem_key: key(c.kind),
+                deadline_at,
+                created_ms,
+            });
+        }
+        if refresh && c.kind.is_discord() {
+            out.push(NewDelivery {
+                update: None,
+                kind: UpdateKind::RolloutRefresh,
+                fold_ms: fold.as_millis() as i64,
                 channel_id: c.id,
                 idem_key: key(c.kind),
                 deadline_at,

@@ -121,6 +121,20 @@ pub fn clean_text(
     Ok(Some(value.to_owned()))
 }
 
+/// "1 h 12 min", "3 min", "2 d 4 h", "40 s".
+pub fn human_duration(d: jiff::SignedDuration) -> String {
+    let secs = d.as_secs().max(0);
+    let (days, hours, mins) = (secs / 86_400, secs % 86_400 / 3_600, secs % 3_600 / 60);
+    match (days, hours, mins) {
+        (0, 0, 0) => format!("{secs} s"),
+        (0, 0, m) => format!("{m} min"),
+        (0, h, 0) => format!("{h} h"),
+        (0, h, m) => format!("{h} h {m} min"),
+        (d, 0, _) => format!("{d} d"),
+        (d, h, _) => format!("{d} d {h} h"),
+    }
+}
+
 /// A public-facing part of the service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Component {

@@ -30,7 +30,9 @@ use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::{DomainError, RuleError, UpdateKind, ValidationError, clean_text, limits};
+use super::{
+    DomainError, RuleError, UpdateKind, ValidationError, clean_text, human_duration, limits,
+};
 
 /// Live work left on a target, by label: `{"rooms": 12, "recordings": 3}`.
 pub type Counts = BTreeMap<String, i64>;
@@ -218,7 +220,7 @@ impl Target {
         self.state.is_moving()
             && self
                 .last_report_at
-                .or(self.changed_at)
+                .max(self.changed_at)
                 .is_some_and(|t| now.duration_since(t) > stale_after)
     }
 
@@ -663,17 +665,6 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// A duration for generated texts: "14 min", "1 h 5 min", "40 s".
-fn short_duration(d: SignedDuration) -> String {
-    let s = d.as_secs().max(0);
-    match (s / 3600, s % 3600 / 60) {
-        (0, 0) => format!("{s} s"),
-        (0, m) => format!("{m} min"),
-        (h, 0) => format!("{h} h"),
-        (h, m) => format!("{h} h {m} min"),
-    }
-}
-
 impl Rollout {
     /// A new rollout as stored: pending, every target pending.
     pub fn from_new(id: i64, new: NewRollout, now: Timestamp) -> Self {
@@ -918,7 +909,7 @@ impl Rollout {
                 self.finished_at = Some(now);
                 let took = self
                     .started_at
-                    .map(|s| format!(" in {}", short_duration(now.duration_since(s))))
+                    .map(|s| format!(" in {}", human_duration(now.duration_since(s))))
                     .unwrap_or_default();
                 let n = self.targets.len();
                 let body = format!(
@@ -1108,7 +1099,7 @@ impl Rollout {
                 let took = t
                     .drain_time(now)
                     .filter(|d| d.as_secs() > 0)
-                    .map(|d| format!(" after {}", short_duration(d)))
+                    .map(|d| format!(" after {}", human_duration(d)))
                     .unwrap_or_default();
                 (
                     UpdateKind::TargetDrained,
@@ -1436,7 +1427,7 @@ impl Rollout {
             .collect();
         let mut body = format!(
             "Rollout stalled: no progress for {}.",
-            short_duration(now.duration_since(since))
+            human_duration(now.duration_since(since))
         );
         if !waiting.is_empty() {
             body.push_str(&format!(" Waiting on {}.", waiting.join(", ")));

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use super::render::{bluesky_post, post_record};
+use super::render::{bluesky_post, bluesky_rollout_post, post_record};
 use super::{Job, Progress, SendError, Sent};
 use crate::domain::{Channel, ChannelKind, Thread, UpdateKind};
 use crate::store::Store;
@@ -379,6 +379,24 @@ impl super::Sender for Bluesky {
         let rkey = Tid::new(d.idem_key.clone())
             .map_err(|e| SendError::Permanent(format!("record key {:?}: {e}", d.idem_key)))?;
         let root = job.thread.is_none() || d.kind == UpdateKind::Announced;
+        let (text, created) = match job.about {
+            super::About::Window { window, update } => (
+                bluesky_post(window, update, &job.page_url, root),
+                update.created_at,
+            ),
+            super::About::Rollout {
+                rollout,
+                update: Some(update),
+            } => (
+                bluesky_rollout_post(rollout, update, &job.page_url, root),
+                update.created_at,
+            ),
+            super::About::Rollout { update: None, .. } => {
+                return Err(SendError::Permanent(
+                    "a live-message refresh has nothing to post on Bluesky".into(),
+                ));
+            }
+        };
         let thread_after = |uri: &str, cid: &str| match job.thread.filter(|_| !root) {
             Some(t) => Thread {
                 parent_id: Some(uri.to_owned()),
@@ -419,16 +437,13 @@ impl super::Sender for Bluesky {
             None => None,
         };
         // createdAt is the update's own time, so every attempt writes the same record.
-        let created_at: Datetime = job
-            .update
-            .created_at
+        let created_at: Datetime = created
             .strftime("%Y-%m-%dT%H:%M:%S.000Z")
             .to_string()
             .parse()
             .map_err(|_| {
                 SendError::Permanent("the update's time is not a valid datetime".into())
             })?;
-        let text = bluesky_post(job.window, job.update, &job.page_url, root);
         let record = post_record(&text, created_at, &self.langs, reply);
         let record = atrium_api::record::KnownRecord::from(record)
             .try_into_unknown()

@@ -23,8 +23,10 @@ use serenity::model::channel::Nonce;
 use serenity::model::id::{ChannelId, MessageId, RoleId, WebhookId};
 use tokio::sync::OnceCell;
 
-use super::render::{discord_embed, discord_message};
-use super::{Job, NotifySettings, Progress, SendError, Sent};
+use super::render::{
+    discord_embed, discord_message, discord_rollout_embed, discord_rollout_message,
+};
+use super::{About, Job, NotifySettings, Progress, SendError, Sent};
 use crate::domain::{Channel, ChannelKind, Thread, UpdateKind, WebhookUrl};
 
 const DISCORD: &str = "https://discord.com";
@@ -498,17 +500,30 @@ impl super::Sender for Discord {
         let place = self.place().await?.clone();
         let d = job.delivery;
         let now = jiff::Timestamp::now();
-        let embed = discord_embed(job.window, &job.page_url, &self.site_name, now);
         let milestone = self.channel.posts_milestone(d.kind);
-        let mention = self
-            .mention_role
-            .filter(|_| d.kind == UpdateKind::Started && milestone);
-        let content = milestone.then(|| {
-            let prefix = mention
-                .map(|role| format!("<@&{role}> "))
-                .unwrap_or_default();
-            discord_message(job.window, job.update, &job.page_url, &prefix)
-        });
+        let (embed, content, mention) = match job.about {
+            About::Window { window, update } => {
+                let mention = self
+                    .mention_role
+                    .filter(|_| d.kind == UpdateKind::Started && milestone);
+                let content = milestone.then(|| {
+                    let prefix = mention
+                        .map(|role| format!("<@&{role}> "))
+                        .unwrap_or_default();
+                    discord_message(window, update, &job.page_url, &prefix)
+                });
+                let embed = discord_embed(window, &job.page_url, &self.site_name, now);
+                (embed, content, mention)
+            }
+            // Rollouts mention nobody: a deploy is not a call to arms.
+            About::Rollout { rollout, update } => {
+                let content = update
+                    .filter(|_| milestone)
+                    .map(|u| discord_rollout_message(rollout, u, &job.page_url));
+                let embed = discord_rollout_embed(rollout, &job.page_url, &self.site_name, now);
+                (embed, content, None)
+            }
+        };
 
         // A message posted by an earlier attempt of this delivery is never posted again.
         let posted = match (&d.remote_id, &place.channel_id) {
@@ -521,8 +536,9 @@ impl super::Sender for Discord {
         };
 
         match job.thread {
-            // The first message for this window: the announcement itself, carrying the
-            // milestone's words if it is late (announcement failed or channel added since).
+            // The first message for this window or rollout: the live message itself, carrying
+            // the milestone's words if there are any (a rollout's start; a window's milestone
+            // when its announcement failed or the channel was added since).
             None => {
                 let message = match posted {
                     Some(m) => m,

@@ -28,7 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::domain::{Channel, ChannelKind, Delivery, Maintenance, Thread, Update};
+use crate::domain::{
+    Channel, ChannelKind, Delivery, Maintenance, Rollout, RolloutUpdate, Subject, Thread, Update,
+};
 use crate::service::Service;
 
 /// How long a claimed delivery stays its worker's, in request timeouts: longer than any
@@ -64,6 +66,10 @@ impl NotifySettings {
 
     pub fn page_url(&self, window_id: i64) -> String {
         format!("{}/maintenance/{window_id}", self.public_url)
+    }
+
+    pub fn rollout_url(&self, rollout_id: i64) -> String {
+        format!("{}/rollouts/{rollout_id}", self.public_url)
     }
 }
 
@@ -106,13 +112,36 @@ pub struct Sent {
     pub thread: Option<Thread>,
 }
 
+/// What a delivery announces, as it stands at the attempt.
+#[derive(Clone, Copy)]
+pub enum About<'a> {
+    Window {
+        window: &'a Maintenance,
+        update: &'a Update,
+    },
+    /// `update` is `None` for a refresh of Discord's live rollout message.
+    Rollout {
+        rollout: &'a Rollout,
+        update: Option<&'a RolloutUpdate>,
+    },
+}
+
 /// Everything one attempt needs.
 pub struct Job<'a> {
     pub delivery: &'a Delivery,
-    pub update: &'a Update,
-    pub window: &'a Maintenance,
+    pub about: About<'a>,
     pub thread: Option<&'a Thread>,
+    /// Whose thread `thread` is: the delivery's own subject, except that a Bluesky post about
+    /// a rollout linked to a window goes into the window's thread when there is one.
+    pub thread_key: Subject,
+    /// The page the post links to: the window's or the rollout's.
     pub page_url: String,
+}
+
+/// What [`Worker::deliver`] loads for an attempt.
+enum Loaded {
+    Window(Maintenance, Update),
+    Rollout(Rollout, Option<RolloutUpdate>),
 }
 
 /// A sender's way to record progress within an attempt (a posted message's id), so a retry
@@ -395,18 +424,55 @@ impl Worker {
         // Metrics name channels as the admin UI does.
         let channel = self.channel.name.clone();
         let started = Instant::now();
+        let channel_kind = self.channel.kind;
         let loaded = async {
-            let update = store.get_update(d.update_id).await?;
-            let window = store.get_maintenance(d.maintenance_id).await?;
-            let thread = store.get_thread(d.channel_id, d.maintenance_id).await?;
-            Ok::<_, crate::store::StoreError>((update, window, thread))
+            Ok::<_, crate::store::StoreError>(match d.subject {
+                Subject::Window(id) => {
+                    let update = match d.update_id {
+                        Some(u) => store.get_update(u).await?,
+                        None => None,
+                    };
+                    let window = store.get_maintenance(id).await?;
+                    let thread = store.get_thread(d.channel_id, d.subject).await?;
+                    match (window, update) {
+                        (Some(w), Some(u)) => Some((Loaded::Window(w, u), d.subject, thread)),
+                        _ => None,
+                    }
+                }
+                Subject::Rollout(id) => match store.get_rollout(id).await? {
+                    None => None,
+                    Some(r) => {
+                        let update = match d.update_id {
+                            Some(u) => match store.get_rollout_update(u).await? {
+                                Some(u) => Some(u),
+                                None => return Ok(None),
+                            },
+                            None => None,
+                        };
+                        // Bluesky: a rollout that belongs to a window is told in the window's
+                        // thread, if the window has one on this channel.
+                        let window_thread = match r.maintenance_id {
+                            Some(w) if channel_kind == ChannelKind::Bluesky => store
+                                .get_thread(d.channel_id, Subject::Window(w))
+                                .await?
+                                .map(|t| (Subject::Window(w), t)),
+                            _ => None,
+                        };
+                        let (key, thread) = match window_thread {
+                            Some((key, t)) => (key, Some(t)),
+                            None => (d.subject, store.get_thread(d.channel_id, d.subject).await?),
+                        };
+                        Some((Loaded::Rollout(r, update), key, thread))
+                    }
+                },
+            })
         }
         .await;
-        let (update, window, thread) = match loaded {
-            Ok((Some(u), Some(w), t)) => (u, w, t),
-            Ok(_) => {
+        let (loaded, thread_key, thread) = match loaded {
+            Ok(Some(found)) => found,
+            Ok(None) => {
                 let _ = store
-                    .delivery_failed(d.id, d.attempts, "its window or update no longer exists")
+                    .delivery_failed(d.id, d.attempts, "what it announces no longer exists")
                     .await;
                 return;
             }
@@ -418,12 +484,25 @@ impl Worker {
                 return;
             }
         };
+        let (about, page_url) = match &loaded {
+            Loaded::Window(window, update) => (
+                About::Window { window, update },
+                self.settings.page_url(window.id),
+            ),
+            Loaded::Rollout(rollout, update) => (
+                About::Rollout {
+                    rollout,
+                    update: update.as_ref(),
+                },
+                self.settings.rollout_url(rollout.id),
+            ),
+        };
         let job = Job {
             delivery: &d,
-            update: &update,
-            window: &window,
+            about,
             thread: thread.as_ref(),
-            page_url: self.settings.page_url(window.id),
+            thread_key,
+            page_url,
         };
         let progress = DeliveryProgress {
             service: &self.service,
@@ -443,7 +522,7 @@ impl Worker {
                         d.attempts,
                         &sent.remote_id,
                         sent.remote_url.as_deref(),
-                        sent.thread.as_ref(),
+                        sent.thread.as_ref().map(|t| (job.thread_key, t)),
                         Timestamp::now(),
                     )
                     .await;

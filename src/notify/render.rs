@@ -11,7 +11,10 @@ use atrium_api::types::string::{Datetime, Language};
 use serenity::builder::{CreateEmbed, CreateEmbedFooter};
 use unicode_segmentation::UnicodeSegmentation;
 
-use crate::domain::{Maintenance, Schedule, StepState, Update, WindowState, format_utc};
+use crate::domain::{
+    Maintenance, Rollout, RolloutState, RolloutUpdate, Schedule, StepState, TargetState, Update,
+    WindowState, format_utc,
+};
 
 /// Discord's limits (INTEGRATIONS.md): content, embed title, description, field value,
 /// footer, and the sum over all embeds of a message.
@@ -55,6 +58,53 @@ struct DiscordText<'a> {
 #[template(path = "notify/bluesky.txt", escape = "none")]
 struct BlueskyText<'a> {
     e: &'a Event,
+}
+
+/// The facts every rollout wording template may use.
+pub struct RolloutEvent {
+    pub kind: &'static str,
+    pub title: String,
+    pub body: String,
+    pub note: Option<String>,
+    pub from: Option<String>,
+    pub to: String,
+    pub total: usize,
+    /// Bluesky: this post starts the rollout's own thread.
+    pub root: bool,
+}
+
+impl RolloutEvent {
+    fn new(r: &Rollout, update: &RolloutUpdate, markdown: bool, root: bool) -> Self {
+        let text = |s: &str| {
+            if markdown {
+                escape_markdown(s)
+            } else {
+                s.to_owned()
+            }
+        };
+        Self {
+            kind: update.kind.as_str(),
+            title: text(&r.title),
+            body: text(&update.body),
+            note: update.note.as_deref().map(text),
+            from: r.from_version.as_deref().map(text),
+            to: text(&r.to_version),
+            total: r.targets.len(),
+            root,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "notify/discord_rollout.txt", escape = "none")]
+struct DiscordRolloutText<'a> {
+    e: &'a RolloutEvent,
+}
+
+#[derive(Template)]
+#[template(path = "notify/bluesky_rollout.txt", escape = "none")]
+struct BlueskyRolloutText<'a> {
+    e: &'a RolloutEvent,
 }
 
 /// Escape Discord markdown so a title like `*nix_boxes` shows as typed; `<` is escaped so
@@ -176,6 +226,148 @@ pub fn discord_message(
     let link = format!("\n<{page_url}>");
     let room = discord_limits::CONTENT - link.chars().count() - prefix.chars().count();
     format!("{prefix}{}{link}", cut_chars(text.trim(), room))
+}
+
+/// The short Discord message for a rollout milestone, within Discord's 2000 characters.
+pub fn discord_rollout_message(r: &Rollout, update: &RolloutUpdate, page_url: &str) -> String {
+    let event = RolloutEvent::new(r, update, true, false);
+    let text = DiscordRolloutText { e: &event }
+        .render()
+        .unwrap_or_else(|_| event.title.clone());
+    let link = format!("\n<{page_url}>");
+    let room = discord_limits::CONTENT - link.chars().count();
+    format!("{}{link}", cut_chars(text.trim(), room))
+}
+
+fn target_mark(state: TargetState) -> &'static str {
+    match state {
+        TargetState::Pending => "⬜",
+        TargetState::Draining => "⏳",
+        TargetState::Drained => "🟦",
+        TargetState::Updating => "🔄",
+        TargetState::Healthy => "✅",
+        TargetState::Failed => "❌",
+    }
+}
+
+/// What a rollout's state is called where it is shown: stalled is computed, not stored.
+pub fn rollout_status(r: &Rollout, now: jiff::Timestamp) -> String {
+    if r.is_stalled(now) {
+        return format!(
+            "Stalled: no progress for {}",
+            crate::domain::human_duration(
+                now.duration_since(r.last_progress_at.or(r.started_at).unwrap_or(now))
+            )
+        );
+    }
+    match (r.state, r.rolled_back_by) {
+        (RolloutState::Aborted, Some(_)) => "Rolled back".to_owned(),
+        (s, _) => s.label().to_owned(),
+    }
+}
+
+/// The live rollout message: an embed edited in place as the rollout moves, one line per
+/// target with its state and what is left to drain.
+pub fn discord_rollout_embed(
+    r: &Rollout,
+    page_url: &str,
+    site_name: &str,
+    now: jiff::Timestamp,
+) -> CreateEmbed {
+    use discord_limits as l;
+    let title = cut_chars(&format!("Rollout: {}", r.title), l::TITLE);
+    let status = rollout_status(r, now);
+    let versions = match &r.from_version {
+        Some(from) => format!(
+            "{} → {}",
+            escape_markdown(from),
+            escape_markdown(&r.to_version)
+        ),
+        None => escape_markdown(&r.to_version),
+    };
+    let footer = cut_chars(site_name, 100);
+    let used = title.chars().count()
+        + status.chars().count().min(l::FIELD_VALUE)
+        + versions.chars().count().min(l::FIELD_VALUE)
+        + footer.chars().count()
+        + 30;
+    let room = l::EMBED_TOTAL.saturating_sub(used).min(l::DESCRIPTION);
+    let total = r.targets.len();
+    let healthy = r.healthy();
+    let cells = total.min(20);
+    let bar: String = (0..cells)
+        .map(|i| {
+            if i < healthy * cells / total.max(1) {
+                '▰'
+            } else {
+                '▱'
+            }
+        })
+        .collect();
+    let mut description = format!(
+        "**{}**\n{healthy} of {total} healthy {bar}\n",
+        escape_markdown(&r.version_headline())
+    );
+    let more = |n: usize| format!("… and {n} more targets: {page_url}");
+    for (i, t) in r.targets.iter().enumerate() {
+        let mut line = format!(
+            "{} {}: {}",
+            target_mark(t.state),
+            escape_markdown(&cut_chars(&r.public_name(t), 100)),
+            t.state.as_str()
+        );
+        if matches!(t.state, TargetState::Draining | TargetState::Failed) && t.remaining_total() > 0
+        {
+            let counts: Vec<String> = t
+                .remaining
+                .iter()
+                .map(|(label, n)| match t.drain_start_counts.get(label) {
+                    Some(start) if start >= n => format!("{label} {n} of {start}"),
+                    _ => format!("{label} {n}"),
+                })
+                .collect();
+            line.push_str(&format!(" ({})", escape_markdown(&counts.join(", "))));
+        }
+        if t.forced {
+            line.push_str(" · forced");
+        }
+        if t.is_stale(r.stale_after, now) {
+            line.push_str(" · no report lately");
+        }
+        line.push('\n');
+        let left = total - i;
+        let reserve = if left > 1 {
+            more(left).chars().count()
+        } else {
+            0
+        };
+        if description.chars().count() + line.chars().count() + reserve > room {
+            description.push_str(&more(left));
+            break;
+        }
+        description.push_str(&line);
+    }
+    let colour = match r.state {
+        RolloutState::Completed => 0x1a7f37,
+        RolloutState::Aborted | RolloutState::Paused => 0x6e7781,
+        RolloutState::Failed => 0xcf222e,
+        _ if r.is_stalled(now) || r.targets.iter().any(|t| t.state == TargetState::Failed) => {
+            0xcf222e
+        }
+        RolloutState::InProgress => 0xbf8700,
+        RolloutState::Pending => 0x0969da,
+    };
+    let mut embed = CreateEmbed::new()
+        .title(title)
+        .url(page_url)
+        .colour(colour)
+        .field("Status", cut_chars(&status, l::FIELD_VALUE), true)
+        .field("Versions", cut_chars(&versions, l::FIELD_VALUE), true)
+        .description(cut_chars(description.trim_end(), room));
+    if let Ok(ts) = serenity::model::Timestamp::from_unix_timestamp(now.as_second()) {
+        embed = embed.timestamp(ts);
+    }
+    embed.footer(CreateEmbedFooter::new(footer))
 }
 
 fn step_mark(state: StepState) -> &'static str {
@@ -349,17 +541,6 @@ pub fn bluesky_post(
     let text = BlueskyText { e: &event }
         .render()
         .unwrap_or_else(|_| event.title.clone());
-    let link = shown_link(page_url);
-    let sep = "\n\n";
-    let link_graphemes = link.graphemes(true).count() + sep.len();
-    let body = cut_graphemes(
-        text.trim(),
-        POST_GRAPHEMES.saturating_sub(link_graphemes),
-        POST_BYTES - link.len() - sep.len(),
-    );
-    let text = format!("{body}{sep}{link}");
-    let link_end = text.len();
-    let link_start = link_end - link.len();
     let card = root.then(|| {
         let description = match window.description.trim() {
             "" => utc_when(window),
@@ -367,6 +548,47 @@ pub fn bluesky_post(
         };
         (cut_chars(&window.title, 300), description)
     });
+    with_link(text.trim(), page_url, card)
+}
+
+/// A Bluesky post for a rollout event: in the linked window's thread or the rollout's own,
+/// linking to the rollout's page; the root of its own thread carries a link card.
+pub fn bluesky_rollout_post(
+    r: &Rollout,
+    update: &RolloutUpdate,
+    page_url: &str,
+    root: bool,
+) -> BlueskyPost {
+    let event = RolloutEvent::new(r, update, false, root);
+    let text = BlueskyRolloutText { e: &event }
+        .render()
+        .unwrap_or_else(|_| event.title.clone());
+    let card = root.then(|| {
+        let description = match r.description.trim() {
+            "" => r.version_headline(),
+            d => cut_chars(d, 300),
+        };
+        (
+            cut_chars(&format!("Rollout: {}", r.title), 300),
+            description,
+        )
+    });
+    with_link(text.trim(), page_url, card)
+}
+
+/// `body` and the link to `page_url`, cut to fit Bluesky's limits, the link kept whole.
+fn with_link(body: &str, page_url: &str, card: Option<(String, String)>) -> BlueskyPost {
+    let link = shown_link(page_url);
+    let sep = "\n\n";
+    let link_graphemes = link.graphemes(true).count() + sep.len();
+    let body = cut_graphemes(
+        body,
+        POST_GRAPHEMES.saturating_sub(link_graphemes),
+        POST_BYTES - link.len() - sep.len(),
+    );
+    let text = format!("{body}{sep}{link}");
+    let link_end = text.len();
+    let link_start = link_end - link.len();
     BlueskyPost {
         text,
         link_start,

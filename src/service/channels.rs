@@ -4,7 +4,7 @@
 use jiff::{SignedDuration, Timestamp};
 
 use super::{Service, ServiceError, ServiceResult};
-use crate::domain::{Channel, ChannelSource, Delivery, NewChannel, ValidationError};
+use crate::domain::{Channel, ChannelSource, Delivery, NewChannel, Subject, ValidationError};
 use crate::store::StoreError;
 
 impl Service {
@@ -121,8 +121,9 @@ impl Service {
         Ok(channel)
     }
 
-    pub async fn deliveries(&self, maintenance_id: i64) -> ServiceResult<Vec<Delivery>> {
-        Ok(self.store.list_deliveries(maintenance_id).await?)
+    /// A window's or a rollout's deliveries on every channel, oldest first.
+    pub async fn deliveries(&self, subject: Subject) -> ServiceResult<Vec<Delivery>> {
+        Ok(self.store.list_deliveries(subject).await?)
     }
 
     /// Deliveries not yet confirmed (pending or failed), oldest first.

@@ -46,6 +46,8 @@ pub struct Service {
     outbox: Arc<watch::Sender<u64>>,
     /// How long a delivery is retried before it is marked failed.
     delivery_deadline: Duration,
+    /// Discord redraws a live rollout message at most this often for folded events.
+    rollout_fold: Duration,
 }
 
 /// How often a change is retried when another change to the same window won the race.
@@ -64,7 +66,13 @@ impl Service {
             generation: Arc::new(AtomicU64::new(1)),
             outbox: Arc::new(watch::Sender::new(0)),
             delivery_deadline: Duration::from_secs(24 * 3600),
+            rollout_fold: Duration::from_secs(10),
         }
+    }
+
+    pub fn with_rollout_fold(mut self, fold: Duration) -> Self {
+        self.rollout_fold = fold;
+        self
     }
 
     pub fn with_delivery_deadline(mut self, deadline: Duration) -> Self {
@@ -349,5 +357,6 @@ impl Service {
 
 mod accounts;
 mod channels;
+mod rollouts;
 
 pub use accounts::{NewSession, NewToken, SESSION_LIFETIME, setup_code};

@@ -8,7 +8,8 @@ use jiff::Timestamp;
 
 use crate::domain::{
     ApiToken, AuditEntry, Channel, ChannelSource, Component, Delivery, Maintenance, NewChannel,
-    NewComponent, NewDelivery, NewMaintenance, NewUpdate, Role, Thread, Update, User,
+    NewComponent, NewDelivery, NewMaintenance, NewRollout, NewRolloutUpdate, NewUpdate, Role,
+    Rollout, RolloutState, RolloutUpdate, Subject, Thread, Update, User,
 };
 
 pub use sqlite::SqliteStore;
@@ -55,9 +56,23 @@ pub struct Page<T> {
     pub total: i64,
 }
 
+/// A rollout as listed in history: no targets loaded, counts instead.
+#[derive(Debug, Clone)]
+pub struct RolloutSummary {
+    pub id: i64,
+    pub title: String,
+    pub state: RolloutState,
+    pub from_version: Option<String>,
+    pub to_version: String,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub targets_total: i64,
+    pub targets_healthy: i64,
+}
+
 /// Everything Herald keeps. Implementations make each method atomic.
 #[async_trait]
-pub trait Store: Outbox + Send + Sync + 'static {
+pub trait Store: Outbox + Rollouts + Send + Sync + 'static {
     /// Apply pending migrations.
     async fn migrate(&self) -> StoreResult<()>;
     /// Cheap round trip used by readiness checks.
@@ -198,7 +213,7 @@ pub trait Outbox: Send + Sync {
         attempt: i64,
         remote_id: &str,
         remote_url: Option<&str>,
-        thread: Option<&Thread>,
+        thread: Option<(Subject, &Thread)>,
         now: Timestamp,
     ) -> StoreResult<()>;
     /// Record a message posted within an attempt, before the attempt ends, so a retry after a
@@ -226,13 +241,58 @@ pub trait Outbox: Send + Sync {
     /// A failed delivery given up for good, so the window's later ones may go (Skip).
     async fn skip_delivery(&self, id: i64) -> StoreResult<bool>;
     async fn get_delivery(&self, id: i64) -> StoreResult<Option<Delivery>>;
-    /// A window's deliveries on every channel, oldest first.
-    async fn list_deliveries(&self, maintenance_id: i64) -> StoreResult<Vec<Delivery>>;
+    /// A window's or a rollout's deliveries on every channel, oldest first.
+    async fn list_deliveries(&self, subject: Subject) -> StoreResult<Vec<Delivery>>;
     /// Deliveries not yet sent (pending or failed), oldest first, at most `limit`.
     async fn unsent_deliveries(&self, limit: i64) -> StoreResult<Vec<Delivery>>;
-    async fn get_thread(&self, channel_id: i64, maintenance_id: i64)
-    -> StoreResult<Option<Thread>>;
+    /// A window's thread, or a rollout's (live Discord message, or own Bluesky thread).
+    async fn get_thread(&self, channel_id: i64, subject: Subject) -> StoreResult<Option<Thread>>;
     /// Drop every lease: at start, no worker of this process holds one.
     async fn release_leases(&self) -> StoreResult<()>;
     async fn get_update(&self, id: i64) -> StoreResult<Option<Update>>;
+}
+
+/// Rollouts, their targets and timeline.
+#[async_trait]
+pub trait Rollouts: Send + Sync {
+    /// Insert a rollout (pending, every target pending).
+    async fn create_rollout(&self, new: &NewRollout, now: Timestamp) -> StoreResult<Rollout>;
+    async fn get_rollout(&self, id: i64) -> StoreResult<Option<Rollout>>;
+    /// Write back a changed rollout (its row and the targets at `changed`), the updates its
+    /// change produced (made by `actor`) and their deliveries, in one transaction, if its
+    /// version is still `r.version`. With `reverse`, also create that rollout (a rollback) and
+    /// link the two. Returns the new version and the reverse rollout's id.
+    async fn save_rollout(
+        &self,
+        r: &Rollout,
+        changed: &[usize],
+        updates: &[NewRolloutUpdate],
+        actor: &str,
+        deliveries: &[NewDelivery],
+        reverse: Option<&NewRollout>,
+    ) -> StoreResult<(i64, Option<i64>)>;
+    /// A report that changed nothing: only the target's last-report time moves (no version
+    /// bump, so a steady stream of such reports never conflicts with real changes).
+    async fn touch_target(&self, target_id: i64, now: Timestamp) -> StoreResult<()>;
+    /// Rollouts newest first, optionally in one state.
+    async fn list_rollouts(
+        &self,
+        state: Option<RolloutState>,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Rollout>>;
+    /// Pending, in progress or paused, oldest first.
+    async fn active_rollouts(&self) -> StoreResult<Vec<Rollout>>;
+    /// The rollouts linked to a window, oldest first.
+    async fn window_rollouts(&self, maintenance_id: i64) -> StoreResult<Vec<Rollout>>;
+    /// Finished rollouts (completed, failed, aborted), newest first.
+    async fn finished_rollouts(&self, offset: i64, limit: i64)
+    -> StoreResult<Page<RolloutSummary>>;
+    /// A rollout's timeline, newest first; `limit` caps how many.
+    async fn list_rollout_updates(
+        &self,
+        rollout_id: i64,
+        limit: Option<i64>,
+    ) -> StoreResult<Vec<RolloutUpdate>>;
+    async fn get_rollout_update(&self, id: i64) -> StoreResult<Option<RolloutUpdate>>;
 }

@@ -16,11 +16,12 @@ use tracing::instrument;
 use super::{MaintenanceSummary, Page, Store, StoreError, StoreResult};
 use crate::domain::{
     ApiToken, AuditEntry, Component, Impact, Maintenance, NewComponent, NewDelivery,
-    NewMaintenance, NewUpdate, Role, Schedule, Step, StepState, Update, UpdateKind, User,
+    NewMaintenance, NewUpdate, Role, Schedule, Step, StepState, Subject, Update, UpdateKind, User,
     WindowState,
 };
 
 mod outbox;
+mod rollouts;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -499,7 +500,7 @@ impl Store for SqliteStore {
         }
         replace_components(&mut tx, m.id, m.components.iter().map(|c| c.id)).await?;
         let update_ids = insert_updates(&mut tx, m.id, updates).await?;
-        outbox::insert_deliveries(&mut tx, m.id, updates, &update_ids, deliveries).await?;
+        outbox::insert_deliveries(&mut tx, Subject::Window(m.id), &update_ids, deliveries).await?;
         tx.commit().await?;
         Ok(m.version + 1)
     }

@@ -662,7 +662,13 @@ async fn run_page(
         .unwrap_or_default();
     let current = target.and_then(|t| w.steps.iter().find(|s| s.position == t.position).cloned());
     let all_channels = state.service.channels().await?;
-    let deliveries = channels::delivery_rows(&state.service.deliveries(id).await?, &all_channels);
+    let deliveries = channels::delivery_rows(
+        &state
+            .service
+            .deliveries(crate::domain::Subject::Window(id))
+            .await?,
+        &all_channels,
+    );
     let previews = channels::previews(state, &m, updates.first(), &all_channels);
     page(
         status,

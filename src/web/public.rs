@@ -6,7 +6,7 @@ use axum::extract::Request;
 use axum::extract::State;
 use axum::response::Response;
 use bytes::Bytes;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde::Deserialize;
 
 use super::AppState;
@@ -86,19 +86,7 @@ pub fn time(t: Timestamp) -> TimeView {
     }
 }
 
-/// "1 h 12 min", "3 min", "2 d 4 h", "40 s".
-pub fn human_duration(d: SignedDuration) -> String {
-    let secs = d.as_secs().max(0);
-    let (days, hours, mins) = (secs / 86_400, secs % 86_400 / 3_600, secs % 3_600 / 60);
-    match (days, hours, mins) {
-        (0, 0, 0) => format!("{secs} s"),
-        (0, 0, m) => format!("{m} min"),
-        (0, h, 0) => format!("{h} h"),
-        (0, h, m) => format!("{h} h {m} min"),
-        (d, 0, _) => format!("{d} d"),
-        (d, h, _) => format!("{d} d {h} h"),
-    }
-}
+pub use crate::domain::human_duration;
 
 /// Markdown → sanitised HTML: raw HTML and script links in the source are stripped.
 pub fn markdown(source: &str) -> String {
@@ -565,6 +553,8 @@ pub async fn history(
 
 #[cfg(test)]
 mod tests {
+    use jiff::SignedDuration;
+
     use super::*;
 
     #[test]

@@ -9,15 +9,24 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::{SqliteStore, opt_ts, parse, secs, ts, update_from};
 use crate::domain::{
     Channel, ChannelKind, ChannelSecret, ChannelSource, Delivery, DeliveryState, NewChannel,
-    NewDelivery, NewUpdate, Thread, Update, UpdateKind, join_kinds, parse_kinds,
+    NewDelivery, Subject, Thread, Update, UpdateKind, join_kinds, parse_kinds,
 };
 use crate::store::{Outbox, StoreError, StoreResult};
 
 const CHANNEL_COLUMNS: &str = "id, name, kind, target, secret, api_url, events, milestones, \
      mention_role, langs, enabled, source";
 
-const DELIVERY_COLUMNS: &str = "id, channel_id, maintenance_id, update_id, kind, state, attempts, \
-     next_attempt_ms, deadline_at, idem_key, remote_id, remote_url, last_error, created_ms, sent_at";
+const DELIVERY_COLUMNS: &str = "id, channel_id, maintenance_id, update_id, rollout_id, \
+     rollout_update_id, kind, state, attempts, next_attempt_ms, deadline_at, idem_key, remote_id, \
+     remote_url, last_error, created_ms, sent_at";
+
+/// A delivery waits while an earlier one of the same window or rollout on the same channel is
+/// pending or failed; refreshes of the live rollout message never hold anything up.
+const EARLIER_UNSENT: &str = "EXISTS (SELECT 1 FROM deliveries e \
+     WHERE e.channel_id = d.channel_id \
+       AND ((d.maintenance_id IS NOT NULL AND e.maintenance_id = d.maintenance_id) \
+         OR (d.rollout_id IS NOT NULL AND e.rollout_id = d.rollout_id)) \
+       AND e.id < d.id AND e.state IN ('pending', 'failed') AND e.kind <> 'rollout_refresh')";
 
 fn channel_from(row: &SqliteRow) -> StoreResult<Channel> {
     let kind: String = row.try_get("kind")?;
@@ -48,11 +57,22 @@ fn channel_from(row: &SqliteRow) -> StoreResult<Channel> {
 fn delivery_from(row: &SqliteRow) -> StoreResult<Delivery> {
     let kind: String = row.try_get("kind")?;
     let state: String = row.try_get("state")?;
+    let window: Option<i64> = row.try_get("maintenance_id")?;
+    let rollout: Option<i64> = row.try_get("rollout_id")?;
+    let (subject, update_id) = match (window, rollout) {
+        (Some(w), None) => (Subject::Window(w), row.try_get("update_id")?),
+        (None, Some(r)) => (Subject::Rollout(r), row.try_get("rollout_update_id")?),
+        _ => {
+            return Err(StoreError::Corrupt(
+                "a delivery about neither a window nor a rollout".into(),
+            ));
+        }
+    };
     Ok(Delivery {
         id: row.try_get("id")?,
         channel_id: row.try_get("channel_id")?,
-        maintenance_id: row.try_get("maintenance_id")?,
-        update_id: row.try_get("update_id")?,
+        subject,
+        update_id,
         kind: parse(&kind, "update kind", UpdateKind::parse)?,
         state: parse(&state, "delivery state", DeliveryState::parse)?,
         attempts: row.try_get("attempts")?,
@@ -76,33 +96,70 @@ fn name_taken(e: sqlx::Error) -> StoreError {
     }
 }
 
-/// Insert a change's deliveries; `update_ids` are the ids its updates got, in order.
+/// Insert a change's deliveries; `update_ids` are the ids its updates got, in order. A refresh
+/// of a live rollout message folds into the channel's pending one, if any, and is held until
+/// its fold interval after the message was last drawn.
 pub(super) async fn insert_deliveries(
     tx: &mut Transaction<'_, Sqlite>,
-    maintenance_id: i64,
-    updates: &[NewUpdate],
+    subject: Subject,
     update_ids: &[i64],
     deliveries: &[NewDelivery],
 ) -> StoreResult<()> {
     for d in deliveries {
-        let (Some(update), Some(update_id)) = (updates.get(d.update), update_ids.get(d.update))
-        else {
-            return Err(StoreError::Corrupt(format!(
-                "delivery for update #{} of {}",
-                d.update,
-                updates.len()
-            )));
+        let update_id = match d.update {
+            Some(i) => Some(*update_ids.get(i).ok_or_else(|| {
+                StoreError::Corrupt(format!("delivery for update #{i} of {}", update_ids.len()))
+            })?),
+            None => None,
         };
+        let (window, window_update, rollout, rollout_update) = match subject {
+            Subject::Window(w) => (Some(w), update_id, None, None),
+            Subject::Rollout(r) => (None, None, Some(r), update_id),
+        };
+        let mut next_attempt_ms = d.created_ms;
+        if d.update.is_none() {
+            let Some(rollout) = rollout else {
+                return Err(StoreError::Corrupt("a refresh of a window".into()));
+            };
+            let waiting: Option<i64> = sqlx::query_scalar(
+                "SELECT MAX(CASE WHEN lease_until_ms IS NULL THEN 1 ELSE 2 END) FROM deliveries \
+                 WHERE channel_id = $1 AND rollout_id = $2 AND kind = 'rollout_refresh' \
+                   AND state = 'pending'",
+            )
+            .bind(d.channel_id)
+            .bind(rollout)
+            .fetch_one(&mut **tx)
+            .await?;
+            if waiting == Some(1) {
+                // A refresh not yet taken will draw everything up to now.
+                continue;
+            }
+            let drawn: Option<i64> = sqlx::query_scalar(
+                "SELECT drawn_ms FROM rollout_threads WHERE channel_id = $1 AND rollout_id = $2",
+            )
+            .bind(d.channel_id)
+            .bind(rollout)
+            .fetch_optional(&mut **tx)
+            .await?
+            .flatten();
+            next_attempt_ms = next_attempt_ms.max(drawn.unwrap_or(0) + d.fold_ms);
+            if waiting == Some(2) {
+                // One is being drawn right now: this one follows a full interval later.
+                next_attempt_ms = next_attempt_ms.max(d.created_ms + d.fold_ms);
+            }
+        }
         sqlx::query(
-            "INSERT INTO deliveries (channel_id, maintenance_id, update_id, kind, state, \
-             next_attempt_ms, deadline_at, idem_key, created_ms) \
-             VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8)",
+            "INSERT INTO deliveries (channel_id, maintenance_id, update_id, rollout_id, \
+             rollout_update_id, kind, state, next_attempt_ms, deadline_at, idem_key, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10)",
         )
         .bind(d.channel_id)
-        .bind(maintenance_id)
-        .bind(update_id)
-        .bind(update.kind.as_str())
-        .bind(d.created_ms)
+        .bind(window)
+        .bind(window_update)
+        .bind(rollout)
+        .bind(rollout_update)
+        .bind(d.kind.as_str())
+        .bind(next_attempt_ms)
         .bind(secs(d.deadline_at))
         .bind(&d.idem_key)
         .bind(d.created_ms)
@@ -242,9 +299,7 @@ impl Outbox for SqliteStore {
                SELECT d.id FROM deliveries d \
                WHERE d.channel_id = $1 AND d.state = 'pending' AND d.next_attempt_ms <= $2 \
                  AND (d.lease_until_ms IS NULL OR d.lease_until_ms < $2) \
-                 AND NOT EXISTS (SELECT 1 FROM deliveries e \
-                   WHERE e.channel_id = d.channel_id AND e.maintenance_id = d.maintenance_id \
-                     AND e.id < d.id AND e.state IN ('pending', 'failed')) \
+                 AND NOT {EARLIER_UNSENT} \
                ORDER BY d.next_attempt_ms, d.id LIMIT 1) \
              RETURNING {DELIVERY_COLUMNS}"
         ))
@@ -261,15 +316,12 @@ impl Outbox for SqliteStore {
     /// Only the head of each window's queue counts: a delivery held behind an earlier
     /// pending or failed one is not due, whatever its own time (it would only spin the worker).
     async fn next_due_ms(&self, channel_id: i64) -> StoreResult<Option<i64>> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar(&format!(
             // CASE, not two-argument MAX: the same SQL runs on PostgreSQL.
             "SELECT MIN(CASE WHEN lease_until_ms > next_attempt_ms THEN lease_until_ms \
              ELSE next_attempt_ms END) FROM deliveries d \
-             WHERE d.channel_id = $1 AND d.state = 'pending' \
-               AND NOT EXISTS (SELECT 1 FROM deliveries e \
-                 WHERE e.channel_id = d.channel_id AND e.maintenance_id = d.maintenance_id \
-                   AND e.id < d.id AND e.state IN ('pending', 'failed'))",
-        )
+             WHERE d.channel_id = $1 AND d.state = 'pending' AND NOT {EARLIER_UNSENT}"
+        ))
         .bind(channel_id)
         .fetch_one(&self.pool)
         .await?)
@@ -281,7 +333,7 @@ impl Outbox for SqliteStore {
         attempt: i64,
         remote_id: &str,
         remote_url: Option<&str>,
-        thread: Option<&Thread>,
+        thread: Option<(Subject, &Thread)>,
         now: Timestamp,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
@@ -289,7 +341,7 @@ impl Outbox for SqliteStore {
             "UPDATE deliveries SET state = 'sent', remote_id = $1, remote_url = $2, \
              last_error = NULL, lease_until_ms = NULL, sent_at = $3 \
              WHERE id = $4 AND attempts = $5 AND state = 'pending' \
-             RETURNING channel_id, maintenance_id",
+             RETURNING channel_id",
         )
         .bind(remote_id)
         .bind(remote_url)
@@ -299,23 +351,42 @@ impl Outbox for SqliteStore {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
-        if let Some(t) = thread {
-            let channel_id: i64 = row.try_get("channel_id")?;
-            let maintenance_id: i64 = row.try_get("maintenance_id")?;
-            sqlx::query(
-                "INSERT INTO channel_threads (channel_id, maintenance_id, root_id, root_cid, \
-                 parent_id, parent_cid) VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (channel_id, maintenance_id) DO UPDATE SET root_id = $3, \
-                 root_cid = $4, parent_id = $5, parent_cid = $6",
-            )
-            .bind(channel_id)
-            .bind(maintenance_id)
-            .bind(&t.root_id)
-            .bind(&t.root_cid)
-            .bind(&t.parent_id)
-            .bind(&t.parent_cid)
-            .execute(&mut *tx)
-            .await?;
+        let channel_id: i64 = row.try_get("channel_id")?;
+        match thread {
+            Some((Subject::Window(window), t)) => {
+                sqlx::query(
+                    "INSERT INTO channel_threads (channel_id, maintenance_id, root_id, root_cid, \
+                     parent_id, parent_cid) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (channel_id, maintenance_id) DO UPDATE SET root_id = $3, \
+                     root_cid = $4, parent_id = $5, parent_cid = $6",
+                )
+                .bind(channel_id)
+                .bind(window)
+                .bind(&t.root_id)
+                .bind(&t.root_cid)
+                .bind(&t.parent_id)
+                .bind(&t.parent_cid)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Some((Subject::Rollout(rollout), t)) => {
+                sqlx::query(
+                    "INSERT INTO rollout_threads (channel_id, rollout_id, root_id, root_cid, \
+                     parent_id, parent_cid, drawn_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (channel_id, rollout_id) DO UPDATE SET root_id = $3, \
+                     root_cid = $4, parent_id = $5, parent_cid = $6, drawn_ms = $7",
+                )
+                .bind(channel_id)
+                .bind(rollout)
+                .bind(&t.root_id)
+                .bind(&t.root_cid)
+                .bind(&t.parent_id)
+                .bind(&t.parent_cid)
+                .bind(now.as_millisecond())
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {}
         }
         tx.commit().await?;
         Ok(())
@@ -425,12 +496,15 @@ impl Outbox for SqliteStore {
         .transpose()
     }
 
-    async fn list_deliveries(&self, maintenance_id: i64) -> StoreResult<Vec<Delivery>> {
+    async fn list_deliveries(&self, subject: Subject) -> StoreResult<Vec<Delivery>> {
+        let (column, id) = match subject {
+            Subject::Window(id) => ("maintenance_id", id),
+            Subject::Rollout(id) => ("rollout_id", id),
+        };
         sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE maintenance_id = $1 \
-             ORDER BY id"
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {column} = $1 ORDER BY id"
         ))
-        .bind(maintenance_id)
+        .bind(id)
         .fetch_all(&self.pool)
         .await?
         .iter()
@@ -451,17 +525,17 @@ impl Outbox for SqliteStore {
         .collect()
     }
 
-    async fn get_thread(
-        &self,
-        channel_id: i64,
-        maintenance_id: i64,
-    ) -> StoreResult<Option<Thread>> {
-        let Some(row) = sqlx::query(
-            "SELECT root_id, root_cid, parent_id, parent_cid FROM channel_threads \
-             WHERE channel_id = $1 AND maintenance_id = $2",
-        )
+    async fn get_thread(&self, channel_id: i64, subject: Subject) -> StoreResult<Option<Thread>> {
+        let (table, column, id) = match subject {
+            Subject::Window(id) => ("channel_threads", "maintenance_id", id),
+            Subject::Rollout(id) => ("rollout_threads", "rollout_id", id),
+        };
+        let Some(row) = sqlx::query(&format!(
+            "SELECT root_id, root_cid, parent_id, parent_cid FROM {table} \
+             WHERE channel_id = $1 AND {column} = $2"
+        ))
         .bind(channel_id)
-        .bind(maintenance_id)
+        .bind(id)
         .fetch_optional(&self.pool)
         .await?
         else {

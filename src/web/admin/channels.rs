@@ -10,8 +10,9 @@ use serde::Deserialize;
 use super::CsrfForm;
 use super::{Me, me, page};
 use crate::domain::{
-    Channel, ChannelKind, ChannelSecret, ChannelSource, DEFAULT_EVENTS, DEFAULT_MILESTONES,
-    Delivery, DomainError, Maintenance, NewChannel, Role, Update, UpdateKind, ValidationError,
+    Channel, ChannelKind, ChannelSecret, ChannelSource, DEFAULT_ROLLOUT_EVENTS_BLUESKY,
+    DEFAULT_ROLLOUT_EVENTS_DISCORD, Delivery, DomainError, Maintenance, NewChannel, Role, Subject,
+    Update, UpdateKind, ValidationError, default_events, default_milestones, event_kinds,
     milestone_kinds,
 };
 use crate::notify::render::{bluesky_post, discord_embed, discord_message};
@@ -57,7 +58,7 @@ fn row(c: &Channel) -> ChannelRow {
         api_url: c.api_url.clone().unwrap_or_default(),
         from_env: c.source == ChannelSource::Env,
         enabled: c.enabled,
-        events: kind_choices(&c.events, UpdateKind::ALL.into_iter()),
+        events: kind_choices(&c.events, event_kinds()),
         milestones: kind_choices(&c.milestones, milestone_kinds()),
         mention_role: c.mention_role.clone().unwrap_or_default(),
         langs: c.langs.join(", "),
@@ -85,8 +86,8 @@ impl Default for Draft {
             kind: "discord_webhook".into(),
             target: String::new(),
             api_url: String::new(),
-            events: kind_choices(&DEFAULT_EVENTS, UpdateKind::ALL.into_iter()),
-            milestones: kind_choices(&DEFAULT_MILESTONES, milestone_kinds()),
+            events: kind_choices(&default_events(ChannelKind::DiscordWebhook), event_kinds()),
+            milestones: kind_choices(&default_milestones(), milestone_kinds()),
             mention_role: String::new(),
             langs: "en".into(),
         }
@@ -198,7 +199,7 @@ fn parse_form(body: &str) -> (String, NewChannel, Draft) {
     draft.kind = kind;
     draft.target = new.target.clone();
     draft.api_url = new.api_url.clone().unwrap_or_default();
-    draft.events = kind_choices(&new.events, UpdateKind::ALL.into_iter());
+    draft.events = kind_choices(&new.events, event_kinds());
     draft.milestones = kind_choices(&new.milestones, milestone_kinds());
     draft.mention_role = new.mention_role.clone().unwrap_or_default();
     draft.langs = new.langs.join(", ");
@@ -225,6 +226,19 @@ pub async fn create_channel(
     let (csrf, mut new, draft) = parse_form(&body);
     signed_in.authorize_form(&headers, &csrf, Role::Admin)?;
     new.enabled = true;
+    // The add form starts with Discord's rollout events (every move redraws its live
+    // message). A Bluesky channel added with those left as they were gets Bluesky's defaults
+    // instead: there, every ticked event is a post of its own.
+    let rollout_ticked: Vec<UpdateKind> = new
+        .events
+        .iter()
+        .copied()
+        .filter(|k| k.is_rollout())
+        .collect();
+    if new.kind == Some(ChannelKind::Bluesky) && rollout_ticked == DEFAULT_ROLLOUT_EVENTS_DISCORD {
+        new.events.retain(|k| !k.is_rollout());
+        new.events.extend(DEFAULT_ROLLOUT_EVENTS_BLUESKY);
+    }
     let actor = format!("user:{}", signed_in.user.name);
     match state.service.create_channel(new, &actor).await {
         Ok(_) => Ok(Redirect::to("/admin/channels").into_response()),
@@ -464,7 +478,7 @@ pub async fn delivery_action(
 ) -> Result<Response, AppError> {
     signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
     let delivery = state.service.delivery(id).await?;
-    if delivery.maintenance_id != window {
+    if delivery.subject != Subject::Window(window) {
         return Err(ServiceError::NotFound("delivery").into());
     }
     let actor = format!("user:{}", signed_in.user.name);

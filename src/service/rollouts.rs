@@ -1,0 +1,358 @@
+//! Rollouts: creating them, target reports, a maintainer's actions, and the stall check the
+//! scheduler runs. Every change goes through [`Service::change_rollout`]: load, apply a rule
+//! from [`crate::domain`], commit the rollout with its timeline entries and their deliveries
+//! in one transaction, again from the start when another change won the race.
+
+use jiff::Timestamp;
+
+use super::{MAX_CONFLICT_RETRIES, Service, ServiceError, ServiceResult};
+use crate::domain::{
+    DomainError, NewRollout, Report, Rollout, RolloutAction, RolloutChange, RolloutEdit,
+    RolloutState, RolloutUpdate, ValidationError, rollout_deliveries_for,
+};
+use crate::store::{Page, RolloutSummary, StoreError};
+
+/// Who reported a change, as the timeline and the audit log name them.
+pub const SCHEDULER: &str = "scheduler";
+
+/// The outcome of [`Service::change_rollout`].
+struct Committed {
+    rollout: Rollout,
+    /// A rollback's reverse rollout.
+    reverse: Option<i64>,
+    /// Whether anything was written (a repeated report writes nothing).
+    saved: bool,
+}
+
+type Rule<'a> = dyn Fn(&mut Rollout, Timestamp) -> Result<(RolloutChange, Option<NewRollout>), DomainError>
+    + Send
+    + Sync
+    + 'a;
+
+impl Service {
+    pub async fn rollout(&self, id: i64) -> ServiceResult<Rollout> {
+        self.store
+            .get_rollout(id)
+            .await?
+            .ok_or(ServiceError::NotFound("rollout"))
+    }
+
+    pub async fn rollouts(
+        &self,
+        state: Option<RolloutState>,
+        offset: i64,
+        limit: i64,
+    ) -> ServiceResult<Vec<Rollout>> {
+        Ok(self.store.list_rollouts(state, offset, limit).await?)
+    }
+
+    pub async fn active_rollouts(&self) -> ServiceResult<Vec<Rollout>> {
+        Ok(self.store.active_rollouts().await?)
+    }
+
+    pub async fn window_rollouts(&self, maintenance_id: i64) -> ServiceResult<Vec<Rollout>> {
+        Ok(self.store.window_rollouts(maintenance_id).await?)
+    }
+
+    pub async fn finished_rollouts(
+        &self,
+        offset: i64,
+        limit: i64,
+    ) -> ServiceResult<Page<RolloutSummary>> {
+        Ok(self.store.finished_rollouts(offset, limit).await?)
+    }
+
+    pub async fn rollout_updates(
+        &self,
+        id: i64,
+        limit: Option<i64>,
+    ) -> ServiceResult<Vec<RolloutUpdate>> {
+        Ok(self.store.list_rollout_updates(id, limit).await?)
+    }
+
+    async fn check_window(&self, maintenance_id: Option<i64>) -> ServiceResult<()> {
+        if let Some(id) = maintenance_id
+            && self.store.get_maintenance(id).await?.is_none()
+        {
+            return Err(ValidationError::new(
+                "maintenance_id",
+                format!("there is no maintenance window {id}"),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Plan a rollout; it is pending until its first target reports.
+    pub async fn create_rollout(&self, new: NewRollout, actor: &str) -> ServiceResult<Rollout> {
+        let new = new.validate()?;
+        self.check_window(new.maintenance_id).await?;
+        let r = self
+            .store
+            .create_rollout(&new, self.now())
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => ServiceError::from(ValidationError::new(
+                    "maintenance_id",
+                    "the maintenance window does not exist",
+                )),
+                e => e.into(),
+            })?;
+        self.store
+            .audit(
+                actor,
+                "rollout.create",
+                Some(&format!("rollout {}", r.id)),
+                self.now(),
+            )
+            .await?;
+        self.changed();
+        Ok(r)
+    }
+
+    /// Load, apply `rule`, commit; again from the start if another change won the race.
+    async fn change_rollout(
+        &self,
+        id: i64,
+        actor: &str,
+        rule: &Rule<'_>,
+    ) -> ServiceResult<Committed> {
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let before = self.rollout(id).await?;
+            let mut r = before.clone();
+            let (change, reverse) = rule(&mut r, self.now())?;
+            if r == before && change == RolloutChange::default() && reverse.is_none() {
+                return Ok(Committed {
+                    rollout: r,
+                    reverse: None,
+                    saved: false,
+                });
+            }
+            let changed: Vec<usize> = (0..r.targets.len())
+                .filter(|&i| r.targets[i] != before.targets[i])
+                .collect();
+            // Deliveries run on real time whatever the domain's clock says.
+            let now = Timestamp::now();
+            let channels = self.store.list_channels().await?;
+            let deliveries = rollout_deliveries_for(
+                &change,
+                &channels,
+                crate::notify::idem_key,
+                self.rollout_fold,
+                self.deadline_from(now),
+                now.as_millisecond(),
+            );
+            match self
+                .store
+                .save_rollout(
+                    &r,
+                    &changed,
+                    &change.updates,
+                    actor,
+                    &deliveries,
+                    reverse.as_ref(),
+                )
+                .await
+            {
+                Ok((version, reverse_id)) => {
+                    r.version = version;
+                    if reverse_id.is_some() {
+                        r.rolled_back_by = reverse_id;
+                    }
+                    self.changed();
+                    if !deliveries.is_empty() {
+                        self.wake_outbox();
+                    }
+                    return Ok(Committed {
+                        rollout: r,
+                        reverse: reverse_id,
+                        saved: true,
+                    });
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(StoreError::NotFound) => {
+                    return Err(ValidationError::new(
+                        "maintenance_id",
+                        "the maintenance window does not exist",
+                    )
+                    .into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Conflict.into())
+    }
+
+    async fn target_id(&self, id: i64, name: &str) -> ServiceResult<i64> {
+        let r = self.rollout(id).await?;
+        r.target(name)
+            .and_then(|t| t.id)
+            .ok_or(ServiceError::NotFound("target"))
+    }
+
+    /// A report from a target or its deploy script. The same report twice changes nothing and
+    /// announces nothing; only the target's last-report time moves.
+    pub async fn report(
+        &self,
+        id: i64,
+        name: &str,
+        report: &Report,
+        actor: &str,
+    ) -> ServiceResult<Rollout> {
+        let target_id = self.target_id(id, name).await?;
+        let done = self
+            .change_rollout(id, actor, &|r, now| {
+                let change = r.report(name, report, now)?;
+                if change != RolloutChange::default()
+                    && let Some(t) = r.targets.iter_mut().find(|t| t.name == name)
+                {
+                    t.last_report_at = Some(now);
+                }
+                Ok((change, None))
+            })
+            .await?;
+        if done.saved {
+            return Ok(done.rollout);
+        }
+        self.store.touch_target(target_id, self.now()).await?;
+        self.changed();
+        self.rollout(id).await
+    }
+
+    /// A maintainer sets a target's state by hand (or forces it), with a note.
+    pub async fn set_target(
+        &self,
+        id: i64,
+        name: &str,
+        report: &Report,
+        actor: &str,
+    ) -> ServiceResult<Rollout> {
+        self.target_id(id, name).await?;
+        let r = self
+            .change_rollout(id, actor, &|r, now| {
+                Ok((r.report(name, report, now)?, None))
+            })
+            .await?
+            .rollout;
+        let what = if report.forced { " (forced)" } else { "" };
+        self.store
+            .audit(
+                actor,
+                "rollout.target",
+                Some(&format!(
+                    "rollout {id}: {name} → {}{what}",
+                    report.state.as_str()
+                )),
+                self.now(),
+            )
+            .await?;
+        Ok(r)
+    }
+
+    /// A failed target back to pending.
+    pub async fn retry_target(
+        &self,
+        id: i64,
+        name: &str,
+        note: Option<&str>,
+        actor: &str,
+    ) -> ServiceResult<Rollout> {
+        self.target_id(id, name).await?;
+        let r = self
+            .change_rollout(id, actor, &|r, now| Ok((r.retry(name, note, now)?, None)))
+            .await?
+            .rollout;
+        self.store
+            .audit(
+                actor,
+                "rollout.retry",
+                Some(&format!("rollout {id}: {name}")),
+                self.now(),
+            )
+            .await?;
+        Ok(r)
+    }
+
+    /// Pause, resume, abort or roll back. A rollback returns the reverse rollout's id too.
+    pub async fn rollout_action(
+        &self,
+        id: i64,
+        action: RolloutAction,
+        note: Option<&str>,
+        actor: &str,
+    ) -> ServiceResult<(Rollout, Option<i64>)> {
+        let done = self
+            .change_rollout(id, actor, &|r, now| match action {
+                RolloutAction::Rollback => {
+                    let (change, reverse) = r.rollback(note, now)?;
+                    Ok((change, Some(reverse)))
+                }
+                a => Ok((r.apply(a, note, now)?, None)),
+            })
+            .await?;
+        self.store
+            .audit(
+                actor,
+                &format!("rollout.{}", action.as_str()),
+                Some(&format!("rollout {id}")),
+                self.now(),
+            )
+            .await?;
+        Ok((done.rollout, done.reverse))
+    }
+
+    /// Change what a rollout says or how it is watched.
+    pub async fn edit_rollout(
+        &self,
+        id: i64,
+        edit: &RolloutEdit,
+        actor: &str,
+    ) -> ServiceResult<Rollout> {
+        if let Some(link) = edit.maintenance_id {
+            self.check_window(link).await?;
+        }
+        let r = self
+            .change_rollout(id, actor, &|r, now| Ok((r.edit(edit, now)?, None)))
+            .await?
+            .rollout;
+        self.store
+            .audit(
+                actor,
+                "rollout.edit",
+                Some(&format!("rollout {id}")),
+                self.now(),
+            )
+            .await?;
+        Ok(r)
+    }
+
+    /// A free-form timeline entry on a rollout.
+    pub async fn post_rollout_note(
+        &self,
+        id: i64,
+        body: &str,
+        actor: &str,
+    ) -> ServiceResult<Rollout> {
+        Ok(self
+            .change_rollout(id, actor, &|r, now| Ok((r.post_note(body, now)?, None)))
+            .await?
+            .rollout)
+    }
+
+    /// Announce every stall that is due (once each). Returns when the next one falls due.
+    pub async fn check_stalls(&self) -> ServiceResult<Option<Timestamp>> {
+        let now = self.now();
+        let mut next: Option<Timestamp> = None;
+        for r in self.store.active_rollouts().await? {
+            match r.stall_due() {
+                Some(due) if due <= now => {
+                    self.change_rollout(r.id, SCHEDULER, &|r, now| Ok((r.check_stall(now), None)))
+                        .await?;
+                }
+                Some(due) => next = Some(next.map_or(due, |n| n.min(due))),
+                None => {}
+            }
+        }
+        Ok(next)
+    }
+}

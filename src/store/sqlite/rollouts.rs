@@ -1,0 +1,451 @@
+//! Rollouts, their targets and timeline on SQLite. Counts and drain samples are JSON columns:
+//! they are read and written whole with their target, never queried into.
+
+use async_trait::async_trait;
+use jiff::{SignedDuration, Timestamp};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, Transaction};
+use tracing::instrument;
+
+use super::outbox::insert_deliveries;
+use super::{SqliteStore, opt_secs, opt_ts, parse, secs, ts};
+use crate::domain::{
+    Counts, NewDelivery, NewRollout, NewRolloutUpdate, Rollout, RolloutState, RolloutUpdate,
+    Sample, Subject, Target, TargetState, UpdateKind,
+};
+use crate::store::{Page, RolloutSummary, Rollouts, StoreError, StoreResult};
+
+const ROLLOUT_COLUMNS: &str = "r.id, r.title, r.description, r.from_version, r.to_version, \
+     r.maintenance_id, r.state, r.progress_deadline, r.stale_after, r.public_names, r.created_at, \
+     r.updated_at, r.started_at, r.finished_at, r.last_progress_at, r.stalled_at, r.rollback_of, \
+     r.rolled_back_by, r.version";
+
+const TARGET_COLUMNS: &str = "t.id, t.rollout_id, t.position, t.name, t.state, t.version, \
+     t.remaining, t.drain_start_counts, t.samples, t.drain_started_at, t.drained_at, t.changed_at, \
+     t.finished_at, t.last_report_at, t.forced, t.forced_reason, t.note, t.attempts";
+
+const UPDATE_COLUMNS: &str = "id, rollout_id, kind, body, note, target, actor, created_at";
+
+fn json_err(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(format!("rollout JSON: {e}"))
+}
+
+fn counts_from(json: &str) -> StoreResult<Counts> {
+    serde_json::from_str(json).map_err(json_err)
+}
+
+fn counts_json(c: &Counts) -> String {
+    serde_json::to_string(c).expect("counts serialise")
+}
+
+fn samples_from(json: &str) -> StoreResult<Vec<Sample>> {
+    let raw: Vec<(i64, Counts)> = serde_json::from_str(json).map_err(json_err)?;
+    raw.into_iter()
+        .map(|(at, counts)| {
+            Ok(Sample {
+                at: ts(at)?,
+                counts,
+            })
+        })
+        .collect()
+}
+
+fn samples_json(samples: &[Sample]) -> String {
+    let raw: Vec<(i64, &Counts)> = samples.iter().map(|s| (secs(s.at), &s.counts)).collect();
+    serde_json::to_string(&raw).expect("samples serialise")
+}
+
+fn rollout_from(row: &SqliteRow) -> StoreResult<Rollout> {
+    let state: String = row.try_get("state")?;
+    Ok(Rollout {
+        id: row.try_get("id")?,
+        title: row.try_get("title")?,
+        description: row.try_get("description")?,
+        from_version: row.try_get("from_version")?,
+        to_version: row.try_get("to_version")?,
+        maintenance_id: row.try_get("maintenance_id")?,
+        state: parse(&state, "rollout state", RolloutState::parse)?,
+        progress_deadline: SignedDuration::from_secs(row.try_get("progress_deadline")?),
+        stale_after: SignedDuration::from_secs(row.try_get("stale_after")?),
+        public_names: row.try_get("public_names")?,
+        created_at: ts(row.try_get("created_at")?)?,
+        updated_at: ts(row.try_get("updated_at")?)?,
+        started_at: opt_ts(row.try_get("started_at")?)?,
+        finished_at: opt_ts(row.try_get("finished_at")?)?,
+        last_progress_at: opt_ts(row.try_get("last_progress_at")?)?,
+        stalled_at: opt_ts(row.try_get("stalled_at")?)?,
+        rollback_of: row.try_get("rollback_of")?,
+        rolled_back_by: row.try_get("rolled_back_by")?,
+        version: row.try_get("version")?,
+        targets: Vec::new(),
+    })
+}
+
+fn target_from(row: &SqliteRow) -> StoreResult<Target> {
+    let state: String = row.try_get("state")?;
+    Ok(Target {
+        id: Some(row.try_get("id")?),
+        position: row.try_get("position")?,
+        name: row.try_get("name")?,
+        state: parse(&state, "target state", TargetState::parse)?,
+        version: row.try_get("version")?,
+        remaining: counts_from(row.try_get("remaining")?)?,
+        drain_start_counts: counts_from(row.try_get("drain_start_counts")?)?,
+        drain_started_at: opt_ts(row.try_get("drain_started_at")?)?,
+        drained_at: opt_ts(row.try_get("drained_at")?)?,
+        changed_at: opt_ts(row.try_get("changed_at")?)?,
+        finished_at: opt_ts(row.try_get("finished_at")?)?,
+        last_report_at: opt_ts(row.try_get("last_report_at")?)?,
+        forced: row.try_get("forced")?,
+        forced_reason: row.try_get("forced_reason")?,
+        note: row.try_get("note")?,
+        attempts: row.try_get("attempts")?,
+        samples: samples_from(row.try_get("samples")?)?,
+    })
+}
+
+fn rollout_update_from(row: &SqliteRow) -> StoreResult<RolloutUpdate> {
+    let kind: String = row.try_get("kind")?;
+    Ok(RolloutUpdate {
+        id: row.try_get("id")?,
+        rollout_id: row.try_get("rollout_id")?,
+        kind: parse(&kind, "update kind", UpdateKind::parse)?,
+        body: row.try_get("body")?,
+        note: row.try_get("note")?,
+        target: row.try_get("target")?,
+        actor: row.try_get("actor")?,
+        created_at: ts(row.try_get("created_at")?)?,
+    })
+}
+
+impl SqliteStore {
+    /// Rollouts from `query` (selecting `ROLLOUT_COLUMNS` over `r`), with their targets.
+    async fn with_targets(&self, rows: Vec<SqliteRow>) -> StoreResult<Vec<Rollout>> {
+        let mut rollouts = rows
+            .iter()
+            .map(rollout_from)
+            .collect::<StoreResult<Vec<_>>>()?;
+        if rollouts.is_empty() {
+            return Ok(rollouts);
+        }
+        // Ids are integers from the rows just read: safe to inline.
+        let ids: Vec<String> = rollouts.iter().map(|r| r.id.to_string()).collect();
+        let targets = sqlx::query(&format!(
+            "SELECT {TARGET_COLUMNS} FROM rollout_targets t WHERE t.rollout_id IN ({}) \
+             ORDER BY t.rollout_id, t.position",
+            ids.join(",")
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &targets {
+            let rid: i64 = row.try_get("rollout_id")?;
+            if let Some(r) = rollouts.iter_mut().find(|r| r.id == rid) {
+                r.targets.push(target_from(row)?);
+            }
+        }
+        Ok(rollouts)
+    }
+}
+
+async fn insert_rollout(
+    tx: &mut Transaction<'_, Sqlite>,
+    new: &NewRollout,
+    now: Timestamp,
+) -> StoreResult<i64> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO rollouts (title, description, from_version, to_version, maintenance_id, \
+         state, progress_deadline, stale_after, public_names, created_at, updated_at, \
+         rollback_of, version) \
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $9, $10, 0) RETURNING id",
+    )
+    .bind(&new.title)
+    .bind(&new.description)
+    .bind(&new.from_version)
+    .bind(&new.to_version)
+    .bind(new.maintenance_id)
+    .bind(new.progress_deadline.as_secs())
+    .bind(new.stale_after.as_secs())
+    .bind(new.public_names)
+    .bind(secs(now))
+    .bind(new.rollback_of)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+        _ => StoreError::Database(e),
+    })?;
+    for (i, name) in new.targets.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO rollout_targets (rollout_id, position, name, state, attempts) \
+             VALUES ($1, $2, $3, 'pending', 1)",
+        )
+        .bind(id)
+        .bind(i as i64 + 1)
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(id)
+}
+
+#[async_trait]
+impl Rollouts for SqliteStore {
+    #[instrument(skip(self, new), fields(title = %new.title))]
+    async fn create_rollout(&self, new: &NewRollout, now: Timestamp) -> StoreResult<Rollout> {
+        let mut tx = self.pool.begin().await?;
+        let id = insert_rollout(&mut tx, new, now).await?;
+        tx.commit().await?;
+        self.get_rollout(id).await?.ok_or(StoreError::NotFound)
+    }
+
+    #[instrument(skip(self))]
+    async fn get_rollout(&self, id: i64) -> StoreResult<Option<Rollout>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ROLLOUT_COLUMNS} FROM rollouts r WHERE r.id = $1"
+        ))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(self.with_targets(rows).await?.pop())
+    }
+
+    #[instrument(skip_all, fields(id = r.id, version = r.version))]
+    async fn save_rollout(
+        &self,
+        r: &Rollout,
+        changed: &[usize],
+        updates: &[NewRolloutUpdate],
+        actor: &str,
+        deliveries: &[NewDelivery],
+        reverse: Option<&NewRollout>,
+    ) -> StoreResult<(i64, Option<i64>)> {
+        let mut tx = self.pool.begin().await?;
+        // Writing first takes SQLite's write lock at once; the version check makes a
+        // concurrent change lose cleanly (as for windows).
+        let done = sqlx::query(
+            "UPDATE rollouts SET title = $1, description = $2, maintenance_id = $3, state = $4, \
+             progress_deadline = $5, stale_after = $6, public_names = $7, updated_at = $8, \
+             started_at = $9, finished_at = $10, last_progress_at = $11, stalled_at = $12, \
+             version = version + 1 WHERE id = $13 AND version = $14",
+        )
+        .bind(&r.title)
+        .bind(&r.description)
+        .bind(r.maintenance_id)
+        .bind(r.state.as_str())
+        .bind(r.progress_deadline.as_secs())
+        .bind(r.stale_after.as_secs())
+        .bind(r.public_names)
+        .bind(secs(r.updated_at))
+        .bind(opt_secs(r.started_at))
+        .bind(opt_secs(r.finished_at))
+        .bind(opt_secs(r.last_progress_at))
+        .bind(opt_secs(r.stalled_at))
+        .bind(r.id)
+        .bind(r.version)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+            _ => StoreError::Database(e),
+        })?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict);
+        }
+        for &i in changed {
+            let t = r
+                .targets
+                .get(i)
+                .ok_or_else(|| StoreError::Corrupt(format!("changed target #{i}")))?;
+            let id =
+                t.id.ok_or_else(|| StoreError::Corrupt("a target without an id".into()))?;
+            sqlx::query(
+                "UPDATE rollout_targets SET state = $1, version = $2, remaining = $3, \
+                 drain_start_counts = $4, samples = $5, drain_started_at = $6, drained_at = $7, \
+                 changed_at = $8, finished_at = $9, \
+                 last_report_at = CASE WHEN $10 IS NULL THEN last_report_at \
+                   WHEN last_report_at IS NULL OR last_report_at < $10 THEN $10 \
+                   ELSE last_report_at END, \
+                 forced = $11, forced_reason = $12, note = $13, attempts = $14 \
+                 WHERE id = $15 AND rollout_id = $16",
+            )
+            .bind(t.state.as_str())
+            .bind(&t.version)
+            .bind(counts_json(&t.remaining))
+            .bind(counts_json(&t.drain_start_counts))
+            .bind(samples_json(&t.samples))
+            .bind(opt_secs(t.drain_started_at))
+            .bind(opt_secs(t.drained_at))
+            .bind(opt_secs(t.changed_at))
+            .bind(opt_secs(t.finished_at))
+            .bind(opt_secs(t.last_report_at))
+            .bind(t.forced)
+            .bind(&t.forced_reason)
+            .bind(&t.note)
+            .bind(t.attempts)
+            .bind(id)
+            .bind(r.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut update_ids = Vec::with_capacity(updates.len());
+        for u in updates {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO rollout_updates (rollout_id, kind, body, note, target, actor, \
+                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            )
+            .bind(r.id)
+            .bind(u.kind.as_str())
+            .bind(&u.body)
+            .bind(&u.note)
+            .bind(&u.target)
+            .bind(actor)
+            .bind(secs(u.created_at))
+            .fetch_one(&mut *tx)
+            .await?;
+            update_ids.push(id);
+        }
+        insert_deliveries(&mut tx, Subject::Rollout(r.id), &update_ids, deliveries).await?;
+        let reverse_id = match reverse {
+            Some(new) => {
+                let id = insert_rollout(&mut tx, new, r.updated_at).await?;
+                sqlx::query("UPDATE rollouts SET rolled_back_by = $1 WHERE id = $2")
+                    .bind(id)
+                    .bind(r.id)
+                    .execute(&mut *tx)
+                    .await?;
+                Some(id)
+            }
+            None => None,
+        };
+        tx.commit().await?;
+        Ok((r.version + 1, reverse_id))
+    }
+
+    async fn touch_target(&self, target_id: i64, now: Timestamp) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE rollout_targets SET last_report_at = $1 WHERE id = $2 \
+             AND (last_report_at IS NULL OR last_report_at < $1)",
+        )
+        .bind(secs(now))
+        .bind(target_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    #[instrument(skip(self))]
+    async fn list_rollouts(
+        &self,
+        state: Option<RolloutState>,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Rollout>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ROLLOUT_COLUMNS} FROM rollouts r WHERE ($1 IS NULL OR r.state = $1) \
+             ORDER BY r.id DESC LIMIT $2 OFFSET $3"
+        ))
+        .bind(state.map(RolloutState::as_str))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        self.with_targets(rows).await
+    }
+
+    #[instrument(skip(self))]
+    async fn active_rollouts(&self) -> StoreResult<Vec<Rollout>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ROLLOUT_COLUMNS} FROM rollouts r \
+             WHERE r.state IN ('pending', 'in_progress', 'paused') ORDER BY r.id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        self.with_targets(rows).await
+    }
+
+    #[instrument(skip(self))]
+    async fn window_rollouts(&self, maintenance_id: i64) -> StoreResult<Vec<Rollout>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ROLLOUT_COLUMNS} FROM rollouts r WHERE r.maintenance_id = $1 ORDER BY r.id"
+        ))
+        .bind(maintenance_id)
+        .fetch_all(&self.pool)
+        .await?;
+        self.with_targets(rows).await
+    }
+
+    #[instrument(skip(self))]
+    async fn finished_rollouts(
+        &self,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<Page<RolloutSummary>> {
+        const FINISHED: &str = "r.finished_at IS NOT NULL";
+        let total: i64 =
+            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM rollouts r WHERE {FINISHED}"))
+                .fetch_one(&self.pool)
+                .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT r.id, r.title, r.state, r.from_version, r.to_version, r.started_at, \
+             r.finished_at, \
+             (SELECT COUNT(*) FROM rollout_targets t WHERE t.rollout_id = r.id) AS total, \
+             (SELECT COUNT(*) FROM rollout_targets t WHERE t.rollout_id = r.id \
+                AND t.state = 'healthy') AS healthy \
+             FROM rollouts r WHERE {FINISHED} \
+             ORDER BY r.finished_at DESC, r.id DESC LIMIT $1 OFFSET $2"
+        ))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows
+            .iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                Ok(RolloutSummary {
+                    id: row.try_get("id")?,
+                    title: row.try_get("title")?,
+                    state: parse(&state, "rollout state", RolloutState::parse)?,
+                    from_version: row.try_get("from_version")?,
+                    to_version: row.try_get("to_version")?,
+                    started_at: opt_ts(row.try_get("started_at")?)?,
+                    finished_at: opt_ts(row.try_get("finished_at")?)?,
+                    targets_total: row.try_get("total")?,
+                    targets_healthy: row.try_get("healthy")?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page { items, total })
+    }
+
+    #[instrument(skip(self))]
+    async fn list_rollout_updates(
+        &self,
+        rollout_id: i64,
+        limit: Option<i64>,
+    ) -> StoreResult<Vec<RolloutUpdate>> {
+        sqlx::query(&format!(
+            "SELECT {UPDATE_COLUMNS} FROM rollout_updates WHERE rollout_id = $1 \
+             ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(rollout_id)
+        .bind(limit.unwrap_or(-1))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(rollout_update_from)
+        .collect()
+    }
+
+    async fn get_rollout_update(&self, id: i64) -> StoreResult<Option<RolloutUpdate>> {
+        sqlx::query(&format!(
+            "SELECT {UPDATE_COLUMNS} FROM rollout_updates WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(rollout_update_from)
+        .transpose()
+    }
+}
