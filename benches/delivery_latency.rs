@@ -134,7 +134,7 @@ fn main() {
                         "window {windows}: {} records, expected {expected_posts}; deliveries {:#?}",
                         bluesky.records().len(),
                         app.service
-                            .deliveries(m.id)
+                            .deliveries(herald::domain::Subject::Window(m.id))
                             .await
                             .unwrap()
                             .iter()
