@@ -547,3 +547,291 @@ async fn schema_limits_match_the_domain() {
         Some(limits::STEPS_MAX)
     );
 }
+
+const R: &str = "/api/v1/rollouts";
+const R_ONE: &str = "/api/v1/rollouts/{id}";
+const R_ACTION: &str = "/api/v1/rollouts/{id}/{action}";
+const R_TARGET: &str = "/api/v1/rollouts/{id}/targets/{name}";
+const R_RETRY: &str = "/api/v1/rollouts/{id}/targets/{name}/retry";
+const R_UPDATES: &str = "/api/v1/rollouts/{id}/updates";
+
+#[tokio::test]
+async fn a_rollout_reported_through_the_api() {
+    let app = TestApp::new().await;
+    let api = client(&app, Role::Maintainer).await;
+    let names = ["fishjam-1.eu-west", "fishjam_2", "ñandú/3"];
+    let (status, r) = api
+        .call(
+            Method::POST,
+            R,
+            R,
+            Some(json!({"title": "Fishjam v1.4.0", "from_version": "v1.3.2",
+                        "to_version": "v1.4.0", "targets": names})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{r}");
+    assert_eq!(r["state"], "pending");
+    assert_eq!(r["progress_deadline_seconds"], 600);
+    assert_eq!(r["stale_after_seconds"], 120);
+    assert_eq!(r["targets"][2]["name"], "ñandú/3");
+    assert_eq!(r["targets"][2]["version"], "v1.3.2");
+    let id = r["id"].as_i64().unwrap();
+    let target = |name: &str| {
+        let encoded: String = name
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        format!("{R}/{id}/targets/{encoded}")
+    };
+    let report = |name: &str, body: Value| {
+        let path = target(name);
+        let api = &api;
+        async move { api.call(Method::PUT, R_TARGET, &path, Some(body)).await }
+    };
+
+    // Every name a deploy tool uses works percent-encoded.
+    for name in names {
+        let (status, t) = report(
+            name,
+            json!({"state": "draining", "remaining": {"rooms": 2}}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{name}: {t}");
+        assert_eq!(t["target"]["name"], name);
+        assert_eq!(t["target"]["state"], "draining");
+        assert_eq!(t["rollout_state"], "in_progress");
+    }
+    let (status, updates) = api
+        .call(Method::GET, R_UPDATES, &format!("{R}/{id}/updates"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let entries = updates.as_array().unwrap().len();
+    assert_eq!(entries, 4, "started + three draining: {updates:#}");
+    assert_eq!(updates[0]["actor"], "token:test");
+    // The same report twice: 200, no new timeline entry, only the last-report time.
+    app.at(1);
+    let (status, t) = report(
+        names[0],
+        json!({"state": "draining", "remaining": {"rooms": 2}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        t["target"]["last_report_at"],
+        json!(app.time(1).to_string())
+    );
+    let (_, updates) = api
+        .call(Method::GET, R_UPDATES, &format!("{R}/{id}/updates"), None)
+        .await;
+    assert_eq!(updates.as_array().unwrap().len(), entries);
+
+    // Out of order: 409 with the reason; forced: accepted and marked.
+    let (status, e) = report(names[0], json!({"state": "healthy"})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{e}");
+    assert_eq!(e["error"]["code"], "illegal_transition");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("still draining (rooms 2 left)"),
+        "{e}"
+    );
+    let (status, t) = report(
+        names[0],
+        json!({"state": "healthy", "forced": true, "note": "hung recording", "version": "v1.4.0"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    assert_eq!(t["target"]["forced"], true);
+    assert_eq!(t["target"]["forced_reason"], "hung recording");
+    assert_eq!(t["target"]["version"], "v1.4.0");
+
+    // Bad values: 422 with the field.
+    for (body, field) in [
+        (
+            json!({"state": "draining", "remaining": {"rooms": -1}}),
+            "remaining",
+        ),
+        (
+            json!({"state": "draining", "remaining": {"rooms": 1.5}}),
+            "remaining",
+        ),
+        (
+            json!({"state": "draining", "remaining": {"rooms": "3"}}),
+            "remaining",
+        ),
+        (
+            json!({"state": "draining", "remaining": {"x".repeat(41): 1}}),
+            "remaining",
+        ),
+        (
+            json!({"state": "draining", "remaining": (0..11).map(|i| (format!("l{i}"), json!(1))).collect::<serde_json::Map<_, _>>()}),
+            "remaining",
+        ),
+        (
+            json!({"state": "draining", "version": "v".repeat(65)}),
+            "version",
+        ),
+        (json!({"state": "sleeping"}), "state"),
+    ] {
+        let (status, e) = report(names[1], body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {e}");
+        assert_eq!(e["error"]["field"], field, "{body}");
+    }
+    // Unknown rollout or target: 404.
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            R_TARGET,
+            &format!("{R}/999/targets/x"),
+            Some(json!({"state": "draining"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = report("fishjam-9", json!({"state": "draining"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A failed target, retried.
+    let (status, _) = report(names[1], json!({"state": "failed", "note": "crashed"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, t) = api
+        .call(
+            Method::POST,
+            R_RETRY,
+            &format!("{}/retry", target(names[1])),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    assert_eq!(t["target"]["state"], "pending");
+    assert_eq!(t["target"]["attempts"], 2);
+    let (status, e) = api
+        .call(
+            Method::POST,
+            R_RETRY,
+            &format!("{}/retry", target(names[1])),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{e}");
+
+    // Pause, resume, list by state, patch.
+    let (status, r) = api
+        .call(Method::POST, R_ACTION, &format!("{R}/{id}/pause"), None)
+        .await;
+    assert_eq!(
+        (status, r["state"].as_str()),
+        (StatusCode::OK, Some("paused"))
+    );
+    let (status, list) = api
+        .call(Method::GET, R, &format!("{R}?state=paused"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let (_, list) = api
+        .call(Method::GET, R, &format!("{R}?state=completed"), None)
+        .await;
+    assert_eq!(list, json!([]));
+    let (status, e) = api
+        .call(Method::GET, R, &format!("{R}?state=nope"), None)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    let (status, e) = api
+        .call(Method::GET, R, &format!("{R}?limit=x"), None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    let (status, r) = api
+        .call(Method::POST, R_ACTION, &format!("{R}/{id}/resume"), None)
+        .await;
+    assert_eq!(
+        (status, r["state"].as_str()),
+        (StatusCode::OK, Some("in_progress"))
+    );
+    let (status, r) = api
+        .call(
+            Method::PATCH,
+            R_ONE,
+            &format!("{R}/{id}"),
+            Some(json!({"public_names": false, "progress_deadline_seconds": 900})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r["public_names"], false);
+    let (status, e) = api
+        .call(
+            Method::PATCH,
+            R_ONE,
+            &format!("{R}/{id}"),
+            Some(json!({"maintenance_id": 12345})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(e["error"]["field"], "maintenance_id");
+
+    // Roll back: the reverse rollout for the target on v1.4.0, linked both ways.
+    let (status, r) = api
+        .call(Method::POST, R_ACTION, &format!("{R}/{id}/rollback"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r["state"], "aborted");
+    let back = r["rolled_back_by"].as_i64().unwrap();
+    let (_, b) = api
+        .call(Method::GET, R_ONE, &format!("{R}/{back}"), None)
+        .await;
+    assert_eq!(b["rollback_of"], id);
+    assert_eq!(b["from_version"], "v1.4.0");
+    assert_eq!(b["to_version"], "v1.3.2");
+    assert_eq!(b["targets"].as_array().unwrap().len(), 1);
+    assert_eq!(b["targets"][0]["name"], names[0]);
+    let (status, _) = api
+        .call(Method::POST, R_ACTION, &format!("{R}/{id}/rollback"), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = api
+        .call(Method::POST, R_ACTION, &format!("{R}/{id}/explode"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn new_rollouts_are_checked() {
+    let app = TestApp::new().await;
+    let api = client(&app, Role::Maintainer).await;
+    for (body, field) in [
+        (
+            json!({"title": "x", "to_version": "v1", "targets": []}),
+            "targets",
+        ),
+        (
+            json!({"title": "x", "to_version": "v1", "targets": ["a", "a"]}),
+            "targets",
+        ),
+        (
+            json!({"title": "x", "to_version": "v 1", "targets": ["a"]}),
+            "to_version",
+        ),
+        (
+            json!({"title": " ", "to_version": "v1", "targets": ["a"]}),
+            "title",
+        ),
+        (
+            json!({"title": "x", "to_version": "v1", "targets": ["a"], "maintenance_id": 77}),
+            "maintenance_id",
+        ),
+        (
+            json!({"title": "x", "to_version": "v1", "targets": ["a"], "stale_after_seconds": 1}),
+            "stale_after_seconds",
+        ),
+    ] {
+        let (status, e) = api.call(Method::POST, R, R, Some(body.clone())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {e}");
+        assert_eq!(e["error"]["field"], field, "{body}");
+    }
+    let (status, _) = api
+        .call(Method::POST, R, R, Some(json!({"title": "x"})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

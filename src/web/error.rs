@@ -27,6 +27,12 @@ pub enum AppError {
     Internal(#[source] anyhow::Error),
 }
 
+impl From<crate::domain::ValidationError> for AppError {
+    fn from(e: crate::domain::ValidationError) -> Self {
+        Self::Domain(e.into())
+    }
+}
+
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         Self::Internal(e.into())

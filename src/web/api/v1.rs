@@ -93,6 +93,27 @@ where
     }
 }
 
+/// Query parameters, with the API's JSON error (400) for anything that does not parse.
+pub struct ApiQuery<T>(pub T);
+
+#[allow(clippy::disallowed_types)] // the API's wrapper around axum's Query
+impl<T> FromRequestParts<AppState> for ApiQuery<T>
+where
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> ApiResult<Self> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| AppError::BadRequest(e.body_text()).into())
+    }
+}
+
 /// A component slug in a request.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(transparent)]
@@ -103,7 +124,7 @@ fn slugs(list: Option<Vec<Slug>>) -> Vec<String> {
 }
 
 /// `Some(None)` for an explicit `null`, `None` for an absent field.
-fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+pub(crate) fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
@@ -654,7 +675,7 @@ impl utoipa::Modify for BearerScheme {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Herald API", description = "Run maintenance windows from automation."),
+    info(title = "Herald API", description = "Run maintenance windows and report rollouts from automation."),
     modifiers(&BearerScheme),
 )]
 struct ApiDoc;
@@ -667,7 +688,22 @@ pub fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(window_action))
         .routes(routes!(step_action))
         .routes(routes!(list_updates, post_update))
-        .routes(routes!(list_components, create_component));
+        .routes(routes!(list_components, create_component))
+        .routes(routes!(
+            super::rollouts::list_rollouts,
+            super::rollouts::create_rollout
+        ))
+        .routes(routes!(
+            super::rollouts::get_rollout,
+            super::rollouts::patch_rollout
+        ))
+        .routes(routes!(super::rollouts::rollout_action))
+        .routes(routes!(super::rollouts::report_target))
+        .routes(routes!(super::rollouts::retry_target))
+        .routes(routes!(
+            super::rollouts::list_rollout_updates,
+            super::rollouts::post_rollout_update
+        ));
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .split_for_parts();
