@@ -8,7 +8,8 @@ use jiff::{SignedDuration, Timestamp};
 use tracing::info;
 
 use crate::domain::{
-    Impact, NewComponent, NewMaintenance, NewStep, Schedule, StepAction, WindowAction,
+    Impact, NewComponent, NewMaintenance, NewRollout, NewStep, Report, Schedule, StepAction,
+    TargetState, WindowAction,
 };
 use crate::service::{Service, ServiceResult};
 
@@ -34,6 +35,113 @@ const DECAPI_STEPS: [&str; 6] = [
     "Update the configuration of the \"old\" application server to the new cluster",
     "Put the \"old\" server back behind the load balancer: 3 application servers as normal",
 ];
+
+const FISHJAM_DESCRIPTION: &str = "\
+Fishjam no longer restarts every instance at once. Each instance in turn receives SIGTERM, stops \
+taking new rooms, and exits once its last room has closed and its recordings are finished; then \
+the new version starts in its place. **No room is cut off and no recording is lost.**
+
+While the rollout runs, two versions serve side by side. If an instance cannot drain in \
+reasonable time the team may force it, which ends the rooms still on it.";
+
+/// The Fishjam rolling update, midway: fishjam-1 healthy on v1.4.0, fishjam-2 draining (rooms
+/// 3 of 12, recordings 1), fishjam-3 still on v1.3.2. Returns the rollout's id.
+async fn seed_fishjam(service: &Service, at: &impl Fn(i64)) -> ServiceResult<i64> {
+    const ACTOR: &str = "demo";
+    at(-45);
+    let r = service
+        .create_rollout(
+            NewRollout {
+                description: FISHJAM_DESCRIPTION.into(),
+                ..NewRollout::new(
+                    "Fishjam v1.4.0 rolling update",
+                    Some("v1.3.2"),
+                    "v1.4.0",
+                    &["fishjam-1", "fishjam-2", "fishjam-3"],
+                )
+            },
+            ACTOR,
+        )
+        .await?;
+    let report = |state: TargetState, counts: &[(&str, i64)]| Report {
+        remaining: (!counts.is_empty())
+            .then(|| counts.iter().map(|(l, n)| ((*l).to_owned(), *n)).collect()),
+        ..Report::state(state)
+    };
+    type Step<'a> = (i64, &'a str, TargetState, &'a [(&'a str, i64)]);
+    let steps: [Step; 13] = [
+        (
+            -40,
+            "fishjam-1",
+            TargetState::Draining,
+            &[("rooms", 4), ("recordings", 1)],
+        ),
+        (
+            -36,
+            "fishjam-1",
+            TargetState::Draining,
+            &[("rooms", 2), ("recordings", 1)],
+        ),
+        (
+            -32,
+            "fishjam-1",
+            TargetState::Draining,
+            &[("rooms", 0), ("recordings", 0)],
+        ),
+        (-31, "fishjam-1", TargetState::Drained, &[]),
+        (-30, "fishjam-1", TargetState::Updating, &[]),
+        (-28, "fishjam-1", TargetState::Healthy, &[]),
+        (
+            -24,
+            "fishjam-2",
+            TargetState::Draining,
+            &[("rooms", 12), ("recordings", 2)],
+        ),
+        (
+            -20,
+            "fishjam-2",
+            TargetState::Draining,
+            &[("rooms", 10), ("recordings", 2)],
+        ),
+        (
+            -16,
+            "fishjam-2",
+            TargetState::Draining,
+            &[("rooms", 8), ("recordings", 2)],
+        ),
+        (
+            -12,
+            "fishjam-2",
+            TargetState::Draining,
+            &[("rooms", 6), ("recordings", 1)],
+        ),
+        (
+            -8,
+            "fishjam-2",
+            TargetState::Draining,
+            &[("rooms", 5), ("recordings", 1)],
+        ),
+        (
+            -4,
+            "fishjam-2",
+            TargetState::Draining,
+            &[("rooms", 4), ("recordings", 1)],
+        ),
+        (
+            -1,
+            "fishjam-2",
+            TargetState::Draining,
+            &[("rooms", 3), ("recordings", 1)],
+        ),
+    ];
+    for (minute, target, state, counts) in steps {
+        at(minute);
+        service
+            .report(r.id, target, &report(state, counts), ACTOR)
+            .await?;
+    }
+    Ok(r.id)
+}
 
 /// Seed the demo unless the database already holds windows. Returns whether it seeded.
 pub async fn seed(real: &Service) -> ServiceResult<bool> {
@@ -208,9 +316,10 @@ pub async fn seed(real: &Service) -> ServiceResult<bool> {
     service
         .step_action(m.id, 4, StepAction::Start, None)
         .await?;
+    let rollout = seed_fishjam(&service, &at).await?;
     info!(
         maintenance = m.id,
-        "demo: seeded the DecAPI migration and one past window"
+        rollout, "demo: seeded the DecAPI migration, one past window and the Fishjam rollout"
     );
     Ok(true)
 }

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod error;
 pub mod ops;
 pub mod public;
+pub mod rollouts;
 
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -276,6 +277,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/", get(public::index))
         .route("/maintenance/{id}", get(public::maintenance))
+        .route("/rollouts/{id}", get(rollouts::rollout))
         .route("/history", get(public::history))
         .route("/static/{file}", get(assets::serve))
         .route("/admin", get(admin::dashboard))

@@ -316,7 +316,46 @@ pub struct Banner {
     pub detail: Option<String>,
 }
 
-fn banner(active: &[WindowView], upcoming: &[WindowView]) -> Banner {
+fn banner(
+    active: &[WindowView],
+    upcoming: &[WindowView],
+    rollouts: &[super::rollouts::RolloutView],
+) -> Banner {
+    let banner = window_banner(active, upcoming);
+    let moving: Vec<&super::rollouts::RolloutView> =
+        rollouts.iter().filter(|r| r.state != "pending").collect();
+    if moving.is_empty() {
+        return banner;
+    }
+    let trouble = moving.iter().any(|r| r.attention);
+    let line = match moving.as_slice() {
+        [one] => format!("{}: {}.", one.title, one.headline),
+        many => format!("{} rollouts in progress.", many.len()),
+    };
+    if !active.is_empty() {
+        // A window runs too: its verdict leads, the rollout follows in the detail.
+        let detail = match banner.detail {
+            Some(d) => format!("{d} {line}"),
+            None => line,
+        };
+        return Banner {
+            detail: Some(detail),
+            class: if trouble { "degraded" } else { banner.class },
+            ..banner
+        };
+    }
+    Banner {
+        class: if trouble { "degraded" } else { "maintenance" },
+        headline: if trouble {
+            "Rollout in progress: something needs attention".to_owned()
+        } else {
+            "Rollout in progress".to_owned()
+        },
+        detail: Some(line),
+    }
+}
+
+fn window_banner(active: &[WindowView], upcoming: &[WindowView]) -> Banner {
     let upcoming_text = match upcoming.len() {
         0 => None,
         1 => Some("1 maintenance is planned.".to_owned()),
@@ -362,6 +401,7 @@ struct IndexPage {
     banner: Banner,
     groups: Vec<ComponentGroup>,
     active: Vec<WindowView>,
+    rollouts: Vec<super::rollouts::RolloutView>,
     upcoming: Vec<WindowView>,
     recent: Vec<SummaryView>,
     rendered: TimeView,
@@ -372,6 +412,7 @@ struct IndexPage {
 struct MaintenancePage {
     site: Site,
     w: WindowView,
+    rollouts: Vec<super::rollouts::RolloutView>,
 }
 
 #[derive(Template)]
@@ -392,7 +433,7 @@ struct HistoryPage {
 /// buffers raised Herald's peak RSS from 17 to 86 MB at start. Renders happen under load.
 pub const PAGE_BROTLI_QUALITY: u32 = 5;
 
-fn html(body: String) -> CachedPage {
+pub fn html(body: String) -> CachedPage {
     CachedPage::new(
         Bytes::from(body),
         "text/html; charset=utf-8",
@@ -442,19 +483,41 @@ async fn render_index(state: &AppState) -> Result<CachedPage, AppError> {
             }),
         }
     }
-    let recent = service
+    let rollouts: Vec<super::rollouts::RolloutView> = service
+        .active_rollouts()
+        .await?
+        .iter()
+        .map(|r| super::rollouts::rollout_view(r, &[], None, now))
+        .collect();
+    // Finished windows and rollouts together, newest first.
+    let mut recent: Vec<(Option<Timestamp>, SummaryView)> = service
         .store()
         .finished_maintenances(0, RECENT)
         .await?
         .items
         .iter()
-        .map(summary_view)
+        .map(|m| (m.finished_at, summary_view(m)))
+        .collect();
+    recent.extend(
+        service
+            .finished_rollouts(0, RECENT)
+            .await?
+            .items
+            .iter()
+            .map(|r| (r.finished_at, super::rollouts::rollout_summary_view(r))),
+    );
+    recent.sort_by_key(|r| std::cmp::Reverse(r.0));
+    let recent = recent
+        .into_iter()
+        .take(RECENT as usize)
+        .map(|(_, v)| v)
         .collect();
     let page = IndexPage {
         site: state.site.clone(),
-        banner: banner(&active, &upcoming),
+        banner: banner(&active, &upcoming, &rollouts),
         groups,
         active,
+        rollouts,
         upcoming,
         recent,
         rendered: time(now),
@@ -478,9 +541,17 @@ async fn render_maintenance(state: &AppState, id: i64) -> Result<CachedPage, App
         return Err(AppError::NotFound);
     }
     let updates = service.store().list_updates(id, None).await?;
+    let now = service.now();
+    let rollouts = service
+        .window_rollouts(id)
+        .await?
+        .iter()
+        .map(|r| super::rollouts::rollout_view(r, &[], None, now))
+        .collect();
     let page = MaintenancePage {
         site: state.site.clone(),
-        w: window_view(&m, &updates, service.now()),
+        w: window_view(&m, &updates, now),
+        rollouts,
     };
     Ok(html(page.render()?))
 }
