@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod notify;
+pub mod scheduler;
 pub mod server;
 pub mod service;
 pub mod store;

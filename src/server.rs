@@ -112,6 +112,7 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
     spawn_metrics_upkeep(&state, &tasks, &token);
     spawn_outbox(&state, &tasks, &token);
+    crate::scheduler::spawn(state.service.clone(), token.clone(), &tasks);
     let drain = Drain {
         delay: settings.shutdown_delay,
         timeout: settings.drain_timeout,

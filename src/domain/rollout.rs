@@ -737,7 +737,10 @@ impl Rollout {
     pub fn version_mix(&self) -> Vec<(String, usize)> {
         let mut mix: Vec<(String, usize)> = Vec::new();
         for t in &self.targets {
-            let v = self.version_of(t).unwrap_or("unknown version").to_owned();
+            let v = self
+                .version_of(t)
+                .unwrap_or("an earlier version")
+                .to_owned();
             match mix.iter_mut().find(|(name, _)| *name == v) {
                 Some((_, n)) => *n += 1,
                 None => mix.push((v, 1)),

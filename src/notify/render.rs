@@ -316,7 +316,8 @@ pub fn discord_rollout_embed(
             escape_markdown(&cut_chars(&r.public_name(t), 100)),
             t.state.as_str()
         );
-        if matches!(t.state, TargetState::Draining | TargetState::Failed) && t.remaining_total() > 0
+        if (t.state == TargetState::Draining && !t.remaining.is_empty())
+            || (t.state == TargetState::Failed && t.remaining_total() > 0)
         {
             let counts: Vec<String> = t
                 .remaining

@@ -189,6 +189,8 @@ struct Entry {
     page: Arc<CachedPage>,
     generation: u64,
     rendered: Instant,
+    /// The service's clock at render (what relative times on the page were computed from).
+    clock: i64,
 }
 
 /// Public pages by path.
@@ -211,29 +213,35 @@ impl PageCache {
         }
     }
 
-    fn fresh(&self, key: &str, generation: u64) -> Option<Arc<CachedPage>> {
+    fn fresh(&self, key: &str, generation: u64, clock: i64) -> Option<Arc<CachedPage>> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         let entry = entries.get(key)?;
-        (entry.generation == generation && entry.rendered.elapsed() < self.max_age)
+        let age = self.max_age.as_secs() as i64;
+        (entry.generation == generation
+            && entry.rendered.elapsed() < self.max_age
+            && (clock - entry.clock).abs() < age)
             .then(|| entry.page.clone())
     }
 
-    /// The page at `key` for data `generation`, rendering it with `render` if needed.
+    /// The page at `key` for data `generation` at the service's time `clock` (seconds),
+    /// rendering it with `render` if needed. Either clock moving on by the maximum age makes
+    /// the page old: the wall clock in production, the service's own where a test moves it.
     pub async fn get_or_render<F, Fut, E>(
         &self,
         key: &str,
         generation: u64,
+        clock: i64,
         render: F,
     ) -> Result<Arc<CachedPage>, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<CachedPage, E>>,
     {
-        if let Some(page) = self.fresh(key, generation) {
+        if let Some(page) = self.fresh(key, generation, clock) {
             return Ok(page);
         }
         let _rendering = self.render_lock.lock().await;
-        if let Some(page) = self.fresh(key, generation) {
+        if let Some(page) = self.fresh(key, generation, clock) {
             return Ok(page);
         }
         let started = Instant::now();
@@ -255,6 +263,7 @@ impl PageCache {
                 page: page.clone(),
                 generation,
                 rendered: Instant::now(),
+                clock,
             },
         );
         Ok(page)

@@ -529,7 +529,12 @@ async fn render_index(state: &AppState) -> Result<CachedPage, AppError> {
 pub async fn index(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
     let page = state
         .pages
-        .get_or_render("/", state.service.generation(), || render_index(&state))
+        .get_or_render(
+            "/",
+            state.service.generation(),
+            state.service.now().as_second(),
+            || render_index(&state),
+        )
         .await?;
     Ok(page.respond(request.headers()))
 }
@@ -565,9 +570,12 @@ pub async fn maintenance(
     let key = format!("/maintenance/{id}");
     let page = state
         .pages
-        .get_or_render(&key, state.service.generation(), || {
-            render_maintenance(&state, id)
-        })
+        .get_or_render(
+            &key,
+            state.service.generation(),
+            state.service.now().as_second(),
+            || render_maintenance(&state, id),
+        )
         .await?;
     Ok(page.respond(request.headers()))
 }
@@ -615,9 +623,12 @@ pub async fn history(
     let key = format!("/history?page={page}");
     let page = state
         .pages
-        .get_or_render(&key, state.service.generation(), || {
-            render_history(&state, page)
-        })
+        .get_or_render(
+            &key,
+            state.service.generation(),
+            state.service.now().as_second(),
+            || render_history(&state, page),
+        )
         .await?;
     Ok(page.respond(request.headers()))
 }

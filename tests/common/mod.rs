@@ -47,7 +47,13 @@ impl Reply {
 }
 
 impl TestApp {
+    /// A test app whose live rollout messages fold refreshes 200 ms apart (production: 10 s),
+    /// so tests settle quickly.
     pub async fn new() -> Self {
+        Self::with_fold(std::time::Duration::from_millis(200)).await
+    }
+
+    pub async fn with_fold(fold: std::time::Duration) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/nested/herald.db", dir.path().display());
         let store = SqliteStore::connect(&url).await.unwrap();
@@ -57,7 +63,8 @@ impl TestApp {
         let service = Service::with_clock(Arc::new(store), {
             let clock = clock.clone();
             Arc::new(move || Timestamp::from_second(clock.load(Ordering::SeqCst)).unwrap())
-        });
+        })
+        .with_rollout_fold(fold);
         let mut settings = Settings::for_database(&url);
         settings.site_name = "DecAPI status".into();
         // Fault tests make servers hang: give up on a request quickly.
