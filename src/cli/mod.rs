@@ -1,5 +1,7 @@
 //! The `herald` command line: subcommands and their dispatch.
 
+pub mod rollout;
+
 use clap::{Parser, Subcommand};
 
 use std::io::{BufRead, IsTerminal};
@@ -40,6 +42,64 @@ pub enum Command {
     /// Manage API tokens for automation
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Report a rollout target's state to a running Herald (for deploy scripts and SIGTERM
+    /// handlers)
+    #[command(
+        after_help = "Exit status: 0 accepted; 2 usage error; 3 refused by Herald (4xx: \
+        out of order, unknown rollout or target, invalid value, bad token; the reason is on \
+        stderr); 4 Herald unreachable (or answering 5xx) for longer than --retry-for. \
+        Nothing is printed on stdout."
+    )]
+    Report {
+        #[command(flatten)]
+        remote: rollout::Remote,
+        /// Rollout id
+        #[arg(long)]
+        rollout: i64,
+        /// Target (instance) name
+        #[arg(long)]
+        target: String,
+        /// pending, draining, drained, updating, healthy or failed
+        #[arg(long)]
+        state: String,
+        /// Live work left while draining, e.g. rooms=12,recordings=3
+        #[arg(long, value_parser = rollout::parse_counts, value_name = "LABEL=N,...")]
+        remaining: Option<std::collections::BTreeMap<String, u64>>,
+        /// The version the target runs now
+        #[arg(long)]
+        version: Option<String>,
+        /// Take the target down before its drain finished (say why with --note)
+        #[arg(long)]
+        forced: bool,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Follow rollouts from CI pipelines
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Wait until a rollout completes, printing a line on stderr each time it moves and its
+    /// outcome on stdout
+    #[command(
+        after_help = "Exit status: 0 completed; 3 refused (unknown rollout, bad token); \
+        4 Herald unreachable for longer than --retry-for; 5 failed or aborted (also rolled \
+        back); 6 stalled (no progress within the rollout's deadline); 7 --timeout reached."
+    )]
+    Wait {
+        #[command(flatten)]
+        remote: rollout::Remote,
+        /// Rollout id
+        id: i64,
+        /// Give up after this long
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        timeout: Option<std::time::Duration>,
+        /// How often to look
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "2s", value_name = "DURATION")]
+        interval: std::time::Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,12 +216,45 @@ pub fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }),
+        Command::Report {
+            remote,
+            rollout,
+            target,
+            state,
+            remaining,
+            version,
+            forced,
+            note,
+        } => client_runtime()?.block_on(rollout::report(
+            &remote,
+            rollout::ReportArgs {
+                rollout,
+                target,
+                state,
+                remaining,
+                version,
+                forced,
+                note,
+            },
+        )),
+        Command::Rollout(RolloutCommand::Wait {
+            remote,
+            id,
+            timeout,
+            interval,
+        }) => client_runtime()?.block_on(rollout::wait(&remote, id, timeout, interval)),
         Command::Config(ConfigCommand::Show) => {
             let settings = Settings::load(&cli.settings)?;
             println!("{settings:#?}");
             Ok(())
         }
     }
+}
+
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// Run `f` with a service on the configured database (migrated), on a small runtime.

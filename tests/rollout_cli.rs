@@ -1,0 +1,548 @@
+//! `herald report`, `herald rollout wait` and the README's SIGTERM handler against a running
+//! Herald (the real binary): every exit status, a retry while Herald is briefly unreachable,
+//! and the handler draining a service as the second seed describes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald::domain::{NewRollout, Report, TargetState};
+use herald::service::Service;
+use herald::store::{SqliteStore, Store};
+use jiff::Timestamp;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_herald");
+
+struct Herald {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Herald {
+    fn db(dir: &Path) -> String {
+        format!("sqlite://{}/h.db", dir.display())
+    }
+
+    fn start(dir: &Path, port: u16) -> Self {
+        let child = Command::new(BIN)
+            .arg("serve")
+            .current_dir(dir)
+            .env("HERALD_DATABASE_URL", Self::db(dir))
+            .env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("HERALD_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "herald did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child: Some(child),
+            port,
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let _ = child.wait();
+        }
+    }
+
+    fn token(&self) -> String {
+        let out = Command::new(BIN)
+            .args(["token", "create", "deploy"])
+            .current_dir(&self.dir)
+            .env("HERALD_DATABASE_URL", Self::db(&self.dir))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    fn api(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
+        call(method, &format!("{}/api/v1{path}", self.url()), token, body)
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A blocking JSON request over std (the tests drive the binary from plain threads).
+fn call(method: &str, url: &str, token: &str, body: Option<Value>) -> Value {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (_, body) = out.split_once("\r\n\r\n").unwrap();
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+fn herald_cmd(url: &str, token: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("HERALD_URL", url)
+        .env("HERALD_TOKEN", token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn run(url: &str, token: &str, args: &[&str]) -> Output {
+    herald_cmd(url, token, args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn fishjam(h: &Herald, token: &str, deadline: Option<i64>) -> i64 {
+    let mut body = json!({"title": "Fishjam v1.4.0", "from_version": "v1.3.2",
+        "to_version": "v1.4.0", "targets": ["fishjam-1", "fishjam-2"]});
+    if let Some(d) = deadline {
+        body["progress_deadline_seconds"] = json!(d);
+    }
+    h.api("POST", "/rollouts", token, Some(body))["id"]
+        .as_i64()
+        .unwrap()
+}
+
+#[test]
+fn herald_report_exit_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Herald::start(dir.path(), common::free_port());
+    let token = h.token();
+    let id = fishjam(&h, &token, None).to_string();
+    let url = h.url();
+
+    let out = run(
+        &url,
+        &token,
+        &[
+            "report",
+            "--rollout",
+            &id,
+            "--target",
+            "fishjam-1",
+            "--state",
+            "draining",
+            "--remaining",
+            "rooms=12,recordings=3",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    assert!(
+        stderr(&out).contains("fishjam-1 draining: recordings 3, rooms 12"),
+        "{}",
+        stderr(&out)
+    );
+    let r = h.api("GET", &format!("/rollouts/{id}"), &token, None);
+    assert_eq!(
+        r["targets"][0]["remaining"],
+        json!({"rooms": 12, "recordings": 3})
+    );
+
+    // Refused: out of order (with the reason), unknown rollout, unknown target, bad token.
+    let out = run(
+        &url,
+        &token,
+        &[
+            "report",
+            "--rollout",
+            &id,
+            "--target",
+            "fishjam-1",
+            "--state",
+            "healthy",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("still draining"), "{}", stderr(&out));
+    for args in [
+        vec![
+            "report",
+            "--rollout",
+            "999",
+            "--target",
+            "fishjam-1",
+            "--state",
+            "drained",
+        ],
+        vec![
+            "report",
+            "--rollout",
+            &id,
+            "--target",
+            "nope",
+            "--state",
+            "drained",
+        ],
+    ] {
+        let out = run(&url, &token, &args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
+    }
+    let out = run(
+        &url,
+        "hrld_wrong",
+        &[
+            "report",
+            "--rollout",
+            &id,
+            "--target",
+            "fishjam-1",
+            "--state",
+            "drained",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+    // A malformed count never leaves the machine: a usage error.
+    let out = run(
+        &url,
+        &token,
+        &[
+            "report",
+            "--rollout",
+            &id,
+            "--target",
+            "fishjam-1",
+            "--state",
+            "draining",
+            "--remaining",
+            "rooms=many",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    // Unreachable for longer than --retry-for.
+    let closed = format!("http://127.0.0.1:{}", common::free_port());
+    let started = Instant::now();
+    let out = run(
+        &closed,
+        &token,
+        &[
+            "report",
+            "--rollout",
+            &id,
+            "--target",
+            "fishjam-1",
+            "--state",
+            "drained",
+            "--retry-for",
+            "1s",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        stderr(&out).contains("cannot reach Herald"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn herald_report_retries_while_herald_is_briefly_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let mut h = Herald::start(dir.path(), port);
+    let token = h.token();
+    let id = fishjam(&h, &token, None).to_string();
+    h.stop();
+    // Herald restarts (an upgrade, say) while an instance reports its drain.
+    let report = herald_cmd(
+        &h.url(),
+        &token,
+        &[
+            "report",
+            "--rollout",
+            &id,
+            "--target",
+            "fishjam-2",
+            "--state",
+            "draining",
+            "--remaining",
+            "rooms=4",
+            "--retry-for",
+            "30s",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let h = Herald::start(dir.path(), port);
+    let out = report.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("retrying"), "{}", stderr(&out));
+    let r = h.api("GET", &format!("/rollouts/{id}"), &token, None);
+    assert_eq!(r["targets"][1]["state"], "draining");
+    assert_eq!(r["targets"][1]["remaining"]["rooms"], 4);
+}
+
+#[test]
+fn herald_rollout_wait_exit_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Herald::start(dir.path(), common::free_port());
+    let token = h.token();
+    let url = h.url();
+    let put = |id: i64, name: &str, body: Value| {
+        h.api(
+            "PUT",
+            &format!("/rollouts/{id}/targets/{name}"),
+            &token,
+            Some(body),
+        )
+    };
+
+    // Completed while waiting: a line per change, 0, "completed" on stdout.
+    let id = fishjam(&h, &token, None);
+    let wait = herald_cmd(
+        &url,
+        &token,
+        &[
+            "rollout",
+            "wait",
+            &id.to_string(),
+            "--interval",
+            "200ms",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    for (name, body) in [
+        (
+            "fishjam-1",
+            json!({"state": "draining", "remaining": {"rooms": 4}}),
+        ),
+        ("fishjam-1", json!({"state": "drained"})),
+        ("fishjam-1", json!({"state": "healthy"})),
+        ("fishjam-2", json!({"state": "drained"})),
+        ("fishjam-2", json!({"state": "healthy"})),
+    ] {
+        std::thread::sleep(Duration::from_millis(400));
+        put(id, name, body);
+    }
+    let out = wait.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "completed\n");
+    let lines = stderr(&out);
+    assert!(
+        lines.contains("0 of 2 targets on v1.4.0, fishjam-1 draining: rooms 4"),
+        "{lines}"
+    );
+    assert!(lines.contains("1 of 2 targets on v1.4.0"), "{lines}");
+    assert!(lines.lines().count() >= 3, "{lines}");
+
+    // Failed: 5.
+    let id = fishjam(&h, &token, None);
+    put(id, "fishjam-1", json!({"state": "failed"}));
+    put(id, "fishjam-2", json!({"state": "drained"}));
+    put(id, "fishjam-2", json!({"state": "healthy"}));
+    let out = run(&url, &token, &["rollout", "wait", &id.to_string()]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "failed\n");
+    // Aborted: 5.
+    let id = fishjam(&h, &token, None);
+    h.api("POST", &format!("/rollouts/{id}/abort"), &token, None);
+    let out = run(&url, &token, &["rollout", "wait", &id.to_string()]);
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "aborted\n");
+    // Timeout: 7.
+    let id = fishjam(&h, &token, None);
+    let out = run(
+        &url,
+        &token,
+        &[
+            "rollout",
+            "wait",
+            &id.to_string(),
+            "--timeout",
+            "1s",
+            "--interval",
+            "200ms",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "timeout\n");
+    // Refused: 3.
+    let out = run(&url, &token, &["rollout", "wait", "4242"]);
+    assert_eq!(out.status.code(), Some(3));
+    // Unreachable: 4.
+    let closed = format!("http://127.0.0.1:{}", common::free_port());
+    let out = run(
+        &closed,
+        &token,
+        &["rollout", "wait", "1", "--retry-for", "1s"],
+    );
+    assert_eq!(out.status.code(), Some(4));
+}
+
+#[tokio::test]
+async fn herald_rollout_wait_exits_6_on_a_stall() {
+    let dir = tempfile::tempdir().unwrap();
+    // Report from eleven minutes ago, through the library on the same database: the stall
+    // clock (10 min) has run out by the time the binary looks.
+    {
+        let store = SqliteStore::connect(&Herald::db(dir.path())).await.unwrap();
+        store.migrate().await.unwrap();
+        let past = Timestamp::now() - jiff::SignedDuration::from_mins(11);
+        let service = Service::with_clock(Arc::new(store), Arc::new(move || past));
+        let r = service
+            .create_rollout(NewRollout::new("Stuck", Some("v1"), "v2", &["a"]), "test")
+            .await
+            .unwrap();
+        let report = Report {
+            remaining: Some([("rooms".to_owned(), 3)].into()),
+            ..Report::state(TargetState::Draining)
+        };
+        service.report(r.id, "a", &report, "test").await.unwrap();
+    }
+    let h = Herald::start(dir.path(), common::free_port());
+    let token = h.token();
+    let out = tokio::task::spawn_blocking({
+        let url = h.url();
+        move || run(&url, &token, &["rollout", "wait", "1"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "stalled\n");
+    assert!(stderr(&out).contains("(stalled)"), "{}", stderr(&out));
+}
+
+/// The `sh` block after the `herald-drain` marker in the README, exactly as written there.
+fn readme_handler() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let (_, after) = readme
+        .split_once("<!-- herald-drain")
+        .expect("the README has the handler");
+    let (_, block) = after.split_once("```sh\n").unwrap();
+    let (script, _) = block.split_once("```").unwrap();
+    script.to_owned()
+}
+
+#[test]
+fn the_readme_sigterm_handler_drains_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Herald::start(dir.path(), common::free_port());
+    let token = h.token();
+    let id = fishjam(&h, &token, None);
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let handler = work.join("herald-drain");
+    std::fs::write(&handler, readme_handler()).unwrap();
+    let counts = work.join("counts");
+    std::fs::write(&counts, "rooms=3,recordings=1\n").unwrap();
+    // The service: on SIGTERM it takes no new rooms and exits once nothing is left.
+    let service = format!(
+        "trap 'while grep -q \"=[1-9]\" {c}; do sleep 0.1; done; exit 0' TERM; \
+         while :; do sleep 0.1; done",
+        c = counts.display()
+    );
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let mut wrapper = Command::new("sh")
+        .arg(&handler)
+        .args(["sh", "-c", &service])
+        .env("PATH", path)
+        .env("HERALD_URL", h.url())
+        .env("HERALD_TOKEN", &token)
+        .env("HERALD_ROLLOUT", id.to_string())
+        .env("HERALD_TARGET", "fishjam-1")
+        .env("HERALD_DRAIN_COUNTS", format!("cat {}", counts.display()))
+        .env("HERALD_DRAIN_EVERY", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(wrapper.try_wait().unwrap().is_none(), "the service runs");
+    kill(Pid::from_raw(wrapper.id() as i32), Signal::SIGTERM).unwrap();
+
+    let target =
+        |h: &Herald| h.api("GET", &format!("/rollouts/{id}"), &token, None)["targets"][0].clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while target(&h)["state"] != "draining" {
+        assert!(Instant::now() < deadline, "no draining report");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        target(&h)["remaining"],
+        json!({"rooms": 3, "recordings": 1})
+    );
+    std::fs::write(&counts, "rooms=1,recordings=1\n").unwrap();
+    while target(&h)["remaining"]["rooms"] != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no second report: {}",
+            target(&h)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(wrapper.try_wait().unwrap().is_none(), "still draining");
+    std::fs::write(&counts, "rooms=0,recordings=0\n").unwrap();
+    let status = loop {
+        if let Some(status) = wrapper.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the handler did not exit");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = wrapper.wait_with_output().unwrap();
+    assert!(
+        status.success(),
+        "{status:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = target(&h);
+    assert_eq!(t["state"], "drained", "{t}");
+    assert_eq!(
+        t["remaining_at_drain_start"],
+        json!({"rooms": 3, "recordings": 1})
+    );
+    let updates = h.api("GET", &format!("/rollouts/{id}/updates"), &token, None);
+    let kinds: Vec<&str> = updates
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|u| u["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["rollout_started", "target_draining", "target_drained"]
+    );
+}
