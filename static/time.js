@@ -1,5 +1,6 @@
 // Shows every <time datetime> in the reader's own time zone (the server renders UTC), keeps
-// "running for" counters current, and offers a switch back to UTC. The page is complete without it.
+// "running for" counters current, offers a switch back to UTC, and keeps live admin regions
+// current. The page is complete without it.
 (function () {
   "use strict";
   var KEY = "herald-zone";
@@ -65,11 +66,35 @@
     }
   }
 
+  // Regions marked data-live (an admin page watching a rollout) are refreshed from the server
+  // every few seconds while the tab is visible and nobody is typing in them.
+  function refreshLive() {
+    var regions = document.querySelectorAll("[data-live]");
+    if (!regions.length || document.visibilityState !== "visible" || !window.fetch) return;
+    for (var i = 0; i < regions.length; i++) {
+      if (regions[i].contains(document.activeElement) && document.activeElement !== document.body) return;
+    }
+    fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        if (!html) return;
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        for (var i = 0; i < regions.length; i++) {
+          var id = regions[i].id;
+          var next = id && fresh.getElementById(id);
+          if (next && !regions[i].contains(document.activeElement)) regions[i].innerHTML = next.innerHTML;
+        }
+        render();
+      })
+      .catch(function () { /* the next round tries again */ });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     preferLocalZone();
     render();
     tick();
     setInterval(tick, 30000);
+    if (document.querySelector("[data-live]")) setInterval(refreshLive, 5000);
     var toggle = document.getElementById("zone-toggle");
     if (toggle) toggle.addEventListener("click", function () {
       useUtc = !useUtc;

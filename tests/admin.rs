@@ -636,3 +636,160 @@ async fn editing_the_text_and_the_plan() {
     let r = post(vec![("op", "add".into()), ("title", "   ".into())]).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn running_a_rollout_by_forms() {
+    let app = TestApp::new().await;
+    app.user("mo", Role::Maintainer).await;
+    let me = app.sign_in("mo").await;
+    let r = app.get_as("/admin/rollouts/new", &me.cookie).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains("one instance name per line"));
+    // Errors by the field, input kept.
+    let r = app
+        .post_form(
+            "/admin/rollouts",
+            Some(&me.cookie),
+            &[
+                ("csrf", &me.csrf),
+                ("title", "Fishjam v1.4.0"),
+                ("to_version", "v 1.4"),
+                ("targets", "fishjam-1\nfishjam-1"),
+                ("progress_deadline", "ten"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let page = r.text();
+    assert!(page.contains("give a number of minutes"), "{page}");
+    assert!(page.contains("value=\"Fishjam v1.4.0\""));
+    assert!(page.contains("fishjam-1\nfishjam-1"));
+    let r = app
+        .post_form(
+            "/admin/rollouts",
+            Some(&me.cookie),
+            &[
+                ("csrf", &me.csrf),
+                ("title", "Fishjam v1.4.0"),
+                ("from_version", "v1.3.2"),
+                ("to_version", "v1.4.0"),
+                ("targets", "fishjam-1\n fishjam-2 \n\nfishjam-3"),
+                ("progress_deadline", "10"),
+                ("stale_after", "2"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    let at = r.header("location").unwrap().to_owned();
+    assert_eq!(at, "/admin/rollouts/1");
+    let page = app.get_as(&at, &me.cookie).await.text();
+    assert!(
+        page.contains("data-live"),
+        "the page refreshes itself while watched"
+    );
+    assert!(page.contains("Set fishjam-2 by hand"));
+    let post = |path: String, pairs: Vec<(&'static str, String)>| {
+        let app = &app;
+        let me = &me;
+        async move {
+            let mut all: Vec<(&str, &str)> = vec![("csrf", me.csrf.as_str())];
+            all.extend(pairs.iter().map(|(k, v)| (*k, v.as_str())));
+            app.post_form(&path, Some(&me.cookie), &all, &[]).await
+        }
+    };
+    // Out of order by hand: refused with the reason on the page.
+    let r = post(
+        "/admin/rollouts/1/targets/1".into(),
+        vec![("action", "healthy".into())],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.text().contains("has not drained yet"));
+    // Forced, with the reason.
+    let r = post(
+        "/admin/rollouts/1/targets/1".into(),
+        vec![
+            ("action", "updating".into()),
+            ("forced", "on".into()),
+            ("note", "node wedged".into()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    let r = post(
+        "/admin/rollouts/1/targets/2".into(),
+        vec![("action", "failed".into()), ("note", "crashed".into())],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let r = post(
+        "/admin/rollouts/1/targets/2".into(),
+        vec![("action", "retry".into())],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let r = post(
+        "/admin/rollouts/1/action".into(),
+        vec![("action", "pause".into())],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let r = post(
+        "/admin/rollouts/1/edit".into(),
+        vec![
+            ("title", "Fishjam 1.4".into()),
+            ("progress_deadline", "-3".into()),
+            ("stale_after", "2".into()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().contains("value=\"Fishjam 1.4\""), "input kept");
+    let r = post(
+        "/admin/rollouts/1/updates".into(),
+        vec![("body", "Waiting for the EU evening.".into())],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let r = post(
+        "/admin/rollouts/1/action".into(),
+        vec![("action", "abort".into()), ("note", "wrong build".into())],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+
+    let rollout = app.service.rollout(1).await.unwrap();
+    assert_eq!(rollout.state, herald::domain::RolloutState::Aborted);
+    let t = &rollout.targets[0];
+    assert!(t.forced);
+    assert_eq!(t.forced_reason.as_deref(), Some("node wedged"));
+    assert_eq!(rollout.targets[1].attempts, 2);
+    // Every action on the timeline with who did it, and in the audit log.
+    let updates = app.service.rollout_updates(1, None).await.unwrap();
+    assert!(updates.iter().all(|u| u.actor == "user:mo"), "{updates:#?}");
+    let page = app.get_as(&at, &me.cookie).await.text();
+    assert!(page.contains("user:mo"));
+    assert!(page.contains("Waiting for the EU evening."));
+    let audit = app.service.store().list_audit(50).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
+    for action in [
+        "rollout.create",
+        "rollout.target",
+        "rollout.retry",
+        "rollout.pause",
+        "rollout.abort",
+    ] {
+        assert!(actions.contains(&action), "{action} in {actions:?}");
+    }
+    assert!(
+        audit
+            .iter()
+            .filter(|a| a.action.starts_with("rollout."))
+            .all(|a| a.actor == "user:mo")
+    );
+    // The dashboard lists rollouts under way (none now).
+    let dash = app.get_as("/admin", &me.cookie).await.text();
+    assert!(dash.contains("Rollouts under way"));
+}

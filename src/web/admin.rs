@@ -22,6 +22,7 @@ use crate::domain::{
 use crate::service::ServiceError;
 
 pub mod channels;
+pub mod rollouts;
 
 pub use channels::{
     channels, create_channel, delete_channel, delivery_action, edit_channel, test_channel,
@@ -290,6 +291,7 @@ struct Dashboard {
     site: Site,
     me: Me,
     windows: Vec<WindowView>,
+    rollouts: Vec<crate::web::rollouts::RolloutView>,
 }
 
 pub async fn dashboard(
@@ -305,12 +307,20 @@ pub async fn dashboard(
         .iter()
         .map(|m| window_view(m, &[], now))
         .collect();
+    let rollouts = state
+        .service
+        .active_rollouts()
+        .await?
+        .iter()
+        .map(|r| crate::web::rollouts::rollout_view(r, &[], None, now))
+        .collect();
     page(
         StatusCode::OK,
         &Dashboard {
             site: state.site.clone(),
             me: me(&signed_in),
             windows,
+            rollouts,
         },
     )
 }
@@ -668,6 +678,7 @@ async fn run_page(
             .deliveries(crate::domain::Subject::Window(id))
             .await?,
         &all_channels,
+        &format!("/admin/maintenances/{id}"),
     );
     let previews = channels::previews(state, &m, updates.first(), &all_channels);
     page(

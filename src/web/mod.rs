@@ -325,6 +325,23 @@ pub fn router(state: AppState) -> Router {
             "/admin/maintenances/{id}/deliveries/{delivery}",
             post(admin::delivery_action),
         )
+        .route("/admin/rollouts/new", get(admin::rollouts::new_rollout))
+        .route("/admin/rollouts", post(admin::rollouts::create_rollout))
+        .route("/admin/rollouts/{id}", get(admin::rollouts::run))
+        .route("/admin/rollouts/{id}/action", post(admin::rollouts::action))
+        .route(
+            "/admin/rollouts/{id}/targets/{position}",
+            post(admin::rollouts::target),
+        )
+        .route("/admin/rollouts/{id}/edit", post(admin::rollouts::edit))
+        .route(
+            "/admin/rollouts/{id}/updates",
+            post(admin::rollouts::post_update),
+        )
+        .route(
+            "/admin/rollouts/{id}/deliveries/{delivery}",
+            post(admin::rollouts::delivery),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

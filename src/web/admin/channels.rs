@@ -365,13 +365,21 @@ pub struct DeliveryRow {
     pub remote_url: Option<String>,
     pub sent_at: Option<TimeView>,
     pub can_retry: bool,
+    /// Where Retry and Skip post.
+    pub action: String,
 }
 
-pub fn delivery_rows(deliveries: &[Delivery], channels: &[Channel]) -> Vec<DeliveryRow> {
+/// Rows for the deliveries of the window or rollout whose admin page is at `page`.
+pub fn delivery_rows(
+    deliveries: &[Delivery],
+    channels: &[Channel],
+    page: &str,
+) -> Vec<DeliveryRow> {
     deliveries
         .iter()
         .rev()
         .map(|d| DeliveryRow {
+            action: format!("{page}/deliveries/{}", d.id),
             id: d.id,
             event: d.kind.label(),
             channel: channels
@@ -465,8 +473,8 @@ pub fn previews(
 
 #[derive(Debug, Deserialize)]
 pub struct DeliveryForm {
-    csrf: String,
-    action: String,
+    pub csrf: String,
+    pub action: String,
 }
 
 pub async fn delivery_action(
@@ -477,16 +485,7 @@ pub async fn delivery_action(
     Form(form): Form<DeliveryForm>,
 ) -> Result<Response, AppError> {
     signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
-    let delivery = state.service.delivery(id).await?;
-    if delivery.subject != Subject::Window(window) {
-        return Err(ServiceError::NotFound("delivery").into());
-    }
-    let actor = format!("user:{}", signed_in.user.name);
-    let result = match form.action.as_str() {
-        "retry" => state.service.retry_delivery(id, &actor).await,
-        "skip" => state.service.skip_delivery(id, &actor).await,
-        other => return Err(AppError::BadRequest(format!("unknown action {other:?}"))),
-    };
+    let result = decide_delivery(&state, &signed_in, Subject::Window(window), id, &form).await?;
     super::after(
         &state,
         &signed_in,
@@ -495,4 +494,24 @@ pub async fn delivery_action(
         super::RunState::default(),
     )
     .await
+}
+
+/// An admin's Retry or Skip of a delivery about `subject`. A refusal comes back to show.
+pub(crate) async fn decide_delivery(
+    state: &AppState,
+    signed_in: &SignedIn,
+    subject: Subject,
+    id: i64,
+    form: &DeliveryForm,
+) -> Result<Result<(), ServiceError>, AppError> {
+    let delivery = state.service.delivery(id).await?;
+    if delivery.subject != subject {
+        return Err(ServiceError::NotFound("delivery").into());
+    }
+    let actor = format!("user:{}", signed_in.user.name);
+    Ok(match form.action.as_str() {
+        "retry" => state.service.retry_delivery(id, &actor).await.map(drop),
+        "skip" => state.service.skip_delivery(id, &actor).await.map(drop),
+        other => return Err(AppError::BadRequest(format!("unknown action {other:?}"))),
+    })
 }
