@@ -166,3 +166,184 @@ async fn the_reference_pds_holds_one_valid_thread_per_window() {
     }
     outbox.stop().await;
 }
+
+async fn pds_account(pds: &Pds, handle: &str) -> (String, String) {
+    let account = xrpc(
+        &pds.url,
+        "com.atproto.server.createAccount",
+        None,
+        json!({"handle": handle, "email": "ops@example.com", "password": "hunter2hunter2"}),
+    )
+    .await;
+    let app_password = xrpc(
+        &pds.url,
+        "com.atproto.server.createAppPassword",
+        account["accessJwt"].as_str(),
+        json!({"name": "herald"}),
+    )
+    .await["password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (account["did"].as_str().unwrap().to_owned(), app_password)
+}
+
+async fn list_posts(pds: &Pds, did: &str) -> Vec<Value> {
+    let listed: Value = reqwest::Client::new()
+        .get(format!("{}/xrpc/com.atproto.repo.listRecords", pds.url))
+        .query(&[
+            ("repo", did),
+            ("collection", "app.bsky.feed.post"),
+            ("limit", "100"),
+            ("reverse", "true"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    listed["records"].as_array().unwrap().clone()
+}
+
+/// Rollouts on the real PDS: one that belongs to a window posts into the window's thread, one
+/// on its own starts a thread of its own with a link card; the PDS validates every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_pds_threads_rollouts() {
+    use herald::domain::{NewRollout, Report, TargetState, WindowAction, default_events};
+    let pds = start_pds();
+    let (did, password) = pds_account(&pds, "fishjam.test").await;
+    let app = common::TestApp::new().await;
+    app.add_channel(NewChannel {
+        name: "bluesky".into(),
+        kind: Some(ChannelKind::Bluesky),
+        target: "fishjam.test".into(),
+        secret: ChannelSecret::new(password),
+        api_url: Some(pds.url.clone()),
+        events: default_events(ChannelKind::Bluesky),
+        milestones: DEFAULT_MILESTONES.to_vec(),
+        langs: vec!["en".into()],
+        enabled: true,
+        ..NewChannel::default()
+    })
+    .await;
+    let outbox = app.start_outbox();
+    let window = app
+        .window(
+            "Fishjam upgrade night",
+            herald::domain::Schedule::Tentative { hint: None },
+            0,
+            vec![],
+        )
+        .await;
+    app.act(window.id, WindowAction::Announce).await;
+    app.settle(60).await;
+    let linked = app
+        .service
+        .create_rollout(
+            NewRollout {
+                maintenance_id: Some(window.id),
+                ..NewRollout::new(
+                    "Fishjam v1.4.0",
+                    Some("v1.3.2"),
+                    "v1.4.0",
+                    &["fishjam-1", "fishjam-2"],
+                )
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    let alone = app
+        .service
+        .create_rollout(
+            NewRollout::new("Edge 🚀 v9 ñandú", Some("v8"), "v9", &["edge-1"]),
+            "test",
+        )
+        .await
+        .unwrap();
+    let report = |state, forced: bool| Report {
+        forced,
+        note: forced.then(|| "recording stuck".to_owned()),
+        ..Report::state(state)
+    };
+    for (id, name, state, forced) in [
+        (linked.id, "fishjam-1", TargetState::Draining, false),
+        (alone.id, "edge-1", TargetState::Draining, false),
+        (linked.id, "fishjam-1", TargetState::Updating, true),
+        (linked.id, "fishjam-1", TargetState::Healthy, false),
+        (linked.id, "fishjam-2", TargetState::Drained, false),
+        (alone.id, "edge-1", TargetState::Failed, false),
+        (linked.id, "fishjam-2", TargetState::Healthy, false),
+    ] {
+        app.service
+            .report(id, name, &report(state, forced), "test")
+            .await
+            .unwrap();
+    }
+    let unsent = app.settle(60).await;
+    assert!(unsent.is_empty(), "{unsent:#?}");
+
+    let records = list_posts(&pds, &did).await;
+    let texts: Vec<&str> = records
+        .iter()
+        .map(|r| r["value"]["text"].as_str().unwrap())
+        .collect();
+    // Window announcement; linked: started, forced, completed; alone: started, target
+    // failed, rollout failed.
+    assert_eq!(records.len(), 7, "{texts:#?}");
+    let window_root = &records[0];
+    let in_window: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["value"]["reply"]["root"]["uri"] == window_root["uri"])
+        .collect();
+    assert_eq!(
+        in_window.len(),
+        3,
+        "the linked rollout answers in the window's thread: {texts:#?}"
+    );
+    let mut parent = window_root;
+    for post in &in_window {
+        assert_eq!(post["value"]["reply"]["parent"]["uri"], parent["uri"]);
+        assert_eq!(post["value"]["reply"]["parent"]["cid"], parent["cid"]);
+        assert_eq!(
+            post["value"]["facets"][0]["features"][0]["uri"],
+            format!("http://127.0.0.1:8080/rollouts/{}", linked.id)
+        );
+        parent = post;
+    }
+    assert!(
+        in_window[1]["value"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("forced")
+    );
+    assert!(
+        in_window[2]["value"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Rollout completed")
+    );
+    let own: Vec<&Value> = records
+        .iter()
+        .filter(|r| {
+            r["value"]["facets"][0]["features"][0]["uri"]
+                == format!("http://127.0.0.1:8080/rollouts/{}", alone.id).as_str()
+        })
+        .collect();
+    assert_eq!(own.len(), 3, "{texts:#?}");
+    let posts: Vec<_> = own
+        .iter()
+        .map(|r| {
+            let text = |k: &str| r[k].as_str().unwrap().to_owned();
+            (r["value"].clone(), text("uri"), text("cid"))
+        })
+        .collect();
+    common::check_bluesky_thread(
+        &posts,
+        &format!("http://127.0.0.1:8080/rollouts/{}", alone.id),
+        json!(["en"]),
+    );
+    assert!(own[0]["value"]["text"].as_str().unwrap().contains("ñandú"));
+    outbox.stop().await;
+}
