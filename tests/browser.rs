@@ -199,6 +199,32 @@ async fn demo_page_in_a_real_browser() {
         assert_clean(&driver, &origin).await;
         full_page_screenshot(&driver, 390, 844, "maintenance-phone.png").await;
 
+        // The Fishjam rollout, midway, on the status page and on its own page.
+        driver.goto(&origin).await?;
+        let card = driver.find(By::Css("article.rollout")).await?;
+        let text = card.text().await?;
+        assert!(text.contains("v1.4.0 on 1 of 3 instances · v1.3.2 on 2"), "{text}");
+        assert!(text.contains("fishjam-2"), "{text}");
+        card.find(By::LinkText("Fishjam v1.4.0 rolling update"))
+            .await?
+            .click()
+            .await?;
+        let h1 = driver.find(By::Css("h1")).await?;
+        assert_eq!(h1.text().await?, "Fishjam v1.4.0 rolling update");
+        let targets = driver.find_all(By::Css("ol.targets li.target")).await?;
+        assert_eq!(targets.len(), 3);
+        let draining = driver.find(By::Css("li.target-draining")).await?;
+        let bars = draining.find_all(By::Css(".drain progress")).await?;
+        assert_eq!(bars.len(), 2, "a bar per drain label");
+        let rooms = draining.text().await?;
+        assert!(rooms.contains("rooms 3 left of 12"), "{rooms}");
+        assert!(rooms.contains("recordings 1 left of 2"), "{rooms}");
+        assert!(rooms.contains("Drained in about"), "an estimate: {rooms}");
+        driver.find(By::Css("li.target-healthy")).await?;
+        driver.find(By::Css("li.target-pending")).await?;
+        assert_clean(&driver, &origin).await;
+        full_page_screenshot(&driver, 390, 844, "rollout-phone.png").await;
+
         driver.goto(format!("{origin}history")).await?;
         driver
             .find(By::LinkText(
