@@ -203,7 +203,10 @@ async fn demo_page_in_a_real_browser() {
         driver.goto(&origin).await?;
         let card = driver.find(By::Css("article.rollout")).await?;
         let text = card.text().await?;
-        assert!(text.contains("v1.4.0 on 1 of 3 instances · v1.3.2 on 2"), "{text}");
+        assert!(
+            text.contains("v1.4.0 on 1 of 3 instances · v1.3.2 on 2"),
+            "{text}"
+        );
         assert!(text.contains("fishjam-2"), "{text}");
         card.find(By::LinkText("Fishjam v1.4.0 rolling update"))
             .await?

@@ -170,6 +170,9 @@ pub struct Sample {
 pub const DRAIN_WINDOW: SignedDuration = SignedDuration::from_mins(15);
 /// Samples kept per target (within [`DRAIN_WINDOW`]).
 const SAMPLES_MAX: usize = 64;
+/// Kept samples are at least this far apart (the newest excepted): a target reporting every
+/// two seconds keeps 30 points over the window, not 450.
+const SAMPLE_SPACING: SignedDuration = SignedDuration::from_secs(30);
 
 /// One instance of the rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,10 +287,16 @@ impl Target {
     }
 
     fn record_sample(&mut self, now: Timestamp) {
-        self.samples.push(Sample {
+        let sample = Sample {
             at: now,
             counts: self.remaining.clone(),
-        });
+        };
+        match self.samples.len() {
+            n if n >= 2 && now.duration_since(self.samples[n - 2].at) < SAMPLE_SPACING => {
+                self.samples[n - 1] = sample;
+            }
+            _ => self.samples.push(sample),
+        }
         self.samples
             .retain(|s| now.duration_since(s.at) <= DRAIN_WINDOW);
         if self.samples.len() > SAMPLES_MAX {

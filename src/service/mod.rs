@@ -42,12 +42,34 @@ pub struct Service {
     store: Arc<dyn Store>,
     clock: Clock,
     generation: Arc<AtomicU64>,
+    /// Counts minor changes: drain counts and report times, which public pages may show up to
+    /// a second late (see [`Freshness`]).
+    minor: Arc<AtomicU64>,
     /// Bumped whenever the outbox has something new (deliveries, channels): workers wait on it.
     outbox: Arc<watch::Sender<u64>>,
     /// How long a delivery is retried before it is marked failed.
     delivery_deadline: Duration,
     /// Discord redraws a live rollout message at most this often for folded events.
     rollout_fold: Duration,
+    /// Changes to one rollout queue here (striped by id) instead of racing: a rollout of 200
+    /// targets reporting 100 times a second would otherwise lose most optimistic commits to
+    /// each other. The version check still guards against other processes.
+    rollout_locks: Arc<[tokio::sync::Mutex<()>; ROLLOUT_LOCKS]>,
+    /// The rollouts this process changed last, checked against the stored version on use.
+    rollout_cache: Arc<std::sync::Mutex<std::collections::HashMap<i64, crate::domain::Rollout>>>,
+}
+
+const ROLLOUT_LOCKS: usize = 64;
+
+/// Where the data behind a public page stands. A page rendered for an older `generation` is
+/// out of date at once; one behind only on `minor` changes may be served for up to a second
+/// more, so 100 drain reports a second cost one render a second, not a hundred. `clock` is
+/// the service's time in seconds (pages show relative times).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    pub generation: u64,
+    pub minor: u64,
+    pub clock: i64,
 }
 
 /// How often a change is retried when another change to the same window won the race.
@@ -64,9 +86,12 @@ impl Service {
             store,
             clock,
             generation: Arc::new(AtomicU64::new(1)),
+            minor: Arc::new(AtomicU64::new(0)),
             outbox: Arc::new(watch::Sender::new(0)),
             delivery_deadline: Duration::from_secs(24 * 3600),
             rollout_fold: Duration::from_secs(10),
+            rollout_locks: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
+            rollout_cache: Arc::default(),
         }
     }
 
@@ -106,6 +131,20 @@ impl Service {
 
     fn changed(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A change no timeline entry marks (a drain count, a report time).
+    fn changed_minor(&self) {
+        self.minor.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// What a cached public page is compared against.
+    pub fn freshness(&self) -> Freshness {
+        Freshness {
+            generation: self.generation(),
+            minor: self.minor.load(Ordering::Acquire),
+            clock: self.now().as_second(),
+        }
     }
 
     pub async fn create_component(&self, new: NewComponent) -> ServiceResult<Component> {

@@ -7,8 +7,8 @@ use jiff::Timestamp;
 
 use super::{MAX_CONFLICT_RETRIES, Service, ServiceError, ServiceResult};
 use crate::domain::{
-    DomainError, NewRollout, Report, Rollout, RolloutAction, RolloutChange, RolloutEdit,
-    RolloutState, RolloutUpdate, ValidationError, rollout_deliveries_for,
+    NewRollout, Report, Rollout, RolloutAction, RolloutChange, RolloutEdit, RolloutState,
+    RolloutUpdate, ValidationError, rollout_deliveries_for,
 };
 use crate::store::{Page, RolloutSummary, StoreError};
 
@@ -24,10 +24,18 @@ struct Committed {
     saved: bool,
 }
 
-type Rule<'a> = dyn Fn(&mut Rollout, Timestamp) -> Result<(RolloutChange, Option<NewRollout>), DomainError>
+type Rule<'a> = dyn Fn(&mut Rollout, Timestamp) -> ServiceResult<(RolloutChange, Option<NewRollout>)>
     + Send
     + Sync
     + 'a;
+
+/// `name` must be one of the rollout's targets: a 404 otherwise, before any rule runs.
+fn known(r: &Rollout, name: &str) -> ServiceResult<()> {
+    match r.target(name) {
+        Some(_) => Ok(()),
+        None => Err(ServiceError::NotFound("target")),
+    }
+}
 
 impl Service {
     pub async fn rollout(&self, id: i64) -> ServiceResult<Rollout> {
@@ -117,8 +125,11 @@ impl Service {
         actor: &str,
         rule: &Rule<'_>,
     ) -> ServiceResult<Committed> {
+        let _queue = self.rollout_locks[id.rem_euclid(self.rollout_locks.len() as i64) as usize]
+            .lock()
+            .await;
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let before = self.rollout(id).await?;
+            let before = self.cached_rollout(id).await?;
             let mut r = before.clone();
             let (change, reverse) = rule(&mut r, self.now())?;
             if r == before && change == RolloutChange::default() && reverse.is_none() {
@@ -159,7 +170,12 @@ impl Service {
                     if reverse_id.is_some() {
                         r.rolled_back_by = reverse_id;
                     }
-                    self.changed();
+                    self.cache_rollout(&r);
+                    if change.updates.is_empty() {
+                        self.changed_minor();
+                    } else {
+                        self.changed();
+                    }
                     if !deliveries.is_empty() {
                         self.wake_outbox();
                     }
@@ -169,7 +185,10 @@ impl Service {
                         saved: true,
                     });
                 }
-                Err(StoreError::Conflict) => continue,
+                Err(StoreError::Conflict) => {
+                    self.forget_rollout(id);
+                    continue;
+                }
                 Err(StoreError::NotFound) => {
                     return Err(ValidationError::new(
                         "maintenance_id",
@@ -183,11 +202,43 @@ impl Service {
         Err(StoreError::Conflict.into())
     }
 
-    async fn target_id(&self, id: i64, name: &str) -> ServiceResult<i64> {
+    /// The rollout as stored, from this process's copy when the stored version still matches
+    /// (one small query) instead of loading every target again. Changes to a rollout are
+    /// serialised by `rollout_locks`, so the copy is what this process last committed; a
+    /// commit by another process moves the version and forces a reload.
+    async fn cached_rollout(&self, id: i64) -> ServiceResult<Rollout> {
+        let version = self
+            .store
+            .rollout_version(id)
+            .await?
+            .ok_or(ServiceError::NotFound("rollout"))?;
+        if let Some(r) = self
+            .rollout_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .filter(|r| r.version == version)
+        {
+            return Ok(r.clone());
+        }
         let r = self.rollout(id).await?;
-        r.target(name)
-            .and_then(|t| t.id)
-            .ok_or(ServiceError::NotFound("target"))
+        self.cache_rollout(&r);
+        Ok(r)
+    }
+
+    fn cache_rollout(&self, r: &Rollout) {
+        let mut cache = self.rollout_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= 64 && !cache.contains_key(&r.id) {
+            cache.clear();
+        }
+        cache.insert(r.id, r.clone());
+    }
+
+    fn forget_rollout(&self, id: i64) {
+        self.rollout_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
     }
 
     /// A report from a target or its deploy script. The same report twice changes nothing and
@@ -199,9 +250,9 @@ impl Service {
         report: &Report,
         actor: &str,
     ) -> ServiceResult<Rollout> {
-        let target_id = self.target_id(id, name).await?;
         let done = self
             .change_rollout(id, actor, &|r, now| {
+                known(r, name)?;
                 let change = r.report(name, report, now)?;
                 if change != RolloutChange::default()
                     && let Some(t) = r.targets.iter_mut().find(|t| t.name == name)
@@ -214,9 +265,16 @@ impl Service {
         if done.saved {
             return Ok(done.rollout);
         }
-        self.store.touch_target(target_id, self.now()).await?;
-        self.changed();
-        self.rollout(id).await
+        let mut r = done.rollout;
+        let now = self.now();
+        if let Some(t) = r.targets.iter_mut().find(|t| t.name == name)
+            && let Some(target_id) = t.id
+        {
+            self.store.touch_target(target_id, now).await?;
+            t.last_report_at = Some(now);
+        }
+        self.changed_minor();
+        Ok(r)
     }
 
     /// A maintainer sets a target's state by hand (or forces it), with a note.
@@ -227,9 +285,9 @@ impl Service {
         report: &Report,
         actor: &str,
     ) -> ServiceResult<Rollout> {
-        self.target_id(id, name).await?;
         let r = self
             .change_rollout(id, actor, &|r, now| {
+                known(r, name)?;
                 Ok((r.report(name, report, now)?, None))
             })
             .await?
@@ -257,9 +315,11 @@ impl Service {
         note: Option<&str>,
         actor: &str,
     ) -> ServiceResult<Rollout> {
-        self.target_id(id, name).await?;
         let r = self
-            .change_rollout(id, actor, &|r, now| Ok((r.retry(name, note, now)?, None)))
+            .change_rollout(id, actor, &|r, now| {
+                known(r, name)?;
+                Ok((r.retry(name, note, now)?, None))
+            })
             .await?
             .rollout;
         self.store

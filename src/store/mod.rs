@@ -258,6 +258,8 @@ pub trait Rollouts: Send + Sync {
     /// Insert a rollout (pending, every target pending).
     async fn create_rollout(&self, new: &NewRollout, now: Timestamp) -> StoreResult<Rollout>;
     async fn get_rollout(&self, id: i64) -> StoreResult<Option<Rollout>>;
+    /// Just the rollout's optimistic-concurrency version.
+    async fn rollout_version(&self, id: i64) -> StoreResult<Option<i64>>;
     /// Write back a changed rollout (its row and the targets at `changed`), the updates its
     /// change produced (made by `actor`) and their deliveries, in one transaction, if its
     /// version is still `r.version`. With `reverse`, also create that rollout (a rollback) and

@@ -14,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use crate::service::Freshness;
+
 /// How a response may be cached by browsers and proxies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CachePolicy {
@@ -187,11 +189,13 @@ fn hex(bytes: &[u8]) -> String {
 
 struct Entry {
     page: Arc<CachedPage>,
-    generation: u64,
+    /// What the page was rendered from.
+    data: Freshness,
     rendered: Instant,
-    /// The service's clock at render (what relative times on the page were computed from).
-    clock: i64,
 }
+
+/// How long a page may lag behind minor changes (drain counts, report times).
+const MINOR_LAG: Duration = Duration::from_secs(1);
 
 /// Public pages by path.
 pub struct PageCache {
@@ -213,35 +217,36 @@ impl PageCache {
         }
     }
 
-    fn fresh(&self, key: &str, generation: u64, clock: i64) -> Option<Arc<CachedPage>> {
+    fn fresh(&self, key: &str, now: Freshness) -> Option<Arc<CachedPage>> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         let entry = entries.get(key)?;
         let age = self.max_age.as_secs() as i64;
-        (entry.generation == generation
-            && entry.rendered.elapsed() < self.max_age
-            && (clock - entry.clock).abs() < age)
+        let elapsed = entry.rendered.elapsed();
+        (entry.data.generation == now.generation
+            && (entry.data.minor == now.minor || elapsed < MINOR_LAG)
+            && elapsed < self.max_age
+            && (now.clock - entry.data.clock).abs() < age)
             .then(|| entry.page.clone())
     }
 
-    /// The page at `key` for data `generation` at the service's time `clock` (seconds),
-    /// rendering it with `render` if needed. Either clock moving on by the maximum age makes
-    /// the page old: the wall clock in production, the service's own where a test moves it.
+    /// The page at `key` for the data as `now` describes it, rendering it with `render` if
+    /// needed. Either clock moving on by the maximum age makes the page old: the wall clock
+    /// in production, the service's own where a test moves it.
     pub async fn get_or_render<F, Fut, E>(
         &self,
         key: &str,
-        generation: u64,
-        clock: i64,
+        now: Freshness,
         render: F,
     ) -> Result<Arc<CachedPage>, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<CachedPage, E>>,
     {
-        if let Some(page) = self.fresh(key, generation, clock) {
+        if let Some(page) = self.fresh(key, now) {
             return Ok(page);
         }
         let _rendering = self.render_lock.lock().await;
-        if let Some(page) = self.fresh(key, generation, clock) {
+        if let Some(page) = self.fresh(key, now) {
             return Ok(page);
         }
         let started = Instant::now();
@@ -252,7 +257,7 @@ impl PageCache {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= self.max_entries {
             // Crawlers walking deep history must not grow memory without bound.
-            entries.retain(|_, e| e.generation == generation);
+            entries.retain(|_, e| e.data.generation == now.generation);
             if entries.len() >= self.max_entries {
                 entries.clear();
             }
@@ -261,9 +266,8 @@ impl PageCache {
             key.to_owned(),
             Entry {
                 page: page.clone(),
-                generation,
+                data: now,
                 rendered: Instant::now(),
-                clock,
             },
         );
         Ok(page)

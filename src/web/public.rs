@@ -529,12 +529,7 @@ async fn render_index(state: &AppState) -> Result<CachedPage, AppError> {
 pub async fn index(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
     let page = state
         .pages
-        .get_or_render(
-            "/",
-            state.service.generation(),
-            state.service.now().as_second(),
-            || render_index(&state),
-        )
+        .get_or_render("/", state.service.freshness(), || render_index(&state))
         .await?;
     Ok(page.respond(request.headers()))
 }
@@ -570,12 +565,9 @@ pub async fn maintenance(
     let key = format!("/maintenance/{id}");
     let page = state
         .pages
-        .get_or_render(
-            &key,
-            state.service.generation(),
-            state.service.now().as_second(),
-            || render_maintenance(&state, id),
-        )
+        .get_or_render(&key, state.service.freshness(), || {
+            render_maintenance(&state, id)
+        })
         .await?;
     Ok(page.respond(request.headers()))
 }
@@ -623,12 +615,9 @@ pub async fn history(
     let key = format!("/history?page={page}");
     let page = state
         .pages
-        .get_or_render(
-            &key,
-            state.service.generation(),
-            state.service.now().as_second(),
-            || render_history(&state, page),
-        )
+        .get_or_render(&key, state.service.freshness(), || {
+            render_history(&state, page)
+        })
         .await?;
     Ok(page.respond(request.headers()))
 }

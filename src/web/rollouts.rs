@@ -354,12 +354,9 @@ pub async fn rollout(
     let key = format!("/rollouts/{id}");
     let page = state
         .pages
-        .get_or_render(
-            &key,
-            state.service.generation(),
-            state.service.now().as_second(),
-            || render_rollout(&state, id),
-        )
+        .get_or_render(&key, state.service.freshness(), || {
+            render_rollout(&state, id)
+        })
         .await?;
     Ok(page.respond(request.headers()))
 }

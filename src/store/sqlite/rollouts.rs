@@ -209,6 +209,15 @@ impl Rollouts for SqliteStore {
         Ok(self.with_targets(rows).await?.pop())
     }
 
+    async fn rollout_version(&self, id: i64) -> StoreResult<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT version FROM rollouts WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     #[instrument(skip_all, fields(id = r.id, version = r.version))]
     async fn save_rollout(
         &self,
