@@ -10,7 +10,9 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::v1::{ApiQuery, Body, NoteInput, OptionalBody, Params, UpdateInput, double_option};
+use super::v1::{
+    ApiQuery, Body, NoteInput, OptionalBody, Params, UpdateInput, nullable_whole, optional_whole,
+};
 use super::{ApiResult, Bearer, ErrorBody};
 use crate::domain::{
     Counts, NewRollout, Report, Role, Rollout, RolloutAction, RolloutEdit, RolloutState,
@@ -238,12 +240,15 @@ pub struct CreateRollout {
     #[schema(min_items = 1, max_items = 500, value_type = Vec<String>)]
     pub targets: Vec<String>,
     /// The maintenance window this rollout belongs to (it must exist).
+    #[serde(default, deserialize_with = "optional_whole")]
     #[schema(minimum = 1)]
     pub maintenance_id: Option<i64>,
     /// No progress for this long makes the rollout stalled [default: 600].
+    #[serde(default, deserialize_with = "optional_whole")]
     #[schema(minimum = 60, maximum = 604800)]
     pub progress_deadline_seconds: Option<i64>,
     /// A moving target silent for this long is stale [default: 120].
+    #[serde(default, deserialize_with = "optional_whole")]
     #[schema(minimum = 10, maximum = 86400)]
     pub stale_after_seconds: Option<i64>,
     /// Whether the public pages name targets [default: true].
@@ -262,11 +267,13 @@ pub struct PatchRollout {
     pub title: Option<String>,
     #[schema(max_length = 20000, pattern = "^[^\\u0000]*$")]
     pub description: Option<String>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "nullable_whole")]
     #[schema(value_type = Option<i64>, minimum = 1)]
     pub maintenance_id: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "optional_whole")]
     #[schema(minimum = 60, maximum = 604800)]
     pub progress_deadline_seconds: Option<i64>,
+    #[serde(default, deserialize_with = "optional_whole")]
     #[schema(minimum = 10, maximum = 86400)]
     pub stale_after_seconds: Option<i64>,
     pub public_names: Option<bool>,
@@ -317,8 +324,7 @@ impl TargetReport {
                 }
                 let mut counts = Counts::new();
                 for (label, value) in map {
-                    let n = value.as_i64().filter(|_| value.is_i64() || value.is_u64());
-                    let Some(n) = n.filter(|n| *n >= 0) else {
+                    let Some(n) = super::v1::whole(&value).filter(|n| *n >= 0) else {
                         return Err(ValidationError::new(
                             "remaining",
                             format!("{label}: {value} is not a whole number from 0"),

@@ -123,6 +123,32 @@ fn slugs(list: Option<Vec<Slug>>) -> Vec<String> {
     list.unwrap_or_default().into_iter().map(|s| s.0).collect()
 }
 
+/// A whole number as JSON may write it: `600` or `600.0` (both are JSON Schema integers).
+pub(crate) fn whole(v: &serde_json::Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map(|f| f as i64)
+    })
+}
+
+/// An optional whole number (see [`whole`]); anything else is a malformed body.
+pub(crate) fn optional_whole<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => whole(&v)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("{v} is not a whole number"))),
+    }
+}
+
+/// Like [`optional_whole`], telling an explicit `null` (`Some(None)`) from an absent field.
+pub(crate) fn nullable_whole<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<i64>>, D::Error> {
+    optional_whole(d).map(Some)
+}
+
 /// `Some(None)` for an explicit `null`, `None` for an absent field.
 pub(crate) fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     d: D,
