@@ -324,9 +324,10 @@ fn herald_rollout_wait_exit_statuses() {
         )
     };
 
-    // Completed while waiting: a line per change, 0, "completed" on stdout.
+    // Completed while waiting: a line per change, 0, "completed" on stdout. Each report
+    // waits for its line, so a busy machine cannot make the test miss one.
     let id = fishjam(&h, &token, None);
-    let wait = herald_cmd(
+    let mut wait = herald_cmd(
         &url,
         &token,
         &[
@@ -336,34 +337,71 @@ fn herald_rollout_wait_exit_statuses() {
             "--interval",
             "200ms",
             "--timeout",
-            "60s",
+            "120s",
         ],
     )
     .spawn()
     .unwrap();
-    for (name, body) in [
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let reader = {
+        let err = wait.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let _ = lines_tx.send(line);
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    let mut expect = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !seen.iter().any(|l: &String| l.contains(want)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no line with {want:?}; got {seen:#?}"),
+            }
+        }
+    };
+    expect("0 of 2 targets on v1.4.0 (not started)");
+    for (name, body, line) in [
         (
             "fishjam-1",
             json!({"state": "draining", "remaining": {"rooms": 4}}),
+            "0 of 2 targets on v1.4.0, fishjam-1 draining: rooms 4",
         ),
-        ("fishjam-1", json!({"state": "drained"})),
-        ("fishjam-1", json!({"state": "healthy"})),
-        ("fishjam-2", json!({"state": "drained"})),
-        ("fishjam-2", json!({"state": "healthy"})),
+        (
+            "fishjam-1",
+            json!({"state": "drained"}),
+            "0 of 2 targets on v1.4.0, fishjam-1 drained",
+        ),
+        (
+            "fishjam-1",
+            json!({"state": "healthy"}),
+            "1 of 2 targets on v1.4.0",
+        ),
+        (
+            "fishjam-2",
+            json!({"state": "drained"}),
+            "1 of 2 targets on v1.4.0, fishjam-2 drained",
+        ),
+        (
+            "fishjam-2",
+            json!({"state": "healthy"}),
+            "2 of 2 targets on v1.4.0 (completed)",
+        ),
     ] {
-        std::thread::sleep(Duration::from_millis(400));
         put(id, name, body);
+        expect(line);
     }
-    let out = wait.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "completed\n");
-    let lines = stderr(&out);
-    assert!(
-        lines.contains("0 of 2 targets on v1.4.0, fishjam-1 draining: rooms 4"),
-        "{lines}"
-    );
-    assert!(lines.contains("1 of 2 targets on v1.4.0"), "{lines}");
-    assert!(lines.lines().count() >= 3, "{lines}");
+    let status = wait.wait().unwrap();
+    reader.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{seen:#?}");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut wait.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert_eq!(stdout, "completed\n");
+    assert_eq!(seen.len(), 6, "one line per change: {seen:#?}");
 
     // Failed: 5.
     let id = fishjam(&h, &token, None);
