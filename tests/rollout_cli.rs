@@ -512,15 +512,22 @@ fn the_readme_sigterm_handler_drains_and_reports() {
     );
     let bin_dir = Path::new(BIN).parent().unwrap();
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    // The deploy tool writes the rollout's id only just before it stops the service.
+    let rollout_file = work.join("rollout");
+    // While this file exists the counts command fails, as a busy admin endpoint would.
+    let broken = work.join("broken");
     let mut wrapper = Command::new("sh")
         .arg(&handler)
         .args(["sh", "-c", &service])
         .env("PATH", path)
         .env("HERALD_URL", h.url())
         .env("HERALD_TOKEN", &token)
-        .env("HERALD_ROLLOUT", id.to_string())
+        .env("HERALD_ROLLOUT_FILE", &rollout_file)
         .env("HERALD_TARGET", "fishjam-1")
-        .env("HERALD_DRAIN_COUNTS", format!("cat {}", counts.display()))
+        .env(
+            "HERALD_DRAIN_COUNTS",
+            format!("test ! -e {} && cat {}", broken.display(), counts.display()),
+        )
         .env("HERALD_DRAIN_EVERY", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -528,11 +535,12 @@ fn the_readme_sigterm_handler_drains_and_reports() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     assert!(wrapper.try_wait().unwrap().is_none(), "the service runs");
+    std::fs::write(&rollout_file, id.to_string()).unwrap();
     kill(Pid::from_raw(wrapper.id() as i32), Signal::SIGTERM).unwrap();
 
     let target =
         |h: &Herald| h.api("GET", &format!("/rollouts/{id}"), &token, None)["targets"][0].clone();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(40);
     while target(&h)["state"] != "draining" {
         assert!(Instant::now() < deadline, "no draining report");
         std::thread::sleep(Duration::from_millis(100));
@@ -551,6 +559,12 @@ fn the_readme_sigterm_handler_drains_and_reports() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(wrapper.try_wait().unwrap().is_none(), "still draining");
+    // A failing counts command is asked again, never taken for "nothing left".
+    std::fs::write(&broken, "").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(target(&h)["state"], "draining");
+    assert!(wrapper.try_wait().unwrap().is_none(), "still draining");
+    std::fs::remove_file(&broken).unwrap();
     std::fs::write(&counts, "rooms=0,recordings=0\n").unwrap();
     let status = loop {
         if let Some(status) = wrapper.try_wait().unwrap() {

@@ -670,3 +670,69 @@ async fn private_target_names_stay_off_the_public_page_and_the_posts() {
     assert_eq!(s.get(id).await["targets"][1]["name"], "edge-secret-fra");
     outbox.stop().await;
 }
+
+/// A refresh that posted the live message but has not finished (its publish failed) must not
+/// let a later milestone post a second live message.
+#[tokio::test]
+async fn a_live_message_is_posted_once_when_its_first_delivery_is_retried() {
+    let s = setup().await;
+    let mut only_failures = channel(
+        "bot-failures",
+        ChannelKind::DiscordBot,
+        &s.discord.announcement_channel().to_string(),
+        &s.discord.bot_token(),
+        Some(s.discord.base()),
+    );
+    only_failures.milestones = vec![UpdateKind::TargetFailed];
+    // Only this channel: the others are removed so the count below is about it.
+    for c in s.app.service.channels().await.unwrap() {
+        s.app.service.delete_channel(c.id, "test").await.unwrap();
+    }
+    s.app.add_channel(only_failures).await;
+    s.discord
+        .push_fault(common::fake_discord::Fault::Status(500), Some("crosspost"));
+    let outbox = s.app.start_outbox();
+    let id = s
+        .create(json!({"title": "Fishjam v1.4.0", "to_version": "v1.4.0",
+                       "targets": ["fishjam-1", "fishjam-2"]}))
+        .await;
+    s.report(
+        id,
+        "fishjam-1",
+        json!({"state": "draining", "remaining": {"rooms": 2}}),
+    )
+    .await;
+    // The refresh posts the live message; its publish fails and waits for a retry.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.discord.messages().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no live message");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.report(
+        id,
+        "fishjam-2",
+        json!({"state": "failed", "note": "crashed"}),
+    )
+    .await;
+    let bot = s.settled().await;
+    assert_eq!(
+        bot.len(),
+        2,
+        "one live message and the failure's own: {:#?}",
+        bot.iter().map(|m| &m.content).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        bot[1].embeds,
+        json!([]),
+        "a short message, not a second live message"
+    );
+    assert!(bot[0].crossposted, "the retry published the live message");
+    assert!(
+        bot[1].content.contains("fishjam-2 failed"),
+        "{}",
+        bot[1].content
+    );
+    assert!(live_description(&bot[0]).contains("fishjam-2: failed"));
+    assert_eq!(s.discord.pending_faults(), 0);
+    outbox.stop().await;
+}

@@ -557,7 +557,9 @@ pub fn rollout_deliveries_for(
 ) -> Vec<NewDelivery> {
     let mut out = Vec::new();
     for c in channels.iter().filter(|c| c.enabled) {
-        let mut refresh = change.drain && c.receives(UpdateKind::RolloutDrain);
+        let announces_rollouts = UpdateKind::ROLLOUT.iter().any(|k| c.receives(*k));
+        let mut refresh = (change.drain && c.receives(UpdateKind::RolloutDrain))
+            || (change.redraw && announces_rollouts);
         for (i, u) in change.updates.iter().enumerate() {
             if !c.receives(u.kind) {
                 continue;

@@ -604,14 +604,18 @@ pub struct RolloutUpdate {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RolloutChange {
     pub updates: Vec<NewRolloutUpdate>,
+    /// Remaining counts moved (channels choose whether that redraws: `rollout_drain`).
     pub drain: bool,
+    /// What the live message shows changed otherwise (an edit: title, names made private):
+    /// redraw on every Discord channel that announces rollouts.
+    pub redraw: bool,
 }
 
 impl From<Vec<NewRolloutUpdate>> for RolloutChange {
     fn from(updates: Vec<NewRolloutUpdate>) -> Self {
         Self {
             updates,
-            drain: false,
+            ..Self::default()
         }
     }
 }
@@ -735,6 +739,24 @@ impl Rollout {
         } else {
             format!("instance {} of {}", target.position, self.targets.len())
         }
+    }
+
+    /// A timeline text as the public may read it now: with names made private after it was
+    /// written, every target name in it becomes its position ("instance 2 of 3").
+    pub fn public_text(&self, text: &str) -> String {
+        if self.public_names {
+            return text.to_owned();
+        }
+        let mut targets: Vec<&Target> = self.targets.iter().collect();
+        // Longest first, so fishjam-10 is not read as fishjam-1 and a 0.
+        targets.sort_by_key(|t| std::cmp::Reverse(t.name.len()));
+        let mut out = text.to_owned();
+        for t in targets {
+            if out.contains(&t.name) {
+                out = out.replace(&t.name, &self.public_name(t));
+            }
+        }
+        out
     }
 
     /// The version a target runs, as far as Herald knows.
@@ -964,6 +986,11 @@ impl Rollout {
     }
 
     fn refuse_closed(&self, what: &str) -> Result<(), RuleError> {
+        if let Some(by) = self.rolled_back_by {
+            return Err(RuleError::new(format!(
+                "cannot {what}: the rollout was rolled back (rollout {by} reverses it)"
+            )));
+        }
         match self.state {
             RolloutState::Aborted => Err(RuleError::new(format!(
                 "cannot {what}: the rollout was aborted"
@@ -1009,11 +1036,14 @@ impl Rollout {
         let current = self.targets[index].state;
         let new = report.state;
         if current == new {
-            if self.state == RolloutState::Aborted {
+            if self.state == RolloutState::Aborted && self.rolled_back_by.is_none() {
                 return Err(RuleError::new(
                     "the rollout was aborted; reports are no longer accepted",
                 )
                 .into());
+            }
+            if self.state != RolloutState::Completed {
+                self.refuse_closed("report")?;
             }
             return Ok(self.same_state_report(index, report, version, now));
         }
@@ -1226,8 +1256,8 @@ impl Rollout {
         }
         self.updated_at = now;
         RolloutChange {
-            updates: Vec::new(),
             drain: true,
+            ..RolloutChange::default()
         }
     }
 
@@ -1487,8 +1517,8 @@ impl Rollout {
         }
         self.updated_at = now;
         Ok(RolloutChange {
-            updates: Vec::new(),
-            drain: true,
+            redraw: true,
+            ..RolloutChange::default()
         })
     }
 

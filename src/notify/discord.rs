@@ -548,6 +548,12 @@ impl super::Sender for Discord {
                             .await?;
                         let link = self.link(&place, &m);
                         progress.posted(&m.id, link.as_deref()).await;
+                        progress
+                            .started_thread(&Thread {
+                                root_id: m.id.clone(),
+                                ..Thread::default()
+                            })
+                            .await;
                         m
                     }
                 };
@@ -557,6 +563,13 @@ impl super::Sender for Discord {
                     ..Thread::default()
                 };
                 Ok(self.sent(&place, &message, thread))
+            }
+            // This delivery posted the live message in an earlier attempt (recorded at
+            // once): it only has publishing left, which that attempt did not finish.
+            Some(thread) if posted.as_ref().is_some_and(|m| m.id == thread.root_id) => {
+                let message = posted.expect("checked just above");
+                self.publish(&place, &message).await?;
+                Ok(self.sent(&place, &message, thread.clone()))
             }
             Some(thread) => {
                 self.edit(&thread.root_id, embed).await?;

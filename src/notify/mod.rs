@@ -149,6 +149,9 @@ enum Loaded {
 #[async_trait]
 pub trait Progress: Send + Sync {
     async fn posted(&self, remote_id: &str, remote_url: Option<&str>);
+    /// The first message of a thread (Discord's live message) exists: record it at once, so
+    /// a later delivery that does not wait for this one edits it instead of posting another.
+    async fn started_thread(&self, thread: &Thread);
 }
 
 /// One kind of destination.
@@ -347,6 +350,8 @@ struct DeliveryProgress<'a> {
     service: &'a Service,
     id: i64,
     attempt: i64,
+    channel_id: i64,
+    thread_key: Subject,
 }
 
 #[async_trait]
@@ -359,6 +364,17 @@ impl Progress for DeliveryProgress<'_> {
             .await
         {
             warn!(delivery = self.id, error = %e, "could not record the posted message");
+        }
+    }
+
+    async fn started_thread(&self, thread: &Thread) {
+        if let Err(e) = self
+            .service
+            .store()
+            .put_thread(self.channel_id, self.thread_key, thread, Timestamp::now())
+            .await
+        {
+            warn!(delivery = self.id, error = %e, "could not record the new thread");
         }
     }
 }
@@ -508,6 +524,8 @@ impl Worker {
             service: &self.service,
             id: d.id,
             attempt: d.attempts,
+            channel_id: d.channel_id,
+            thread_key: job.thread_key,
         };
         let result = sender.send(&job, &progress).await;
         metrics::counter!("herald_delivery_attempts_total", "channel" => channel.clone())

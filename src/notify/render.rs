@@ -85,8 +85,8 @@ impl RolloutEvent {
         Self {
             kind: update.kind.as_str(),
             title: text(&r.title),
-            body: text(&update.body),
-            note: update.note.as_deref().map(text),
+            body: text(&r.public_text(&update.body)),
+            note: update.note.as_deref().map(|n| text(&r.public_text(n))),
             from: r.from_version.as_deref().map(text),
             to: text(&r.to_version),
             total: r.targets.len(),
@@ -262,7 +262,8 @@ pub fn rollout_status(r: &Rollout, now: jiff::Timestamp) -> String {
     }
     match (r.state, r.rolled_back_by) {
         (RolloutState::Aborted, Some(_)) => "Rolled back".to_owned(),
-        (s, _) => s.label().to_owned(),
+        (s, Some(_)) => format!("{}, then rolled back", s.label()),
+        (s, None) => s.label().to_owned(),
     }
 }
 

@@ -20,8 +20,6 @@ struct Committed {
     rollout: Rollout,
     /// A rollback's reverse rollout.
     reverse: Option<i64>,
-    /// Whether anything was written (a repeated report writes nothing).
-    saved: bool,
 }
 
 type Rule<'a> = dyn Fn(&mut Rollout, Timestamp) -> ServiceResult<(RolloutChange, Option<NewRollout>)>
@@ -118,11 +116,14 @@ impl Service {
         Ok(r)
     }
 
-    /// Load, apply `rule`, commit; again from the start if another change won the race.
+    /// Load, apply `rule`, commit; again from the start if another change won the race. When
+    /// the rule changes nothing and `touched` names a target, only that target's last-report
+    /// time moves (in the store and in the cached copy, still under the rollout's lock).
     async fn change_rollout(
         &self,
         id: i64,
         actor: &str,
+        touched: Option<&str>,
         rule: &Rule<'_>,
     ) -> ServiceResult<Committed> {
         let _queue = self.rollout_locks[id.rem_euclid(self.rollout_locks.len() as i64) as usize]
@@ -133,10 +134,19 @@ impl Service {
             let mut r = before.clone();
             let (change, reverse) = rule(&mut r, self.now())?;
             if r == before && change == RolloutChange::default() && reverse.is_none() {
+                let now = self.now();
+                if let Some(t) =
+                    touched.and_then(|name| r.targets.iter_mut().find(|t| t.name == name))
+                    && let Some(target_id) = t.id
+                {
+                    self.store.touch_target(target_id, now).await?;
+                    t.last_report_at = Some(now);
+                    self.cache_rollout(&r);
+                    self.changed_minor();
+                }
                 return Ok(Committed {
                     rollout: r,
                     reverse: None,
-                    saved: false,
                 });
             }
             let changed: Vec<usize> = (0..r.targets.len())
@@ -182,7 +192,6 @@ impl Service {
                     return Ok(Committed {
                         rollout: r,
                         reverse: reverse_id,
-                        saved: true,
                     });
                 }
                 Err(StoreError::Conflict) => {
@@ -251,7 +260,7 @@ impl Service {
         actor: &str,
     ) -> ServiceResult<Rollout> {
         let done = self
-            .change_rollout(id, actor, &|r, now| {
+            .change_rollout(id, actor, Some(name), &|r, now| {
                 known(r, name)?;
                 let change = r.report(name, report, now)?;
                 if change != RolloutChange::default()
@@ -262,19 +271,7 @@ impl Service {
                 Ok((change, None))
             })
             .await?;
-        if done.saved {
-            return Ok(done.rollout);
-        }
-        let mut r = done.rollout;
-        let now = self.now();
-        if let Some(t) = r.targets.iter_mut().find(|t| t.name == name)
-            && let Some(target_id) = t.id
-        {
-            self.store.touch_target(target_id, now).await?;
-            t.last_report_at = Some(now);
-        }
-        self.changed_minor();
-        Ok(r)
+        Ok(done.rollout)
     }
 
     /// A maintainer sets a target's state by hand (or forces it), with a note.
@@ -286,7 +283,7 @@ impl Service {
         actor: &str,
     ) -> ServiceResult<Rollout> {
         let r = self
-            .change_rollout(id, actor, &|r, now| {
+            .change_rollout(id, actor, None, &|r, now| {
                 known(r, name)?;
                 Ok((r.report(name, report, now)?, None))
             })
@@ -316,7 +313,7 @@ impl Service {
         actor: &str,
     ) -> ServiceResult<Rollout> {
         let r = self
-            .change_rollout(id, actor, &|r, now| {
+            .change_rollout(id, actor, None, &|r, now| {
                 known(r, name)?;
                 Ok((r.retry(name, note, now)?, None))
             })
@@ -342,7 +339,7 @@ impl Service {
         actor: &str,
     ) -> ServiceResult<(Rollout, Option<i64>)> {
         let done = self
-            .change_rollout(id, actor, &|r, now| match action {
+            .change_rollout(id, actor, None, &|r, now| match action {
                 RolloutAction::Rollback => {
                     let (change, reverse) = r.rollback(note, now)?;
                     Ok((change, Some(reverse)))
@@ -372,7 +369,7 @@ impl Service {
             self.check_window(link).await?;
         }
         let r = self
-            .change_rollout(id, actor, &|r, now| Ok((r.edit(edit, now)?, None)))
+            .change_rollout(id, actor, None, &|r, now| Ok((r.edit(edit, now)?, None)))
             .await?
             .rollout;
         self.store
@@ -394,7 +391,9 @@ impl Service {
         actor: &str,
     ) -> ServiceResult<Rollout> {
         Ok(self
-            .change_rollout(id, actor, &|r, now| Ok((r.post_note(body, now)?, None)))
+            .change_rollout(id, actor, None, &|r, now| {
+                Ok((r.post_note(body, now)?, None))
+            })
             .await?
             .rollout)
     }
@@ -406,8 +405,16 @@ impl Service {
         for r in self.store.active_rollouts().await? {
             match r.stall_due() {
                 Some(due) if due <= now => {
-                    self.change_rollout(r.id, SCHEDULER, &|r, now| Ok((r.check_stall(now), None)))
-                        .await?;
+                    // One rollout that cannot be written must not keep the others' stalls
+                    // from being announced.
+                    if let Err(e) = self
+                        .change_rollout(r.id, SCHEDULER, None, &|r, now| {
+                            Ok((r.check_stall(now), None))
+                        })
+                        .await
+                    {
+                        tracing::warn!(rollout = r.id, error = %e, "could not announce a stall");
+                    }
                 }
                 Some(due) => next = Some(next.map_or(due, |n| n.min(due))),
                 None => {}

@@ -245,6 +245,15 @@ pub trait Outbox: Send + Sync {
     async fn list_deliveries(&self, subject: Subject) -> StoreResult<Vec<Delivery>>;
     /// Deliveries not yet sent (pending or failed), oldest first, at most `limit`.
     async fn unsent_deliveries(&self, limit: i64) -> StoreResult<Vec<Delivery>>;
+    /// Record a thread as soon as its first message exists (before the delivery that posted
+    /// it is confirmed), so later deliveries continue it instead of starting another.
+    async fn put_thread(
+        &self,
+        channel_id: i64,
+        subject: Subject,
+        thread: &Thread,
+        now: Timestamp,
+    ) -> StoreResult<()>;
     /// A window's thread, or a rollout's (live Discord message, or own Bluesky thread).
     async fn get_thread(&self, channel_id: i64, subject: Subject) -> StoreResult<Option<Thread>>;
     /// Drop every lease: at start, no worker of this process holds one.

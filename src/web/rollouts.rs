@@ -48,8 +48,8 @@ pub struct TargetView {
     pub bars: Vec<CountBar>,
     pub drain_time: Option<String>,
     pub estimate: Option<EstimateView>,
-    /// Draining with work left but nothing to estimate from.
-    pub no_estimate: bool,
+    /// Draining with work left but nothing to estimate from: why.
+    pub no_estimate: Option<&'static str>,
     pub forced: Option<String>,
     /// "no report for 3 min" when a moving target has gone silent.
     pub stale: Option<String>,
@@ -198,12 +198,18 @@ pub fn target_view(r: &Rollout, t: &Target, now: Timestamp) -> TargetView {
             .drain_time(now)
             .filter(|_| t.drain_started_at.is_some() && t.state != TargetState::Pending)
             .map(human_duration),
-        no_estimate: draining && estimate.is_none() && t.remaining_total() > 0,
+        no_estimate: (draining && estimate.is_none() && t.remaining_total() > 0).then_some(
+            if t.samples.len() < 2 {
+                "No estimate yet: it needs a second report with lower counts."
+            } else {
+                "No estimate: the counts are not going down."
+            },
+        ),
         estimate,
         forced: t.forced.then(|| {
             t.forced_reason
-                .clone()
-                .unwrap_or_else(|| "forced".to_owned())
+                .as_deref()
+                .map_or_else(|| "forced".to_owned(), |f| r.public_text(f))
         }),
         stale: t.is_stale(r.stale_after, now).then(|| {
             let since = t.last_report_at.max(t.changed_at).unwrap_or(now);
@@ -212,7 +218,7 @@ pub fn target_view(r: &Rollout, t: &Target, now: Timestamp) -> TargetView {
                 human_duration(now.duration_since(since))
             )
         }),
-        note: t.note.clone(),
+        note: t.note.as_deref().map(|n| r.public_text(n)),
         changed: t.changed_at.map(time),
         last_report: t.last_report_at.map(time),
         attempts: t.attempts,
@@ -220,12 +226,12 @@ pub fn target_view(r: &Rollout, t: &Target, now: Timestamp) -> TargetView {
     }
 }
 
-fn update_view(u: &RolloutUpdate) -> UpdateView {
+fn update_view(r: &Rollout, u: &RolloutUpdate) -> UpdateView {
     UpdateView {
         kind: u.kind.as_str(),
         label: u.kind.label(),
-        body: u.body.clone(),
-        note: u.note.clone(),
+        body: r.public_text(&u.body),
+        note: u.note.as_deref().map(|n| r.public_text(n)),
         at: time(u.created_at),
     }
 }
@@ -246,7 +252,7 @@ pub fn rollout_view(
         title: r.title.clone(),
         state: if stalled {
             "stalled"
-        } else if r.rolled_back_by.is_some() && r.state == RolloutState::Aborted {
+        } else if r.rolled_back_by.is_some() {
             "rolled_back"
         } else {
             r.state.as_str()
@@ -280,7 +286,7 @@ pub fn rollout_view(
         card_targets: card(&targets).0,
         card_more: card(&targets).1,
         targets,
-        updates: updates.iter().map(update_view).collect(),
+        updates: updates.iter().map(|u| update_view(r, u)).collect(),
         deadline: human_duration(r.progress_deadline),
     }
 }

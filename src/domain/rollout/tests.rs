@@ -516,3 +516,56 @@ fn new_rollouts_are_checked() {
     assert_eq!(ok.targets, ["fishjam-1.eu", "ñandú_2"]);
     assert_eq!(ok.from_version, None);
 }
+
+#[test]
+fn a_rolled_back_rollout_takes_no_more_reports_or_retries() {
+    let mut r = fishjam();
+    r.report("fishjam-1", &Report::state(TargetState::Drained), at(1))
+        .unwrap();
+    r.report("fishjam-1", &Report::state(TargetState::Healthy), at(2))
+        .unwrap();
+    r.report("fishjam-2", &Report::state(TargetState::Failed), at(3))
+        .unwrap();
+    r.rollback(None, at(4)).unwrap();
+    r.rolled_back_by = Some(2);
+    let e = r.retry("fishjam-2", None, at(5)).unwrap_err();
+    assert!(e.to_string().contains("rolled back"), "{e}");
+    let e = r
+        .report("fishjam-3", &Report::state(TargetState::Drained), at(5))
+        .unwrap_err();
+    assert!(e.to_string().contains("rolled back"), "{e}");
+    assert!(r.allowed_actions().is_empty());
+}
+
+#[test]
+fn names_made_private_later_are_hidden_in_old_texts() {
+    let mut r = Rollout::from_new(
+        1,
+        NewRollout::new("x", None, "v2", &["node-1", "node-10"])
+            .validate()
+            .unwrap(),
+        t0(),
+    );
+    let c = r
+        .report("node-10", &draining(&[("rooms", 1)]), at(1))
+        .unwrap();
+    let body = c.updates[1].body.clone();
+    assert_eq!(r.public_text(&body), body);
+    let c = r
+        .edit(
+            &RolloutEdit {
+                public_names: Some(false),
+                ..RolloutEdit::default()
+            },
+            at(2),
+        )
+        .unwrap();
+    assert!(
+        c.redraw && !c.drain,
+        "an edit redraws Discord's live message"
+    );
+    assert_eq!(
+        r.public_text(&body),
+        "instance 2 of 2 is draining: rooms 1."
+    );
+}

@@ -121,13 +121,17 @@ pub(super) async fn insert_deliveries(
             let Some(rollout) = rollout else {
                 return Err(StoreError::Corrupt("a refresh of a window".into()));
             };
+            // 1: a refresh nobody holds (or whose lease lapsed) is waiting; 2: only one being
+            // drawn right now.
             let waiting: Option<i64> = sqlx::query_scalar(
-                "SELECT MAX(CASE WHEN lease_until_ms IS NULL THEN 1 ELSE 2 END) FROM deliveries \
+                "SELECT MIN(CASE WHEN lease_until_ms IS NULL OR lease_until_ms < $3 THEN 1 \
+                 ELSE 2 END) FROM deliveries \
                  WHERE channel_id = $1 AND rollout_id = $2 AND kind = 'rollout_refresh' \
                    AND state = 'pending'",
             )
             .bind(d.channel_id)
             .bind(rollout)
+            .bind(d.created_ms)
             .fetch_one(&mut **tx)
             .await?;
             if waiting == Some(1) {
@@ -169,8 +173,62 @@ pub(super) async fn insert_deliveries(
     Ok(())
 }
 
+/// Write where a window's or rollout's posts on a channel hang together.
+async fn upsert_thread(
+    tx: &mut Transaction<'_, Sqlite>,
+    channel_id: i64,
+    subject: Subject,
+    t: &Thread,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let query = match subject {
+        Subject::Window(_) => sqlx::query(
+            "INSERT INTO channel_threads (channel_id, maintenance_id, root_id, root_cid, \
+             parent_id, parent_cid) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (channel_id, maintenance_id) DO UPDATE SET root_id = $3, \
+             root_cid = $4, parent_id = $5, parent_cid = $6",
+        ),
+        Subject::Rollout(_) => sqlx::query(
+            "INSERT INTO rollout_threads (channel_id, rollout_id, root_id, root_cid, \
+             parent_id, parent_cid, drawn_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (channel_id, rollout_id) DO UPDATE SET root_id = $3, \
+             root_cid = $4, parent_id = $5, parent_cid = $6, drawn_ms = $7",
+        ),
+    };
+    let id = match subject {
+        Subject::Window(id) | Subject::Rollout(id) => id,
+    };
+    let query = query
+        .bind(channel_id)
+        .bind(id)
+        .bind(&t.root_id)
+        .bind(&t.root_cid)
+        .bind(&t.parent_id)
+        .bind(&t.parent_cid);
+    match subject {
+        Subject::Rollout(_) => query.bind(now.as_millisecond()),
+        Subject::Window(_) => query,
+    }
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl Outbox for SqliteStore {
+    async fn put_thread(
+        &self,
+        channel_id: i64,
+        subject: Subject,
+        thread: &Thread,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        upsert_thread(&mut tx, channel_id, subject, thread, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn list_channels(&self) -> StoreResult<Vec<Channel>> {
         sqlx::query(&format!(
             "SELECT {CHANNEL_COLUMNS} FROM channels ORDER BY name"
@@ -352,41 +410,8 @@ impl Outbox for SqliteStore {
         .await?
         .ok_or(StoreError::NotFound)?;
         let channel_id: i64 = row.try_get("channel_id")?;
-        match thread {
-            Some((Subject::Window(window), t)) => {
-                sqlx::query(
-                    "INSERT INTO channel_threads (channel_id, maintenance_id, root_id, root_cid, \
-                     parent_id, parent_cid) VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (channel_id, maintenance_id) DO UPDATE SET root_id = $3, \
-                     root_cid = $4, parent_id = $5, parent_cid = $6",
-                )
-                .bind(channel_id)
-                .bind(window)
-                .bind(&t.root_id)
-                .bind(&t.root_cid)
-                .bind(&t.parent_id)
-                .bind(&t.parent_cid)
-                .execute(&mut *tx)
-                .await?;
-            }
-            Some((Subject::Rollout(rollout), t)) => {
-                sqlx::query(
-                    "INSERT INTO rollout_threads (channel_id, rollout_id, root_id, root_cid, \
-                     parent_id, parent_cid, drawn_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                     ON CONFLICT (channel_id, rollout_id) DO UPDATE SET root_id = $3, \
-                     root_cid = $4, parent_id = $5, parent_cid = $6, drawn_ms = $7",
-                )
-                .bind(channel_id)
-                .bind(rollout)
-                .bind(&t.root_id)
-                .bind(&t.root_cid)
-                .bind(&t.parent_id)
-                .bind(&t.parent_cid)
-                .bind(now.as_millisecond())
-                .execute(&mut *tx)
-                .await?;
-            }
-            None => {}
+        if let Some((subject, t)) = thread {
+            upsert_thread(&mut tx, channel_id, subject, t, now).await?;
         }
         tx.commit().await?;
         Ok(())

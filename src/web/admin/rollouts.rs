@@ -89,16 +89,20 @@ impl NewRolloutPage {
     }
 }
 
-/// Open windows to link a rollout to: (id, title, chosen).
+/// Windows to link a rollout to: the open ones, and the one it is linked to whatever its state
+/// (else saving any edit would unlink a finished window). (id, title, chosen).
 async fn window_choices(
     state: &AppState,
     chosen: &str,
+    linked: Option<&crate::domain::Maintenance>,
 ) -> Result<Vec<(String, String, bool)>, AppError> {
-    Ok(state
-        .service
-        .store()
-        .open_maintenances()
-        .await?
+    let mut windows = state.service.store().open_maintenances().await?;
+    if let Some(m) = linked
+        && !windows.iter().any(|w| w.id == m.id)
+    {
+        windows.insert(0, m.clone());
+    }
+    Ok(windows
         .into_iter()
         .map(|m| {
             let id = m.id.to_string();
@@ -114,7 +118,7 @@ async fn new_page(
     form: NewRolloutForm,
     errors: Vec<ValidationError>,
 ) -> Result<Response, AppError> {
-    let windows = window_choices(state, &form.maintenance_id).await?;
+    let windows = window_choices(state, &form.maintenance_id, None).await?;
     let status = if errors.is_empty() {
         StatusCode::OK
     } else {
@@ -377,7 +381,7 @@ async fn run_page(
         &RolloutRunPage {
             site: state.site.clone(),
             me: me(signed_in),
-            windows: window_choices(state, &edit.maintenance_id).await?,
+            windows: window_choices(state, &edit.maintenance_id, window.as_ref()).await?,
             r: view,
             actions,
             target_actions,
