@@ -535,6 +535,77 @@ async fn maintainer_runs_a_window_in_a_real_browser() {
             4,
             "announcement + start, update, completion"
         );
+
+        // A rollout tracked from the admin pages, watched live while a deploy script reports.
+        driver.goto(format!("{origin}admin/rollouts/new")).await?;
+        for (id, text) in [
+            ("title", "Fishjam v1.4.0"),
+            ("from_version", "v1.3.2"),
+            ("to_version", "v1.4.0"),
+            ("targets", "fishjam-1\nfishjam-2\nfishjam-3"),
+        ] {
+            driver.find(By::Id(id)).await?.send_keys(text).await?;
+        }
+        submit(&driver, "Create rollout").await?;
+        let watch = driver.current_url().await?.to_string();
+        assert!(watch.ends_with("/admin/rollouts/1"), "{watch}");
+        let report = |name: &'static str, body: serde_json::Value| {
+            let (origin, token) = (origin.clone(), token.clone());
+            async move {
+                reqwest::Client::new()
+                    .put(format!("{origin}api/v1/rollouts/1/targets/{name}"))
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .error_for_status()
+                    .unwrap();
+            }
+        };
+        report("fishjam-1", json!({"state": "drained"})).await;
+        report("fishjam-1", json!({"state": "healthy"})).await;
+        report(
+            "fishjam-2",
+            json!({"state": "draining", "remaining": {"rooms": 5, "recordings": 1}}),
+        )
+        .await;
+        // The page redraws its rollout region by itself: no reload here.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let live = driver.find(By::Id("live")).await?.text().await?;
+            if live.contains("rooms 5 left") {
+                assert!(live.contains("1 of 3 healthy"), "{live}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the live region did not refresh: {live}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert_eq!(driver.current_url().await?.to_string(), watch);
+        // Force fishjam-2 down by hand, with the reason.
+        driver
+            .find(By::XPath(
+                "//summary[normalize-space()='Set fishjam-2 by hand…']",
+            ))
+            .await?
+            .click()
+            .await?;
+        driver
+            .find(By::Id("force-note-2"))
+            .await?
+            .send_keys("a recording hung")
+            .await?;
+        submit(&driver, "Force to updating").await?;
+        let live = driver.find(By::Id("live")).await?.text().await?;
+        assert!(
+            live.contains("Forced before its drain finished: a recording hung"),
+            "{live}"
+        );
+        full_page_screenshot(&driver, 390, 844, "admin-rollout-phone.png").await;
+        assert_clean(&driver, &origin).await;
         WebDriverResult::Ok(())
     }
     .await;

@@ -404,7 +404,18 @@ impl Worker {
                 )
                 .await;
             match claimed {
-                Ok(Some(d)) => self.deliver(sender.as_ref(), d).await,
+                Ok(Some(d)) => {
+                    // The channel may have been edited since this worker started (a new
+                    // token, say) and the supervisor not yet stopped it: a claim made with old
+                    // settings goes back, uncounted, to the worker that has the new ones.
+                    if !self.channel_is_current().await {
+                        if let Err(e) = self.service.store().release_claim(d.id, d.attempts).await {
+                            warn!(delivery = d.id, error = %e, "could not hand a delivery back");
+                        }
+                        break;
+                    }
+                    self.deliver(sender.as_ref(), d).await
+                }
                 Ok(None) => {
                     let due = self
                         .service
@@ -433,6 +444,16 @@ impl Worker {
             }
         }
         debug!("worker stopped");
+    }
+
+    /// Whether the channel is still as this worker was started with.
+    async fn channel_is_current(&self) -> bool {
+        match self.service.store().get_channel(self.channel.id).await {
+            Ok(Some(c)) => c == self.channel,
+            Ok(None) => false,
+            // Unknown: go on with what we have; the outcome write is fenced anyway.
+            Err(_) => true,
+        }
     }
 
     async fn deliver(&self, sender: &dyn Sender, d: Delivery) {

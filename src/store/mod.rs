@@ -204,6 +204,9 @@ pub trait Outbox: Send + Sync {
         now_ms: i64,
         lease_until_ms: i64,
     ) -> StoreResult<Option<Delivery>>;
+    /// Undo claim `attempt` of a delivery (its lease and the attempt it counted), for a worker
+    /// that must not send it after all.
+    async fn release_claim(&self, id: i64, attempt: i64) -> StoreResult<()>;
     /// When the channel's next pending delivery falls due (milliseconds), if any.
     async fn next_due_ms(&self, channel_id: i64) -> StoreResult<Option<i64>>;
     /// Record a confirmed delivery and, in the same transaction, the thread it continues.

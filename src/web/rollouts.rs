@@ -196,7 +196,7 @@ pub fn target_view(r: &Rollout, t: &Target, now: Timestamp) -> TargetView {
         },
         drain_time: t
             .drain_time(now)
-            .filter(|_| t.drain_started_at.is_some() && t.state != TargetState::Pending)
+            .filter(|d| d.as_secs() > 0 && t.state != TargetState::Pending)
             .map(human_duration),
         no_estimate: (draining && estimate.is_none() && t.remaining_total() > 0).then_some(
             if t.samples.len() < 2 {
@@ -218,7 +218,12 @@ pub fn target_view(r: &Rollout, t: &Target, now: Timestamp) -> TargetView {
                 human_duration(now.duration_since(since))
             )
         }),
-        note: t.note.as_deref().map(|n| r.public_text(n)),
+        // A forced target's note is its reason, shown with the marker already.
+        note: t
+            .note
+            .as_deref()
+            .filter(|n| !t.forced || t.forced_reason.as_deref() != Some(*n))
+            .map(|n| r.public_text(n)),
         changed: t.changed_at.map(time),
         last_report: t.last_report_at.map(time),
         attempts: t.attempts,

@@ -371,6 +371,18 @@ impl Outbox for SqliteStore {
         .transpose()
     }
 
+    async fn release_claim(&self, id: i64, attempt: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE deliveries SET lease_until_ms = NULL, attempts = attempts - 1 \
+             WHERE id = $1 AND attempts = $2 AND state = 'pending'",
+        )
+        .bind(id)
+        .bind(attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Only the head of each window's queue counts: a delivery held behind an earlier
     /// pending or failed one is not due, whatever its own time (it would only spin the worker).
     async fn next_due_ms(&self, channel_id: i64) -> StoreResult<Option<i64>> {
