@@ -72,7 +72,11 @@ impl Herald {
             .env("HERALD_DATABASE_URL", Self::db(&self.dir))
             .output()
             .unwrap();
-        assert!(out.status.success());
+        assert!(
+            out.status.success(),
+            "token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
