@@ -30,28 +30,61 @@ impl Herald {
         format!("sqlite://{}/h.db", dir.display())
     }
 
+    /// Start `herald serve` on `port` and wait until it answers. The port comes from
+    /// `free_port`, which another test may have picked too: the page must carry this
+    /// server's own site name, so a neighbour's server is never taken for ours.
     fn start(dir: &Path, port: u16) -> Self {
-        let child = Command::new(BIN)
+        Self::try_start(dir, port)
+            .unwrap_or_else(|| panic!("herald exited at start: port {port} taken?"))
+    }
+
+    /// On a port nobody else uses: another one if a neighbour took it first.
+    fn start_anywhere(dir: &Path) -> Self {
+        for _ in 0..5 {
+            if let Some(h) = Self::try_start(dir, common::free_port()) {
+                return h;
+            }
+        }
+        panic!("no free port for herald");
+    }
+
+    fn try_start(dir: &Path, port: u16) -> Option<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "herald-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut child = Command::new(BIN)
             .arg("serve")
             .current_dir(dir)
             .env("HERALD_DATABASE_URL", Self::db(dir))
             .env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("HERALD_SITE_NAME", &name)
             .env("HERALD_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return None;
+            }
+            let ours = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && call_text(&format!("http://127.0.0.1:{port}/")).contains(&name);
+            if ours {
+                break;
+            }
             assert!(Instant::now() < deadline, "herald did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self {
+        Some(Self {
             child: Some(child),
             port,
             dir: dir.to_owned(),
-        }
+        })
     }
 
     fn url(&self) -> String {
@@ -89,6 +122,28 @@ impl Drop for Herald {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A blocking GET over std: the body, or nothing when the server does not answer.
+fn call_text(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let Ok(mut s) = std::net::TcpStream::connect(host) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }
 
 /// A blocking JSON request over std (the tests drive the binary from plain threads).
@@ -144,7 +199,7 @@ fn fishjam(h: &Herald, token: &str, deadline: Option<i64>) -> i64 {
 #[test]
 fn herald_report_exit_statuses() {
     let dir = tempfile::tempdir().unwrap();
-    let h = Herald::start(dir.path(), common::free_port());
+    let h = Herald::start_anywhere(dir.path());
     let token = h.token();
     let id = fishjam(&h, &token, None).to_string();
     let url = h.url();
@@ -278,8 +333,8 @@ fn herald_report_exit_statuses() {
 #[test]
 fn herald_report_retries_while_herald_is_briefly_unreachable() {
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let mut h = Herald::start(dir.path(), port);
+    let mut h = Herald::start_anywhere(dir.path());
+    let port = h.port;
     let token = h.token();
     let id = fishjam(&h, &token, None).to_string();
     h.stop();
@@ -316,7 +371,7 @@ fn herald_report_retries_while_herald_is_briefly_unreachable() {
 #[test]
 fn herald_rollout_wait_exit_statuses() {
     let dir = tempfile::tempdir().unwrap();
-    let h = Herald::start(dir.path(), common::free_port());
+    let h = Herald::start_anywhere(dir.path());
     let token = h.token();
     let url = h.url();
     let put = |id: i64, name: &str, body: Value| {
@@ -471,7 +526,7 @@ async fn herald_rollout_wait_exits_6_on_a_stall() {
         };
         service.report(r.id, "a", &report, "test").await.unwrap();
     }
-    let h = Herald::start(dir.path(), common::free_port());
+    let h = Herald::start_anywhere(dir.path());
     let token = h.token();
     let out = tokio::task::spawn_blocking({
         let url = h.url();
@@ -499,7 +554,7 @@ fn readme_handler() -> String {
 #[test]
 fn the_readme_sigterm_handler_drains_and_reports() {
     let dir = tempfile::tempdir().unwrap();
-    let h = Herald::start(dir.path(), common::free_port());
+    let h = Herald::start_anywhere(dir.path());
     let token = h.token();
     let id = fishjam(&h, &token, None);
     let work = dir.path().join("work");
