@@ -733,14 +733,8 @@ pub(crate) async fn after(
     match result {
         Ok(()) => Ok(Redirect::to(&format!("/admin/maintenances/{id}")).into_response()),
         Err(ServiceError::Domain(e)) => {
-            let status = match e {
-                DomainError::Rule(_) => StatusCode::CONFLICT,
-                DomainError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            };
-            let error = Some(match &e {
-                DomainError::Rule(r) => format!("Not done: {r}."),
-                DomainError::Invalid(v) => format!("Not done: the {} {}.", v.field, v.message),
-            });
+            let (status, error) = refusal(&e);
+            let error = Some(error);
             run_page(state, signed_in, id, status, RunState { error, ..keep }).await
         }
         Err(e) => Err(e.into()),
@@ -1372,7 +1366,8 @@ pub async fn edit(
     .await
 }
 
-fn refusal(e: &DomainError) -> (StatusCode, String) {
+/// A refused change as the admin pages say it: the status and the sentence.
+pub(crate) fn refusal(e: &DomainError) -> (StatusCode, String) {
     match e {
         DomainError::Rule(r) => (StatusCode::CONFLICT, format!("Not done: {r}.")),
         DomainError::Invalid(v) => (

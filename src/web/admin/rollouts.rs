@@ -437,14 +437,8 @@ async fn after(
     match result {
         Ok(()) => Ok(Redirect::to(&format!("/admin/rollouts/{id}")).into_response()),
         Err(ServiceError::Domain(e)) => {
-            let status = match e {
-                DomainError::Rule(_) => StatusCode::CONFLICT,
-                DomainError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            };
-            let error = Some(match &e {
-                DomainError::Rule(r) => format!("Not done: {r}."),
-                DomainError::Invalid(v) => format!("Not done: the {} {}.", v.field, v.message),
-            });
+            let (status, error) = super::refusal(&e);
+            let error = Some(error);
             run_page(
                 state,
                 signed_in,
