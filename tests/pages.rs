@@ -462,3 +462,24 @@ async fn health_readiness_and_metrics() {
     );
     assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
 }
+
+/// Made-up HTTP methods cannot mint Prometheus series: anything non-standard is `other`.
+#[tokio::test]
+async fn made_up_methods_leave_metrics_bounded() {
+    let app = TestApp::new().await;
+    for i in 0..300 {
+        let method = axum::http::Method::from_bytes(format!("XMADE{i}").as_bytes()).unwrap();
+        app.request(method, "/", &[]).await;
+    }
+    let text = app.get("/metrics").await.text();
+    assert!(!text.contains("XMADE"), "a made-up method became a label");
+    let other: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("http_requests_total") && l.contains("method=\"other\""))
+        .collect();
+    assert!(!other.is_empty(), "{text}");
+    let mut distinct = other.iter().map(|l| l.rsplit_once(' ').unwrap().0).collect::<Vec<_>>();
+    distinct.dedup();
+    assert_eq!(distinct.len(), other.len(), "one series per route and status");
+    assert!(other.len() <= 2, "{other:#?}");
+}
