@@ -593,3 +593,102 @@ async fn a_channel_that_cannot_send_fails_its_deliveries_with_the_reason() {
     );
     outbox.stop().await;
 }
+
+/// A sender that panics on its first delivery and records the rest: through the channel seam,
+/// not a switch in production code.
+struct PanicsOnce {
+    calls: std::sync::atomic::AtomicUsize,
+    delivered: std::sync::Mutex<Vec<i64>>,
+}
+
+#[async_trait::async_trait]
+impl herald::notify::Sender for PanicsOnce {
+    async fn send(
+        &self,
+        job: &herald::notify::Job<'_>,
+        _: &dyn herald::notify::Progress,
+    ) -> Result<herald::notify::Sent, herald::notify::SendError> {
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            panic!("a payload this sender cannot handle");
+        }
+        self.delivered.lock().unwrap().push(job.delivery.id);
+        Ok(herald::notify::Sent {
+            remote_id: format!("m{}", job.delivery.id),
+            remote_url: None,
+            thread: Some(herald::domain::Thread {
+                root_id: format!("m{}", job.delivery.id),
+                ..Default::default()
+            }),
+        })
+    }
+
+    async fn test(&self, _: &str) -> Result<String, herald::notify::SendError> {
+        Ok(String::new())
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_sender_fails_one_delivery_and_the_worker_goes_on() {
+    let app = TestApp::new().await;
+    let c = app
+        .add_channel(channel(
+            "recorder",
+            ChannelKind::DiscordWebhook,
+            "",
+            "https://discord.com/api/webhooks/1/x",
+            None,
+        ))
+        .await;
+    let sender = std::sync::Arc::new(PanicsOnce {
+        calls: Default::default(),
+        delivered: Default::default(),
+    });
+    let token = tokio_util::sync::CancellationToken::new();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let factory: herald::notify::SenderFactory = {
+        let sender = sender.clone();
+        std::sync::Arc::new(move |_, _, _| {
+            Ok(sender.clone() as std::sync::Arc<dyn herald::notify::Sender>)
+        })
+    };
+    herald::notify::Outbox::spawn_with(
+        app.service.clone(),
+        herald::server::notify_settings(&app.state.settings),
+        token.clone(),
+        tracker.clone(),
+        factory,
+    );
+    let first = app
+        .window("First", Schedule::Tentative { hint: None }, 0, vec![])
+        .await;
+    app.act(first.id, WindowAction::Announce).await;
+    let unsent = app.settle(10).await;
+    assert_eq!(unsent.len(), 1);
+    assert_eq!(unsent[0].state, DeliveryState::Failed);
+    assert!(
+        unsent[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("panicked: a payload this sender cannot handle"),
+        "{unsent:#?}"
+    );
+    // The worker is still there: the next window's announcement goes out.
+    let second = app
+        .window("Second", Schedule::Tentative { hint: None }, 0, vec![])
+        .await;
+    app.act(second.id, WindowAction::Announce).await;
+    app.settle(10).await;
+    let sent = app
+        .service
+        .deliveries(Subject::Window(second.id))
+        .await
+        .unwrap();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].state, DeliveryState::Sent);
+    assert_eq!(sent[0].channel_id, c.id);
+    assert_eq!(*sender.delivered.lock().unwrap(), [sent[0].id]);
+    token.cancel();
+    tracker.close();
+    tracker.wait().await;
+}

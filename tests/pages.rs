@@ -478,8 +478,15 @@ async fn made_up_methods_leave_metrics_bounded() {
         .filter(|l| l.starts_with("http_requests_total") && l.contains("method=\"other\""))
         .collect();
     assert!(!other.is_empty(), "{text}");
-    let mut distinct = other.iter().map(|l| l.rsplit_once(' ').unwrap().0).collect::<Vec<_>>();
+    let mut distinct = other
+        .iter()
+        .map(|l| l.rsplit_once(' ').unwrap().0)
+        .collect::<Vec<_>>();
     distinct.dedup();
-    assert_eq!(distinct.len(), other.len(), "one series per route and status");
+    assert_eq!(
+        distinct.len(),
+        other.len(),
+        "one series per route and status"
+    );
     assert!(other.len() <= 2, "{other:#?}");
 }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -223,9 +224,23 @@ fn backoff(attempts: i64) -> Duration {
     cap.mul_f64(0.5 + frac / 2.0)
 }
 
+/// An outcome that could not be written is not lost silently: the lease lapses and the
+/// delivery is tried again, but the log says why.
+fn logged(delivery: i64, result: crate::store::StoreResult<()>) {
+    if let Err(e) = result {
+        warn!(delivery, error = %e, "could not record a delivery's outcome");
+    }
+}
+
 fn now_ms() -> i64 {
     Timestamp::now().as_millisecond()
 }
+
+/// Builds the sender for a channel: [`sender_for`] in production; tests may put a recorder
+/// (or a sender that misbehaves) behind the same seam.
+pub type SenderFactory = Arc<
+    dyn Fn(&Channel, &NotifySettings, &Service) -> Result<Arc<dyn Sender>, SendError> + Send + Sync,
+>;
 
 /// Starts and stops one worker per enabled channel as channels come and go.
 pub struct Outbox {
@@ -233,6 +248,7 @@ pub struct Outbox {
     settings: NotifySettings,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    senders: SenderFactory,
 }
 
 struct Running {
@@ -249,11 +265,23 @@ impl Outbox {
         cancel: CancellationToken,
         tracker: TaskTracker,
     ) {
+        Self::spawn_with(service, settings, cancel, tracker, Arc::new(sender_for));
+    }
+
+    /// [`Outbox::spawn`] with senders from `senders`.
+    pub fn spawn_with(
+        service: Service,
+        settings: NotifySettings,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+        senders: SenderFactory,
+    ) {
         let outbox = Self {
             service,
             settings,
             cancel,
             tracker: tracker.clone(),
+            senders,
         };
         tracker.spawn(outbox.supervise().instrument(info_span!("outbox")));
     }
@@ -301,6 +329,7 @@ impl Outbox {
                 settings: self.settings.clone(),
                 channel: channel.clone(),
                 stop: stop.clone(),
+                senders: self.senders.clone(),
             };
             let span = info_span!("channel", id = channel.id, name = %channel.name);
             self.tracker.spawn(worker.run().instrument(span));
@@ -343,6 +372,7 @@ struct Worker {
     settings: NotifySettings,
     channel: Channel,
     stop: CancellationToken,
+    senders: SenderFactory,
 }
 
 /// Records a posted message's id on the delivery as soon as it is known.
@@ -381,7 +411,7 @@ impl Progress for DeliveryProgress<'_> {
 
 impl Worker {
     async fn run(self) {
-        let sender = match sender_for(&self.channel, &self.settings, &self.service) {
+        let sender = match (self.senders)(&self.channel, &self.settings, &self.service) {
             Ok(s) => s,
             Err(e) => {
                 // Fail its deliveries with the reason (shown on the run view) rather than
@@ -508,16 +538,22 @@ impl Worker {
         let (loaded, thread_key, thread) = match loaded {
             Ok(Some(found)) => found,
             Ok(None) => {
-                let _ = store
-                    .delivery_failed(d.id, d.attempts, "what it announces no longer exists")
-                    .await;
+                logged(
+                    d.id,
+                    store
+                        .delivery_failed(d.id, d.attempts, "what it announces no longer exists")
+                        .await,
+                );
                 return;
             }
             Err(e) => {
                 warn!(delivery = d.id, error = %e, "could not load a delivery");
-                let _ = store
-                    .delivery_retry(d.id, d.attempts, &e.to_string(), now_ms() + 1000)
-                    .await;
+                logged(
+                    d.id,
+                    store
+                        .delivery_retry(d.id, d.attempts, &e.to_string(), now_ms() + 1000)
+                        .await,
+                );
                 return;
             }
         };
@@ -548,7 +584,25 @@ impl Worker {
             channel_id: d.channel_id,
             thread_key: job.thread_key,
         };
-        let result = sender.send(&job, &progress).await;
+        // One bad payload (or a bug in a sender) must not end the channel's worker: a panic
+        // fails this delivery with the reason, and the worker goes on with the next.
+        let result = match std::panic::AssertUnwindSafe(sender.send(&job, &progress))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".to_owned());
+                tracing::error!(delivery = d.id, panic = %what, "sender panicked");
+                Err(SendError::Permanent(format!(
+                    "Herald's sender panicked: {what}"
+                )))
+            }
+        };
         metrics::counter!("herald_delivery_attempts_total", "channel" => channel.clone())
             .increment(1);
         metrics::histogram!("herald_delivery_attempt_seconds", "channel" => channel.clone())
@@ -582,7 +636,7 @@ impl Worker {
             }
             Err(SendError::Permanent(reason)) => {
                 warn!(delivery = d.id, reason, "delivery failed");
-                let _ = store.delivery_failed(d.id, d.attempts, &reason).await;
+                logged(d.id, store.delivery_failed(d.id, d.attempts, &reason).await);
                 "failed"
             }
             Err(SendError::Transient { reason, after }) => {
@@ -595,11 +649,14 @@ impl Worker {
                 if next / 1000 >= d.deadline_at.as_second() {
                     let reason = format!("{reason}; gave up at the deadline");
                     warn!(delivery = d.id, reason, "delivery failed");
-                    let _ = store.delivery_failed(d.id, d.attempts, &reason).await;
+                    logged(d.id, store.delivery_failed(d.id, d.attempts, &reason).await);
                     "failed"
                 } else {
                     info!(delivery = d.id, reason, attempt = d.attempts, retry_in = ?wait, "delivery will be retried");
-                    let _ = store.delivery_retry(d.id, d.attempts, &reason, next).await;
+                    logged(
+                        d.id,
+                        store.delivery_retry(d.id, d.attempts, &reason, next).await,
+                    );
                     "retry"
                 }
             }

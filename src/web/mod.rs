@@ -199,7 +199,8 @@ impl RouteMetrics {
         });
         metrics.duration.record(elapsed);
         let counts = metrics.counts.read().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, _, counter)) = counts.iter().find(|(m, s, _)| *s == status && *m == method) {
+        if let Some((_, _, counter)) = counts.iter().find(|(m, s, _)| *s == status && *m == method)
+        {
             counter.increment(1);
             return;
         }
