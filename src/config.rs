@@ -33,6 +33,15 @@ pub struct SettingsArgs {
     /// Name shown on the status page [default: Status]
     #[arg(long, global = true, env = "HERALD_SITE_NAME", value_name = "NAME")]
     pub site_name: Option<String>,
+    /// One sentence about the service, for search engines and link previews
+    /// [default: "Maintenance and deployment status of SITE_NAME."]
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_SITE_DESCRIPTION",
+        value_name = "TEXT"
+    )]
+    pub site_description: Option<String>,
     /// Log filter, e.g. info or herald=debug [default: info]
     #[arg(long, global = true, env = "HERALD_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -142,6 +151,7 @@ struct FileSettings {
     database_url: Option<String>,
     public_url: Option<String>,
     site_name: Option<String>,
+    site_description: Option<String>,
     log: Option<String>,
     log_format: Option<LogFormat>,
     #[serde(default, with = "opt_duration")]
@@ -262,6 +272,8 @@ pub struct Settings {
     pub database_url: DatabaseUrl,
     pub public_url: String,
     pub site_name: String,
+    /// `None`: "Maintenance and deployment status of SITE_NAME."
+    pub site_description: Option<String>,
     pub log: String,
     pub log_format: LogFormat,
     pub drain_timeout: Duration,
@@ -319,6 +331,12 @@ impl Settings {
             listen,
             database_url: DatabaseUrl(Secret::new(database_url)),
             public_url: public_url.trim_end_matches('/').to_owned(),
+            site_description: args
+                .site_description
+                .clone()
+                .or(file.site_description)
+                .map(|d| d.trim().to_owned())
+                .filter(|d| !d.is_empty()),
             site_name: args
                 .site_name
                 .clone()
@@ -459,6 +477,8 @@ database_url = "sqlite://data/herald.db"
 
 # Name shown at the top of the status page.                    HERALD_SITE_NAME
 site_name = "Status"
+# One sentence for search engines and link previews (Discord, Slack, Mastodon unfurls).
+# site_description = "Maintenance and deployment status of Example."     HERALD_SITE_DESCRIPTION
 
 # Log filter (tracing EnvFilter syntax) and format (text or json). HERALD_LOG, HERALD_LOG_FORMAT
 log = "info"

@@ -490,3 +490,36 @@ async fn made_up_methods_leave_metrics_bounded() {
     );
     assert!(other.len() <= 2, "{other:#?}");
 }
+
+/// A link to Herald unfurls into a card that says what is happening: a meta description and
+/// Open Graph / Twitter tags, the page's own on a window's page, escaped.
+#[tokio::test]
+async fn pages_carry_descriptions_and_link_cards() {
+    let app = TestApp::new().await;
+    let front = app.get("/").await.text();
+    assert!(front.contains(r#"<meta name="description" content="All systems operational. Maintenance and deployment status of DecAPI status.">"#), "{front}");
+    assert!(front.contains(r#"<meta property="og:url" content="http://127.0.0.1:8080/">"#));
+    assert!(front.contains(r#"<meta property="og:site_name" content="DecAPI status">"#));
+    let m = app
+        .window("Move \"the\" <database>", tentative("Sunday"), 2, vec![])
+        .await;
+    app.act(m.id, WindowAction::Announce).await;
+    app.act(m.id, WindowAction::Start).await;
+    let front = app.get("/").await.text();
+    assert!(
+        front.contains(r#"<meta property="og:description" content="Maintenance in progress. Move &#34;the&#34; &#60;database&#62;: 0 of 2 done."#),
+        "{front}"
+    );
+    let page = app.get(&format!("/maintenance/{}", m.id)).await.text();
+    assert!(page.contains(r#"<meta property="og:title" content="Move &#34;the&#34; &#60;database&#62; · DecAPI status">"#), "{page}");
+    assert!(
+        page.contains(
+            r#"<meta name="description" content="In progress: Moving the database to a cluster.">"#
+        ),
+        "markdown as plain text: {page}"
+    );
+    assert!(page.contains(&format!(
+        r#"<meta property="og:url" content="http://127.0.0.1:8080/maintenance/{}">"#,
+        m.id
+    )));
+}

@@ -74,7 +74,7 @@ impl AppState {
         Self(Arc::new(Inner {
             setup_code,
             service,
-            site: public::Site::new(&settings.site_name),
+            site: public::Site::from_settings(&settings),
             settings,
             pages: cache::PageCache::new(PAGE_MAX_AGE),
             draining: Arc::new(AtomicBool::new(false)),

@@ -18,13 +18,26 @@ use crate::domain::{
 };
 use crate::store::MaintenanceSummary;
 
-/// What every page's frame needs.
+/// What every page's frame needs, and what a link to the page unfurls into.
 #[derive(Debug, Clone)]
 pub struct Site {
     pub name: String,
     pub css: &'static str,
     pub js: &'static str,
     pub icon: &'static str,
+    /// The site's own sentence (HERALD_SITE_DESCRIPTION).
+    pub description: String,
+    /// Base of absolute links (HERALD_PUBLIC_URL), for `og:url`.
+    pub public_url: String,
+    /// This page's title, description and path, when it has its own.
+    pub page: Option<PageMeta>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PageMeta {
+    pub title: String,
+    pub description: String,
+    pub path: String,
 }
 
 impl Site {
@@ -34,12 +47,64 @@ impl Site {
             css: ASSETS.url("style.css"),
             js: ASSETS.url("time.js"),
             icon: ASSETS.url("icon.svg"),
+            description: format!("Maintenance and deployment status of {name}."),
+            public_url: String::new(),
+            page: None,
+        }
+    }
+
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        let site = Self::new(&settings.site_name);
+        Self {
+            description: settings
+                .site_description
+                .clone()
+                .unwrap_or(site.description.clone()),
+            public_url: settings.public_url.clone(),
+            ..site
         }
     }
 
     /// For pages rendered without the app's settings at hand (error pages).
     pub fn current() -> Self {
         Self::new("Status")
+    }
+
+    /// This site, on a page that says what it is about: the description is cut to what
+    /// previews show (about 200 characters) as plain text.
+    pub fn page(&self, title: &str, description: &str, path: &str) -> Self {
+        let plain = description.split_whitespace().collect::<Vec<_>>().join(" ");
+        let description = if plain.chars().count() > 200 {
+            let mut cut: String = plain.chars().take(199).collect();
+            cut.push('…');
+            cut
+        } else {
+            plain
+        };
+        Self {
+            page: Some(PageMeta {
+                title: title.to_owned(),
+                description,
+                path: path.to_owned(),
+            }),
+            ..self.clone()
+        }
+    }
+
+    pub fn meta_title(&self) -> &str {
+        self.page.as_ref().map_or(&self.name, |p| &p.title)
+    }
+
+    pub fn meta_description(&self) -> &str {
+        match &self.page {
+            Some(p) if !p.description.is_empty() => &p.description,
+            _ => &self.description,
+        }
+    }
+
+    pub fn meta_url(&self) -> String {
+        let path = self.page.as_ref().map_or("/", |p| p.path.as_str());
+        format!("{}{path}", self.public_url)
     }
 }
 
@@ -87,6 +152,20 @@ pub fn time(t: Timestamp) -> TimeView {
 }
 
 pub use crate::domain::human_duration;
+
+/// Markdown as plain text (for descriptions in meta tags): the text of its paragraphs.
+pub fn plain_text(source: &str) -> String {
+    use pulldown_cmark::{Event, Parser};
+    let mut out = String::new();
+    for event in Parser::new(source) {
+        match event {
+            Event::Text(t) | Event::Code(t) => out.push_str(&t),
+            Event::SoftBreak | Event::HardBreak | Event::End(_) => out.push(' '),
+            _ => {}
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
 
 /// Markdown → sanitised HTML: raw HTML and script links in the source are stripped.
 pub fn markdown(source: &str) -> String {
@@ -512,9 +591,14 @@ async fn render_index(state: &AppState) -> Result<CachedPage, AppError> {
         .take(RECENT as usize)
         .map(|(_, v)| v)
         .collect();
+    let banner = banner(&active, &upcoming, &rollouts);
+    let summary = match &banner.detail {
+        Some(d) => format!("{}. {d}", banner.headline),
+        None => format!("{}. {}", banner.headline, state.site.description),
+    };
     let page = IndexPage {
-        site: state.site.clone(),
-        banner: banner(&active, &upcoming, &rollouts),
+        site: state.site.page(&state.site.name, &summary, "/"),
+        banner,
         groups,
         active,
         rollouts,
@@ -548,9 +632,19 @@ async fn render_maintenance(state: &AppState, id: i64) -> Result<CachedPage, App
         .iter()
         .map(|r| super::rollouts::rollout_view(r, &[], None, now))
         .collect();
+    let w = window_view(&m, &updates, now);
+    let about = if m.description.trim().is_empty() {
+        format!("{}: {}.", w.state_label, w.progress)
+    } else {
+        format!("{}: {}", w.state_label, plain_text(&m.description))
+    };
     let page = MaintenancePage {
-        site: state.site.clone(),
-        w: window_view(&m, &updates, now),
+        site: state.site.page(
+            &format!("{} · {}", m.title, state.site.name),
+            &about,
+            &w.url,
+        ),
+        w,
         rollouts,
     };
     Ok(html(page.render()?))

@@ -344,14 +344,22 @@ async fn render_rollout(state: &AppState, id: i64) -> Result<super::cache::Cache
             .filter(|m| m.is_public()),
         None => None,
     };
+    let view = rollout_view(
+        &r,
+        &updates,
+        window.as_ref().map(|m| (m.id, m.title.as_str())),
+        service.now(),
+    );
     let page = RolloutPage {
-        site: state.site.clone(),
-        r: rollout_view(
-            &r,
-            &updates,
-            window.as_ref().map(|m| (m.id, m.title.as_str())),
-            service.now(),
+        site: state.site.page(
+            &format!("{} · {}", r.title, state.site.name),
+            &format!(
+                "{}: {}. {}.",
+                view.state_label, view.headline, view.progress
+            ),
+            &view.url,
         ),
+        r: view,
     };
     Ok(html(page.render()?))
 }
