@@ -793,3 +793,44 @@ async fn running_a_rollout_by_forms() {
     let dash = app.get_as("/admin", &me.cookie).await.text();
     assert!(dash.contains("Rollouts under way"));
 }
+
+/// A burst of 200 concurrent wrong sign-ins for one account checks at most the limit's worth
+/// of passwords: each attempt is counted before its password is checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_sign_ins_checks_at_most_the_limit() {
+    let app = TestApp::new().await;
+    app.user("alice", Role::Admin).await;
+    let before = app.service.password_checks();
+    let body = common::form_body(&[("name", "alice"), ("password", "wrong wrong wrong")]);
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let router = app.router.clone();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            use tower::ServiceExt;
+            let request = axum::http::Request::builder()
+                .method("POST")
+                .uri("/admin/login")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(axum::body::Body::from(body))
+                .unwrap();
+            router.oneshot(request).await.unwrap().status()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    let checked = app.service.password_checks() - before;
+    assert!(checked <= 5, "{checked} passwords checked");
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(refused >= 195, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS || *s == StatusCode::UNAUTHORIZED)
+    );
+}

@@ -1,5 +1,7 @@
 //! Users, API tokens and the audit log.
 
+use std::sync::atomic::Ordering;
+
 use sha2::{Digest, Sha256};
 
 use super::{Service, ServiceError, ServiceResult};
@@ -134,6 +136,9 @@ impl Service {
         let name = validate_user_name(name)?;
         validate_password(password)?;
         let password = password.to_owned();
+        let _slot = self
+            .hashing_slot(std::time::Duration::from_secs(30))
+            .await?;
         let hash = tokio::task::spawn_blocking(move || password_auth::generate_hash(password))
             .await
             .map_err(|e| {
@@ -181,12 +186,33 @@ impl Service {
             None => (None, DUMMY_HASH.clone()),
         };
         let password = password.to_owned();
+        let _slot = self.hashing_slot(SIGN_IN_WAIT).await?;
+        self.password_checks.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("herald_password_checks_total").increment(1);
         let ok = tokio::task::spawn_blocking(move || {
             password_auth::verify_password(password, &hash).is_ok()
         })
         .await
         .unwrap_or(false);
         Ok(user.filter(|_| ok))
+    }
+
+    /// A password-hashing slot, waiting at most `wait` for one.
+    async fn hashing_slot(
+        &self,
+        wait: std::time::Duration,
+    ) -> ServiceResult<tokio::sync::OwnedSemaphorePermit> {
+        match tokio::time::timeout(wait, self.hashing.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ServiceError::Busy(
+                "Herald is checking many sign-ins at once; try again in a moment",
+            )),
+        }
+    }
+
+    /// How many passwords sign-ins have checked.
+    pub fn password_checks(&self) -> u64 {
+        self.password_checks.load(Ordering::Relaxed)
     }
 
     /// Open a session for a user who just proved who they are. A new random id each time, so a
@@ -232,6 +258,9 @@ impl Service {
         Ok(self.store.list_audit(limit).await?)
     }
 }
+
+/// How long a sign-in waits for a hashing slot before it is told to try again (429).
+const SIGN_IN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A real argon2id hash (with the same parameters as users'), verified against for unknown names.
 static DUMMY_HASH: std::sync::LazyLock<String> =

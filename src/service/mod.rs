@@ -20,6 +20,9 @@ use crate::store::{Store, StoreError};
 pub enum ServiceError {
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// Too much at once (every password-hashing slot taken): try again shortly.
+    #[error("{0}")]
+    Busy(&'static str),
     #[error(transparent)]
     Domain(#[from] DomainError),
     #[error(transparent)]
@@ -57,6 +60,12 @@ pub struct Service {
     rollout_locks: Arc<[tokio::sync::Mutex<()>; ROLLOUT_LOCKS]>,
     /// The rollouts this process changed last, checked against the stored version on use.
     rollout_cache: Arc<std::sync::Mutex<std::collections::HashMap<i64, crate::domain::Rollout>>>,
+    /// Password hashing (argon2id, about 19 MiB and tens of milliseconds each) runs in at most
+    /// one slot per core; a burst of sign-ins waits briefly or is refused, never piles up
+    /// hundreds of hashes in memory.
+    hashing: Arc<tokio::sync::Semaphore>,
+    /// Passwords checked so far (sign-ins), for metrics and tests.
+    password_checks: Arc<AtomicU64>,
 }
 
 const ROLLOUT_LOCKS: usize = 64;
@@ -92,6 +101,10 @@ impl Service {
             rollout_fold: Duration::from_secs(10),
             rollout_locks: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
             rollout_cache: Arc::default(),
+            hashing: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
+            password_checks: Arc::default(),
         }
     }
 

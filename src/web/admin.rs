@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use serde::Deserialize;
 
 use super::AppState;
-use super::auth::{self, LoginThrottle, SignedIn};
+use super::auth::{self, LoginThrottle, Scope, SignedIn};
 use super::error::{AppError, Form, Path, Query};
 use super::public::{Site, TimeView, WindowView, time, window_view};
 use crate::domain::{
@@ -137,27 +137,29 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
         )
     };
     let throttle: &LoginThrottle = &state.logins;
-    if let Some(wait) = throttle.blocked(&form.name, ip) {
-        let minutes = wait.as_secs().div_ceil(60).max(1);
+    if let Err(wait) = throttle.begin(Scope::Login, &form.name, ip) {
         return again(
             StatusCode::TOO_MANY_REQUESTS,
-            format!("Too many failed attempts. Try again in {minutes} min."),
+            format!(
+                "Too many failed attempts. Try again {}.",
+                auth::wait_text(wait)
+            ),
         );
     }
-    match state
-        .service
-        .verify_user(&form.name, &form.password)
-        .await?
-    {
-        None => {
-            throttle.failed(&form.name, ip);
-            again(
-                StatusCode::UNAUTHORIZED,
-                "Wrong name or password.".to_owned(),
-            )
+    let checked = match state.service.verify_user(&form.name, &form.password).await {
+        Err(ServiceError::Busy(why)) => {
+            throttle.cancel(Scope::Login, &form.name, ip);
+            return again(StatusCode::TOO_MANY_REQUESTS, format!("{why}."));
         }
+        other => other?,
+    };
+    match checked {
+        None => again(
+            StatusCode::UNAUTHORIZED,
+            "Wrong name or password.".to_owned(),
+        ),
         Some(user) => {
-            throttle.succeeded(&form.name);
+            throttle.succeeded(Scope::Login, &form.name, ip);
             signed_in_at(&state, user, &next).await
         }
     }
@@ -221,15 +223,13 @@ pub async fn setup(State(state): State<AppState>, request: Request) -> Result<Re
             },
         )
     };
-    if let Some(wait) = state.logins.blocked("setup", ip) {
-        let minutes = wait.as_secs().div_ceil(60).max(1);
+    if let Err(wait) = state.logins.begin(Scope::Setup, "", ip) {
         return again(
             StatusCode::TOO_MANY_REQUESTS,
-            format!("Too many wrong codes. Try again in {minutes} min."),
+            format!("Too many wrong codes. Try again {}.", auth::wait_text(wait)),
         );
     }
     if !auth::constant_time_eq(form.code.trim().as_bytes(), code.expose().as_bytes()) {
-        state.logins.failed("setup", ip);
         return again(
             StatusCode::UNAUTHORIZED,
             "That is not the setup code in Herald's log.".to_owned(),

@@ -160,66 +160,191 @@ pub fn client_ip(parts_ext: &axum::http::Extensions) -> Option<IpAddr> {
         .map(|ConnectInfo(addr)| addr.ip())
 }
 
-/// Failed logins per account and per address within a window; past the limit, refuse early.
+/// "in 40 s", "in 12 min": how long a throttled visitor waits.
+pub fn wait_text(wait: Duration) -> String {
+    match wait.as_secs() {
+        s if s < 60 => format!("in {} s", s.max(1)),
+        s => format!("in {} min", s.div_ceil(60)),
+    }
+}
+
+/// What a throttled attempt is for: sign-in names and the setup code never share counters
+/// (an account called `setup` is just an account).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Login,
+    Setup,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    /// One account from one address: the limit a guesser hits.
+    Pair(Scope, String, Option<IpAddr>),
+    /// One address, any account: a spray from one place.
+    Address(Scope, Option<IpAddr>),
+    /// One account, any address: slowed down past its cap, never locked, so nobody can keep
+    /// the admin out by guessing from elsewhere.
+    Account(Scope, String),
+}
+
+struct Count {
+    n: u32,
+    since: Instant,
+    last: Instant,
+}
+
+/// Sign-in attempts within a window. An attempt is counted *before* its password is checked
+/// (one lock for the check and the count), so a burst of concurrent attempts checks at most
+/// the limit's worth of passwords; a success takes its attempt back.
 pub struct LoginThrottle {
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    counts: Mutex<HashMap<Key, Count>>,
     window: Duration,
-    per_account: u32,
+    per_pair: u32,
     per_address: u32,
+    /// Past this many failures on one account from anywhere, each further attempt waits a
+    /// growing delay (1 s, 2 s, 4 s … up to a minute) after the one before.
+    account_slowdown: u32,
 }
 
 impl Default for LoginThrottle {
     fn default() -> Self {
         Self {
-            failures: Mutex::new(HashMap::new()),
+            counts: Mutex::new(HashMap::new()),
             window: Duration::from_secs(15 * 60),
-            per_account: 5,
+            per_pair: 5,
             per_address: 20,
+            account_slowdown: 20,
         }
     }
 }
 
+fn account(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
 impl LoginThrottle {
-    fn keys(name: &str, ip: Option<IpAddr>) -> [(String, bool); 2] {
+    fn keys(scope: Scope, name: &str, ip: Option<IpAddr>) -> [Key; 3] {
         [
-            (format!("user:{}", name.trim().to_lowercase()), true),
-            (
-                format!(
-                    "ip:{}",
-                    ip.map_or("unknown".to_owned(), |ip| ip.to_string())
-                ),
-                false,
-            ),
+            Key::Pair(scope, account(name), ip),
+            Key::Address(scope, ip),
+            Key::Account(scope, account(name)),
         ]
     }
 
-    /// `Some(wait)` while either key is over its limit.
-    pub fn blocked(&self, name: &str, ip: Option<IpAddr>) -> Option<Duration> {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures.retain(|_, (_, since)| since.elapsed() < self.window);
-        Self::keys(name, ip)
-            .iter()
-            .filter_map(|(key, account)| {
-                let limit = if *account {
-                    self.per_account
-                } else {
-                    self.per_address
-                };
-                let (count, since) = failures.get(key)?;
-                (*count >= limit).then(|| self.window.saturating_sub(since.elapsed()))
-            })
+    /// Count an attempt, or say how long to wait when it is over a limit (then nothing is
+    /// counted and no password may be checked).
+    pub fn begin(&self, scope: Scope, name: &str, ip: Option<IpAddr>) -> Result<(), Duration> {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.retain(|_, c| c.since.elapsed() < self.window);
+        let [pair, address, whole] = Self::keys(scope, name, ip);
+        let wait_out = |c: Option<&Count>, limit: u32| {
+            c.filter(|c| c.n >= limit)
+                .map(|c| self.window.saturating_sub(c.since.elapsed()))
+        };
+        if let Some(wait) = wait_out(counts.get(&pair), self.per_pair)
+            .into_iter()
+            .chain(wait_out(counts.get(&address), self.per_address))
             .max()
+        {
+            return Err(wait);
+        }
+        if let Some(c) = counts.get(&whole)
+            && c.n >= self.account_slowdown
+        {
+            let over = (c.n - self.account_slowdown).min(6);
+            let delay = Duration::from_secs(1 << over).min(Duration::from_secs(60));
+            let since_last = c.last.elapsed();
+            if since_last < delay {
+                return Err(delay - since_last);
+            }
+        }
+        let now = Instant::now();
+        for key in [pair, address, whole] {
+            let c = counts.entry(key).or_insert(Count {
+                n: 0,
+                since: now,
+                last: now,
+            });
+            c.n += 1;
+            c.last = now;
+        }
+        Ok(())
     }
 
-    pub fn failed(&self, name: &str, ip: Option<IpAddr>) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        for (key, _) in Self::keys(name, ip) {
-            failures.entry(key).or_insert((0, Instant::now())).0 += 1;
+    /// The attempt begun for `name` from `ip` never had its password checked (no slot was
+    /// free): it does not count.
+    pub fn cancel(&self, scope: Scope, name: &str, ip: Option<IpAddr>) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        for key in Self::keys(scope, name, ip) {
+            if let Some(c) = counts.get_mut(&key) {
+                c.n = c.n.saturating_sub(1);
+            }
         }
     }
 
-    pub fn succeeded(&self, name: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures.remove(&format!("user:{}", name.trim().to_lowercase()));
+    /// The attempt begun for `name` from `ip` was right: it was no failure.
+    pub fn succeeded(&self, scope: Scope, name: &str, ip: Option<IpAddr>) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let [pair, address, whole] = Self::keys(scope, name, ip);
+        counts.remove(&pair);
+        for key in [address, whole] {
+            if let Some(c) = counts.get_mut(&key) {
+                c.n = c.n.saturating_sub(1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> Option<IpAddr> {
+        Some(IpAddr::from([192, 0, 2, last]))
+    }
+
+    #[test]
+    fn a_guesser_is_stopped_without_locking_the_owner_out() {
+        let t = LoginThrottle::default();
+        for _ in 0..5 {
+            t.begin(Scope::Login, "alice", ip(1)).unwrap();
+        }
+        assert!(
+            t.begin(Scope::Login, "alice", ip(1)).is_err(),
+            "the pair is over its limit"
+        );
+        // The owner, elsewhere, is not locked out.
+        t.begin(Scope::Login, "Alice ", ip(2)).unwrap();
+        t.succeeded(Scope::Login, "alice", ip(2));
+        // The setup code's counters are its own.
+        t.begin(Scope::Setup, "alice", ip(1)).unwrap();
+    }
+
+    #[test]
+    fn many_addresses_slow_an_account_down_instead_of_locking_it() {
+        let t = LoginThrottle::default();
+        for i in 0..20 {
+            t.begin(Scope::Login, "admin", ip(i)).unwrap();
+        }
+        // Past the cap: the next attempt right away must wait; it is not refused for 15 min.
+        let wait = t.begin(Scope::Login, "admin", ip(100)).unwrap_err();
+        assert!(wait <= Duration::from_secs(1), "{wait:?}");
+        std::thread::sleep(wait + Duration::from_millis(20));
+        t.begin(Scope::Login, "admin", ip(101)).unwrap();
+        let wait = t.begin(Scope::Login, "admin", ip(102)).unwrap_err();
+        assert!(
+            wait > Duration::from_millis(1000) && wait <= Duration::from_secs(2),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn one_address_spraying_accounts_is_stopped() {
+        let t = LoginThrottle::default();
+        for i in 0..20 {
+            t.begin(Scope::Login, &format!("user{i}"), ip(7)).unwrap();
+        }
+        assert!(t.begin(Scope::Login, "user99", ip(7)).is_err());
+        t.begin(Scope::Login, "user99", ip(8)).unwrap();
     }
 }

@@ -43,6 +43,7 @@ impl From<ServiceError> for AppError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::NotFound(_) => Self::NotFound,
+            ServiceError::Busy(why) => Self::TooManyRequests(why.to_owned()),
             ServiceError::Domain(d) => Self::Domain(d),
             ServiceError::Store(s) => s.into(),
         }
