@@ -42,6 +42,15 @@ pub struct SettingsArgs {
         value_name = "TEXT"
     )]
     pub site_description: Option<String>,
+    /// Addresses or CIDRs of reverse proxies whose X-Forwarded-For / Forwarded is believed
+    /// (comma-separated) [default: none]
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_TRUSTED_PROXIES",
+        value_name = "CIDRS"
+    )]
+    pub trusted_proxies: Option<String>,
     /// Log filter, e.g. info or herald=debug [default: info]
     #[arg(long, global = true, env = "HERALD_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -152,6 +161,7 @@ struct FileSettings {
     public_url: Option<String>,
     site_name: Option<String>,
     site_description: Option<String>,
+    trusted_proxies: Option<String>,
     log: Option<String>,
     log_format: Option<LogFormat>,
     #[serde(default, with = "opt_duration")]
@@ -279,11 +289,72 @@ pub struct Settings {
     pub drain_timeout: Duration,
     pub shutdown_delay: Duration,
     pub components: Vec<ComponentSetting>,
+    /// Reverse proxies whose forwarding headers name the client.
+    pub trusted_proxies: Vec<Cidr>,
     /// The first admin, created at start if no user exists.
     pub admin: Option<(String, Secret)>,
     /// The file the settings came from, if any.
     pub config_file: Option<PathBuf>,
     pub announce: AnnounceSettings,
+}
+
+/// An address or a network (`10.0.0.0/8`, `::1`, `fd00::/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or CIDR"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: the prefix must be 0 to {max}"))?,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (std::net::IpAddr::V4(net), std::net::IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (std::net::IpAddr::V6(net), std::net::IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -357,6 +428,22 @@ impl Settings {
                 .or(file.shutdown_delay)
                 .unwrap_or(Duration::ZERO),
             components: file.components.clone(),
+            trusted_proxies: match args
+                .trusted_proxies
+                .clone()
+                .or(file.trusted_proxies.clone())
+            {
+                None => Vec::new(),
+                Some(list) => list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(|c| {
+                        c.parse::<Cidr>()
+                            .map_err(|e| anyhow::anyhow!("HERALD_TRUSTED_PROXIES: {e}"))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            },
             admin: match (
                 args.admin_user.clone(),
                 args.admin_password
@@ -477,6 +564,9 @@ database_url = "sqlite://data/herald.db"
 
 # Name shown at the top of the status page.                    HERALD_SITE_NAME
 site_name = "Status"
+# Reverse proxies whose X-Forwarded-For / Forwarded headers are believed, as addresses or
+# CIDRs; from anyone else they are ignored.                    HERALD_TRUSTED_PROXIES
+# trusted_proxies = "127.0.0.1, 10.0.0.0/8"
 # One sentence for search engines and link previews (Discord, Slack, Mastodon unfurls).
 # site_description = "Maintenance and deployment status of Example."     HERALD_SITE_DESCRIPTION
 

@@ -834,3 +834,68 @@ async fn a_burst_of_sign_ins_checks_at_most_the_limit() {
             .all(|s| *s == StatusCode::TOO_MANY_REQUESTS || *s == StatusCode::UNAUTHORIZED)
     );
 }
+
+/// Behind a trusted reverse proxy each client has its own limit: one guesser cannot lock out
+/// everyone who comes through the same proxy. From an untrusted peer the header is ignored.
+#[tokio::test]
+async fn sign_in_limits_follow_the_client_behind_a_trusted_proxy() {
+    use tower::ServiceExt;
+    let app = TestApp::new().await;
+    app.user("alice", Role::Admin).await;
+    let mut settings = app.state.settings.clone();
+    settings.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+    let router = herald::web::router(herald::web::AppState::new(app.service.clone(), settings));
+    let login = |peer: &'static str, client: &'static str, password: &'static str| {
+        let router = router.clone();
+        async move {
+            let mut request = axum::http::Request::builder()
+                .method("POST")
+                .uri("/admin/login")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-forwarded-for", client)
+                .body(axum::body::Body::from(common::form_body(&[
+                    ("name", "alice"),
+                    ("password", password),
+                ])))
+                .unwrap();
+            request.extensions_mut().insert(axum::extract::ConnectInfo(
+                peer.parse::<std::net::SocketAddr>().unwrap(),
+            ));
+            router.oneshot(request).await.unwrap().status()
+        }
+    };
+    for _ in 0..5 {
+        assert_eq!(
+            login("10.0.0.1:5000", "203.0.113.5", "wrong wrong wrong").await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        login("10.0.0.1:5000", "203.0.113.5", "correct horse battery").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the guesser is stopped"
+    );
+    assert_eq!(
+        login("10.0.0.1:5000", "198.51.100.8", "correct horse battery").await,
+        StatusCode::SEE_OTHER,
+        "the owner, through the same proxy, signs in"
+    );
+    // An untrusted peer's header names nobody: its own address counts.
+    for client in [
+        "192.0.2.1",
+        "192.0.2.2",
+        "192.0.2.3",
+        "192.0.2.4",
+        "192.0.2.5",
+    ] {
+        assert_eq!(
+            login("192.0.2.200:1", client, "wrong wrong wrong").await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        login("192.0.2.200:1", "192.0.2.6", "wrong wrong wrong").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "made-up X-Forwarded-For values do not reset the limit"
+    );
+}

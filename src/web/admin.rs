@@ -122,7 +122,11 @@ pub struct LoginForm {
 
 pub async fn login(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
     auth::same_origin(request.headers())?;
-    let ip = auth::client_ip(request.extensions());
+    let ip = auth::client_ip(
+        request.extensions(),
+        request.headers(),
+        &state.settings.trusted_proxies,
+    );
     let Form(form) = Form::<LoginForm>::from_request(request, &state).await?;
     let next = safe_next(form.next.as_deref());
     let again = |status, error: String| {
@@ -205,7 +209,11 @@ pub struct SetupForm {
 /// `POST /admin/setup`: the setup code from the log makes the first admin, once.
 pub async fn setup(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
     auth::same_origin(request.headers())?;
-    let ip = auth::client_ip(request.extensions());
+    let ip = auth::client_ip(
+        request.extensions(),
+        request.headers(),
+        &state.settings.trusted_proxies,
+    );
     let Form(form) = Form::<SetupForm>::from_request(request, &state).await?;
     let Some(code) = &state.setup_code else {
         return Ok(Redirect::to("/admin/login").into_response());

@@ -153,11 +153,63 @@ pub fn same_origin(headers: &HeaderMap) -> Result<(), AppError> {
     }
 }
 
-/// The client's address, from the connection (never from X-Forwarded-For).
-pub fn client_ip(parts_ext: &axum::http::Extensions) -> Option<IpAddr> {
-    parts_ext
+/// The client's address: the connection's, unless that is a trusted proxy, in which case the
+/// nearest address in `Forwarded` (or else `X-Forwarded-For`) that is not itself a trusted
+/// proxy. Forwarding headers from anyone else are ignored: they are the client's to invent.
+pub fn client_ip(
+    extensions: &axum::http::Extensions,
+    headers: &HeaderMap,
+    trusted: &[crate::config::Cidr],
+) -> Option<IpAddr> {
+    let peer = extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
+        .map(|ConnectInfo(addr)| addr.ip())?;
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<IpAddr> = if headers.contains_key(header::FORWARDED) {
+        headers
+            .get_all(header::FORWARDED)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (k, v) = pair.trim().split_once('=')?;
+                    k.eq_ignore_ascii_case("for").then(|| forwarded_node(v))?
+                })
+            })
+            .collect()
+    } else {
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| forwarded_node(a))
+            .collect()
+    };
+    // Right to left: each trusted proxy appended the address it saw.
+    Some(
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !is_trusted(*ip))
+            .unwrap_or(peer),
+    )
+}
+
+/// An address as forwarding headers write it: `192.0.2.1`, `"[2001:db8::1]:4711"`,
+/// `192.0.2.1:80`.
+fn forwarded_node(v: &str) -> Option<IpAddr> {
+    let v = v.trim().trim_matches('"');
+    if let Some(rest) = v.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    v.parse()
+        .ok()
+        .or_else(|| v.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
 /// "in 40 s", "in 12 min": how long a throttled visitor waits.
@@ -336,6 +388,76 @@ mod tests {
             wait > Duration::from_millis(1000) && wait <= Duration::from_secs(2),
             "{wait:?}"
         );
+    }
+
+    fn from(peer: &str, headers: &[(&str, &str)], trusted: &[&str]) -> Option<IpAddr> {
+        let mut ext = axum::http::Extensions::new();
+        ext.insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let trusted: Vec<crate::config::Cidr> =
+            trusted.iter().map(|c| c.parse().unwrap()).collect();
+        client_ip(&ext, &h, &trusted)
+    }
+
+    #[test]
+    fn forwarding_headers_are_believed_only_from_trusted_proxies() {
+        let xff = [("x-forwarded-for", "203.0.113.9, 10.1.2.3")];
+        // Not a trusted proxy: its headers are ignored.
+        assert_eq!(
+            from("198.51.100.7:4000", &xff, &[]),
+            "198.51.100.7".parse().ok()
+        );
+        assert_eq!(
+            from("198.51.100.7:4000", &xff, &["10.0.0.0/8"]),
+            "198.51.100.7".parse().ok()
+        );
+        // From a trusted proxy: the nearest untrusted address, skipping proxies in the chain.
+        assert_eq!(
+            from("10.0.0.5:4000", &xff, &["10.0.0.0/8"]),
+            "203.0.113.9".parse().ok()
+        );
+        let fwd = [(
+            "forwarded",
+            "for=198.51.100.1, for=\"[2001:db8::7]:4711\";proto=https",
+        )];
+        assert_eq!(
+            from("127.0.0.1:1", &fwd, &["127.0.0.1"]),
+            "2001:db8::7".parse().ok()
+        );
+        // A trusted proxy that forwards nothing is the client as far as Herald can tell.
+        assert_eq!(
+            from("127.0.0.1:1", &[], &["127.0.0.1"]),
+            "127.0.0.1".parse().ok()
+        );
+        // Spoofed entries left of a real client are not believed.
+        let spoof = [("x-forwarded-for", "1.1.1.1, 203.0.113.9")];
+        assert_eq!(
+            from("10.0.0.5:4000", &spoof, &["10.0.0.0/8"]),
+            "203.0.113.9".parse().ok()
+        );
+    }
+
+    #[test]
+    fn cidrs_parse_and_match() {
+        let c: crate::config::Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(c.contains("10.200.1.1".parse().unwrap()));
+        assert!(!c.contains("11.0.0.1".parse().unwrap()));
+        assert!(
+            c.contains("::ffff:10.0.0.1".parse().unwrap()),
+            "IPv4-mapped"
+        );
+        let v6: crate::config::Cidr = "fd00::/8".parse().unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<crate::config::Cidr>().is_err());
+        assert!("localhost".parse::<crate::config::Cidr>().is_err());
+        let all: crate::config::Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("192.0.2.1".parse().unwrap()));
     }
 
     #[test]
