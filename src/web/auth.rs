@@ -187,7 +187,7 @@ pub fn client_ip(
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|a| forwarded_node(a))
+            .filter_map(forwarded_node)
             .collect()
     };
     // Right to left: each trusted proxy appended the address it saw.
