@@ -145,3 +145,145 @@ async fn channels_are_managed_from_the_admin_ui_with_secrets_write_only() {
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert!(app.service.channels().await.unwrap().is_empty());
 }
+
+fn bot(discord: &FakeDiscord, api: &str) -> herald::domain::NewChannel {
+    herald::domain::NewChannel {
+        name: "bot".into(),
+        kind: Some(herald::domain::ChannelKind::DiscordBot),
+        target: discord.text_channel().to_string(),
+        secret: herald::domain::ChannelSecret::new(discord.bot_token()),
+        api_url: Some(api.to_owned()),
+        events: herald::domain::DEFAULT_EVENTS.to_vec(),
+        enabled: true,
+        ..Default::default()
+    }
+}
+
+/// A stored secret never follows a changed address: moving a channel's API base or target
+/// needs the secret again (and drops a Bluesky session); a channel from the environment keeps
+/// its address; the audit log says which fields changed.
+#[tokio::test]
+async fn changing_where_a_channel_sends_needs_the_secret_again() {
+    let app = TestApp::new().await;
+    let discord = FakeDiscord::start().await;
+    let c = app.add_channel(bot(&discord, &discord.base())).await;
+    app.service
+        .store()
+        .set_channel_session(c.id, Some("{\"session\":1}"))
+        .await
+        .unwrap();
+    let mut moved = bot(&discord, "http://198.51.100.9:1");
+    moved.secret = herald::domain::ChannelSecret::new("");
+    let e = app
+        .service
+        .edit_channel(c.id, moved.clone(), "user:alice")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, herald::service::ServiceError::Domain(herald::domain::DomainError::Invalid(v)) if v.field == "secret"),
+        "{e:?}"
+    );
+    assert_eq!(
+        app.service.channel(c.id).await.unwrap().api_url,
+        Some(discord.base())
+    );
+    // Other fields may change without it.
+    let mut renamed = bot(&discord, &discord.base());
+    renamed.secret = herald::domain::ChannelSecret::new("");
+    renamed.name = "bot two".into();
+    app.service
+        .edit_channel(c.id, renamed, "user:alice")
+        .await
+        .unwrap();
+    assert!(
+        app.service
+            .store()
+            .channel_session(c.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // With the secret entered again the move is made, and the old session dropped.
+    moved.secret = herald::domain::ChannelSecret::new(discord.bot_token());
+    app.service
+        .edit_channel(c.id, moved, "user:alice")
+        .await
+        .unwrap();
+    assert_eq!(
+        app.service.channel(c.id).await.unwrap().api_url.as_deref(),
+        Some("http://198.51.100.9:1")
+    );
+    assert_eq!(
+        app.service.store().channel_session(c.id).await.unwrap(),
+        None
+    );
+    let audit = app.service.store().list_audit(10).await.unwrap();
+    let edits: Vec<_> = audit
+        .iter()
+        .filter(|a| a.action == "channel.edit")
+        .map(|a| a.target.clone().unwrap_or_default())
+        .collect();
+    assert!(
+        edits.iter().any(|t| t == "bot: name, api_url"),
+        "{edits:?}"
+    );
+    assert!(edits.iter().any(|t| t == "bot two: name"), "{edits:?}");
+
+    // A channel from the environment keeps the address the environment gives it.
+    let env = app
+        .service
+        .ensure_env_channel(herald::domain::NewChannel {
+            name: "Discord bot".into(),
+            ..bot(&discord, &discord.base())
+        })
+        .await
+        .unwrap();
+    let mut elsewhere = bot(&discord, "http://198.51.100.9:1");
+    elsewhere.name = "Discord bot".into();
+    let e = app
+        .service
+        .edit_channel(env.id, elsewhere, "user:alice")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("comes from the environment"), "{e}");
+}
+
+/// Senders follow no redirect: a token never goes where a redirect points.
+#[tokio::test]
+async fn senders_follow_no_redirects() {
+    let app = TestApp::new().await;
+    let discord = FakeDiscord::start().await;
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let elsewhere = {
+        let hits = hits.clone();
+        let router = axum::Router::new().fallback(move || {
+            hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { "{}" }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        addr
+    };
+    let redirector = {
+        let router = axum::Router::new().fallback(move |uri: axum::http::Uri| async move {
+            axum::response::Redirect::temporary(&format!("http://{elsewhere}{uri}"))
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        addr
+    };
+    let c = app
+        .add_channel(bot(&discord, &format!("http://{redirector}")))
+        .await;
+    let settings = herald::server::notify_settings(&app.state.settings);
+    let sender = herald::notify::sender_for(&c, &settings, &app.service).unwrap();
+    let result = sender.test("hello").await;
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+}

@@ -184,6 +184,49 @@ pub struct Channel {
 }
 
 impl Channel {
+    /// The fields of a checked edit that change where this channel sends: its address
+    /// (webhook or channel id, Bluesky account) and its API base or PDS. Such a change must
+    /// come with the secret again, so a stored secret never follows an address it was not
+    /// given for.
+    pub fn address_changes(&self, new: &NewChannel) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if new.target != self.target {
+            changed.push("target");
+        }
+        if new.api_url != self.api_url {
+            changed.push("api_url");
+        }
+        changed
+    }
+
+    /// Every field a checked edit changes, for the audit log (the secret only as "secret").
+    pub fn changes(&self, new: &NewChannel) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if new.name != self.name {
+            changed.push("name");
+        }
+        changed.extend(self.address_changes(new));
+        if !new.secret.expose().is_empty() && new.secret != self.secret {
+            changed.push("secret");
+        }
+        if new.events != self.events {
+            changed.push("events");
+        }
+        if new.milestones != self.milestones {
+            changed.push("milestones");
+        }
+        if new.mention_role != self.mention_role {
+            changed.push("mention_role");
+        }
+        if new.langs != self.langs {
+            changed.push("langs");
+        }
+        if new.enabled != self.enabled {
+            changed.push("enabled");
+        }
+        changed
+    }
+
     pub fn receives(&self, kind: UpdateKind) -> bool {
         self.enabled
             && self.events.contains(&kind)

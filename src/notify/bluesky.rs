@@ -191,8 +191,7 @@ impl Bluesky {
         })?;
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response
-            .bytes()
+        let bytes = super::read_capped(response)
             .await
             .map_err(|e| CallError::Transport(format!("reading the answer: {e}")))?;
         if status.is_success() {

@@ -231,9 +231,9 @@ impl Discord {
         let status = response.status();
         let headers = response.headers().clone();
         self.note_rate_limit(&headers);
-        let body = response.bytes().await.map_err(|e| {
-            SendError::transient(format!("{what}: reading the answer: {}", e.without_url()))
-        })?;
+        let body = super::read_capped(response)
+            .await
+            .map_err(|e| SendError::transient(format!("{what}: reading the answer: {e}")))?;
         if !status.is_success() {
             return Err(classify(status, &headers, &body, what));
         }

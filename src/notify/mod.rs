@@ -59,6 +59,8 @@ impl NotifySettings {
     /// The HTTP client every sender uses: each request bounded by `request_timeout`.
     pub fn http_client(&self) -> Result<reqwest::Client, SendError> {
         reqwest::Client::builder()
+            // A redirect would carry the token or session to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(self.request_timeout)
             .connect_timeout(self.request_timeout.min(Duration::from_secs(5)))
             .build()
@@ -72,6 +74,26 @@ impl NotifySettings {
     pub fn rollout_url(&self, rollout_id: i64) -> String {
         format!("{}/rollouts/{rollout_id}", self.public_url)
     }
+}
+
+/// The most of an answer a sender reads: Discord's and Bluesky's are a few KiB; a server that
+/// sends more is not one of them.
+pub const ANSWER_MAX: usize = 1 << 20;
+
+/// An answer's body, at most [`ANSWER_MAX`] bytes (an error past that).
+pub async fn read_capped(mut response: reqwest::Response) -> Result<bytes::Bytes, String> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| e.without_url().to_string())?
+    {
+        if body.len() + chunk.len() > ANSWER_MAX {
+            return Err(format!("the answer is longer than {ANSWER_MAX} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// Why an attempt did not go through.

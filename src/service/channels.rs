@@ -68,13 +68,42 @@ impl Service {
             new.target = current.target.clone();
         }
         let new = new.validate(true)?;
+        let moved = current.address_changes(&new);
+        if let Some(field) = moved.first() {
+            if current.source == ChannelSource::Env {
+                return Err(ValidationError::new(
+                    field,
+                    "this channel comes from the environment: change HERALD_DISCORD_* or \
+                     HERALD_BLUESKY_* and restart Herald",
+                )
+                .into());
+            }
+            if new.secret.expose().is_empty() {
+                return Err(ValidationError::new(
+                    "secret",
+                    "enter the secret again: changing where a channel sends needs it, so a \
+                     stored secret never goes to an address it was not given for",
+                )
+                .into());
+            }
+        }
+        let changes = current.changes(&new);
         let channel = self
             .store
             .update_channel(id, &new)
             .await
             .map_err(|e| Self::duplicate_name(e, &new.name))?;
+        if !moved.is_empty() {
+            // A Bluesky session belongs to the PDS and account it was made with.
+            self.store.set_channel_session(id, None).await?;
+        }
+        let what = if changes.is_empty() {
+            channel.name.clone()
+        } else {
+            format!("{}: {}", channel.name, changes.join(", "))
+        };
         self.store
-            .audit(actor, "channel.edit", Some(&channel.name), self.now())
+            .audit(actor, "channel.edit", Some(&what), self.now())
             .await?;
         self.wake_outbox();
         Ok(channel)
