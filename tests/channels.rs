@@ -223,10 +223,7 @@ async fn changing_where_a_channel_sends_needs_the_secret_again() {
         .filter(|a| a.action == "channel.edit")
         .map(|a| a.target.clone().unwrap_or_default())
         .collect();
-    assert!(
-        edits.iter().any(|t| t == "bot: name, api_url"),
-        "{edits:?}"
-    );
+    assert!(edits.iter().any(|t| t == "bot: name, api_url"), "{edits:?}");
     assert!(edits.iter().any(|t| t == "bot two: name"), "{edits:?}");
 
     // A channel from the environment keeps the address the environment gives it.

@@ -76,3 +76,107 @@ fn tokens_and_users_from_the_command_line() {
         assert!(help.contains(sub), "{sub}");
     }
 }
+
+/// `herald user remove|passwd|role`: each ends that user's sessions at once; the last admin
+/// can be neither removed nor demoted.
+#[tokio::test]
+async fn user_remove_passwd_and_role_end_sessions_and_keep_an_admin() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/h.db", dir.path().display());
+    let store = herald::store::SqliteStore::connect(&url).await.unwrap();
+    herald::store::Store::migrate(&store).await.unwrap();
+    let service = herald::service::Service::new(Arc::new(store));
+    let role = herald::domain::Role::Admin;
+    let alice = service
+        .add_user("alice", "correct horse battery", role, "test")
+        .await
+        .unwrap();
+    let bob = service
+        .add_user(
+            "bob",
+            "correct horse battery",
+            herald::domain::Role::Maintainer,
+            "test",
+        )
+        .await
+        .unwrap();
+    let signed_in = |user: herald::domain::User| {
+        let service = service.clone();
+        async move {
+            service
+                .open_session(user)
+                .await
+                .unwrap()
+                .cookie
+                .expose()
+                .to_owned()
+        }
+    };
+    let run = |args: Vec<&'static str>, stdin: &'static str| {
+        let dir = dir.path().to_owned();
+        tokio::task::spawn_blocking(move || herald(&dir, &args, stdin))
+    };
+
+    let bob_session = signed_in(bob.clone()).await;
+    let out = run(vec!["user", "passwd", "bob"], "another long password\n")
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        service.session(&bob_session).await.unwrap().is_none(),
+        "passwd ends sessions"
+    );
+    assert!(
+        service
+            .verify_user("bob", "another long password")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let bob_session = signed_in(bob.clone()).await;
+    let out = run(vec!["user", "role", "bob", "admin"], "").await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        service.session(&bob_session).await.unwrap().is_none(),
+        "role ends sessions"
+    );
+
+    // Two admins now: one may go; then the other is the last and stays.
+    let alice_session = signed_in(alice.clone()).await;
+    let out = run(vec!["user", "remove", "alice"], "").await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        service.session(&alice_session).await.unwrap().is_none(),
+        "remove ends sessions"
+    );
+    let out = run(vec!["user", "remove", "bob"], "").await.unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("last admin"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(vec!["user", "role", "bob", "maintainer"], "")
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("last admin"));
+    let out = run(vec!["user", "remove", "nobody"], "").await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    assert!(out.stdout.is_empty());
+}

@@ -110,6 +110,16 @@ pub enum UserCommand {
         #[arg(long, value_enum, default_value = "maintainer")]
         role: RoleArg,
     },
+    /// Remove a user (their sessions end); the last admin cannot be removed
+    Remove { name: String },
+    /// Set a user's password (read like `add`); their sessions end
+    Passwd { name: String },
+    /// Change a user's role; their sessions end; the last admin cannot be demoted
+    Role {
+        name: String,
+        #[arg(value_enum)]
+        role: RoleArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +186,20 @@ pub fn main() -> anyhow::Result<()> {
                         .add_user(&name, &password, role.into(), "cli")
                         .await?;
                     eprintln!("added {} ({})", user.name, user.role.as_str());
+                }
+                UserCommand::Remove { name } => {
+                    service.remove_user(&name, "cli").await?;
+                    eprintln!("removed {name}; their sessions ended");
+                }
+                UserCommand::Passwd { name } => {
+                    let password = read_password()?;
+                    service.set_password(&name, &password, "cli").await?;
+                    eprintln!("set the password of {name}; their sessions ended");
+                }
+                UserCommand::Role { name, role } => {
+                    let role: Role = role.into();
+                    service.set_role(&name, role, "cli").await?;
+                    eprintln!("{name} is now {}; their sessions ended", role.as_str());
                 }
             }
             Ok(())

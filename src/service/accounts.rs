@@ -9,7 +9,7 @@ use crate::domain::{
     ApiToken, AuditEntry, Role, User, ValidationError, validate_password, validate_token_name,
     validate_user_name,
 };
-use crate::store::StoreError;
+use crate::store::{AccountChange, StoreError};
 
 /// Every token starts with this, so secret scanners and people recognise it.
 pub const TOKEN_PREFIX: &str = "hrld_";
@@ -165,6 +165,64 @@ impl Service {
             )
             .await?;
         Ok(user)
+    }
+
+    /// Remove a user; their sessions end with them. The last admin stays.
+    pub async fn remove_user(&self, name: &str, actor: &str) -> ServiceResult<()> {
+        let outcome = self.store.delete_user(name.trim()).await?;
+        self.account_outcome(outcome, "remove")?;
+        self.store
+            .audit(actor, "user.remove", Some(name.trim()), self.now())
+            .await?;
+        Ok(())
+    }
+
+    /// A new password; the user's sessions end (signed in elsewhere with the old one).
+    pub async fn set_password(&self, name: &str, password: &str, actor: &str) -> ServiceResult<()> {
+        validate_password(password)?;
+        let password = password.to_owned();
+        let _slot = self
+            .hashing_slot(std::time::Duration::from_secs(30))
+            .await?;
+        let hash = tokio::task::spawn_blocking(move || password_auth::generate_hash(password))
+            .await
+            .map_err(|e| {
+                ServiceError::Store(StoreError::Corrupt(format!("hashing failed: {e}")))
+            })?;
+        let outcome = self.store.set_password_hash(name.trim(), &hash).await?;
+        self.account_outcome(outcome, "change the password of")?;
+        self.store
+            .audit(actor, "user.passwd", Some(name.trim()), self.now())
+            .await?;
+        Ok(())
+    }
+
+    /// A new role; the user's sessions end. The last admin stays an admin.
+    pub async fn set_role(&self, name: &str, role: Role, actor: &str) -> ServiceResult<()> {
+        let outcome = self.store.set_role(name.trim(), role).await?;
+        self.account_outcome(outcome, "demote")?;
+        self.store
+            .audit(
+                actor,
+                "user.role",
+                Some(&format!("{} ({})", name.trim(), role.as_str())),
+                self.now(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn account_outcome(&self, outcome: AccountChange, what: &str) -> ServiceResult<()> {
+        match outcome {
+            AccountChange::Done => Ok(()),
+            AccountChange::NoSuchUser => Err(ServiceError::NotFound("user")),
+            AccountChange::LastAdmin => Err(crate::domain::DomainError::from(
+                crate::domain::RuleError::new(format!(
+                    "cannot {what} the last admin: make another user admin first"
+                )),
+            )
+            .into()),
+        }
     }
 
     /// Create the first admin from the environment, unless any user exists. Returns whether it did.

@@ -70,6 +70,15 @@ pub struct RolloutSummary {
     pub targets_healthy: i64,
 }
 
+/// What an account change came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountChange {
+    Done,
+    NoSuchUser,
+    /// Refused: the user is the last admin.
+    LastAdmin,
+}
+
 /// Everything Herald keeps. Implementations make each method atomic.
 #[async_trait]
 pub trait Store: Outbox + Rollouts + Send + Sync + 'static {
@@ -171,6 +180,12 @@ pub trait Store: Outbox + Rollouts + Send + Sync + 'static {
     /// Swap the places of two components in the order.
     async fn swap_components(&self, a: &Component, b: &Component) -> StoreResult<()>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// Remove a user (and so their sessions), unless that would leave no admin.
+    async fn delete_user(&self, name: &str) -> StoreResult<AccountChange>;
+    /// A new password hash; the user's sessions end.
+    async fn set_password_hash(&self, name: &str, hash: &str) -> StoreResult<AccountChange>;
+    /// A new role, unless that would leave no admin; the user's sessions end.
+    async fn set_role(&self, name: &str, role: Role) -> StoreResult<AccountChange>;
 }
 
 /// Channels and the delivery outbox. Workers claim a delivery with a short lease, send it

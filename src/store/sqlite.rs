@@ -13,7 +13,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use tracing::instrument;
 
-use super::{MaintenanceSummary, Page, Store, StoreError, StoreResult};
+use super::{AccountChange, MaintenanceSummary, Page, Store, StoreError, StoreResult};
 use crate::domain::{
     ApiToken, AuditEntry, Component, Impact, Maintenance, NewComponent, NewDelivery,
     NewMaintenance, NewUpdate, Role, Schedule, Step, StepState, Subject, Update, UpdateKind, User,
@@ -267,6 +267,33 @@ async fn insert_updates(
         ids.push(id);
     }
     Ok(ids)
+}
+
+/// Why an account statement changed `rows` rows: done, no such user, or the last admin.
+async fn account_outcome(
+    tx: &mut Transaction<'_, Sqlite>,
+    name: &str,
+    rows: u64,
+) -> StoreResult<AccountChange> {
+    if rows == 1 {
+        return Ok(AccountChange::Done);
+    }
+    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(match exists {
+        Some(_) => AccountChange::LastAdmin,
+        None => AccountChange::NoSuchUser,
+    })
+}
+
+async fn end_sessions(tx: &mut Transaction<'_, Sqlite>, name: &str) -> StoreResult<()> {
+    sqlx::query("DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE name = $1)")
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 async fn replace_components(
@@ -826,5 +853,52 @@ impl Store for SqliteStore {
             .iter()
             .map(user_from)
             .collect()
+    }
+
+    async fn delete_user(&self, name: &str) -> StoreResult<AccountChange> {
+        let mut tx = self.pool.begin().await?;
+        // The check and the change in one statement: two admins removing each other at once
+        // cannot both succeed.
+        let done = sqlx::query(
+            "DELETE FROM users WHERE name = $1 AND (role <> 'admin' \
+             OR (SELECT COUNT(*) FROM users WHERE role = 'admin') > 1)",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        let outcome = account_outcome(&mut tx, name, done.rows_affected()).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn set_password_hash(&self, name: &str, hash: &str) -> StoreResult<AccountChange> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
+            .bind(hash)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        end_sessions(&mut tx, name).await?;
+        let outcome = account_outcome(&mut tx, name, done.rows_affected()).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn set_role(&self, name: &str, role: Role) -> StoreResult<AccountChange> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET role = $1 WHERE name = $2 AND ($1 = 'admin' OR role <> 'admin' \
+             OR (SELECT COUNT(*) FROM users WHERE role = 'admin') > 1)",
+        )
+        .bind(role.as_str())
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            end_sessions(&mut tx, name).await?;
+        }
+        let outcome = account_outcome(&mut tx, name, done.rows_affected()).await?;
+        tx.commit().await?;
+        Ok(outcome)
     }
 }
