@@ -899,3 +899,145 @@ async fn sign_in_limits_follow_the_client_behind_a_trusted_proxy() {
         "made-up X-Forwarded-For values do not reset the limit"
     );
 }
+
+/// Users are removed, re-roled and given new passwords from the Users page, each ending
+/// their sessions; the last admin stays; anyone changes their own password.
+#[tokio::test]
+async fn accounts_are_managed_from_the_users_page() {
+    let app = TestApp::new().await;
+    app.user("alice", Role::Admin).await;
+    app.user("mo", Role::Maintainer).await;
+    let alice = app.sign_in("alice").await;
+    let mo = app.sign_in("mo").await;
+    let act = |who: &common::Browser, user: &str, pairs: Vec<(&'static str, &'static str)>| {
+        let mut all = vec![("csrf", who.csrf.clone())];
+        all.extend(pairs.into_iter().map(|(k, v)| (k, v.to_owned())));
+        let path = format!("/admin/users/{user}");
+        let cookie = who.cookie.clone();
+        let app = &app;
+        async move {
+            let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            app.post_form(&path, Some(&cookie), &pairs, &[]).await
+        }
+    };
+    // The last admin can be neither demoted nor removed.
+    let r = act(
+        &alice,
+        "alice",
+        vec![("action", "role"), ("role", "maintainer")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.text().contains("last admin"));
+    // A maintainer may not manage users.
+    let r = act(&mo, "alice", vec![("action", "remove")]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // A new password for mo ends mo's session.
+    let r = act(
+        &alice,
+        "mo",
+        vec![("action", "password"), ("password", "a brand new password")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.text().contains("their sessions ended"));
+    assert_eq!(
+        app.get_as("/admin", &mo.cookie).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert!(
+        app.service
+            .verify_user("mo", "a brand new password")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let r = act(
+        &alice,
+        "mo",
+        vec![("action", "password"), ("password", "short")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Promote mo, then alice may step down; removing works too.
+    let r = act(&alice, "mo", vec![("action", "role"), ("role", "admin")]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = act(
+        &alice,
+        "alice",
+        vec![("action", "role"), ("role", "maintainer")],
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::SEE_OTHER,
+        "own role changed: signed out"
+    );
+    assert_eq!(
+        app.get_as("/admin", &alice.cookie).await.status,
+        StatusCode::SEE_OTHER
+    );
+
+    // Anyone changes their own password: the current one first, the new one twice.
+    let alice = app.sign_in("alice").await;
+    let change = |current: &str, new: &str, again: &str| {
+        let pairs = [
+            ("csrf", alice.csrf.as_str()),
+            ("current", current),
+            ("password", new),
+            ("again", again),
+        ];
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let app = &app;
+        let cookie = alice.cookie.clone();
+        async move {
+            let pairs: Vec<(&str, &str)> = pairs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            app.post_form("/admin/password", Some(&cookie), &pairs, &[])
+                .await
+        }
+    };
+    let r = change(
+        "wrong wrong wrong",
+        "another good password",
+        "another good password",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = change(
+        "correct horse battery",
+        "another good password",
+        "different one here",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = change(
+        "correct horse battery",
+        "another good password",
+        "another good password",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(
+        app.service
+            .verify_user("alice", "another good password")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        app.get_as("/admin", &alice.cookie).await.status,
+        StatusCode::SEE_OTHER
+    );
+
+    let audit = app.service.store().list_audit(20).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
+    for a in ["user.passwd", "user.role"] {
+        assert!(actions.contains(&a), "{actions:?}");
+    }
+}

@@ -1204,6 +1204,18 @@ struct UsersPage {
     /// The field a refusal concerns, and why.
     error: Option<(&'static str, String)>,
     name: String,
+    /// A refused change to one user's row: (user, why).
+    row_error: Option<(String, String)>,
+    notice: Option<String>,
+}
+
+impl UsersPage {
+    fn row_error_for(&self, user: &str) -> Option<&str> {
+        self.row_error
+            .as_ref()
+            .filter(|(u, _)| u == user)
+            .map(|(_, e)| e.as_str())
+    }
 }
 
 async fn users_page(
@@ -1212,6 +1224,18 @@ async fn users_page(
     status: StatusCode,
     error: Option<(&'static str, String)>,
     name: String,
+) -> Result<Response, AppError> {
+    users_page_with(state, signed_in, status, error, name, None, None).await
+}
+
+async fn users_page_with(
+    state: &AppState,
+    signed_in: &SignedIn,
+    status: StatusCode,
+    error: Option<(&'static str, String)>,
+    name: String,
+    row_error: Option<(String, String)>,
+    notice: Option<String>,
 ) -> Result<Response, AppError> {
     let users = state
         .service
@@ -1228,6 +1252,8 @@ async fn users_page(
             users,
             error,
             name,
+            row_error,
+            notice,
         },
     )
 }
@@ -1277,6 +1303,172 @@ pub async fn add_user(
             )
             .await
         }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AccountForm {
+    csrf: String,
+    /// `remove`, `role` or `password`.
+    action: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// `POST /admin/users/{name}`: remove a user, change their role or set their password; each
+/// ends their sessions. The last admin stays.
+pub async fn account_action(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<AccountForm>,
+) -> Result<Response, AppError> {
+    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
+    let actor = format!("user:{}", signed_in.user.name);
+    let service = &state.service;
+    let (result, done) = match form.action.as_str() {
+        "remove" => (
+            service.remove_user(&name, &actor).await,
+            format!("Removed {name}."),
+        ),
+        "role" => {
+            let role = Role::parse(&form.role)
+                .ok_or_else(|| AppError::BadRequest(format!("unknown role {:?}", form.role)))?;
+            (
+                service.set_role(&name, role, &actor).await,
+                format!("{name} is now {}; their sessions ended.", role.as_str()),
+            )
+        }
+        "password" => (
+            service.set_password(&name, &form.password, &actor).await,
+            format!("Set a new password for {name}; their sessions ended."),
+        ),
+        other => return Err(AppError::BadRequest(format!("unknown action {other:?}"))),
+    };
+    match result {
+        // Changing one's own role or password ends one's own session too.
+        Ok(()) if name == signed_in.user.name && form.action != "remove" => {
+            Ok(Redirect::to("/admin/login").into_response())
+        }
+        Ok(()) => {
+            users_page_with(
+                &state,
+                &signed_in,
+                StatusCode::OK,
+                None,
+                String::new(),
+                None,
+                Some(done),
+            )
+            .await
+        }
+        Err(ServiceError::Domain(e)) => {
+            let (status, why) = refusal(&e);
+            users_page_with(
+                &state,
+                &signed_in,
+                status,
+                None,
+                String::new(),
+                Some((name, why)),
+                None,
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/password.html")]
+struct PasswordPage {
+    site: Site,
+    me: Me,
+    error: Option<(&'static str, String)>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PasswordForm {
+    csrf: String,
+    #[serde(default)]
+    current: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    again: String,
+}
+
+/// `GET /admin/password`: any signed-in user changes their own password.
+pub async fn password_page(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+) -> Result<Response, AppError> {
+    page(
+        StatusCode::OK,
+        &PasswordPage {
+            site: state.site.clone(),
+            me: me(&signed_in),
+            error: None,
+        },
+    )
+}
+
+/// `POST /admin/password`: the current password, then the new one twice. Every session of the
+/// user ends; they sign in again with the new password.
+pub async fn change_password(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<PasswordForm>,
+) -> Result<Response, AppError> {
+    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    let again = |status, field: &'static str, why: String| {
+        page(
+            status,
+            &PasswordPage {
+                site: state.site.clone(),
+                me: me(&signed_in),
+                error: Some((field, why)),
+            },
+        )
+    };
+    let name = signed_in.user.name.clone();
+    match state.service.verify_user(&name, &form.current).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return again(
+                StatusCode::UNAUTHORIZED,
+                "current",
+                "That is not your current password.".to_owned(),
+            );
+        }
+        Err(ServiceError::Busy(why)) => {
+            return again(StatusCode::TOO_MANY_REQUESTS, "current", format!("{why}."));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if form.password != form.again {
+        return again(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "again",
+            "The two new passwords differ.".to_owned(),
+        );
+    }
+    match state
+        .service
+        .set_password(&name, &form.password, &format!("user:{name}"))
+        .await
+    {
+        Ok(()) => Ok(Redirect::to("/admin/login").into_response()),
+        Err(ServiceError::Domain(DomainError::Invalid(e))) => again(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "password",
+            format!("The new password {}.", e.message),
+        ),
         Err(e) => Err(e.into()),
     }
 }

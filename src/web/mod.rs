@@ -333,6 +333,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/components/{slug}", post(admin::edit_component))
         .route("/admin/users", get(admin::users).post(admin::add_user))
+        .route("/admin/users/{name}", post(admin::account_action))
+        .route(
+            "/admin/password",
+            get(admin::password_page).post(admin::change_password),
+        )
         .route(
             "/admin/channels",
             get(admin::channels).post(admin::create_channel),
