@@ -102,6 +102,14 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     let state = build(&settings, demo).await?;
     let listener = TcpListener::bind(settings.listen)
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    if settings.public_url.starts_with("http://") && !settings.listen.ip().is_loopback() {
+        warn!(
+            listen = %settings.listen,
+            public_url = %settings.public_url,
+            "listening beyond this machine while HERALD_PUBLIC_URL is http://: session cookies \
+             are not marked Secure; serve Herald behind https and set HERALD_PUBLIC_URL to it"
+        );
+    }
     info!(
         address = %listener.local_addr()?,
         database = %settings.database_url,

@@ -1041,3 +1041,39 @@ async fn accounts_are_managed_from_the_users_page() {
         assert!(actions.contains(&a), "{actions:?}");
     }
 }
+
+/// Behind https the session cookie is `__Host-` prefixed and Secure, and it signs in.
+#[tokio::test]
+async fn behind_https_the_session_cookie_is_host_prefixed() {
+    use tower::ServiceExt;
+    let app = TestApp::new().await;
+    app.user("alice", Role::Admin).await;
+    let mut settings = app.state.settings.clone();
+    settings.public_url = "https://status.example.com".into();
+    let router = herald::web::router(herald::web::AppState::new(app.service.clone(), settings));
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri("/admin/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", "https://status.example.com")
+        .body(axum::body::Body::from(common::form_body(&[
+            ("name", "alice"),
+            ("password", "correct horse battery"),
+        ])))
+        .unwrap();
+    let r = router.clone().oneshot(request).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set.starts_with("__Host-herald_session="), "{set}");
+    assert!(set.contains("; Path=/;") && set.contains("Secure"), "{set}");
+    let value = set.split(';').next().unwrap().to_owned();
+    let request = axum::http::Request::builder()
+        .uri("/admin")
+        .header("cookie", value)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(
+        router.oneshot(request).await.unwrap().status(),
+        StatusCode::OK
+    );
+}

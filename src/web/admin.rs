@@ -121,7 +121,7 @@ pub struct LoginForm {
 }
 
 pub async fn login(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
-    auth::same_origin(request.headers())?;
+    auth::same_origin(request.headers(), &state.settings.public_url)?;
     let ip = auth::client_ip(
         request.extensions(),
         request.headers(),
@@ -208,7 +208,7 @@ pub struct SetupForm {
 
 /// `POST /admin/setup`: the setup code from the log makes the first admin, once.
 pub async fn setup(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
-    auth::same_origin(request.headers())?;
+    auth::same_origin(request.headers(), &state.settings.public_url)?;
     let ip = auth::client_ip(
         request.extensions(),
         request.headers(),
@@ -277,9 +277,9 @@ pub async fn logout(
     headers: axum::http::HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, AppError> {
-    auth::same_origin(&headers)?;
+    auth::same_origin(&headers, &state.settings.public_url)?;
     signed_in.check_csrf(&form.csrf)?;
-    if let Some(cookie) = auth::cookie(&headers, auth::COOKIE) {
+    if let Some(cookie) = auth::session_from(&headers) {
         state.service.close_session(cookie).await?;
     }
     let mut r = Redirect::to("/admin/login").into_response();

@@ -17,6 +17,14 @@ use crate::domain::{Role, User};
 use crate::service::SESSION_LIFETIME;
 
 pub const COOKIE: &str = "herald_session";
+/// Behind https the cookie carries the `__Host-` prefix: browsers then accept it only when
+/// Secure, for this exact host and path `/`, so a sibling subdomain cannot plant or shadow it.
+pub const HOST_COOKIE: &str = "__Host-herald_session";
+
+/// The session cookie a request carries, under either name.
+pub fn session_from(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, HOST_COOKIE).or_else(|| cookie(headers, COOKIE))
+}
 
 /// The value of cookie `name` in the request.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -30,14 +38,16 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// `Set-Cookie` for a session: HttpOnly, SameSite=Lax, Secure behind https, scoped to /admin.
+/// `Set-Cookie` for a session: HttpOnly, SameSite=Lax; behind https `__Host-` prefixed and
+/// Secure (which needs Path=/), else scoped to /admin.
 pub fn session_cookie(value: &str, secure: bool, max_age: Option<i64>) -> HeaderValue {
     let max_age = max_age.unwrap_or_else(|| SESSION_LIFETIME.as_secs());
-    let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{COOKIE}={value}; Path=/admin; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
-    ))
-    .expect("hex and fixed text are a valid header value")
+    let text = if secure {
+        format!("{HOST_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}; Secure")
+    } else {
+        format!("{COOKIE}={value}; Path=/admin; HttpOnly; SameSite=Lax; Max-Age={max_age}")
+    };
+    HeaderValue::from_str(&text).expect("hex and fixed text are a valid header value")
 }
 
 /// The signed-in user of an admin page.
@@ -45,6 +55,8 @@ pub fn session_cookie(value: &str, secure: bool, max_age: Option<i64>) -> Header
 pub struct SignedIn {
     pub user: User,
     pub csrf: String,
+    /// HERALD_PUBLIC_URL, which a form's Origin may match.
+    pub public_url: String,
 }
 
 impl SignedIn {
@@ -68,7 +80,7 @@ impl SignedIn {
         csrf: &str,
         role: Role,
     ) -> Result<(), AppError> {
-        same_origin(headers)?;
+        same_origin(headers, &self.public_url)?;
         self.check_csrf(csrf)?;
         self.require(role)
     }
@@ -114,11 +126,15 @@ impl FromRequestParts<AppState> for SignedIn {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         let here = parts.uri.path().to_owned();
-        let Some(value) = cookie(&parts.headers, COOKIE) else {
+        let Some(value) = session_from(&parts.headers) else {
             return Err(SignInFirst(here).into_response());
         };
         match state.service.session(value).await {
-            Ok(Some((user, csrf))) => Ok(Self { user, csrf }),
+            Ok(Some((user, csrf))) => Ok(Self {
+                user,
+                csrf,
+                public_url: state.settings.public_url.clone(),
+            }),
             Ok(None) => Err(SignInFirst(here).into_response()),
             Err(e) => Err(AppError::from(e).into_response()),
         }
@@ -128,21 +144,28 @@ impl FromRequestParts<AppState> for SignedIn {
 /// Refuse state-changing requests that a browser says came from another site. Same-site
 /// requests and those without the headers (non-browser clients) pass; the CSRF token is the
 /// second line of defence.
-pub fn same_origin(headers: &HeaderMap) -> Result<(), AppError> {
+///
+/// An Origin is ours when it is the public URL's origin or names the Host the request was sent
+/// to; without a Host header (HTTP/2 sends `:authority` instead) only the public URL counts.
+pub fn same_origin(headers: &HeaderMap, public_url: &str) -> Result<(), AppError> {
     let cross = headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == "cross-site");
-    let origin_mismatch = match (
-        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
-        headers.get(header::HOST).and_then(|v| v.to_str().ok()),
-    ) {
-        (Some("null"), _) => true,
-        (Some(origin), Some(host)) => origin
-            .split_once("://")
-            .map(|(_, rest)| rest)
-            .is_none_or(|rest| rest != host),
-        _ => false,
+    let public_origin = public_url
+        .split_once("://")
+        .map(|(scheme, rest)| format!("{scheme}://{}", rest.split('/').next().unwrap_or("")))
+        .unwrap_or_default();
+    let origin_mismatch = match headers.get(header::ORIGIN).map(|v| v.to_str()) {
+        None => false,
+        Some(Err(_)) | Some(Ok("null")) => true,
+        Some(Ok(origin)) => {
+            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+            let names_host = origin
+                .split_once("://")
+                .is_some_and(|(_, rest)| Some(rest) == host);
+            !(origin.eq_ignore_ascii_case(&public_origin) || names_host)
+        }
     };
     if cross || origin_mismatch {
         Err(AppError::Forbidden(
@@ -440,6 +463,64 @@ mod tests {
         assert_eq!(
             from("10.0.0.5:4000", &spoof, &["10.0.0.0/8"]),
             "203.0.113.9".parse().ok()
+        );
+    }
+
+    fn origin_check(headers: &[(&str, &str)], public: &str) -> bool {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        same_origin(&h, public).is_ok()
+    }
+
+    #[test]
+    fn forms_come_from_this_site_also_without_a_host_header() {
+        let public = "https://status.example.com";
+        // HTTP/2: no Host header; the public URL decides.
+        assert!(origin_check(
+            &[("origin", "https://status.example.com")],
+            public
+        ));
+        assert!(!origin_check(&[("origin", "https://evil.example")], public));
+        // HTTP/1.1 with a Host: the Host or the public URL.
+        assert!(origin_check(
+            &[
+                ("origin", "http://127.0.0.1:8080"),
+                ("host", "127.0.0.1:8080")
+            ],
+            public
+        ));
+        assert!(!origin_check(
+            &[
+                ("origin", "https://evil.example"),
+                ("host", "127.0.0.1:8080")
+            ],
+            public
+        ));
+        assert!(!origin_check(&[("origin", "null")], public));
+        assert!(!origin_check(&[("sec-fetch-site", "cross-site")], public));
+        assert!(
+            origin_check(&[], public),
+            "non-browser clients send neither"
+        );
+    }
+
+    #[test]
+    fn the_cookie_is_host_prefixed_behind_https() {
+        let c = session_cookie("abc", true, None);
+        let c = c.to_str().unwrap();
+        assert!(c.starts_with("__Host-herald_session=abc; Path=/;"), "{c}");
+        assert!(c.contains("Secure") && c.contains("HttpOnly") && !c.contains("Domain"));
+        let plain = session_cookie("abc", false, None);
+        assert!(
+            plain
+                .to_str()
+                .unwrap()
+                .starts_with("herald_session=abc; Path=/admin;")
         );
     }
 
