@@ -772,7 +772,12 @@ async fn running_a_rollout_by_forms() {
     let page = app.get_as(&at, &me.cookie).await.text();
     assert!(page.contains("user:mo"));
     assert!(page.contains("Waiting for the EU evening."));
-    let audit = app.service.store().list_audit(50).await.unwrap();
+    let audit = app
+        .service
+        .store()
+        .list_audit(50, None, None)
+        .await
+        .unwrap();
     let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
     for action in [
         "rollout.create",
@@ -1035,7 +1040,12 @@ async fn accounts_are_managed_from_the_users_page() {
         StatusCode::SEE_OTHER
     );
 
-    let audit = app.service.store().list_audit(20).await.unwrap();
+    let audit = app
+        .service
+        .store()
+        .list_audit(20, None, None)
+        .await
+        .unwrap();
     let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
     for a in ["user.passwd", "user.role"] {
         assert!(actions.contains(&a), "{actions:?}");
@@ -1076,4 +1086,103 @@ async fn behind_https_the_session_cookie_is_host_prefixed() {
         router.oneshot(request).await.unwrap().status(),
         StatusCode::OK
     );
+}
+
+/// Every window and step change is in the audit log with who made it (a user in the UI, a
+/// token on the API); the audit page filters by actor and by window.
+#[tokio::test]
+async fn window_changes_are_audited_with_their_actor() {
+    use axum::http::Method;
+    let app = TestApp::new().await;
+    app.user("alice", Role::Admin).await;
+    let me = app.sign_in("alice").await;
+    let token = app.token(Role::Maintainer).await;
+    let (status, w, _) = app
+        .api(
+            Method::POST,
+            "/api/v1/maintenances",
+            Some(&token),
+            Some(serde_json::json!({"title": "DB move", "steps": [{"title": "Dump"}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = w["id"].as_i64().unwrap();
+    for action in ["announce", "start"] {
+        let (status, _, _) = app
+            .api(
+                Method::POST,
+                &format!("/api/v1/maintenances/{id}/{action}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let r = app
+        .post_form(
+            &format!("/admin/maintenances/{id}/steps/1"),
+            Some(&me.cookie),
+            &[("csrf", &me.csrf), ("action", "start")],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let entries = app
+        .service
+        .audit_filtered(50, None, Some(&format!("window {id}")))
+        .await
+        .unwrap();
+    let seen: Vec<(String, String, String)> = entries
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e.actor.clone(),
+                e.action.clone(),
+                e.target.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let target = format!("window {id}");
+    assert_eq!(
+        seen,
+        [
+            (
+                "token:test".to_owned(),
+                "window.create".to_owned(),
+                target.clone()
+            ),
+            (
+                "token:test".to_owned(),
+                "window.announce".to_owned(),
+                target.clone()
+            ),
+            (
+                "token:test".to_owned(),
+                "window.start".to_owned(),
+                target.clone()
+            ),
+            (
+                "user:alice".to_owned(),
+                "step.start".to_owned(),
+                format!("{target} step 1")
+            ),
+        ]
+    );
+    let page = app
+        .get_as(
+            &format!("/admin/audit?actor=user:alice&window={id}"),
+            &me.cookie,
+        )
+        .await
+        .text();
+    assert!(
+        page.contains("step.start") && !page.contains("window.announce"),
+        "{page}"
+    );
+    let other = app
+        .get_as("/admin/audit?window=999", &me.cookie)
+        .await
+        .text();
+    assert!(!other.contains("step.start"));
 }

@@ -217,7 +217,12 @@ async fn changing_where_a_channel_sends_needs_the_secret_again() {
         app.service.store().channel_session(c.id).await.unwrap(),
         None
     );
-    let audit = app.service.store().list_audit(10).await.unwrap();
+    let audit = app
+        .service
+        .store()
+        .list_audit(10, None, None)
+        .await
+        .unwrap();
     let edits: Vec<_> = audit
         .iter()
         .filter(|a| a.action == "channel.edit")

@@ -105,3 +105,30 @@ pub struct AuditEntry {
     pub target: Option<String>,
     pub created_at: jiff::Timestamp,
 }
+
+/// Who made a change, as the audit log and timelines name them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// A signed-in user of the admin pages.
+    User(String),
+    /// An API token, by its name.
+    Token(String),
+    /// Time-driven changes.
+    Scheduler,
+    /// The `herald` command line.
+    Cli,
+    /// Herald itself (start-up, the demo).
+    System,
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::User(name) => write!(f, "user:{name}"),
+            Self::Token(name) => write!(f, "token:{name}"),
+            Self::Scheduler => f.write_str("scheduler"),
+            Self::Cli => f.write_str("cli"),
+            Self::System => f.write_str("system"),
+        }
+    }
+}

@@ -312,8 +312,18 @@ impl Service {
         Ok(self.store.list_users().await?)
     }
 
+    /// The audit log filtered by who and by what (see [`crate::store::Store::list_audit`]).
+    pub async fn audit_filtered(
+        &self,
+        limit: i64,
+        actor: Option<&str>,
+        target: Option<&str>,
+    ) -> ServiceResult<Vec<AuditEntry>> {
+        Ok(self.store.list_audit(limit, actor, target).await?)
+    }
+
     pub async fn audit_log(&self, limit: i64) -> ServiceResult<Vec<AuditEntry>> {
-        Ok(self.store.list_audit(limit).await?)
+        Ok(self.store.list_audit(limit, None, None).await?)
     }
 }
 

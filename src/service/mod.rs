@@ -66,6 +66,8 @@ pub struct Service {
     hashing: Arc<tokio::sync::Semaphore>,
     /// Passwords checked so far (sign-ins), for metrics and tests.
     password_checks: Arc<AtomicU64>,
+    /// Who the changes made through this handle are by (see [`Service::acting`]).
+    actor: crate::domain::Actor,
 }
 
 const ROLLOUT_LOCKS: usize = 64;
@@ -105,12 +107,26 @@ impl Service {
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             )),
             password_checks: Arc::default(),
+            actor: crate::domain::Actor::System,
         }
     }
 
     pub fn with_rollout_fold(mut self, fold: Duration) -> Self {
         self.rollout_fold = fold;
         self
+    }
+
+    /// This service, making changes in the name of `actor`: every window and step change it
+    /// commits is in the audit log with that actor.
+    pub fn acting(&self, actor: crate::domain::Actor) -> Self {
+        Self {
+            actor,
+            ..self.clone()
+        }
+    }
+
+    pub fn actor(&self) -> &crate::domain::Actor {
+        &self.actor
     }
 
     pub fn with_delivery_deadline(mut self, deadline: Duration) -> Self {
@@ -284,7 +300,20 @@ impl Service {
                 e => ServiceError::Store(e),
             })?;
         self.changed();
+        self.audit_window("window.create", m.id, None).await?;
         Ok(m)
+    }
+
+    /// Record a window change in the audit log with this handle's actor.
+    async fn audit_window(&self, action: &str, id: i64, step: Option<i64>) -> ServiceResult<()> {
+        let target = match step {
+            Some(p) => format!("window {id} step {p}"),
+            None => format!("window {id}"),
+        };
+        self.store
+            .audit(&self.actor.to_string(), action, Some(&target), self.now())
+            .await?;
+        Ok(())
     }
 
     pub async fn maintenance(&self, id: i64) -> ServiceResult<Maintenance> {
@@ -297,6 +326,7 @@ impl Service {
     /// Load, apply `rule`, commit; again from the start if another change won the race.
     async fn change(
         &self,
+        audit: (&str, Option<i64>),
         id: i64,
         rule: impl Fn(&mut Maintenance, Timestamp) -> Result<Vec<NewUpdate>, DomainError>,
     ) -> ServiceResult<Maintenance> {
@@ -325,6 +355,7 @@ impl Service {
                     if !deliveries.is_empty() {
                         self.wake_outbox();
                     }
+                    self.audit_window(audit.0, id, audit.1).await?;
                     return Ok(m);
                 }
                 Err(StoreError::Conflict) => continue,
@@ -340,12 +371,24 @@ impl Service {
         action: WindowAction,
         note: Option<&str>,
     ) -> ServiceResult<Maintenance> {
-        self.change(id, |m, now| m.apply(action, note, now)).await
+        let what = format!(
+            "window.{}",
+            match action {
+                WindowAction::Announce => "announce",
+                WindowAction::Start => "start",
+                WindowAction::Complete => "complete",
+                WindowAction::Cancel => "cancel",
+            }
+        );
+        self.change((&what, None), id, |m, now| m.apply(action, note, now))
+            .await
     }
 
     pub async fn reschedule(&self, id: i64, schedule: Schedule) -> ServiceResult<Maintenance> {
-        self.change(id, |m, now| m.reschedule(schedule.clone(), now))
-            .await
+        self.change(("window.reschedule", None), id, |m, now| {
+            m.reschedule(schedule.clone(), now)
+        })
+        .await
     }
 
     pub async fn step_action(
@@ -355,8 +398,19 @@ impl Service {
         action: StepAction,
         note: Option<&str>,
     ) -> ServiceResult<Maintenance> {
-        self.change(id, |m, now| m.step(position, action, note, now))
-            .await
+        let what = format!(
+            "step.{}",
+            match action {
+                StepAction::Start => "start",
+                StepAction::Done => "done",
+                StepAction::Fail => "fail",
+                StepAction::Skip => "skip",
+            }
+        );
+        self.change((&what, Some(position)), id, |m, now| {
+            m.step(position, action, note, now)
+        })
+        .await
     }
 
     /// Edit what a window says and, in the same commit, move its date.
@@ -366,7 +420,7 @@ impl Service {
         edit: Edit,
         schedule: ScheduleChange,
     ) -> ServiceResult<Maintenance> {
-        self.change(id, |m, now| {
+        self.change(("window.edit", None), id, |m, now| {
             let mut updates = m.edit(edit.clone(), now)?;
             if !schedule.is_empty() {
                 let schedule = schedule.apply_to(m)?;
@@ -378,8 +432,10 @@ impl Service {
     }
 
     pub async fn edit_plan(&self, id: i64, edit: PlanEdit) -> ServiceResult<Maintenance> {
-        self.change(id, |m, now| m.edit_plan(edit.clone(), now))
-            .await
+        self.change(("window.plan", None), id, |m, now| {
+            m.edit_plan(edit.clone(), now)
+        })
+        .await
     }
 
     /// Components by slug, refusing unknown ones.
@@ -403,7 +459,10 @@ impl Service {
     }
 
     pub async fn post_update(&self, id: i64, body: &str) -> ServiceResult<Maintenance> {
-        self.change(id, |m, now| m.post_update(body, now)).await
+        self.change(("window.update", None), id, |m, now| {
+            m.post_update(body, now)
+        })
+        .await
     }
 }
 

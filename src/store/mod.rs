@@ -160,7 +160,14 @@ pub trait Store: Outbox + Rollouts + Send + Sync + 'static {
         target: Option<&str>,
         now: Timestamp,
     ) -> StoreResult<()>;
-    async fn list_audit(&self, limit: i64) -> StoreResult<Vec<AuditEntry>>;
+    /// The newest entries, optionally only by `actor`, and only about `target` ("window 3"
+    /// also matches "window 3 step 2", "rollout 4" also "rollout 4: fishjam-2").
+    async fn list_audit(
+        &self,
+        limit: i64,
+        actor: Option<&str>,
+        target: Option<&str>,
+    ) -> StoreResult<Vec<AuditEntry>>;
 
     async fn insert_session(
         &self,

@@ -746,12 +746,21 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn list_audit(&self, limit: i64) -> StoreResult<Vec<AuditEntry>> {
+    async fn list_audit(
+        &self,
+        limit: i64,
+        actor: Option<&str>,
+        target: Option<&str>,
+    ) -> StoreResult<Vec<AuditEntry>> {
         sqlx::query(
             "SELECT id, actor, action, target, created_at FROM audit_log \
+             WHERE ($2 IS NULL OR actor = $2) \
+               AND ($3 IS NULL OR target = $3 OR target LIKE $3 || ' %' OR target LIKE $3 || ':%') \
              ORDER BY created_at DESC, id DESC LIMIT $1",
         )
         .bind(limit)
+        .bind(actor)
+        .bind(target)
         .fetch_all(&self.pool)
         .await?
         .iter()

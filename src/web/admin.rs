@@ -570,7 +570,12 @@ pub async fn create_window(
         Ok(new) => new,
         Err(errors) => return new_page(&state, &signed_in, form, errors).await,
     };
-    match state.service.create_maintenance(new).await {
+    match state
+        .service
+        .acting(signed_in.actor())
+        .create_maintenance(new)
+        .await
+    {
         Ok(m) => Ok(Redirect::to(&format!("/admin/maintenances/{}", m.id)).into_response()),
         Err(ServiceError::Domain(DomainError::Invalid(e))) => {
             new_page(&state, &signed_in, form, vec![e]).await
@@ -765,6 +770,7 @@ pub async fn window_action(
         .ok_or_else(|| AppError::BadRequest(format!("unknown action {:?}", form.action)))?;
     let result = state
         .service
+        .acting(signed_in.actor())
         .window_action(id, action, note(&form.note))
         .await
         .map(drop);
@@ -787,6 +793,7 @@ pub async fn step_action(
         .ok_or_else(|| AppError::BadRequest(format!("unknown action {:?}", form.action)))?;
     let result = state
         .service
+        .acting(signed_in.actor())
         .step_action(id, position, action, note(&form.note))
         .await
         .map(drop);
@@ -814,9 +821,12 @@ pub async fn reschedule(
     signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
     let mut errors = Vec::new();
     let result = match parse_schedule(&form.schedule, &mut errors) {
-        Some(schedule) if errors.is_empty() => {
-            state.service.reschedule(id, schedule).await.map(drop)
-        }
+        Some(schedule) if errors.is_empty() => state
+            .service
+            .acting(signed_in.actor())
+            .reschedule(id, schedule)
+            .await
+            .map(drop),
         _ => Err(ServiceError::from(
             errors.into_iter().next().unwrap_or_else(|| {
                 ValidationError::new("starts_at", "give the start, or choose \"No date yet\"")
@@ -845,7 +855,12 @@ pub async fn post_update(
     Form(form): Form<UpdateForm>,
 ) -> Result<Response, AppError> {
     signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
-    let result = state.service.post_update(id, &form.body).await.map(drop);
+    let result = state
+        .service
+        .acting(signed_in.actor())
+        .post_update(id, &form.body)
+        .await
+        .map(drop);
     let keep = RunState {
         update_body: form.body.clone(),
         ..RunState::default()
@@ -1001,16 +1016,38 @@ struct AuditPage {
     site: Site,
     me: Me,
     entries: Vec<AuditRow>,
+    actor: String,
+    window: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AuditQuery {
+    /// Only entries by this actor (`user:alice`, `token:deploy`).
+    #[serde(default)]
+    actor: String,
+    /// Only entries about this window (its id).
+    #[serde(default)]
+    window: String,
 }
 
 pub async fn audit(
     State(state): State<AppState>,
     signed_in: SignedIn,
+    Query(q): Query<AuditQuery>,
 ) -> Result<Response, AppError> {
     signed_in.require(Role::Admin)?;
+    let actor = Some(q.actor.trim()).filter(|a| !a.is_empty());
+    let window = match q.window.trim() {
+        "" => None,
+        w => Some(format!(
+            "window {}",
+            w.parse::<i64>()
+                .map_err(|_| AppError::BadRequest("window is a window's number".to_owned()))?
+        )),
+    };
     let entries = state
         .service
-        .audit_log(200)
+        .audit_filtered(200, actor, window.as_deref())
         .await?
         .into_iter()
         .map(|e| AuditRow {
@@ -1026,6 +1063,8 @@ pub async fn audit(
             site: state.site.clone(),
             me: me(&signed_in),
             entries,
+            actor: q.actor.trim().to_owned(),
+            window: q.window.trim().to_owned(),
         },
     )
 }
@@ -1602,6 +1641,7 @@ pub async fn save_edit(
         Ok(components) => {
             state
                 .service
+                .acting(signed_in.actor())
                 .edit(
                     id,
                     crate::domain::Edit {
@@ -1675,7 +1715,12 @@ pub async fn edit_plan(
             )));
         }
     };
-    match state.service.edit_plan(id, edit).await {
+    match state
+        .service
+        .acting(signed_in.actor())
+        .edit_plan(id, edit)
+        .await
+    {
         Ok(_) => Ok(Redirect::to(&format!("/admin/maintenances/{id}/edit")).into_response()),
         Err(ServiceError::Domain(e)) => {
             let (status, message) = refusal(&e);

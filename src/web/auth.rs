@@ -60,6 +60,11 @@ pub struct SignedIn {
 }
 
 impl SignedIn {
+    /// Who the audit log names for this user.
+    pub fn actor(&self) -> crate::domain::Actor {
+        crate::domain::Actor::User(self.user.name.clone())
+    }
+
     /// Refuse a form whose CSRF token is not this session's.
     pub fn check_csrf(&self, sent: &str) -> Result<(), AppError> {
         if constant_time_eq(sent.as_bytes(), self.csrf.as_bytes()) {

@@ -139,7 +139,11 @@ impl Bearer {
 
     /// Who the audit log names for this token.
     pub fn actor(&self) -> String {
-        format!("token:{}", self.0.name)
+        self.actor_id().to_string()
+    }
+
+    pub fn actor_id(&self) -> crate::domain::Actor {
+        crate::domain::Actor::Token(self.0.name.clone())
     }
 }
 

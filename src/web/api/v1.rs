@@ -417,7 +417,7 @@ async fn create_maintenance(
     Body(input): Body<CreateMaintenance>,
 ) -> ApiResult<(StatusCode, Json<MaintenanceJson>)> {
     bearer.require(Role::Maintainer)?;
-    let service = &state.service;
+    let service = &state.service.acting(bearer.actor_id());
     let schedule = Schedule::from_parts(
         input.starts_at,
         input.ends_at,
@@ -482,7 +482,7 @@ async fn patch_maintenance(
     Body(input): Body<PatchMaintenance>,
 ) -> ApiResult<Json<MaintenanceJson>> {
     bearer.require(Role::Maintainer)?;
-    let service = &state.service;
+    let service = &state.service.acting(bearer.actor_id());
     let components = match input.components {
         Some(list) => Some(service.components_by_slug(&slugs(Some(list))).await?),
         None => None,
@@ -529,6 +529,7 @@ async fn window_action(
     let action = WindowAction::parse(&action).ok_or(AppError::NotFound)?;
     let m = state
         .service
+        .acting(bearer.actor_id())
         .window_action(id, action, input.note.as_deref())
         .await?;
     Ok(Json(maintenance_json(&m, &state.settings.public_url)))
@@ -558,6 +559,7 @@ async fn step_action(
     let action = StepAction::parse(&action).ok_or(AppError::NotFound)?;
     let m = state
         .service
+        .acting(bearer.actor_id())
         .step_action(id, position, action, input.note.as_deref())
         .await?;
     Ok(Json(maintenance_json(&m, &state.settings.public_url)))
@@ -597,7 +599,11 @@ async fn post_update(
     Body(input): Body<UpdateInput>,
 ) -> ApiResult<(StatusCode, Json<UpdateJson>)> {
     bearer.require(Role::Maintainer)?;
-    state.service.post_update(id, &input.body).await?;
+    state
+        .service
+        .acting(bearer.actor_id())
+        .post_update(id, &input.body)
+        .await?;
     let latest = state.service.store().list_updates(id, Some(1)).await?;
     let update = latest
         .first()
