@@ -1,0 +1,482 @@
+//! Accounts (admins): API tokens, the audit log, users, and everyone's own password.
+
+use super::*;
+
+// ----- tokens and audit log (admins) ---------------------------------------------------------
+
+pub struct TokenRow {
+    id: i64,
+    name: String,
+    role: &'static str,
+    prefix: String,
+    last_used: Option<TimeView>,
+    revoked: bool,
+}
+
+#[derive(Template)]
+#[template(path = "admin/tokens.html")]
+struct TokensPage {
+    site: Site,
+    me: Me,
+    tokens: Vec<TokenRow>,
+    created: Option<String>,
+    error: Option<String>,
+    name: String,
+}
+
+async fn tokens_page(
+    state: &AppState,
+    signed_in: &SignedIn,
+    status: StatusCode,
+    created: Option<String>,
+    error: Option<String>,
+    name: String,
+) -> Result<Response, AppError> {
+    let tokens = state
+        .service
+        .tokens()
+        .await?
+        .into_iter()
+        .map(|t| TokenRow {
+            id: t.id,
+            name: t.name,
+            role: t.role.as_str(),
+            prefix: t.prefix,
+            last_used: t.last_used_at.map(time),
+            revoked: t.revoked_at.is_some(),
+        })
+        .collect();
+    page(
+        status,
+        &TokensPage {
+            site: state.site.clone(),
+            me: me(signed_in),
+            tokens,
+            created,
+            error,
+            name,
+        },
+    )
+}
+
+pub async fn tokens(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+) -> Result<Response, AppError> {
+    signed_in.require(Role::Admin)?;
+    tokens_page(
+        &state,
+        &signed_in,
+        StatusCode::OK,
+        None,
+        None,
+        String::new(),
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenForm {
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    role: String,
+}
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Result<Response, AppError> {
+    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
+    let role = Role::parse(&form.role).unwrap_or(Role::Maintainer);
+    let actor = format!("user:{}", signed_in.user.name);
+    match state.service.create_token(&form.name, role, &actor).await {
+        Ok(new) => {
+            let secret = new.secret.expose().to_owned();
+            tokens_page(
+                &state,
+                &signed_in,
+                StatusCode::CREATED,
+                Some(secret),
+                None,
+                String::new(),
+            )
+            .await
+        }
+        Err(ServiceError::Domain(DomainError::Invalid(e))) => {
+            let error = Some(format!("The {} {}.", e.field, e.message));
+            tokens_page(
+                &state,
+                &signed_in,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                None,
+                error,
+                form.name,
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, AppError> {
+    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
+    state
+        .service
+        .revoke_token(id, &format!("user:{}", signed_in.user.name))
+        .await?;
+    Ok(Redirect::to("/admin/tokens").into_response())
+}
+
+pub struct AuditRow {
+    at: TimeView,
+    actor: String,
+    action: String,
+    target: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/audit.html")]
+struct AuditPage {
+    site: Site,
+    me: Me,
+    entries: Vec<AuditRow>,
+    actor: String,
+    window: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AuditQuery {
+    /// Only entries by this actor (`user:alice`, `token:deploy`).
+    #[serde(default)]
+    actor: String,
+    /// Only entries about this window (its id).
+    #[serde(default)]
+    window: String,
+}
+
+pub async fn audit(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, AppError> {
+    signed_in.require(Role::Admin)?;
+    let actor = Some(q.actor.trim()).filter(|a| !a.is_empty());
+    let window = match q.window.trim() {
+        "" => None,
+        w => Some(format!(
+            "window {}",
+            w.parse::<i64>()
+                .map_err(|_| AppError::BadRequest("window is a window's number".to_owned()))?
+        )),
+    };
+    let entries = state
+        .service
+        .audit_filtered(200, actor, window.as_deref())
+        .await?
+        .into_iter()
+        .map(|e| AuditRow {
+            at: time(e.created_at),
+            actor: e.actor,
+            action: e.action,
+            target: e.target.unwrap_or_default(),
+        })
+        .collect();
+    page(
+        StatusCode::OK,
+        &AuditPage {
+            site: state.site.clone(),
+            me: me(&signed_in),
+            entries,
+            actor: q.actor.trim().to_owned(),
+            window: q.window.trim().to_owned(),
+        },
+    )
+}
+
+#[derive(Template)]
+#[template(path = "admin/users.html")]
+struct UsersPage {
+    site: Site,
+    me: Me,
+    users: Vec<(String, &'static str, TimeView)>,
+    /// The field a refusal concerns, and why.
+    error: Option<(&'static str, String)>,
+    name: String,
+    /// A refused change to one user's row: (user, why).
+    row_error: Option<(String, String)>,
+    notice: Option<String>,
+}
+
+impl UsersPage {
+    fn row_error_for(&self, user: &str) -> Option<&str> {
+        self.row_error
+            .as_ref()
+            .filter(|(u, _)| u == user)
+            .map(|(_, e)| e.as_str())
+    }
+}
+
+async fn users_page(
+    state: &AppState,
+    signed_in: &SignedIn,
+    status: StatusCode,
+    error: Option<(&'static str, String)>,
+    name: String,
+) -> Result<Response, AppError> {
+    users_page_with(state, signed_in, status, error, name, None, None).await
+}
+
+async fn users_page_with(
+    state: &AppState,
+    signed_in: &SignedIn,
+    status: StatusCode,
+    error: Option<(&'static str, String)>,
+    name: String,
+    row_error: Option<(String, String)>,
+    notice: Option<String>,
+) -> Result<Response, AppError> {
+    let users = state
+        .service
+        .users()
+        .await?
+        .into_iter()
+        .map(|u| (u.name, u.role.as_str(), time(u.created_at)))
+        .collect();
+    page(
+        status,
+        &UsersPage {
+            site: state.site.clone(),
+            me: me(signed_in),
+            users,
+            error,
+            name,
+            row_error,
+            notice,
+        },
+    )
+}
+
+pub async fn users(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+) -> Result<Response, AppError> {
+    signed_in.require(Role::Admin)?;
+    users_page(&state, &signed_in, StatusCode::OK, None, String::new()).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UserForm {
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    role: String,
+}
+
+pub async fn add_user(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<UserForm>,
+) -> Result<Response, AppError> {
+    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
+    let role = Role::parse(&form.role).unwrap_or(Role::Maintainer);
+    let actor = format!("user:{}", signed_in.user.name);
+    match state
+        .service
+        .add_user(&form.name, &form.password, role, &actor)
+        .await
+    {
+        Ok(_) => Ok(Redirect::to("/admin/users").into_response()),
+        Err(ServiceError::Domain(DomainError::Invalid(e))) => {
+            let error = Some((e.field, format!("The {} {}.", e.field, e.message)));
+            users_page(
+                &state,
+                &signed_in,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                error,
+                form.name,
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AccountForm {
+    csrf: String,
+    /// `remove`, `role` or `password`.
+    action: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// `POST /admin/users/{name}`: remove a user, change their role or set their password; each
+/// ends their sessions. The last admin stays.
+pub async fn account_action(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<AccountForm>,
+) -> Result<Response, AppError> {
+    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
+    let actor = format!("user:{}", signed_in.user.name);
+    let service = &state.service;
+    let (result, done) = match form.action.as_str() {
+        "remove" => (
+            service.remove_user(&name, &actor).await,
+            format!("Removed {name}."),
+        ),
+        "role" => {
+            let role = Role::parse(&form.role)
+                .ok_or_else(|| AppError::BadRequest(format!("unknown role {:?}", form.role)))?;
+            (
+                service.set_role(&name, role, &actor).await,
+                format!("{name} is now {}; their sessions ended.", role.as_str()),
+            )
+        }
+        "password" => (
+            service.set_password(&name, &form.password, &actor).await,
+            format!("Set a new password for {name}; their sessions ended."),
+        ),
+        other => return Err(AppError::BadRequest(format!("unknown action {other:?}"))),
+    };
+    match result {
+        // Changing one's own role or password ends one's own session too.
+        Ok(()) if name == signed_in.user.name && form.action != "remove" => {
+            Ok(Redirect::to("/admin/login").into_response())
+        }
+        Ok(()) => {
+            users_page_with(
+                &state,
+                &signed_in,
+                StatusCode::OK,
+                None,
+                String::new(),
+                None,
+                Some(done),
+            )
+            .await
+        }
+        Err(ServiceError::Domain(e)) => {
+            let (status, why) = refusal(&e);
+            users_page_with(
+                &state,
+                &signed_in,
+                status,
+                None,
+                String::new(),
+                Some((name, why)),
+                None,
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/password.html")]
+struct PasswordPage {
+    site: Site,
+    me: Me,
+    error: Option<(&'static str, String)>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PasswordForm {
+    csrf: String,
+    #[serde(default)]
+    current: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    again: String,
+}
+
+/// `GET /admin/password`: any signed-in user changes their own password.
+pub async fn password_page(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+) -> Result<Response, AppError> {
+    page(
+        StatusCode::OK,
+        &PasswordPage {
+            site: state.site.clone(),
+            me: me(&signed_in),
+            error: None,
+        },
+    )
+}
+
+/// `POST /admin/password`: the current password, then the new one twice. Every session of the
+/// user ends; they sign in again with the new password.
+pub async fn change_password(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<PasswordForm>,
+) -> Result<Response, AppError> {
+    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    let again = |status, field: &'static str, why: String| {
+        page(
+            status,
+            &PasswordPage {
+                site: state.site.clone(),
+                me: me(&signed_in),
+                error: Some((field, why)),
+            },
+        )
+    };
+    let name = signed_in.user.name.clone();
+    match state.service.verify_user(&name, &form.current).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return again(
+                StatusCode::UNAUTHORIZED,
+                "current",
+                "That is not your current password.".to_owned(),
+            );
+        }
+        Err(ServiceError::Busy(why)) => {
+            return again(StatusCode::TOO_MANY_REQUESTS, "current", format!("{why}."));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if form.password != form.again {
+        return again(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "again",
+            "The two new passwords differ.".to_owned(),
+        );
+    }
+    match state
+        .service
+        .set_password(&name, &form.password, &format!("user:{name}"))
+        .await
+    {
+        Ok(()) => Ok(Redirect::to("/admin/login").into_response()),
+        Err(ServiceError::Domain(DomainError::Invalid(e))) => again(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "password",
+            format!("The new password {}.", e.message),
+        ),
+        Err(e) => Err(e.into()),
+    }
+}

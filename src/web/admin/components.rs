@@ -1,0 +1,168 @@
+//! Components (admins): add, rename, regroup, reorder.
+
+use super::*;
+
+// ----- components and users (admins) ---------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ComponentForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    slug: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    op: String,
+}
+
+pub struct ComponentRow {
+    slug: String,
+    name: String,
+    group: String,
+    description: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/components.html")]
+struct ComponentsPage {
+    site: Site,
+    me: Me,
+    components: Vec<ComponentRow>,
+    new: ComponentForm,
+    errors: Vec<ValidationError>,
+    error: Option<String>,
+}
+
+impl ComponentsPage {
+    fn field_error(&self, field: &str) -> Option<&str> {
+        field_error(&self.errors, field)
+    }
+}
+
+async fn components_page(
+    state: &AppState,
+    signed_in: &SignedIn,
+    status: StatusCode,
+    new: ComponentForm,
+    errors: Vec<ValidationError>,
+) -> Result<Response, AppError> {
+    let components = state
+        .service
+        .components()
+        .await?
+        .into_iter()
+        .map(|c| ComponentRow {
+            slug: c.slug,
+            name: c.name,
+            group: c.group_name.unwrap_or_default(),
+            description: c.description.unwrap_or_default(),
+        })
+        .collect();
+    let error = (!errors.is_empty()).then(|| "Please correct the fields marked below.".to_owned());
+    page(
+        status,
+        &ComponentsPage {
+            site: state.site.clone(),
+            me: me(signed_in),
+            components,
+            new,
+            errors,
+            error,
+        },
+    )
+}
+
+pub async fn components(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+) -> Result<Response, AppError> {
+    signed_in.require(Role::Admin)?;
+    components_page(
+        &state,
+        &signed_in,
+        StatusCode::OK,
+        ComponentForm::default(),
+        Vec::new(),
+    )
+    .await
+}
+
+pub async fn create_component(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<ComponentForm>,
+) -> Result<Response, AppError> {
+    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
+    let new = crate::domain::NewComponent {
+        slug: form.slug.clone(),
+        name: form.name.clone(),
+        description: Some(form.description.clone()),
+        group_name: Some(form.group.clone()),
+    };
+    match state.service.create_component(new).await {
+        Ok(c) => {
+            state
+                .service
+                .store()
+                .audit(
+                    &format!("user:{}", signed_in.user.name),
+                    "component.create",
+                    Some(&c.slug),
+                    state.service.now(),
+                )
+                .await?;
+            Ok(Redirect::to("/admin/components").into_response())
+        }
+        Err(ServiceError::Domain(DomainError::Invalid(e))) => {
+            components_page(
+                &state,
+                &signed_in,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                form,
+                vec![e],
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn edit_component(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(slug): Path<String>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<ComponentForm>,
+) -> Result<Response, AppError> {
+    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
+    let actor = format!("user:{}", signed_in.user.name);
+    let result = match form.op.as_str() {
+        "up" => state.service.move_component(&slug, -1, &actor).await,
+        "down" => state.service.move_component(&slug, 1, &actor).await,
+        _ => state
+            .service
+            .edit_component(&slug, &form.name, &form.description, &form.group, &actor)
+            .await
+            .map(drop),
+    };
+    match result {
+        Ok(()) => Ok(Redirect::to("/admin/components").into_response()),
+        Err(ServiceError::Domain(DomainError::Invalid(e))) => {
+            components_page(
+                &state,
+                &signed_in,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ComponentForm::default(),
+                vec![e],
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,288 @@
+//! Running a window: the run view with its actions, steps, schedule, updates and
+//! deliveries.
+
+use super::*;
+
+// ----- running a window ----------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "admin/run.html")]
+struct RunPage {
+    site: Site,
+    me: Me,
+    w: WindowView,
+    public: bool,
+    current: Option<crate::web::public::StepView>,
+    actions: Vec<(&'static str, &'static str, bool)>,
+    step_actions: Vec<(&'static str, &'static str, &'static str)>,
+    error: Option<String>,
+    notice: Option<String>,
+    note: String,
+    update_body: String,
+    schedule: ScheduleFields,
+    can_reschedule: bool,
+    /// The schedule form was just refused: show it open.
+    schedule_open: bool,
+    deliveries: Vec<channels::DeliveryRow>,
+    /// Deliveries not yet sent (pending, failed, skipped): listed first, the rest folded.
+    unsent_count: usize,
+    previews: Vec<channels::Preview>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RunState {
+    error: Option<String>,
+    notice: Option<String>,
+    note: String,
+    update_body: String,
+    schedule: Option<ScheduleFields>,
+}
+
+/// The form fields showing a window's current schedule (in UTC).
+fn schedule_fields(m: &crate::domain::Maintenance) -> ScheduleFields {
+    let local = |t: Option<Timestamp>| {
+        t.map(|t| t.strftime("%Y-%m-%dT%H:%M").to_string())
+            .unwrap_or_default()
+    };
+    ScheduleFields {
+        when: if m.starts_at.is_some() {
+            "fixed"
+        } else {
+            "tentative"
+        }
+        .to_owned(),
+        schedule_hint: m.schedule_hint.clone().unwrap_or_default(),
+        starts_at: local(m.starts_at),
+        ends_at: local(m.ends_at),
+        time_zone: "UTC".to_owned(),
+    }
+}
+
+async fn run_page(
+    state: &AppState,
+    signed_in: &SignedIn,
+    id: i64,
+    status: StatusCode,
+    extra: RunState,
+) -> Result<Response, AppError> {
+    let m = state.service.maintenance(id).await?;
+    let updates = state.service.store().list_updates(id, None).await?;
+    let w = window_view(&m, &updates, state.service.now());
+    // What to offer comes from the rules themselves; only the wording is decided here.
+    let actions = m
+        .allowed_actions()
+        .into_iter()
+        .map(|a| match a {
+            WindowAction::Announce => ("announce", "Announce", false),
+            WindowAction::Start => ("start", "Start", true),
+            WindowAction::Complete => ("complete", "Complete", true),
+            WindowAction::Cancel => ("cancel", "Cancel", true),
+        })
+        .collect();
+    // The step to act on: the one running, a failed one, else the next pending one.
+    let target = (m.state == WindowState::InProgress)
+        .then(|| {
+            m.current_step()
+                .or_else(|| m.steps.iter().find(|s| s.state == StepState::Pending))
+        })
+        .flatten();
+    let step_actions = target
+        .map(|t| {
+            m.allowed_step_actions(t.position)
+                .into_iter()
+                .map(|a| match a {
+                    StepAction::Start if t.state == StepState::Failed => {
+                        ("start", "Retry", "primary")
+                    }
+                    StepAction::Start => ("start", "Start", "primary"),
+                    StepAction::Done => ("done", "Done", "good"),
+                    StepAction::Fail => ("fail", "Failed", "danger"),
+                    StepAction::Skip => ("skip", "Skip", ""),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let current = target.and_then(|t| w.steps.iter().find(|s| s.position == t.position).cloned());
+    let all_channels = state.service.channels().await?;
+    let deliveries = channels::delivery_rows(
+        &state
+            .service
+            .deliveries(crate::domain::Subject::Window(id))
+            .await?,
+        &all_channels,
+        &format!("/admin/maintenances/{id}"),
+    );
+    let previews = channels::previews(state, &m, updates.first(), &all_channels);
+    page(
+        status,
+        &RunPage {
+            site: state.site.clone(),
+            me: me(signed_in),
+            public: m.is_public(),
+            current,
+            actions,
+            step_actions,
+            error: extra.error,
+            notice: extra.notice,
+            note: extra.note,
+            update_body: extra.update_body,
+            schedule_open: extra.schedule.is_some(),
+            schedule: extra.schedule.unwrap_or_else(|| schedule_fields(&m)),
+            can_reschedule: m.state.is_open(),
+            unsent_count: deliveries.iter().filter(|d| d.state != "sent").count(),
+            deliveries,
+            previews,
+            w,
+        },
+    )
+}
+
+pub async fn run(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+) -> Result<Response, AppError> {
+    run_page(&state, &signed_in, id, StatusCode::OK, RunState::default()).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ActionForm {
+    csrf: String,
+    action: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// After a change: back to the run view (so a reload does not post again); a refusal shows
+/// the run view with the reason and what was typed.
+pub(crate) async fn after(
+    state: &AppState,
+    signed_in: &SignedIn,
+    id: i64,
+    result: Result<(), ServiceError>,
+    keep: RunState,
+) -> Result<Response, AppError> {
+    match result {
+        Ok(()) => Ok(Redirect::to(&format!("/admin/maintenances/{id}")).into_response()),
+        Err(ServiceError::Domain(e)) => {
+            let (status, error) = refusal(&e);
+            let error = Some(error);
+            run_page(state, signed_in, id, status, RunState { error, ..keep }).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn note(s: &str) -> Option<&str> {
+    Some(s).filter(|n| !n.trim().is_empty())
+}
+
+pub async fn window_action(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Result<Response, AppError> {
+    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    let action = WindowAction::parse(&form.action)
+        .ok_or_else(|| AppError::BadRequest(format!("unknown action {:?}", form.action)))?;
+    let result = state
+        .service
+        .acting(signed_in.actor())
+        .window_action(id, action, note(&form.note))
+        .await
+        .map(drop);
+    let keep = RunState {
+        note: form.note.clone(),
+        ..RunState::default()
+    };
+    after(&state, &signed_in, id, result, keep).await
+}
+
+pub async fn step_action(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path((id, position)): Path<(i64, i64)>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Result<Response, AppError> {
+    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    let action = StepAction::parse(&form.action)
+        .ok_or_else(|| AppError::BadRequest(format!("unknown action {:?}", form.action)))?;
+    let result = state
+        .service
+        .acting(signed_in.actor())
+        .step_action(id, position, action, note(&form.note))
+        .await
+        .map(drop);
+    let keep = RunState {
+        note: form.note.clone(),
+        ..RunState::default()
+    };
+    after(&state, &signed_in, id, result, keep).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RescheduleForm {
+    csrf: String,
+    #[serde(flatten)]
+    schedule: ScheduleFields,
+}
+
+pub async fn reschedule(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<RescheduleForm>,
+) -> Result<Response, AppError> {
+    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    let mut errors = Vec::new();
+    let result = match parse_schedule(&form.schedule, &mut errors) {
+        Some(schedule) if errors.is_empty() => state
+            .service
+            .acting(signed_in.actor())
+            .reschedule(id, schedule)
+            .await
+            .map(drop),
+        _ => Err(ServiceError::from(
+            errors.into_iter().next().unwrap_or_else(|| {
+                ValidationError::new("starts_at", "give the start, or choose \"No date yet\"")
+            }),
+        )),
+    };
+    let keep = RunState {
+        schedule: Some(form.schedule),
+        ..RunState::default()
+    };
+    after(&state, &signed_in, id, result, keep).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UpdateForm {
+    csrf: String,
+    #[serde(default)]
+    body: String,
+}
+
+pub async fn post_update(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<UpdateForm>,
+) -> Result<Response, AppError> {
+    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    let result = state
+        .service
+        .acting(signed_in.actor())
+        .post_update(id, &form.body)
+        .await
+        .map(drop);
+    let keep = RunState {
+        update_body: form.body.clone(),
+        ..RunState::default()
+    };
+    after(&state, &signed_in, id, result, keep).await
+}
