@@ -431,8 +431,36 @@ async fn unknown_pages_get_a_friendly_404() {
         let r = app.get(path).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
         assert!(r.text().contains("Go to the status page"), "{path}");
+        // In the site's frame, with its name, like every other page.
+        assert!(
+            r.text()
+                .contains("<title>404 Not Found · DecAPI status</title>"),
+            "{path}"
+        );
+        assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
         assert_eq!(r.header("cache-control"), Some("no-store"));
     }
+}
+
+#[tokio::test]
+async fn nothing_is_cached_unless_a_page_says_so() {
+    let app = TestApp::new().await;
+    // Set in one place, for everything without a policy of its own.
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/admin/login",
+        "/api/v1/maintenances",
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{path}");
+    }
+    // Public pages revalidate (they carry an ETag).
+    assert_eq!(
+        app.get("/").await.header("cache-control"),
+        Some("public, max-age=0, must-revalidate")
+    );
 }
 
 #[tokio::test]

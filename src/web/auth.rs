@@ -66,7 +66,7 @@ impl SignedIn {
     }
 
     /// Refuse a form whose CSRF token is not this session's.
-    pub fn check_csrf(&self, sent: &str) -> Result<(), AppError> {
+    fn check_csrf(&self, sent: &str) -> Result<(), AppError> {
         if constant_time_eq(sent.as_bytes(), self.csrf.as_bytes()) {
             Ok(())
         } else {
@@ -75,19 +75,6 @@ impl SignedIn {
                     .to_owned(),
             ))
         }
-    }
-
-    /// Everything a state-changing form must pass: sent from this site, with this session's
-    /// CSRF token, by a user whose role allows it.
-    pub fn authorize_form(
-        &self,
-        headers: &HeaderMap,
-        csrf: &str,
-        role: Role,
-    ) -> Result<(), AppError> {
-        same_origin(headers, &self.public_url)?;
-        self.check_csrf(csrf)?;
-        self.require(role)
     }
 
     pub fn require(&self, role: Role) -> Result<(), AppError> {
@@ -143,6 +130,55 @@ impl FromRequestParts<AppState> for SignedIn {
             Ok(None) => Err(SignInFirst(here).into_response()),
             Err(e) => Err(AppError::from(e).into_response()),
         }
+    }
+}
+
+/// A state-changing admin form, checked: sent by a signed-in user, from this site, with the
+/// session's CSRF token (the form's `csrf` field). Handlers then check only the role. The
+/// checks live here rather than in each handler; the form is read only once they pass, so a
+/// stranger's malformed form gets the same answer as any other stranger's.
+pub struct CsrfForm<T = NoFields> {
+    pub signed_in: SignedIn,
+    pub form: T,
+}
+
+/// A form with nothing in it but its CSRF token.
+#[derive(Debug, serde::Deserialize)]
+pub struct NoFields {}
+
+#[derive(serde::Deserialize)]
+struct CsrfField {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// An admin form is a few kilobytes; a rollout's target list the largest of them.
+const FORM_LIMIT: usize = 1 << 20;
+
+impl<T: serde::de::DeserializeOwned + Send> axum::extract::FromRequest<AppState> for CsrfForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &AppState,
+    ) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let signed_in = SignedIn::from_request_parts(&mut parts, state).await?;
+        same_origin(&parts.headers, &state.settings.public_url)
+            .map_err(IntoResponse::into_response)?;
+        let bytes = axum::body::to_bytes(body, FORM_LIMIT).await.map_err(|_| {
+            AppError::BadRequest("The form is larger than 1 MiB.".to_owned()).into_response()
+        })?;
+        let unreadable =
+            |e: serde_urlencoded::de::Error| AppError::BadRequest(format!("Unreadable form: {e}."));
+        let csrf: CsrfField =
+            serde_urlencoded::from_bytes(&bytes).map_err(|e| unreadable(e).into_response())?;
+        signed_in
+            .check_csrf(&csrf.csrf)
+            .map_err(IntoResponse::into_response)?;
+        let form =
+            serde_urlencoded::from_bytes(&bytes).map_err(|e| unreadable(e).into_response())?;
+        Ok(Self { signed_in, form })
     }
 }
 

@@ -4,8 +4,8 @@
 
 use askama::Template;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 
 use crate::domain::DomainError;
 use crate::service::ServiceError;
@@ -115,29 +115,24 @@ impl AppError {
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
-    site: super::public::Site,
+    site: &'a super::public::Site,
     status: u16,
     reason: &'a str,
-    message: String,
+    message: &'a str,
 }
+
+/// What an error says to a person, carried on the response to the middleware, which renders
+/// the page in the site's frame (with its name) since handlers' errors do not have the site
+/// at hand. The body is the plain message until then.
+#[derive(Debug, Clone)]
+pub struct ErrorMessage(pub String);
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let page = ErrorPage {
-            site: super::public::Site::current(),
-            status: status.as_u16(),
-            reason: status.canonical_reason().unwrap_or("Error"),
-            message: self.public_message(),
-        };
-        let mut response = match page.render() {
-            Ok(html) => (status, Html(html)).into_response(),
-            Err(_) => (status, self.public_message()).into_response(),
-        };
-        response.headers_mut().insert(
-            header::CACHE_CONTROL,
-            header::HeaderValue::from_static("no-store"),
-        );
+        let message = self.public_message();
+        let mut response = (status, message.clone()).into_response();
+        response.extensions_mut().insert(ErrorMessage(message));
         if let Self::Internal(cause) = self {
             // Logged by the request middleware, with the request id, method and path.
             response
@@ -145,6 +140,30 @@ impl IntoResponse for AppError {
                 .insert(ErrorCause(std::sync::Arc::new(cause)));
         }
         response
+    }
+}
+
+/// Give an error response its HTML page, in the site's frame; the status and the other
+/// headers (such as `Retry-After`) stay.
+pub fn render_page(response: &mut Response, site: &super::public::Site) {
+    let Some(ErrorMessage(message)) = response.extensions_mut().remove() else {
+        return;
+    };
+    let status = response.status();
+    let page = ErrorPage {
+        site,
+        status: status.as_u16(),
+        reason: status.canonical_reason().unwrap_or("Error"),
+        message: &message,
+    };
+    if let Ok(html) = page.render() {
+        let h = response.headers_mut();
+        h.insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        h.remove(axum::http::header::CONTENT_LENGTH);
+        *response.body_mut() = axum::body::Body::from(html);
     }
 }
 

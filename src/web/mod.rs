@@ -18,7 +18,7 @@ use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -133,6 +133,12 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 fn security_headers(response: &mut Response) {
     let h = response.headers_mut();
+    // The default cache policy, set here once: nothing is stored unless the handler says so
+    // (public pages and hashed assets do, through `cache::CachePolicy`). Admin pages, errors,
+    // API answers, health and metrics are never served from a cache.
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
@@ -222,7 +228,7 @@ impl RouteMetrics {
 
 /// Around every request: a request id (echoed in `x-request-id`), a tracing span carrying it,
 /// the log line for server errors, metrics, and the security headers.
-async fn observe(request: Request, next: Next) -> Response {
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request_id(&request);
     let route = request.extensions().get::<MatchedPath>().cloned();
@@ -247,6 +253,7 @@ async fn observe(request: Request, next: Next) -> Response {
         );
     }
     tracing::debug!(request_id = ?id, status = status.as_u16(), elapsed = ?started.elapsed(), "answered");
+    error::render_page(&mut response, &state.site);
     security_headers(&mut response);
     response.headers_mut().insert(X_REQUEST_ID.clone(), id);
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
@@ -373,7 +380,7 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             error::AppError::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
-        .layer(middleware::from_fn(observe))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 

@@ -8,7 +8,7 @@ use super::AppState;
 
 /// `GET /healthz`: 200 while the process lives.
 pub async fn healthz() -> impl IntoResponse {
-    ([(header::CACHE_CONTROL, "no-store")], "ok\n")
+    "ok\n"
 }
 
 /// `GET /readyz`: 200 when serving; 503 once draining or when the database does not answer.
@@ -21,20 +21,17 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         (StatusCode::OK, "ready\n")
     };
-    (status, [(header::CACHE_CONTROL, "no-store")], body)
+    (status, body)
 }
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.metrics.run_upkeep();
     (
-        [
-            (
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            ),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }

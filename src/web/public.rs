@@ -65,11 +65,6 @@ impl Site {
         }
     }
 
-    /// For pages rendered without the app's settings at hand (error pages).
-    pub fn current() -> Self {
-        Self::new("Status")
-    }
-
     /// This site, on a page that says what it is about: the description is cut to what
     /// previews show (about 200 characters) as plain text.
     pub fn page(&self, title: &str, description: &str, path: &str) -> Self {

@@ -77,7 +77,6 @@ pub async fn tokens(
 
 #[derive(Debug, Deserialize)]
 pub struct TokenForm {
-    csrf: String,
     #[serde(default)]
     name: String,
     #[serde(default)]
@@ -86,11 +85,9 @@ pub struct TokenForm {
 
 pub async fn create_token(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<TokenForm>,
+    CsrfForm { signed_in, form }: CsrfForm<TokenForm>,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
+    signed_in.require(Role::Admin)?;
     let role = Role::parse(&form.role).unwrap_or(Role::Maintainer);
     let actor = format!("user:{}", signed_in.user.name);
     match state.service.create_token(&form.name, role, &actor).await {
@@ -124,12 +121,10 @@ pub async fn create_token(
 
 pub async fn revoke_token(
     State(state): State<AppState>,
-    signed_in: SignedIn,
     Path(id): Path<i64>,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<CsrfForm>,
+    CsrfForm { signed_in, .. }: CsrfForm,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
+    signed_in.require(Role::Admin)?;
     state
         .service
         .revoke_token(id, &format!("user:{}", signed_in.user.name))
@@ -276,7 +271,6 @@ pub async fn users(
 
 #[derive(Debug, Deserialize)]
 pub struct UserForm {
-    csrf: String,
     #[serde(default)]
     name: String,
     #[serde(default)]
@@ -287,11 +281,9 @@ pub struct UserForm {
 
 pub async fn add_user(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<UserForm>,
+    CsrfForm { signed_in, form }: CsrfForm<UserForm>,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
+    signed_in.require(Role::Admin)?;
     let role = Role::parse(&form.role).unwrap_or(Role::Maintainer);
     let actor = format!("user:{}", signed_in.user.name);
     match state
@@ -317,7 +309,6 @@ pub async fn add_user(
 
 #[derive(Debug, Deserialize)]
 pub struct AccountForm {
-    csrf: String,
     /// `remove`, `role` or `password`.
     action: String,
     #[serde(default)]
@@ -330,12 +321,10 @@ pub struct AccountForm {
 /// ends their sessions. The last admin stays.
 pub async fn account_action(
     State(state): State<AppState>,
-    signed_in: SignedIn,
     Path(name): Path<String>,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<AccountForm>,
+    CsrfForm { signed_in, form }: CsrfForm<AccountForm>,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
+    signed_in.require(Role::Admin)?;
     let actor = format!("user:{}", signed_in.user.name);
     let service = &state.service;
     let (result, done) = match form.action.as_str() {
@@ -401,7 +390,6 @@ struct PasswordPage {
 
 #[derive(Debug, Deserialize)]
 pub struct PasswordForm {
-    csrf: String,
     #[serde(default)]
     current: String,
     #[serde(default)]
@@ -429,11 +417,9 @@ pub async fn password_page(
 /// user ends; they sign in again with the new password.
 pub async fn change_password(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<PasswordForm>,
+    CsrfForm { signed_in, form }: CsrfForm<PasswordForm>,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    signed_in.require(Role::Maintainer)?;
     let again = |status, field: &'static str, why: String| {
         page(
             status,

@@ -7,7 +7,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::CsrfForm;
 use super::{Me, me, page};
 use crate::domain::{
     Channel, ChannelKind, ChannelSecret, ChannelSource, DEFAULT_ROLLOUT_EVENTS_BLUESKY,
@@ -19,8 +18,8 @@ use crate::notify::render::{bluesky_post, discord_embed, discord_message};
 use crate::notify::sender_for;
 use crate::service::ServiceError;
 use crate::web::AppState;
-use crate::web::auth::SignedIn;
-use crate::web::error::{AppError, Form, Path};
+use crate::web::auth::{CsrfForm, SignedIn};
+use crate::web::error::{AppError, Path};
 use crate::web::public::{Site, TimeView, time};
 
 pub struct ChannelRow {
@@ -166,8 +165,7 @@ pub async fn channels(
 }
 
 /// The channel form, as urlencoded pairs (checkbox groups repeat a name).
-fn parse_form(body: &str) -> (String, NewChannel, Draft) {
-    let mut csrf = String::new();
+fn parse_form(pairs: Vec<(String, String)>) -> (NewChannel, Draft) {
     let mut new = NewChannel {
         enabled: false,
         ..NewChannel::default()
@@ -178,9 +176,8 @@ fn parse_form(body: &str) -> (String, NewChannel, Draft) {
         ..Draft::default()
     };
     let mut kind = String::new();
-    for (k, v) in form_urlencoded_pairs(body) {
+    for (k, v) in pairs {
         match k.as_str() {
-            "csrf" => csrf = v,
             "name" => new.name = v,
             "kind" => kind = v,
             "target" => new.target = v,
@@ -203,11 +200,7 @@ fn parse_form(body: &str) -> (String, NewChannel, Draft) {
     draft.milestones = kind_choices(&new.milestones, milestone_kinds());
     draft.mention_role = new.mention_role.clone().unwrap_or_default();
     draft.langs = new.langs.join(", ");
-    (csrf, new, draft)
-}
-
-fn form_urlencoded_pairs(body: &str) -> Vec<(String, String)> {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(body).unwrap_or_default()
+    (new, draft)
 }
 
 fn validation(e: ServiceError) -> Result<Vec<ValidationError>, AppError> {
@@ -219,12 +212,10 @@ fn validation(e: ServiceError) -> Result<Vec<ValidationError>, AppError> {
 
 pub async fn create_channel(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    headers: axum::http::HeaderMap,
-    body: String,
+    CsrfForm { signed_in, form }: CsrfForm<Vec<(String, String)>>,
 ) -> Result<Response, AppError> {
-    let (csrf, mut new, draft) = parse_form(&body);
-    signed_in.authorize_form(&headers, &csrf, Role::Admin)?;
+    signed_in.require(Role::Admin)?;
+    let (mut new, draft) = parse_form(form);
     new.enabled = true;
     // The add form starts with Discord's rollout events (every move redraws its live
     // message). A Bluesky channel added with those left as they were gets Bluesky's defaults
@@ -260,13 +251,11 @@ pub async fn create_channel(
 
 pub async fn edit_channel(
     State(state): State<AppState>,
-    signed_in: SignedIn,
     Path(id): Path<i64>,
-    headers: axum::http::HeaderMap,
-    body: String,
+    CsrfForm { signed_in, form }: CsrfForm<Vec<(String, String)>>,
 ) -> Result<Response, AppError> {
-    let (csrf, new, _) = parse_form(&body);
-    signed_in.authorize_form(&headers, &csrf, Role::Admin)?;
+    signed_in.require(Role::Admin)?;
+    let (new, _) = parse_form(form);
     let actor = format!("user:{}", signed_in.user.name);
     match state.service.edit_channel(id, new, &actor).await {
         Ok(c) => {
@@ -299,12 +288,10 @@ pub async fn edit_channel(
 
 pub async fn delete_channel(
     State(state): State<AppState>,
-    signed_in: SignedIn,
     Path(id): Path<i64>,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<CsrfForm>,
+    CsrfForm { signed_in, .. }: CsrfForm,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
+    signed_in.require(Role::Admin)?;
     let actor = format!("user:{}", signed_in.user.name);
     state.service.delete_channel(id, &actor).await?;
     Ok(Redirect::to("/admin/channels").into_response())
@@ -313,12 +300,10 @@ pub async fn delete_channel(
 /// "Send test message": posts at once (not through the outbox) and says what happened.
 pub async fn test_channel(
     State(state): State<AppState>,
-    signed_in: SignedIn,
     Path(id): Path<i64>,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<CsrfForm>,
+    CsrfForm { signed_in, .. }: CsrfForm,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
+    signed_in.require(Role::Admin)?;
     let channel = state.service.channel(id).await?;
     let settings = crate::server::notify_settings(&state.settings);
     let text = format!(
@@ -473,18 +458,15 @@ pub fn previews(
 
 #[derive(Debug, Deserialize)]
 pub struct DeliveryForm {
-    pub csrf: String,
     pub action: String,
 }
 
 pub async fn delivery_action(
     State(state): State<AppState>,
-    signed_in: SignedIn,
     Path((window, id)): Path<(i64, i64)>,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<DeliveryForm>,
+    CsrfForm { signed_in, form }: CsrfForm<DeliveryForm>,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    signed_in.require(Role::Maintainer)?;
     let result = decide_delivery(&state, &signed_in, Subject::Window(window), id, &form).await?;
     super::after(
         &state,

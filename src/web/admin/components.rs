@@ -7,8 +7,6 @@ use super::*;
 #[derive(Debug, Default, Deserialize)]
 pub struct ComponentForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     slug: String,
     #[serde(default)]
     name: String,
@@ -94,11 +92,9 @@ pub async fn components(
 
 pub async fn create_component(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<ComponentForm>,
+    CsrfForm { signed_in, form }: CsrfForm<ComponentForm>,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
+    signed_in.require(Role::Admin)?;
     let new = crate::domain::NewComponent {
         slug: form.slug.clone(),
         name: form.name.clone(),
@@ -135,12 +131,10 @@ pub async fn create_component(
 
 pub async fn edit_component(
     State(state): State<AppState>,
-    signed_in: SignedIn,
     Path(slug): Path<String>,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<ComponentForm>,
+    CsrfForm { signed_in, form }: CsrfForm<ComponentForm>,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Admin)?;
+    signed_in.require(Role::Admin)?;
     let actor = format!("user:{}", signed_in.user.name);
     let result = match form.op.as_str() {
         "up" => state.service.move_component(&slug, -1, &actor).await,

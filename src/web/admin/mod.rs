@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use serde::Deserialize;
 
 use super::AppState;
-use super::auth::{self, LoginThrottle, Scope, SignedIn};
+use super::auth::{self, CsrfForm, LoginThrottle, Scope, SignedIn};
 use super::error::{AppError, Form, Path, Query};
 use super::public::{Site, TimeView, WindowView, time, window_view};
 use crate::domain::{
@@ -59,12 +59,7 @@ fn me(s: &SignedIn) -> Me {
 }
 
 fn page(status: StatusCode, t: &impl Template) -> Result<Response, AppError> {
-    let mut r = (status, Html(t.render()?)).into_response();
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    Ok(r)
+    Ok((status, Html(t.render()?)).into_response())
 }
 
 // ----- dashboard -----------------------------------------------------------------------------

@@ -18,8 +18,8 @@ use crate::domain::{
 };
 use crate::service::ServiceError;
 use crate::web::AppState;
-use crate::web::auth::SignedIn;
-use crate::web::error::{AppError, Form, Path};
+use crate::web::auth::{CsrfForm, SignedIn};
+use crate::web::error::{AppError, Path};
 use crate::web::public::{Site, TimeView, time};
 use crate::web::rollouts::{RolloutView, rollout_view};
 
@@ -51,8 +51,6 @@ fn minutes_text(d: SignedDuration) -> String {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct NewRolloutForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     title: String,
     #[serde(default)]
@@ -212,11 +210,9 @@ fn parse_new(form: &NewRolloutForm) -> Result<NewRollout, Vec<ValidationError>> 
 /// `POST /admin/rollouts`.
 pub async fn create_rollout(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<NewRolloutForm>,
+    CsrfForm { signed_in, form }: CsrfForm<NewRolloutForm>,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    signed_in.require(Role::Maintainer)?;
     let new = match parse_new(&form) {
         Ok(new) => new,
         Err(errors) => return new_page(&state, &signed_in, form, errors).await,
@@ -292,8 +288,6 @@ impl RolloutRunPage {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct EditFields {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     title: String,
     #[serde(default)]
@@ -374,7 +368,6 @@ async fn run_page(
         progress_deadline: minutes_text(r.progress_deadline),
         stale_after: minutes_text(r.stale_after),
         private_names: (!r.public_names).then(|| "on".to_owned()),
-        ..EditFields::default()
     });
     page(
         status,
@@ -459,7 +452,6 @@ fn note(s: &str) -> Option<&str> {
 
 #[derive(Debug, Deserialize)]
 pub struct ActionForm {
-    csrf: String,
     action: String,
     #[serde(default)]
     note: String,
@@ -468,12 +460,10 @@ pub struct ActionForm {
 /// `POST /admin/rollouts/{id}/action`: pause, resume, abort, roll back.
 pub async fn action(
     State(state): State<AppState>,
-    signed_in: SignedIn,
     Path(id): Path<i64>,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<ActionForm>,
+    CsrfForm { signed_in, form }: CsrfForm<ActionForm>,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    signed_in.require(Role::Maintainer)?;
     let action = RolloutAction::parse(&form.action)
         .ok_or_else(|| AppError::BadRequest(format!("unknown action {:?}", form.action)))?;
     let result = state
@@ -492,7 +482,6 @@ pub async fn action(
 
 #[derive(Debug, Deserialize)]
 pub struct TargetForm {
-    csrf: String,
     /// A state to set, or `retry`.
     action: String,
     #[serde(default)]
@@ -504,12 +493,10 @@ pub struct TargetForm {
 /// `POST /admin/rollouts/{id}/targets/{position}`: set a state by hand (or force it), retry.
 pub async fn target(
     State(state): State<AppState>,
-    signed_in: SignedIn,
     Path((id, position)): Path<(i64, i64)>,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<TargetForm>,
+    CsrfForm { signed_in, form }: CsrfForm<TargetForm>,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    signed_in.require(Role::Maintainer)?;
     let r = state.service.rollout(id).await?;
     let name = r
         .targets
@@ -543,12 +530,10 @@ pub async fn target(
 /// `POST /admin/rollouts/{id}/edit`.
 pub async fn edit(
     State(state): State<AppState>,
-    signed_in: SignedIn,
     Path(id): Path<i64>,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<EditFields>,
+    CsrfForm { signed_in, form }: CsrfForm<EditFields>,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    signed_in.require(Role::Maintainer)?;
     let mut errors = Vec::new();
     let mut duration = |field, value: &str| minutes(field, value).map_err(|e| errors.push(e)).ok();
     let progress_deadline = duration("progress_deadline_seconds", &form.progress_deadline);
@@ -603,7 +588,6 @@ pub async fn edit(
 
 #[derive(Debug, Deserialize)]
 pub struct UpdateForm {
-    csrf: String,
     #[serde(default)]
     body: String,
 }
@@ -611,12 +595,10 @@ pub struct UpdateForm {
 /// `POST /admin/rollouts/{id}/updates`.
 pub async fn post_update(
     State(state): State<AppState>,
-    signed_in: SignedIn,
     Path(id): Path<i64>,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<UpdateForm>,
+    CsrfForm { signed_in, form }: CsrfForm<UpdateForm>,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    signed_in.require(Role::Maintainer)?;
     let result = state
         .service
         .post_rollout_note(id, &form.body, &actor(&signed_in))
@@ -632,12 +614,10 @@ pub async fn post_update(
 /// `POST /admin/rollouts/{id}/deliveries/{delivery}`: Retry or Skip.
 pub async fn delivery(
     State(state): State<AppState>,
-    signed_in: SignedIn,
     Path((id, delivery)): Path<(i64, i64)>,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<DeliveryForm>,
+    CsrfForm { signed_in, form }: CsrfForm<DeliveryForm>,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    signed_in.require(Role::Maintainer)?;
     let result = decide_delivery(&state, &signed_in, Subject::Rollout(id), delivery, &form).await?;
     after(&state, &signed_in, id, result, RunState::default()).await
 }

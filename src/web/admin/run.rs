@@ -147,7 +147,6 @@ pub async fn run(
 
 #[derive(Debug, Deserialize)]
 pub struct ActionForm {
-    csrf: String,
     action: String,
     #[serde(default)]
     note: String,
@@ -179,12 +178,10 @@ fn note(s: &str) -> Option<&str> {
 
 pub async fn window_action(
     State(state): State<AppState>,
-    signed_in: SignedIn,
     Path(id): Path<i64>,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<ActionForm>,
+    CsrfForm { signed_in, form }: CsrfForm<ActionForm>,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    signed_in.require(Role::Maintainer)?;
     let action = WindowAction::parse(&form.action)
         .ok_or_else(|| AppError::BadRequest(format!("unknown action {:?}", form.action)))?;
     let result = state
@@ -202,12 +199,10 @@ pub async fn window_action(
 
 pub async fn step_action(
     State(state): State<AppState>,
-    signed_in: SignedIn,
     Path((id, position)): Path<(i64, i64)>,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<ActionForm>,
+    CsrfForm { signed_in, form }: CsrfForm<ActionForm>,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    signed_in.require(Role::Maintainer)?;
     let action = StepAction::parse(&form.action)
         .ok_or_else(|| AppError::BadRequest(format!("unknown action {:?}", form.action)))?;
     let result = state
@@ -225,19 +220,16 @@ pub async fn step_action(
 
 #[derive(Debug, Deserialize)]
 pub struct RescheduleForm {
-    csrf: String,
     #[serde(flatten)]
     schedule: ScheduleFields,
 }
 
 pub async fn reschedule(
     State(state): State<AppState>,
-    signed_in: SignedIn,
     Path(id): Path<i64>,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<RescheduleForm>,
+    CsrfForm { signed_in, form }: CsrfForm<RescheduleForm>,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    signed_in.require(Role::Maintainer)?;
     let mut errors = Vec::new();
     let result = match parse_schedule(&form.schedule, &mut errors) {
         Some(schedule) if errors.is_empty() => state
@@ -261,19 +253,16 @@ pub async fn reschedule(
 
 #[derive(Debug, Deserialize)]
 pub struct UpdateForm {
-    csrf: String,
     #[serde(default)]
     body: String,
 }
 
 pub async fn post_update(
     State(state): State<AppState>,
-    signed_in: SignedIn,
     Path(id): Path<i64>,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<UpdateForm>,
+    CsrfForm { signed_in, form }: CsrfForm<UpdateForm>,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    signed_in.require(Role::Maintainer)?;
     let result = state
         .service
         .acting(signed_in.actor())

@@ -215,19 +215,11 @@ pub async fn setup(State(state): State<AppState>, request: Request) -> Result<Re
     signed_in_at(&state, user, "/admin").await
 }
 
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    pub(crate) csrf: String,
-}
-
 pub async fn logout(
     State(state): State<AppState>,
-    signed_in: SignedIn,
     headers: axum::http::HeaderMap,
-    Form(form): Form<CsrfForm>,
+    _: CsrfForm,
 ) -> Result<Response, AppError> {
-    auth::same_origin(&headers, &state.settings.public_url)?;
-    signed_in.check_csrf(&form.csrf)?;
     if let Some(cookie) = auth::session_from(&headers) {
         state.service.close_session(cookie).await?;
     }

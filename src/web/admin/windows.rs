@@ -7,8 +7,6 @@ use super::*;
 #[derive(Debug, Default, Deserialize)]
 pub struct NewForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     title: String,
     #[serde(default)]
     description: String,
@@ -229,11 +227,9 @@ fn parse_new(
 
 pub async fn create_window(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<NewForm>,
+    CsrfForm { signed_in, form }: CsrfForm<NewForm>,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    signed_in.require(Role::Maintainer)?;
     let slugs = ticked_components(&form.rest);
     let ids = match state.service.component_ids(&slugs).await {
         Ok(ids) => ids,
@@ -264,8 +260,6 @@ pub async fn create_window(
 
 #[derive(Debug, Default, Deserialize)]
 pub struct EditForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     title: String,
     #[serde(default)]
@@ -366,12 +360,10 @@ pub(crate) fn refusal(e: &DomainError) -> (StatusCode, String) {
 
 pub async fn save_edit(
     State(state): State<AppState>,
-    signed_in: SignedIn,
     Path(id): Path<i64>,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<EditForm>,
+    CsrfForm { signed_in, form }: CsrfForm<EditForm>,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    signed_in.require(Role::Maintainer)?;
     if form.op == "preview" {
         return edit_page(
             &state,
@@ -425,7 +417,6 @@ pub async fn save_edit(
 
 #[derive(Debug, Deserialize)]
 pub struct PlanForm {
-    csrf: String,
     op: String,
     #[serde(default)]
     position: i64,
@@ -435,12 +426,10 @@ pub struct PlanForm {
 
 pub async fn edit_plan(
     State(state): State<AppState>,
-    signed_in: SignedIn,
     Path(id): Path<i64>,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<PlanForm>,
+    CsrfForm { signed_in, form }: CsrfForm<PlanForm>,
 ) -> Result<Response, AppError> {
-    signed_in.authorize_form(&headers, &form.csrf, Role::Maintainer)?;
+    signed_in.require(Role::Maintainer)?;
     let position = form.position;
     let edit = match form.op.as_str() {
         "add" => crate::domain::PlanEdit::Add {
