@@ -201,7 +201,9 @@ fn spawn_metrics_upkeep(state: &AppState, tasks: &TaskTracker, token: &Cancellat
     let handle = state.metrics.clone();
     let token = token.clone();
     tasks.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        // Histogram samples wait in memory until drained into their buckets: at tens of
+        // thousands of requests a second, ten seconds of them were megabytes.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = token.cancelled() => break,

@@ -481,6 +481,26 @@ async fn health_readiness_and_metrics() {
     assert!(text.contains("http_requests_total{"), "{text}");
     assert!(text.contains("route=\"/\""));
     assert!(text.contains("herald_page_renders_total"));
+    // The request-duration histogram: buckets rising to +Inf, which equals the count.
+    let line = |prefix: &str| -> u64 {
+        let found = text.lines().find(|l| l.starts_with(prefix));
+        let found = found.unwrap_or_else(|| panic!("no {prefix} in {text}"));
+        found.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(text.contains("# TYPE http_request_duration_seconds histogram"));
+    let count = line("http_request_duration_seconds_count{route=\"/\"}");
+    assert!(count >= 1);
+    assert_eq!(
+        line("http_request_duration_seconds_bucket{route=\"/\",le=\"+Inf\"}"),
+        count
+    );
+    let buckets: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with("http_request_duration_seconds_bucket{route=\"/\","))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(buckets.len(), 13);
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
     app.state
         .draining
         .store(true, std::sync::atomic::Ordering::SeqCst);

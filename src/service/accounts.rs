@@ -136,14 +136,10 @@ impl Service {
         let name = validate_user_name(name)?;
         validate_password(password)?;
         let password = password.to_owned();
-        let _slot = self
-            .hashing_slot(std::time::Duration::from_secs(30))
+        let hash = self
+            .hashing
+            .run(ACCOUNT_WAIT, move || password_auth::generate_hash(password))
             .await?;
-        let hash = tokio::task::spawn_blocking(move || password_auth::generate_hash(password))
-            .await
-            .map_err(|e| {
-                ServiceError::Store(StoreError::Corrupt(format!("hashing failed: {e}")))
-            })?;
         let now = self.now();
         let user = self
             .store
@@ -181,14 +177,10 @@ impl Service {
     pub async fn set_password(&self, name: &str, password: &str, actor: &str) -> ServiceResult<()> {
         validate_password(password)?;
         let password = password.to_owned();
-        let _slot = self
-            .hashing_slot(std::time::Duration::from_secs(30))
+        let hash = self
+            .hashing
+            .run(ACCOUNT_WAIT, move || password_auth::generate_hash(password))
             .await?;
-        let hash = tokio::task::spawn_blocking(move || password_auth::generate_hash(password))
-            .await
-            .map_err(|e| {
-                ServiceError::Store(StoreError::Corrupt(format!("hashing failed: {e}")))
-            })?;
         let outcome = self.store.set_password_hash(name.trim(), &hash).await?;
         self.account_outcome(outcome, "change the password of")?;
         self.store
@@ -240,32 +232,21 @@ impl Service {
         let found = self.store.user_by_name(name.trim()).await?;
         // Hash even for unknown names so the answer takes as long either way.
         let (user, hash) = match found {
-            Some((user, hash)) => (Some(user), hash),
-            None => (None, DUMMY_HASH.clone()),
+            Some((user, hash)) => (Some(user), Some(hash)),
+            None => (None, None),
         };
         let password = password.to_owned();
-        let _slot = self.hashing_slot(SIGN_IN_WAIT).await?;
-        self.password_checks.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("herald_password_checks_total").increment(1);
-        let ok = tokio::task::spawn_blocking(move || {
-            password_auth::verify_password(password, &hash).is_ok()
-        })
-        .await
-        .unwrap_or(false);
+        let checks = self.password_checks.clone();
+        let ok = self
+            .hashing
+            .run(SIGN_IN_WAIT, move || {
+                checks.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("herald_password_checks_total").increment(1);
+                let hash = hash.as_deref().unwrap_or(&DUMMY_HASH);
+                password_auth::verify_password(password, hash).is_ok()
+            })
+            .await?;
         Ok(user.filter(|_| ok))
-    }
-
-    /// A password-hashing slot, waiting at most `wait` for one.
-    async fn hashing_slot(
-        &self,
-        wait: std::time::Duration,
-    ) -> ServiceResult<tokio::sync::OwnedSemaphorePermit> {
-        match tokio::time::timeout(wait, self.hashing.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(ServiceError::Busy(
-                "Herald is checking many sign-ins at once; try again in a moment",
-            )),
-        }
     }
 
     /// How many passwords sign-ins have checked.
@@ -329,7 +310,111 @@ impl Service {
 
 /// How long a sign-in waits for a hashing slot before it is told to try again (429).
 const SIGN_IN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long creating a user or setting a password waits for one (an admin at a form).
+const ACCOUNT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// A real argon2id hash (with the same parameters as users'), verified against for unknown names.
+/// A real argon2id hash (with the same parameters as users'), verified against for unknown
+/// names. Computed on a hashing thread the first time it is needed, like any other hash.
 static DUMMY_HASH: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| password_auth::generate_hash("no user has this password"));
+
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// Callers that may wait for a hashing slot, per hashing thread.
+const MAX_WAITING: usize = 32;
+
+/// Password hashing (argon2id: about 19 MiB and tens of milliseconds each) on threads of its
+/// own, one fewer than there are cores, started on first use and ended with the service.
+///
+/// A slot is taken before a job is queued, so at most one hash per thread is ever in memory
+/// and a burst waits briefly or is refused (`Busy`), never piles up. Own threads rather than
+/// tokio's blocking pool: that pool runs each job on whichever of up to 512 threads is free,
+/// and every one of them kept its 19 MiB in its allocator cache afterwards (a burst of 20
+/// sign-ins measured 121 MiB); here the same few threads reuse the same memory.
+pub(crate) struct Hashing {
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Callers waiting for a slot now. Past [`MAX_WAITING`] per thread a caller is refused at
+    /// once: those would time out anyway (a thread gets through about 80 hashes in the
+    /// 2 s a sign-in waits), and each waiting request holds its connection's memory.
+    waiting: std::sync::atomic::AtomicUsize,
+    threads: usize,
+    jobs: std::sync::OnceLock<std::sync::mpsc::SyncSender<HashJob>>,
+}
+
+impl Hashing {
+    pub(crate) fn new() -> Self {
+        // One core fewer than the machine has (at least one): a burst of sign-ins leaves a
+        // core to the status page.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = cores.saturating_sub(1).max(1);
+        Self {
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(threads)),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            threads,
+            jobs: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn queue(&self) -> &std::sync::mpsc::SyncSender<HashJob> {
+        self.jobs.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<HashJob>(self.threads);
+            let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+            let mut started = 0;
+            for i in 0..self.threads {
+                let rx = rx.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("herald-hash-{i}"))
+                    .spawn(move || {
+                        loop {
+                            // The lock is held only while waiting for the next job.
+                            let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                            let Ok(job) = job else { break };
+                            // A panicking job drops its answer channel: the caller gets an
+                            // error, and the thread goes on.
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                        }
+                    });
+                match spawned {
+                    Ok(_) => started += 1,
+                    Err(e) => tracing::error!(error = %e, "cannot start a password-hashing thread"),
+                }
+            }
+            // No slot for a thread that is not there (with none, every hash is refused as busy
+            // rather than queued for nobody).
+            self.slots.forget_permits(self.threads - started);
+            tx
+        })
+    }
+
+    /// Run `f` on a hashing thread, waiting at most `wait` for a free one.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        wait: std::time::Duration,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> ServiceResult<T> {
+        let busy = || {
+            ServiceError::Busy("Herald is checking many sign-ins at once; try again in a moment")
+        };
+        let waiting = self.waiting.fetch_add(1, Ordering::Relaxed);
+        let permit = if waiting >= MAX_WAITING * self.threads {
+            None
+        } else {
+            tokio::time::timeout(wait, self.slots.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok)
+        };
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        let permit = permit.ok_or_else(busy)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: HashJob = Box::new(move || {
+            let _ = tx.send(f());
+            drop(permit);
+        });
+        // Never full: a job is queued only with one of `threads` slots held.
+        self.queue().try_send(job).map_err(|_| busy())?;
+        rx.await.map_err(|_| {
+            ServiceError::Store(StoreError::Corrupt("password hashing failed".to_owned()))
+        })
+    }
+}

@@ -60,10 +60,8 @@ pub struct Service {
     rollout_locks: Arc<[tokio::sync::Mutex<()>; ROLLOUT_LOCKS]>,
     /// The rollouts this process changed last, checked against the stored version on use.
     rollout_cache: Arc<std::sync::Mutex<std::collections::HashMap<i64, crate::domain::Rollout>>>,
-    /// Password hashing (argon2id, about 19 MiB and tens of milliseconds each) runs in at most
-    /// one slot per core; a burst of sign-ins waits briefly or is refused, never piles up
-    /// hundreds of hashes in memory.
-    hashing: Arc<tokio::sync::Semaphore>,
+    /// Password hashing, one job per core at a time on threads of its own.
+    hashing: Arc<accounts::Hashing>,
     /// Passwords checked so far (sign-ins), for metrics and tests.
     password_checks: Arc<AtomicU64>,
     /// Who the changes made through this handle are by (see [`Service::acting`]).
@@ -103,9 +101,7 @@ impl Service {
             rollout_fold: Duration::from_secs(10),
             rollout_locks: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
             rollout_cache: Arc::default(),
-            hashing: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(1, |n| n.get()),
-            )),
+            hashing: Arc::new(accounts::Hashing::new()),
             password_checks: Arc::default(),
             actor: crate::domain::Actor::System,
         }

@@ -23,7 +23,7 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use metrics::{Counter, Histogram};
+use metrics::Counter;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
@@ -174,7 +174,7 @@ fn method_label(method: &Method) -> &'static str {
 /// Metric handles per route, registered once: looking them up by labels on every request
 /// allocates and hashes, which shows on a page served at tens of thousands of requests a second.
 struct RouteMetrics {
-    duration: Histogram,
+    duration: Arc<crate::telemetry::RequestDurations>,
     counts: RwLock<Vec<(&'static str, u16, Counter)>>,
 }
 
@@ -194,10 +194,7 @@ impl RouteMetrics {
                 .entry(route.to_owned())
                 .or_insert_with(|| {
                     Arc::new(RouteMetrics {
-                        duration: metrics::histogram!(
-                            "http_request_duration_seconds",
-                            "route" => route.to_owned()
-                        ),
+                        duration: crate::telemetry::RequestDurations::for_route(route),
                         counts: RwLock::new(Vec::new()),
                     })
                 })
