@@ -9,13 +9,17 @@
 
   function zone() { return useUtc ? "UTC" : undefined; }
 
+  // The server's own shape ("Wed 2 Dec 2026, 05:40 UTC", 24-hour clock) in the reader's zone:
+  // the same words as the page had, so nothing reflows when the script runs.
   function format(date, style) {
-    var opts = style === "clock" || style === "clockzone"
-      ? { hour: "2-digit", minute: "2-digit", timeZone: zone(),
-          timeZoneName: style === "clockzone" ? "short" : undefined }
-      : { weekday: "short", day: "numeric", month: "short", year: "numeric",
-          hour: "2-digit", minute: "2-digit", timeZoneName: "short", timeZone: zone() };
-    return new Intl.DateTimeFormat(undefined, opts).format(date);
+    var clock = style === "clock" || style === "clockzone";
+    var opts = { hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZone: zone() };
+    if (!clock || style === "clockzone") opts.timeZoneName = "short";
+    if (!clock) { opts.weekday = "short"; opts.day = "numeric"; opts.month = "short"; opts.year = "numeric"; }
+    var p = {};
+    new Intl.DateTimeFormat("en-US", opts).formatToParts(date).forEach(function (part) { p[part.type] = part.value; });
+    var time = p.hour + ":" + p.minute + (p.timeZoneName ? " " + p.timeZoneName : "");
+    return clock ? time : p.weekday + " " + p.day + " " + p.month + " " + p.year + ", " + time;
   }
 
   function duration(ms) {
