@@ -323,6 +323,26 @@ type HashJob = Box<dyn FnOnce() + Send>;
 /// Callers that may wait for a hashing slot, per hashing thread.
 const MAX_WAITING: usize = 32;
 
+/// One caller counted in [`Hashing::waiting`] for as long as it lives.
+struct Waiting<'a> {
+    count: &'a std::sync::atomic::AtomicUsize,
+    /// How many were waiting already when this one came.
+    ahead: usize,
+}
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        let ahead = count.fetch_add(1, Ordering::Relaxed);
+        Self { count, ahead }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Password hashing (argon2id: about 19 MiB and tens of milliseconds each) on threads of its
 /// own, one fewer than there are cores, started on first use and ended with the service.
 ///
@@ -395,16 +415,18 @@ impl Hashing {
         let busy = || {
             ServiceError::Busy("Herald is checking many sign-ins at once; try again in a moment")
         };
-        let waiting = self.waiting.fetch_add(1, Ordering::Relaxed);
-        let permit = if waiting >= MAX_WAITING * self.threads {
-            None
-        } else {
-            tokio::time::timeout(wait, self.slots.clone().acquire_owned())
-                .await
-                .ok()
-                .and_then(Result::ok)
+        let permit = {
+            // Counted down on drop: a caller whose client went away stops waiting too.
+            let waiting = Waiting::enter(&self.waiting);
+            if waiting.ahead >= MAX_WAITING * self.threads {
+                None
+            } else {
+                tokio::time::timeout(wait, self.slots.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
         };
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
         let permit = permit.ok_or_else(busy)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: HashJob = Box::new(move || {
@@ -416,5 +438,92 @@ impl Hashing {
         rx.await.map_err(|_| {
             ServiceError::Store(StoreError::Corrupt("password hashing failed".to_owned()))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Every slot taken by a job that runs until `release` is sent to.
+    async fn fill(hashing: &Arc<Hashing>) -> Vec<std::sync::mpsc::Sender<()>> {
+        let mut releases = Vec::new();
+        for _ in 0..hashing.threads {
+            let (release, hold) = std::sync::mpsc::channel::<()>();
+            let (started, running) = tokio::sync::oneshot::channel();
+            let h = hashing.clone();
+            tokio::spawn(async move {
+                h.run(Duration::from_secs(1), move || {
+                    let _ = started.send(());
+                    let _ = hold.recv();
+                })
+                .await
+            });
+            running.await.unwrap();
+            releases.push(release);
+        }
+        releases
+    }
+
+    async fn until_waiting(hashing: &Hashing, n: usize) {
+        while hashing.waiting.load(Ordering::Relaxed) != n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_goes_away_stops_counting_as_waiting() {
+        let hashing = Arc::new(Hashing::new());
+        let releases = fill(&hashing).await;
+        let h = hashing.clone();
+        let gone = tokio::spawn(async move { h.run(Duration::from_secs(3600), || ()).await });
+        until_waiting(&hashing, 1).await;
+        gone.abort();
+        let _ = gone.await;
+        assert_eq!(hashing.waiting.load(Ordering::Relaxed), 0);
+        drop(releases);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_cap_a_caller_is_refused_without_waiting() {
+        let hashing = Arc::new(Hashing::new());
+        let releases = fill(&hashing).await;
+        let cap = MAX_WAITING * hashing.threads;
+        let mut waiters = Vec::new();
+        for _ in 0..cap {
+            let h = hashing.clone();
+            waiters.push(tokio::spawn(async move {
+                h.run(Duration::from_secs(3600), || ()).await
+            }));
+        }
+        until_waiting(&hashing, cap).await;
+        // The clock is paused: a caller that waited would see an hour pass.
+        let started = tokio::time::Instant::now();
+        let refused = hashing.run(Duration::from_secs(3600), || ()).await;
+        assert!(matches!(refused, Err(ServiceError::Busy(_))));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        drop(releases);
+        for w in waiters {
+            // Served, or timed out once the paused clock jumps ahead: either way, gone.
+            let _ = w.await.unwrap();
+        }
+        assert_eq!(hashing.waiting.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone() {
+        let hashing = Hashing::new();
+        let failed = hashing
+            .run(Duration::from_secs(5), || -> u8 {
+                panic!("a hash that cannot be computed")
+            })
+            .await;
+        assert!(failed.is_err());
+        for _ in 0..hashing.threads + 1 {
+            assert_eq!(hashing.run(Duration::from_secs(5), || 7).await.unwrap(), 7);
+        }
     }
 }

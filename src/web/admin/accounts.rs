@@ -89,7 +89,7 @@ pub async fn create_token(
 ) -> Result<Response, AppError> {
     signed_in.require(Role::Admin)?;
     let role = Role::parse(&form.role).unwrap_or(Role::Maintainer);
-    let actor = format!("user:{}", signed_in.user.name);
+    let actor = signed_in.actor().to_string();
     match state.service.create_token(&form.name, role, &actor).await {
         Ok(new) => {
             let secret = new.secret.expose().to_owned();
@@ -127,7 +127,7 @@ pub async fn revoke_token(
     signed_in.require(Role::Admin)?;
     state
         .service
-        .revoke_token(id, &format!("user:{}", signed_in.user.name))
+        .revoke_token(id, &signed_in.actor().to_string())
         .await?;
     Ok(Redirect::to("/admin/tokens").into_response())
 }
@@ -285,7 +285,7 @@ pub async fn add_user(
 ) -> Result<Response, AppError> {
     signed_in.require(Role::Admin)?;
     let role = Role::parse(&form.role).unwrap_or(Role::Maintainer);
-    let actor = format!("user:{}", signed_in.user.name);
+    let actor = signed_in.actor().to_string();
     match state
         .service
         .add_user(&form.name, &form.password, role, &actor)
@@ -325,7 +325,7 @@ pub async fn account_action(
     CsrfForm { signed_in, form }: CsrfForm<AccountForm>,
 ) -> Result<Response, AppError> {
     signed_in.require(Role::Admin)?;
-    let actor = format!("user:{}", signed_in.user.name);
+    let actor = signed_in.actor().to_string();
     let service = &state.service;
     let (result, done) = match form.action.as_str() {
         "remove" => (
@@ -454,7 +454,7 @@ pub async fn change_password(
     }
     match state
         .service
-        .set_password(&name, &form.password, &format!("user:{name}"))
+        .set_password(&name, &form.password, &signed_in.actor().to_string())
         .await
     {
         Ok(()) => Ok(Redirect::to("/admin/login").into_response()),

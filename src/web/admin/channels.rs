@@ -230,7 +230,7 @@ pub async fn create_channel(
         new.events.retain(|k| !k.is_rollout());
         new.events.extend(DEFAULT_ROLLOUT_EVENTS_BLUESKY);
     }
-    let actor = format!("user:{}", signed_in.user.name);
+    let actor = signed_in.actor().to_string();
     match state.service.create_channel(new, &actor).await {
         Ok(_) => Ok(Redirect::to("/admin/channels").into_response()),
         Err(e) => {
@@ -256,7 +256,7 @@ pub async fn edit_channel(
 ) -> Result<Response, AppError> {
     signed_in.require(Role::Admin)?;
     let (new, _) = parse_form(form);
-    let actor = format!("user:{}", signed_in.user.name);
+    let actor = signed_in.actor().to_string();
     match state.service.edit_channel(id, new, &actor).await {
         Ok(c) => {
             channels_page(
@@ -292,7 +292,7 @@ pub async fn delete_channel(
     CsrfForm { signed_in, .. }: CsrfForm,
 ) -> Result<Response, AppError> {
     signed_in.require(Role::Admin)?;
-    let actor = format!("user:{}", signed_in.user.name);
+    let actor = signed_in.actor().to_string();
     state.service.delete_channel(id, &actor).await?;
     Ok(Redirect::to("/admin/channels").into_response())
 }
@@ -490,7 +490,7 @@ pub(crate) async fn decide_delivery(
     if delivery.subject != subject {
         return Err(ServiceError::NotFound("delivery").into());
     }
-    let actor = format!("user:{}", signed_in.user.name);
+    let actor = signed_in.actor().to_string();
     Ok(match form.action.as_str() {
         "retry" => state.service.retry_delivery(id, &actor).await.map(drop),
         "skip" => state.service.skip_delivery(id, &actor).await.map(drop),

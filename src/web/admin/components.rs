@@ -107,7 +107,7 @@ pub async fn create_component(
                 .service
                 .store()
                 .audit(
-                    &format!("user:{}", signed_in.user.name),
+                    &signed_in.actor().to_string(),
                     "component.create",
                     Some(&c.slug),
                     state.service.now(),
@@ -135,7 +135,7 @@ pub async fn edit_component(
     CsrfForm { signed_in, form }: CsrfForm<ComponentForm>,
 ) -> Result<Response, AppError> {
     signed_in.require(Role::Admin)?;
-    let actor = format!("user:{}", signed_in.user.name);
+    let actor = signed_in.actor().to_string();
     let result = match form.op.as_str() {
         "up" => state.service.move_component(&slug, -1, &actor).await,
         "down" => state.service.move_component(&slug, 1, &actor).await,

@@ -23,10 +23,6 @@ use crate::web::error::{AppError, Path};
 use crate::web::public::{Site, TimeView, time};
 use crate::web::rollouts::{RolloutView, rollout_view};
 
-fn actor(s: &SignedIn) -> String {
-    format!("user:{}", s.user.name)
-}
-
 /// Minutes as typed into a form, as a duration; `field` names it in the error.
 fn minutes(field: &'static str, value: &str) -> Result<SignedDuration, ValidationError> {
     let v = value.trim();
@@ -217,7 +213,11 @@ pub async fn create_rollout(
         Ok(new) => new,
         Err(errors) => return new_page(&state, &signed_in, form, errors).await,
     };
-    match state.service.create_rollout(new, &actor(&signed_in)).await {
+    match state
+        .service
+        .create_rollout(new, &signed_in.actor().to_string())
+        .await
+    {
         Ok(r) => Ok(Redirect::to(&format!("/admin/rollouts/{}", r.id)).into_response()),
         Err(ServiceError::Domain(DomainError::Invalid(e))) => {
             new_page(&state, &signed_in, form, vec![e]).await
@@ -468,7 +468,7 @@ pub async fn action(
         .ok_or_else(|| AppError::BadRequest(format!("unknown action {:?}", form.action)))?;
     let result = state
         .service
-        .rollout_action(id, action, note(&form.note), &actor(&signed_in))
+        .rollout_action(id, action, note(&form.note), &signed_in.actor().to_string())
         .await;
     if let Ok((_, Some(reverse))) = &result {
         return Ok(Redirect::to(&format!("/admin/rollouts/{reverse}")).into_response());
@@ -504,7 +504,7 @@ pub async fn target(
         .find(|t| t.position == position)
         .map(|t| t.name.clone())
         .ok_or(AppError::NotFound)?;
-    let who = actor(&signed_in);
+    let who = signed_in.actor().to_string();
     let result = if form.action == "retry" {
         state
             .service
@@ -559,7 +559,7 @@ pub async fn edit(
         };
         match state
             .service
-            .edit_rollout(id, &change, &actor(&signed_in))
+            .edit_rollout(id, &change, &signed_in.actor().to_string())
             .await
         {
             Ok(_) => {
@@ -601,7 +601,7 @@ pub async fn post_update(
     signed_in.require(Role::Maintainer)?;
     let result = state
         .service
-        .post_rollout_note(id, &form.body, &actor(&signed_in))
+        .post_rollout_note(id, &form.body, &signed_in.actor().to_string())
         .await
         .map(drop);
     let keep = RunState {
