@@ -36,6 +36,7 @@ async fn setup(history: usize) -> (tempfile::TempDir, Service, Settings) {
                         description: None,
                     })
                     .collect(),
+                automation: Default::default(),
             })
             .await
             .unwrap();

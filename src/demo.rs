@@ -213,6 +213,7 @@ pub async fn seed(real: &Service) -> ServiceResult<bool> {
                     description: None,
                 })
                 .collect(),
+            automation: Default::default(),
         })
         .await?;
     service
@@ -260,6 +261,7 @@ pub async fn seed(real: &Service) -> ServiceResult<bool> {
                     description: None,
                 })
                 .collect(),
+            automation: Default::default(),
         })
         .await?;
     at(-60 * 24 * 2 + 5);

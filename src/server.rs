@@ -99,6 +99,7 @@ pub async fn build(settings: &Settings, demo: bool) -> anyhow::Result<AppState> 
 
 /// `herald serve`.
 pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
+    let shutdown = signals()?;
     let state = build(&settings, demo).await?;
     let listener = TcpListener::bind(settings.listen)
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -132,7 +133,7 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
         drain,
         tasks,
         token,
-        signals(),
+        shutdown,
     )
     .await
 }
@@ -339,29 +340,39 @@ fn serve_on_this_thread(
     })
 }
 
-/// Resolves on the first SIGTERM or Ctrl-C; a second one exits the process at once.
-async fn signals() {
-    wait_for_signal().await;
-    tokio::spawn(async {
-        wait_for_signal().await;
-        warn!("second shutdown signal: exiting now");
-        std::process::exit(130);
-    });
+/// Resolves on the first SIGTERM or Ctrl-C; a second one exits the process at once. The
+/// handlers are installed here, before anything serves: installed only when the future is
+/// first polled, a signal that came between "ready" and that poll would kill the process
+/// (seen in `tests/drain.rs` on a loaded machine).
+#[cfg(unix)]
+fn signals() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            warn!("second shutdown signal: exiting now");
+            std::process::exit(130);
+        });
+    })
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler cannot fail on unix");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+#[cfg(not(unix))]
+fn signals() -> anyhow::Result<impl Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tokio::spawn(async {
+            let _ = tokio::signal::ctrl_c().await;
+            warn!("second shutdown signal: exiting now");
+            std::process::exit(130);
+        });
+    })
 }

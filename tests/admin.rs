@@ -216,12 +216,17 @@ async fn planning_form_keeps_input_and_shows_errors_by_the_field() {
                 ("time_zone", "Europe/Warsaw"),
                 ("component_api", "on"),
                 ("steps", "One\nTwo"),
+                ("auto_start", "on"),
+                ("reminders", "24h, soon"),
             ],
             &[],
         )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     let html = r.text();
+    assert!(html.contains("&#34;soon&#34; is not an offset"), "{html}");
+    assert!(html.contains("value=\"24h, soon\""), "{html}");
+    assert!(html.contains("name=\"auto_start\" checked"), "{html}");
     assert!(
         html.contains("the expected end must be after the start"),
         "{html}"
@@ -245,6 +250,8 @@ async fn planning_form_keeps_input_and_shows_errors_by_the_field() {
                 ("time_zone", "Europe/Warsaw"),
                 ("component_api", "on"),
                 ("steps", "- One\n\n- Two\n"),
+                ("auto_complete", "on"),
+                ("reminders", "2d, 30m"),
             ],
             &[],
         )
@@ -255,6 +262,16 @@ async fn planning_form_keeps_input_and_shows_errors_by_the_field() {
     assert_eq!(m.steps.len(), 2);
     assert_eq!(m.steps[0].title, "One");
     assert_eq!(m.components[0].slug, "api");
+    assert!(!m.automation.auto_start && m.automation.auto_complete);
+    assert_eq!(m.automation.reminders, [172_800, 1_800]);
+    let edit = app
+        .get_as("/admin/maintenances/1/edit", &me.cookie)
+        .await
+        .text();
+    assert!(
+        edit.contains("value=\"2d, 30m\""),
+        "the edit form shows them: {edit}"
+    );
     // 10:00 in Warsaw in January is 09:00 UTC.
     assert_eq!(m.starts_at.unwrap().to_string(), "2030-01-05T09:00:00Z");
 }

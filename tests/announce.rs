@@ -451,6 +451,7 @@ async fn long_plans_fit_discord_and_only_the_configured_role_is_mentioned() {
                     description: None,
                 })
                 .collect(),
+            automation: Default::default(),
         })
         .await
         .unwrap();

@@ -31,6 +31,7 @@ async fn creates_the_database_and_its_folder_and_keeps_data() {
                 schedule: Schedule::Tentative { hint: None },
                 component_ids: vec![],
                 steps: vec![],
+                automation: Default::default(),
             })
             .await
             .unwrap();
@@ -162,6 +163,7 @@ async fn unknown_components_are_refused() {
             schedule: Schedule::Tentative { hint: None },
             component_ids: vec![42],
             steps: vec![],
+            automation: Default::default(),
         })
         .await
         .unwrap_err();

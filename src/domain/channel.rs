@@ -45,25 +45,29 @@ impl ChannelKind {
 
 /// Events a new channel receives: every lifecycle event and step outcome, not step starts
 /// (a step start is usually followed within minutes by its outcome).
-pub const DEFAULT_EVENTS: [UpdateKind; 9] = [
+pub const DEFAULT_EVENTS: [UpdateKind; 11] = [
     UpdateKind::Announced,
+    UpdateKind::Reminder,
     UpdateKind::Rescheduled,
     UpdateKind::Started,
     UpdateKind::StepDone,
     UpdateKind::StepFailed,
     UpdateKind::StepSkipped,
     UpdateKind::Note,
+    UpdateKind::Overrunning,
     UpdateKind::Completed,
     UpdateKind::Cancelled,
 ];
 
 /// Discord events that get a short message of their own in addition to the live
 /// announcement being edited: the moments a reader wants a notification for.
-pub const DEFAULT_MILESTONES: [UpdateKind; 6] = [
+pub const DEFAULT_MILESTONES: [UpdateKind; 8] = [
+    UpdateKind::Reminder,
     UpdateKind::Rescheduled,
     UpdateKind::Started,
     UpdateKind::StepFailed,
     UpdateKind::Note,
+    UpdateKind::Overrunning,
     UpdateKind::Completed,
     UpdateKind::Cancelled,
 ];

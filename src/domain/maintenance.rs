@@ -242,6 +242,10 @@ pub enum UpdateKind {
     Note,
     Completed,
     Cancelled,
+    /// A reminder before the start (never on the public timeline).
+    Reminder,
+    /// Still in progress past the expected end.
+    Overrunning,
     RolloutStarted,
     TargetDraining,
     TargetDrained,
@@ -268,8 +272,9 @@ pub enum UpdateKind {
 
 impl UpdateKind {
     /// Window events, in the order forms list them.
-    pub const WINDOW: [Self; 10] = [
+    pub const WINDOW: [Self; 12] = [
         Self::Announced,
+        Self::Reminder,
         Self::Rescheduled,
         Self::Started,
         Self::StepStarted,
@@ -277,6 +282,7 @@ impl UpdateKind {
         Self::StepFailed,
         Self::StepSkipped,
         Self::Note,
+        Self::Overrunning,
         Self::Completed,
         Self::Cancelled,
     ];
@@ -302,7 +308,7 @@ impl UpdateKind {
         Self::RolloutNote,
     ];
 
-    pub const ALL: [Self; 28] = [
+    pub const ALL: [Self; 30] = [
         Self::Announced,
         Self::Rescheduled,
         Self::Started,
@@ -313,6 +319,8 @@ impl UpdateKind {
         Self::Note,
         Self::Completed,
         Self::Cancelled,
+        Self::Reminder,
+        Self::Overrunning,
         Self::RolloutStarted,
         Self::TargetDraining,
         Self::TargetDrained,
@@ -345,6 +353,8 @@ impl UpdateKind {
             Self::Note => "note",
             Self::Completed => "completed",
             Self::Cancelled => "cancelled",
+            Self::Reminder => "reminder",
+            Self::Overrunning => "overrunning",
             Self::RolloutStarted => "rollout_started",
             Self::TargetDraining => "target_draining",
             Self::TargetDrained => "target_drained",
@@ -387,6 +397,8 @@ impl UpdateKind {
             Self::Note => "Update",
             Self::Completed => "Completed",
             Self::Cancelled => "Cancelled",
+            Self::Reminder => "Reminder",
+            Self::Overrunning => "Overrunning",
             Self::RolloutStarted => "Rollout started",
             Self::TargetDraining => "Draining",
             Self::TargetDrained => "Drained",
@@ -454,6 +466,13 @@ pub struct Maintenance {
     pub components: Vec<Component>,
     /// Ordered by position, positions 1..=n.
     pub steps: Vec<Step>,
+    pub automation: super::Automation,
+    /// Reminder offsets done for the current start: sent, or already past when it was set.
+    pub reminded: Vec<i64>,
+    /// When the window was noticed running past its expected end; cleared when the end moves.
+    pub overran_at: Option<Timestamp>,
+    /// Raised on each reschedule (a calendar's SEQUENCE).
+    pub sequence: i64,
 }
 
 /// What a new window needs.
@@ -465,6 +484,7 @@ pub struct NewMaintenance {
     pub schedule: Schedule,
     pub component_ids: Vec<i64>,
     pub steps: Vec<NewStep>,
+    pub automation: super::Automation,
 }
 
 impl NewMaintenance {
@@ -499,6 +519,7 @@ impl NewMaintenance {
             schedule: self.schedule,
             component_ids,
             steps,
+            automation: self.automation.validate()?,
         })
     }
 }
@@ -610,12 +631,12 @@ impl Maintenance {
             .or_else(|| self.steps.iter().find(|s| s.state == StepState::Failed))
     }
 
-    /// In progress past its expected end.
+    /// In progress at or past its expected end (the scheduler notes it from that second on).
     pub fn is_overrunning(&self, now: Timestamp) -> bool {
-        self.state == WindowState::InProgress && self.ends_at.is_some_and(|end| now > end)
+        self.state == WindowState::InProgress && self.ends_at.is_some_and(|end| now >= end)
     }
 
-    fn update(&self, kind: UpdateKind, body: String, now: Timestamp) -> NewUpdate {
+    pub(super) fn update(&self, kind: UpdateKind, body: String, now: Timestamp) -> NewUpdate {
         NewUpdate {
             kind,
             body,
@@ -625,7 +646,7 @@ impl Maintenance {
         }
     }
 
-    fn schedule_text(&self) -> String {
+    pub(super) fn schedule_text(&self) -> String {
         match self.schedule() {
             Schedule::Tentative { hint: Some(hint) } => format!("No date yet: {hint}."),
             Schedule::Tentative { hint: None } => "No date yet.".to_owned(),
@@ -673,6 +694,7 @@ impl Maintenance {
         };
         self.announced_at = Some(now);
         self.updated_at = now;
+        self.arm_reminders(now);
         let body = format!("Maintenance announced. {}", self.schedule_text());
         Ok(vec![self.update(UpdateKind::Announced, body, now)])
     }
@@ -703,6 +725,8 @@ impl Maintenance {
                 .into());
             }
             self.ends_at = ends_at;
+            self.overran_at = None;
+            self.sequence += 1;
             self.updated_at = now;
             let body = match ends_at {
                 Some(end) => format!("Expected end moved to {}.", format_utc(end)),
@@ -723,6 +747,8 @@ impl Maintenance {
             }
         }
         self.updated_at = now;
+        self.sequence += 1;
+        self.arm_reminders(now);
         if self.state == WindowState::Draft {
             // A draft is not public; its changes make no timeline entry.
             return Ok(Vec::new());
@@ -1067,6 +1093,10 @@ pub struct Edit {
     pub description: Option<String>,
     pub impact: Option<Impact>,
     pub components: Option<Vec<Component>>,
+    pub auto_start: Option<bool>,
+    pub auto_complete: Option<bool>,
+    /// Reminder offsets in seconds before the start.
+    pub reminders: Option<Vec<i64>>,
 }
 
 /// A partial change of the schedule, as PATCH sends it: the outer `None` leaves a field alone,
@@ -1128,6 +1158,14 @@ impl Maintenance {
             components.dedup_by_key(|c| c.id);
             self.components = components;
         }
+        let automation = super::Automation {
+            auto_start: edit.auto_start.unwrap_or(self.automation.auto_start),
+            auto_complete: edit.auto_complete.unwrap_or(self.automation.auto_complete),
+            reminders: edit
+                .reminders
+                .unwrap_or_else(|| self.automation.reminders.clone()),
+        };
+        self.set_automation(automation, now)?;
         if *self != before {
             self.updated_at = now;
         }

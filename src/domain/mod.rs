@@ -29,11 +29,13 @@ mod account;
 mod channel;
 mod maintenance;
 mod rollout;
+mod timed;
 
 pub use account::*;
 pub use channel::*;
 pub use maintenance::*;
 pub use rollout::*;
+pub use timed::*;
 
 /// A broken rule, in words a maintainer can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

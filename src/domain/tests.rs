@@ -56,6 +56,10 @@ fn window(state: WindowState, steps: &[StepState]) -> Maintenance {
             .enumerate()
             .map(|(i, s)| step(i as i64 + 1, *s))
             .collect(),
+        automation: Automation::default(),
+        reminded: Vec::new(),
+        overran_at: None,
+        sequence: 0,
     }
 }
 
@@ -473,6 +477,7 @@ fn notes_and_titles_are_validated() {
         schedule: Schedule::Tentative { hint: None },
         component_ids: vec![],
         steps: vec![],
+        automation: Default::default(),
     };
     assert_eq!(new.validate().unwrap_err().field, "title");
     let new = NewComponent {
@@ -649,4 +654,75 @@ fn allowed_actions_follow_the_rules() {
         [StepAction::Start, StepAction::Skip]
     );
     assert_eq!(w.allowed_step_actions(2), [StepAction::Skip]);
+}
+
+#[test]
+fn reminder_offsets_read_as_people_write_them() {
+    assert_eq!(
+        Automation::parse_reminders("24h, 1h, 30m").unwrap(),
+        [86_400, 3_600, 1_800]
+    );
+    assert_eq!(
+        Automation::parse_reminders(" 2d ,90min").unwrap(),
+        [172_800, 5_400]
+    );
+    assert_eq!(Automation::parse_reminders("").unwrap(), Vec::<i64>::new());
+    for bad in ["1", "h", "1w", "-1h", "1.5h", "99999999999999999999d"] {
+        let e = Automation::parse_reminders(bad).unwrap_err();
+        assert_eq!(e.field, "reminders", "{bad}");
+    }
+    let a = Automation {
+        reminders: vec![3_600, 86_400, 3_600, 5_400],
+        ..Automation::default()
+    }
+    .validate()
+    .unwrap();
+    assert_eq!(a.reminders, [86_400, 5_400, 3_600]);
+    assert_eq!(a.reminders_text(), "1d, 90m, 1h");
+    assert!(
+        Automation {
+            reminders: vec![60; 6]
+                .into_iter()
+                .enumerate()
+                .map(|(i, o)| o * (i as i64 + 1))
+                .collect(),
+            ..Automation::default()
+        }
+        .validate()
+        .is_err()
+    );
+}
+
+#[test]
+fn after_a_tick_nothing_is_due_until_later() {
+    // Every combination of automation and time around start and end: a tick at `now` leaves
+    // nothing due at `now`, so the scheduler never spins.
+    for auto_start in [false, true] {
+        for auto_complete in [false, true] {
+            for steps in [
+                &[][..],
+                &[StepState::Pending][..],
+                &[StepState::InProgress][..],
+            ] {
+                let mut w = window(WindowState::Scheduled, &[]);
+                w.steps = window(WindowState::Scheduled, steps).steps;
+                w.automation = Automation {
+                    auto_start,
+                    auto_complete,
+                    reminders: vec![30 * 60, 60],
+                };
+                w.arm_reminders(t(0));
+                for minute in (0..200).step_by(1) {
+                    let now = t(minute);
+                    w.tick(now).unwrap();
+                    if let Some(due) = w.next_due(now) {
+                        assert!(
+                            due > now,
+                            "{auto_start} {auto_complete} {steps:?} at {minute}: due {due}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -45,6 +45,8 @@ pub struct Event {
     pub when_discord: String,
     /// Bluesky: the schedule in UTC words.
     pub when_utc: String,
+    /// Discord: the expected end as a relative `<t:…:R>` tag, or empty.
+    pub ends_discord: String,
     pub components: String,
 }
 
@@ -191,6 +193,10 @@ impl Event {
             total: window.steps.len(),
             when_discord: discord_when(window),
             when_utc: utc_when(window),
+            ends_discord: window
+                .ends_at
+                .map(|e| format!("<t:{}:R>", e.as_second()))
+                .unwrap_or_default(),
             components: window
                 .components
                 .iter()
@@ -423,6 +429,11 @@ pub fn discord_embed(
             None => "In progress".to_owned(),
         },
         s => s.label().to_owned(),
+    };
+    let state = if window.is_overrunning(now) {
+        format!("{state}, overrunning")
+    } else {
+        state
     };
     let when = discord_when(window);
     let components = window

@@ -326,6 +326,17 @@ impl Service {
         id: i64,
         rule: impl Fn(&mut Maintenance, Timestamp) -> Result<Vec<NewUpdate>, DomainError>,
     ) -> ServiceResult<Maintenance> {
+        self.change_audited(|_| (audit.0.to_owned(), audit.1), id, rule)
+            .await
+    }
+
+    /// [`Service::change`] with the audit entry chosen from what the rule did.
+    async fn change_audited(
+        &self,
+        audit: impl Fn(&[NewUpdate]) -> (String, Option<i64>),
+        id: i64,
+        rule: impl Fn(&mut Maintenance, Timestamp) -> Result<Vec<NewUpdate>, DomainError>,
+    ) -> ServiceResult<Maintenance> {
         for _ in 0..MAX_CONFLICT_RETRIES {
             let before = self.maintenance(id).await?;
             let mut m = before.clone();
@@ -351,7 +362,8 @@ impl Service {
                     if !deliveries.is_empty() {
                         self.wake_outbox();
                     }
-                    self.audit_window(audit.0, id, audit.1).await?;
+                    let (action, step) = audit(&updates);
+                    self.audit_window(&action, id, step).await?;
                     return Ok(m);
                 }
                 Err(StoreError::Conflict) => continue,
@@ -452,6 +464,43 @@ impl Service {
                     })
             })
             .collect()
+    }
+
+    /// Do what time made due on every public window (see [`crate::domain::Maintenance::tick`]),
+    /// in the scheduler's name. Returns when something next falls due.
+    pub async fn check_windows(&self) -> ServiceResult<Option<Timestamp>> {
+        let scheduler = self.acting(crate::domain::Actor::Scheduler);
+        let now = self.now();
+        let mut next: Option<Timestamp> = None;
+        for m in self.store.open_public_maintenances().await? {
+            let m = match m.next_due(now) {
+                Some(due) if due <= now => {
+                    let ticked = scheduler
+                        .change_audited(
+                            |updates| {
+                                let what = updates.first().map_or("none", |u| u.kind.as_str());
+                                (format!("window.{what}"), None)
+                            },
+                            m.id,
+                            |m, now| m.tick(now),
+                        )
+                        .await;
+                    match ticked {
+                        Ok(m) => m,
+                        // One window that cannot be written must not hold up the others.
+                        Err(e) => {
+                            tracing::warn!(window = m.id, error = %e, "could not apply a timed change");
+                            continue;
+                        }
+                    }
+                }
+                _ => m,
+            };
+            if let Some(due) = m.next_due(now).filter(|due| *due > now) {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        Ok(next)
     }
 
     pub async fn post_update(&self, id: i64, body: &str) -> ServiceResult<Maintenance> {

@@ -15,7 +15,7 @@ use tracing::instrument;
 
 use super::{AccountChange, MaintenanceSummary, Page, Store, StoreError, StoreResult};
 use crate::domain::{
-    ApiToken, AuditEntry, Component, Impact, Maintenance, NewComponent, NewDelivery,
+    ApiToken, AuditEntry, Automation, Component, Impact, Maintenance, NewComponent, NewDelivery,
     NewMaintenance, NewUpdate, Role, Schedule, Step, StepState, Subject, Update, UpdateKind, User,
     WindowState,
 };
@@ -178,7 +178,28 @@ fn maintenance_from(row: &SqliteRow) -> StoreResult<Maintenance> {
         version: row.try_get("version")?,
         components: Vec::new(),
         steps: Vec::new(),
+        automation: Automation {
+            auto_start: row.try_get("auto_start")?,
+            auto_complete: row.try_get("auto_complete")?,
+            reminders: offsets(row.try_get("reminders")?),
+        },
+        reminded: offsets(row.try_get("reminded")?),
+        overran_at: opt_ts(row.try_get("overran_at")?)?,
+        sequence: row.try_get("sequence")?,
     })
+}
+
+/// Reminder offsets as stored: comma-separated seconds.
+fn offsets(s: String) -> Vec<i64> {
+    s.split(',').filter_map(|o| o.trim().parse().ok()).collect()
+}
+
+fn offsets_text(offsets: &[i64]) -> String {
+    offsets
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn update_from(row: &SqliteRow) -> StoreResult<Update> {
@@ -224,7 +245,8 @@ const TOKEN_COLUMNS: &str =
 const COMPONENT_COLUMNS: &str = "c.id, c.slug, c.name, c.description, c.group_name, c.position";
 const MAINTENANCE_COLUMNS: &str = "m.id, m.title, m.description, m.state, m.impact, m.starts_at, \
      m.ends_at, m.schedule_hint, m.started_at, m.finished_at, m.announced_at, m.created_at, \
-     m.updated_at, m.version";
+     m.updated_at, m.version, m.auto_start, m.auto_complete, m.reminders, m.reminded, \
+     m.overran_at, m.sequence";
 const STEP_COLUMNS: &str = "s.id, s.maintenance_id, s.position, s.title, s.description, s.state, \
      s.started_at, s.finished_at, s.note, s.attempts";
 const OPEN_PUBLIC: &str =
@@ -384,8 +406,9 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO maintenances (title, description, state, impact, starts_at, ends_at, \
-             schedule_hint, created_at, updated_at, version) \
-             VALUES ($1, $2, 'draft', $3, $4, $5, $6, $7, $7, 0) RETURNING id",
+             schedule_hint, created_at, updated_at, version, auto_start, auto_complete, \
+             reminders, reminded) \
+             VALUES ($1, $2, 'draft', $3, $4, $5, $6, $7, $7, 0, $8, $9, $10, '') RETURNING id",
         )
         .bind(&new.title)
         .bind(&new.description)
@@ -394,6 +417,9 @@ impl Store for SqliteStore {
         .bind(opt_secs(ends_at))
         .bind(&hint)
         .bind(secs(now))
+        .bind(new.automation.auto_start)
+        .bind(new.automation.auto_complete)
+        .bind(offsets_text(&new.automation.reminders))
         .fetch_one(&mut *tx)
         .await?;
         for (i, step) in new.steps.iter().enumerate() {
@@ -461,7 +487,9 @@ impl Store for SqliteStore {
         let done = sqlx::query(
             "UPDATE maintenances SET title = $1, description = $2, state = $3, impact = $4, \
              starts_at = $5, ends_at = $6, schedule_hint = $7, started_at = $8, finished_at = $9, \
-             announced_at = $10, updated_at = $11, version = version + 1 \
+             announced_at = $10, updated_at = $11, auto_start = $14, auto_complete = $15, \
+             reminders = $16, reminded = $17, overran_at = $18, sequence = $19, \
+             version = version + 1 \
              WHERE id = $12 AND version = $13",
         )
         .bind(&m.title)
@@ -477,6 +505,12 @@ impl Store for SqliteStore {
         .bind(secs(m.updated_at))
         .bind(m.id)
         .bind(m.version)
+        .bind(m.automation.auto_start)
+        .bind(m.automation.auto_complete)
+        .bind(offsets_text(&m.automation.reminders))
+        .bind(offsets_text(&m.reminded))
+        .bind(opt_secs(m.overran_at))
+        .bind(m.sequence)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {

@@ -335,7 +335,12 @@ pub fn window_view(m: &Maintenance, updates: &[Update], now: Timestamp) -> Windo
         },
         has_failed_step: m.steps.iter().any(|s| s.state == StepState::Failed),
         description_html: markdown(&m.description),
-        updates: updates.iter().map(update_view).collect(),
+        // A reminder is an announcement, not something that happened to the window.
+        updates: updates
+            .iter()
+            .filter(|u| u.kind != crate::domain::UpdateKind::Reminder)
+            .map(update_view)
+            .collect(),
     }
 }
 

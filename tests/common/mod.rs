@@ -153,6 +153,7 @@ impl TestApp {
                         description: None,
                     })
                     .collect(),
+                automation: Default::default(),
             })
             .await
             .unwrap()

@@ -19,8 +19,8 @@ use super::auth::{self, CsrfForm, LoginThrottle, Scope, SignedIn};
 use super::error::{AppError, Form, Path, Query};
 use super::public::{Site, TimeView, WindowView, time, window_view};
 use crate::domain::{
-    DomainError, Impact, NewMaintenance, NewStep, Role, Schedule, StepAction, StepState,
-    ValidationError, WindowAction, WindowState,
+    Automation, DomainError, Impact, NewMaintenance, NewStep, Role, Schedule, StepAction,
+    StepState, ValidationError, WindowAction, WindowState,
 };
 use crate::service::ServiceError;
 

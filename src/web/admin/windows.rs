@@ -16,9 +16,43 @@ pub struct NewForm {
     schedule: ScheduleFields,
     #[serde(default)]
     steps: String,
-    /// `component_<slug>=on` for each ticked box.
+    #[serde(flatten)]
+    automation: AutomationFields,
+    /// `component_<slug>=on` for each ticked box (after the named fields, which take theirs).
     #[serde(flatten)]
     rest: HashMap<String, String>,
+}
+
+/// What a window does by itself, as a form has it: checkboxes (`on`) and the reminder offsets
+/// as text.
+#[derive(Debug, Default, Deserialize)]
+pub struct AutomationFields {
+    #[serde(default)]
+    pub(crate) auto_start: String,
+    #[serde(default)]
+    pub(crate) auto_complete: String,
+    #[serde(default)]
+    pub(crate) reminders: String,
+}
+
+impl AutomationFields {
+    fn of(a: &Automation) -> Self {
+        let on = |b: bool| if b { "on" } else { "" }.to_owned();
+        Self {
+            auto_start: on(a.auto_start),
+            auto_complete: on(a.auto_complete),
+            reminders: a.reminders_text(),
+        }
+    }
+
+    fn parse(&self) -> Result<Automation, ValidationError> {
+        Automation {
+            auto_start: self.auto_start == "on",
+            auto_complete: self.auto_complete == "on",
+            reminders: Automation::parse_reminders(&self.reminders)?,
+        }
+        .validate()
+    }
 }
 
 #[derive(Template)]
@@ -111,6 +145,7 @@ pub async fn new_window(
             time_zone: "UTC".into(),
             ..ScheduleFields::default()
         },
+        automation: AutomationFields::of(&Automation::default()),
         ..NewForm::default()
     };
     new_page(&state, &signed_in, form, Vec::new()).await
@@ -196,6 +231,11 @@ fn parse_new(
     let mut errors = Vec::new();
     let impact = Impact::parse(&form.impact).unwrap_or_default();
     let schedule = parse_schedule(&form.schedule, &mut errors);
+    let automation = form
+        .automation
+        .parse()
+        .map_err(|e| errors.push(e))
+        .unwrap_or_default();
     let new = NewMaintenance {
         title: form.title.clone(),
         description: form.description.clone(),
@@ -214,6 +254,7 @@ fn parse_new(
                 description: None,
             })
             .collect(),
+        automation,
     };
     if let Err(e) = new.clone().validate() {
         errors.push(e);
@@ -269,6 +310,8 @@ pub struct EditForm {
     #[serde(default)]
     op: String,
     #[serde(flatten)]
+    automation: AutomationFields,
+    #[serde(flatten)]
     rest: HashMap<String, String>,
 }
 
@@ -306,6 +349,7 @@ async fn edit_page(
             .iter()
             .map(|c| (format!("component_{}", c.slug), "on".to_owned()))
             .collect(),
+        automation: AutomationFields::of(&m.automation),
         ..EditForm::default()
     });
     let preview = (form.op == "preview").then(|| crate::web::public::markdown(&form.description));
@@ -377,8 +421,10 @@ pub async fn save_edit(
         .await;
     }
     let slugs = ticked_components(&form.rest);
-    let result = match state.service.components_by_slug(&slugs).await {
-        Ok(components) => {
+    let automation = form.automation.parse().map_err(ServiceError::from);
+    let result = match (state.service.components_by_slug(&slugs).await, automation) {
+        (Err(e), _) | (_, Err(e)) => Err(e),
+        (Ok(components), Ok(automation)) => {
             state
                 .service
                 .acting(signed_in.actor())
@@ -389,12 +435,14 @@ pub async fn save_edit(
                         description: Some(form.description.clone()),
                         impact: Impact::parse(&form.impact),
                         components: Some(components),
+                        auto_start: Some(automation.auto_start),
+                        auto_complete: Some(automation.auto_complete),
+                        reminders: Some(automation.reminders),
                     },
                     crate::domain::ScheduleChange::default(),
                 )
                 .await
         }
-        Err(e) => Err(e),
     };
     match result {
         Ok(_) => Ok(Redirect::to(&format!("/admin/maintenances/{id}")).into_response()),

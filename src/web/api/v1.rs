@@ -149,6 +149,21 @@ pub(crate) fn nullable_whole<'de, D: Deserializer<'de>>(
     optional_whole(d).map(Some)
 }
 
+/// An optional list of whole numbers (see [`whole`]).
+pub(crate) fn whole_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<i64>>, D::Error> {
+    match Option::<Vec<serde_json::Value>>::deserialize(d)? {
+        None => Ok(None),
+        Some(list) => list
+            .iter()
+            .map(|v| {
+                whole(v)
+                    .ok_or_else(|| serde::de::Error::custom(format!("{v} is not a whole number")))
+            })
+            .collect::<Result<_, _>>()
+            .map(Some),
+    }
+}
+
 /// `Some(None)` for an explicit `null`, `None` for an absent field.
 pub(crate) fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     d: D,
@@ -213,6 +228,14 @@ pub struct MaintenanceJson {
     pub steps: Vec<StepJson>,
     pub steps_done: usize,
     pub steps_total: usize,
+    /// In progress past its expected end.
+    pub overrunning: bool,
+    /// Starts by itself at `starts_at`.
+    pub auto_start: bool,
+    /// Completes by itself at `ends_at` (when no step is pending or in progress).
+    pub auto_complete: bool,
+    /// Seconds before `starts_at` at which a reminder is announced, largest first.
+    pub reminders: Vec<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -234,7 +257,8 @@ pub struct StepJson {
 pub struct UpdateJson {
     pub id: i64,
     /// What happened: `announced`, `rescheduled`, `started`, `step_started`, `step_done`,
-    /// `step_failed`, `step_skipped`, `note`, `completed`, `cancelled`.
+    /// `step_failed`, `step_skipped`, `note`, `reminder`, `overrunning`, `completed`,
+    /// `cancelled`.
     pub kind: &'static str,
     pub body: String,
     pub note: Option<String>,
@@ -252,7 +276,7 @@ pub struct ComponentJson {
     pub status: &'static str,
 }
 
-fn maintenance_json(m: &Maintenance, public_url: &str) -> MaintenanceJson {
+fn maintenance_json(m: &Maintenance, public_url: &str, now: Timestamp) -> MaintenanceJson {
     MaintenanceJson {
         id: m.id,
         title: m.title.clone(),
@@ -285,6 +309,10 @@ fn maintenance_json(m: &Maintenance, public_url: &str) -> MaintenanceJson {
             .collect(),
         steps_done: m.steps_done(),
         steps_total: m.steps.len(),
+        overrunning: m.is_overrunning(now),
+        auto_start: m.automation.auto_start,
+        auto_complete: m.automation.auto_complete,
+        reminders: m.automation.reminders.clone(),
     }
 }
 
@@ -336,6 +364,15 @@ pub struct CreateMaintenance {
     pub components: Option<Vec<Slug>>,
     #[schema(max_items = 100)]
     pub steps: Option<Vec<StepInput>>,
+    /// Start by itself at `starts_at` (default false).
+    pub auto_start: Option<bool>,
+    /// Complete by itself at `ends_at` when no step is pending or in progress (default false).
+    pub auto_complete: Option<bool>,
+    /// Seconds before the start at which a reminder is announced (default one day and one
+    /// hour: `[86400, 3600]`); `[]` for none.
+    #[serde(default, deserialize_with = "whole_list")]
+    #[schema(value_type = Option<Vec<i64>>, max_items = 5)]
+    pub reminders: Option<Vec<i64>>,
 }
 
 /// Edit a window or move its date. Absent fields stay; `null` clears a date or the hint
@@ -363,6 +400,15 @@ pub struct PatchMaintenance {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>, max_length = 200, pattern = "^[^\\u0000]*$")]
     pub schedule_hint: Option<Option<String>>,
+    /// Start by itself at `starts_at` (default false).
+    pub auto_start: Option<bool>,
+    /// Complete by itself at `ends_at` when no step is pending or in progress (default false).
+    pub auto_complete: Option<bool>,
+    /// Seconds before the start at which a reminder is announced (default one day and one
+    /// hour: `[86400, 3600]`); `[]` for none.
+    #[serde(default, deserialize_with = "whole_list")]
+    #[schema(value_type = Option<Vec<i64>>, max_items = 5)]
+    pub reminders: Option<Vec<i64>>,
 }
 
 /// An optional note with a transition. The body may be empty.
@@ -441,11 +487,22 @@ async fn create_maintenance(
                     description: s.description,
                 })
                 .collect(),
+            automation: domain::Automation {
+                auto_start: input.auto_start.unwrap_or(false),
+                auto_complete: input.auto_complete.unwrap_or(false),
+                reminders: input
+                    .reminders
+                    .unwrap_or_else(|| domain::DEFAULT_REMINDERS.to_vec()),
+            },
         })
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(maintenance_json(&m, &state.settings.public_url)),
+        Json(maintenance_json(
+            &m,
+            &state.settings.public_url,
+            state.service.now(),
+        )),
     ))
 }
 
@@ -463,7 +520,11 @@ async fn get_maintenance(
     Params(id): Params<i64>,
 ) -> ApiResult<Json<MaintenanceJson>> {
     let m = state.service.maintenance(id).await?;
-    Ok(Json(maintenance_json(&m, &state.settings.public_url)))
+    Ok(Json(maintenance_json(
+        &m,
+        &state.settings.public_url,
+        state.service.now(),
+    )))
 }
 
 /// Edit a window or reschedule it (in one commit).
@@ -495,6 +556,9 @@ async fn patch_maintenance(
                 description: input.description,
                 impact: input.impact.map(Into::into),
                 components,
+                auto_start: input.auto_start,
+                auto_complete: input.auto_complete,
+                reminders: input.reminders,
             },
             ScheduleChange {
                 starts_at: input.starts_at,
@@ -503,7 +567,11 @@ async fn patch_maintenance(
             },
         )
         .await?;
-    Ok(Json(maintenance_json(&m, &state.settings.public_url)))
+    Ok(Json(maintenance_json(
+        &m,
+        &state.settings.public_url,
+        state.service.now(),
+    )))
 }
 
 /// Announce, start, complete or cancel a window.
@@ -532,7 +600,11 @@ async fn window_action(
         .acting(bearer.actor_id())
         .window_action(id, action, input.note.as_deref())
         .await?;
-    Ok(Json(maintenance_json(&m, &state.settings.public_url)))
+    Ok(Json(maintenance_json(
+        &m,
+        &state.settings.public_url,
+        state.service.now(),
+    )))
 }
 
 /// Start, finish (done), fail or skip a step.
@@ -562,7 +634,11 @@ async fn step_action(
         .acting(bearer.actor_id())
         .step_action(id, position, action, input.note.as_deref())
         .await?;
-    Ok(Json(maintenance_json(&m, &state.settings.public_url)))
+    Ok(Json(maintenance_json(
+        &m,
+        &state.settings.public_url,
+        state.service.now(),
+    )))
 }
 
 /// The window's timeline, newest first.
