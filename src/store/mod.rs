@@ -112,6 +112,9 @@ pub trait Store: Outbox + Rollouts + Send + Sync + 'static {
     async fn open_public_maintenances(&self) -> StoreResult<Vec<Maintenance>>;
     /// Every window not yet finished, drafts included (for maintainers).
     async fn open_maintenances(&self) -> StoreResult<Vec<Maintenance>>;
+    /// The `limit` public windows changed most recently, open or finished, newest change
+    /// first, with steps and components (feeds and calendars).
+    async fn recent_public_maintenances(&self, limit: i64) -> StoreResult<Vec<Maintenance>>;
     /// Public finished windows, newest first.
     async fn finished_maintenances(
         &self,

@@ -578,6 +578,19 @@ impl Store for SqliteStore {
     }
 
     #[instrument(skip(self))]
+    async fn recent_public_maintenances(&self, limit: i64) -> StoreResult<Vec<Maintenance>> {
+        let mut windows = self
+            .windows_where(&format!(
+                "m.id IN (SELECT id FROM maintenances WHERE announced_at IS NOT NULL \
+                 ORDER BY updated_at DESC, id DESC LIMIT {})",
+                limit.max(0)
+            ))
+            .await?;
+        windows.sort_by_key(|m| std::cmp::Reverse((m.updated_at, m.id)));
+        Ok(windows)
+    }
+
+    #[instrument(skip(self))]
     async fn open_maintenances(&self) -> StoreResult<Vec<Maintenance>> {
         self.windows_where("m.state IN ('draft', 'planned', 'scheduled', 'in_progress')")
             .await

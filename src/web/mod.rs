@@ -7,6 +7,7 @@ pub mod assets;
 pub mod auth;
 pub mod cache;
 pub mod error;
+pub mod feeds;
 pub mod ops;
 pub mod public;
 pub mod rollouts;
@@ -279,6 +280,7 @@ pub fn router(state: AppState) -> Router {
     );
     Router::new()
         .merge(api_v1)
+        .merge(api::statuspage::routes())
         .route(
             "/api/openapi.json",
             get(move || {
@@ -302,6 +304,15 @@ pub fn router(state: AppState) -> Router {
         .route("/maintenance/{id}", get(public::maintenance))
         .route("/rollouts/{id}", get(rollouts::rollout))
         .route("/history", get(public::history))
+        .route("/feed.atom", get(feeds::atom))
+        .route("/calendar.ics", get(feeds::calendar))
+        .route("/badge.svg", get(feeds::badge))
+        .route("/components/{slug}/feed.atom", get(feeds::component_atom))
+        .route(
+            "/components/{slug}/calendar.ics",
+            get(feeds::component_calendar),
+        )
+        .route("/components/{slug}/badge.svg", get(feeds::component_badge))
         .route("/static/{file}", get(assets::serve))
         .route("/admin", get(admin::dashboard))
         .route("/admin/login", get(admin::login_page).post(admin::login))

@@ -4,6 +4,7 @@
 
 pub mod reference;
 pub mod rollouts;
+pub mod statuspage;
 pub mod v1;
 
 use axum::Json;
