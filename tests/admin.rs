@@ -151,6 +151,7 @@ async fn every_admin_form_checks_the_token_before_reading_the_form() {
         "/admin/channels/1",
         "/admin/channels/1/delete",
         "/admin/channels/1/test",
+        "/admin/channels/1/rotate",
         "/admin/rollouts",
         "/admin/rollouts/1/action",
         "/admin/rollouts/1/targets/1",

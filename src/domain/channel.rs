@@ -13,16 +13,25 @@ pub enum ChannelKind {
     DiscordWebhook,
     DiscordBot,
     Bluesky,
+    /// An HTTP endpoint of the operator's choosing, sent JSON events signed as the Standard
+    /// Webhooks specification says.
+    Webhook,
 }
 
 impl ChannelKind {
-    pub const ALL: [Self; 3] = [Self::DiscordWebhook, Self::DiscordBot, Self::Bluesky];
+    pub const ALL: [Self; 4] = [
+        Self::DiscordWebhook,
+        Self::DiscordBot,
+        Self::Bluesky,
+        Self::Webhook,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::DiscordWebhook => "discord_webhook",
             Self::DiscordBot => "discord_bot",
             Self::Bluesky => "bluesky",
+            Self::Webhook => "webhook",
         }
     }
 
@@ -35,6 +44,7 @@ impl ChannelKind {
             Self::DiscordWebhook => "Discord webhook",
             Self::DiscordBot => "Discord bot",
             Self::Bluesky => "Bluesky",
+            Self::Webhook => "Signed webhook",
         }
     }
 
@@ -94,8 +104,14 @@ pub const DEFAULT_ROLLOUT_EVENTS_BLUESKY: [UpdateKind; 9] = [
 /// Rollout events that get a Discord message of their own besides the live rollout message.
 pub const DEFAULT_ROLLOUT_MILESTONES: [UpdateKind; 9] = DEFAULT_ROLLOUT_EVENTS_BLUESKY;
 
-/// Everything a new channel of `kind` receives, windows and rollouts.
+/// Everything a new channel of `kind` receives, windows and rollouts. A signed webhook gets
+/// every event (its receiver is a program that filters for itself) except drain counts.
 pub fn default_events(kind: ChannelKind) -> Vec<UpdateKind> {
+    if kind == ChannelKind::Webhook {
+        return event_kinds()
+            .filter(|k| *k != UpdateKind::RolloutDrain)
+            .collect();
+    }
     let rollout: &[UpdateKind] = if kind.is_discord() {
         &DEFAULT_ROLLOUT_EVENTS_DISCORD
     } else {
@@ -330,6 +346,14 @@ fn check_url(field: &'static str, url: &str) -> Result<String, ValidationError> 
     Ok(url.to_owned())
 }
 
+/// `whsec_` and the base64 of a key of 24 to 64 bytes (Standard Webhooks).
+pub fn is_webhook_secret(s: &str) -> bool {
+    use base64::Engine as _;
+    s.strip_prefix("whsec_")
+        .and_then(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
+        .is_some_and(|key| (24..=64).contains(&key.len()))
+}
+
 fn is_snowflake(s: &str) -> bool {
     !s.is_empty() && s.len() <= 20 && s.parse::<u64>().is_ok()
 }
@@ -367,6 +391,21 @@ impl NewChannel {
                 }
                 if secret.contains(char::is_whitespace) && !secret.starts_with("Bot ") {
                     return Err(ValidationError::new("secret", "a bot token has no spaces"));
+                }
+            }
+            ChannelKind::Webhook => {
+                self.target = check_url("target", &self.target).map_err(|_| {
+                    ValidationError::new("target", "give the http:// or https:// URL to send to")
+                })?;
+                if !secret.is_empty() && !is_webhook_secret(&secret) {
+                    return Err(ValidationError::new(
+                        "secret",
+                        "a signing secret is whsec_ followed by base64 (leave it empty and \
+                         Herald makes one)",
+                    ));
+                }
+                if secret.is_empty() && !has_secret {
+                    return Err(ValidationError::new("secret", "a signing secret is needed"));
                 }
             }
             ChannelKind::Bluesky => {

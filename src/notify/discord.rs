@@ -174,7 +174,7 @@ impl Discord {
                     default_base.unwrap_or(hook.base),
                 )
             }
-            ChannelKind::Bluesky => {
+            ChannelKind::Bluesky | ChannelKind::Webhook => {
                 return Err(SendError::Permanent("not a Discord channel".into()));
             }
         };

@@ -17,6 +17,7 @@
 pub mod bluesky;
 pub mod discord;
 pub mod render;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -214,6 +215,7 @@ pub fn sender_for(
             settings,
             service.store().clone(),
         )?),
+        ChannelKind::Webhook => Arc::new(webhook::Webhook::new(channel, settings)?),
     })
 }
 
@@ -227,11 +229,12 @@ pub fn random_hex(n: usize) -> String {
 }
 
 /// The idempotency key a new delivery gets before its first attempt: a Discord nonce (at
-/// most 25 characters) or a Bluesky record key (a TID).
+/// most 25 characters), a Bluesky record key (a TID) or a webhook's message id.
 pub fn idem_key(kind: ChannelKind) -> String {
     match kind {
         ChannelKind::DiscordWebhook | ChannelKind::DiscordBot => format!("h{}", random_hex(20)),
         ChannelKind::Bluesky => bluesky::new_tid(),
+        ChannelKind::Webhook => webhook::new_message_id(),
     }
 }
 

@@ -4,7 +4,10 @@
 use jiff::{SignedDuration, Timestamp};
 
 use super::{Service, ServiceError, ServiceResult};
-use crate::domain::{Channel, ChannelSource, Delivery, NewChannel, Subject, ValidationError};
+use crate::domain::{
+    Channel, ChannelKind, ChannelSecret, ChannelSource, Delivery, NewChannel, Subject,
+    ValidationError,
+};
 use crate::store::StoreError;
 
 impl Service {
@@ -37,7 +40,13 @@ impl Service {
         }
     }
 
+    /// Add a channel. A signed webhook given no secret gets a new one (read it from the
+    /// returned channel, once: it is shown nowhere else).
     pub async fn create_channel(&self, new: NewChannel, actor: &str) -> ServiceResult<Channel> {
+        let mut new = new;
+        if new.kind == Some(ChannelKind::Webhook) && new.secret.expose().trim().is_empty() {
+            new.secret = ChannelSecret::new(crate::notify::webhook::new_secret());
+        }
         let new = new.validate(false)?;
         let channel = self
             .store
@@ -78,7 +87,9 @@ impl Service {
                 )
                 .into());
             }
-            if new.secret.expose().is_empty() {
+            // A webhook's signing secret never leaves Herald (only signatures do), so a moved
+            // webhook carries nothing that was not public.
+            if new.secret.expose().is_empty() && current.kind != ChannelKind::Webhook {
                 return Err(ValidationError::new(
                     "secret",
                     "enter the secret again: changing where a channel sends needs it, so a \
@@ -104,6 +115,43 @@ impl Service {
         };
         self.store
             .audit(actor, "channel.edit", Some(&what), self.now())
+            .await?;
+        self.wake_outbox();
+        Ok(channel)
+    }
+
+    /// A new signing secret for a signed webhook; the old one stops working at once. Returns
+    /// the channel with it (shown once).
+    pub async fn rotate_webhook_secret(&self, id: i64, actor: &str) -> ServiceResult<Channel> {
+        let current = self.channel(id).await?;
+        if current.kind != ChannelKind::Webhook {
+            return Err(ValidationError::new(
+                "secret",
+                "only a signed webhook has a signing secret",
+            )
+            .into());
+        }
+        let new = NewChannel {
+            name: current.name.clone(),
+            kind: Some(current.kind),
+            target: current.target.clone(),
+            secret: ChannelSecret::new(crate::notify::webhook::new_secret()),
+            api_url: current.api_url.clone(),
+            events: current.events.clone(),
+            milestones: current.milestones.clone(),
+            mention_role: current.mention_role.clone(),
+            langs: current.langs.clone(),
+            enabled: current.enabled,
+        }
+        .validate(true)?;
+        let channel = self.store.update_channel(id, &new).await?;
+        self.store
+            .audit(
+                actor,
+                "channel.rotate_secret",
+                Some(&channel.name),
+                self.now(),
+            )
             .await?;
         self.wake_outbox();
         Ok(channel)

@@ -73,6 +73,28 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// Let the channels table hold signed webhooks (see
+    /// migrations/sqlite-rebuilds/channels_webhook.sql for why this is not a sqlx migration).
+    async fn rebuild_channels_for_webhooks(&self) -> StoreResult<()> {
+        let definition: String = sqlx::query_scalar(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'channels'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if definition.contains("'webhook'") {
+            return Ok(());
+        }
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&mut *conn)
+            .await?;
+        let rebuilt = rebuild_channels(&mut conn).await;
+        sqlx::query("PRAGMA foreign_keys = ON")
+            .execute(&mut *conn)
+            .await?;
+        rebuilt
+    }
+
     /// Windows matching `filter` (SQL over `m`), with steps and components.
     async fn windows_where(&self, filter: &str) -> StoreResult<Vec<Maintenance>> {
         let mut windows = sqlx::query(&format!(
@@ -110,6 +132,26 @@ impl SqliteStore {
         attach(&mut windows, steps, components);
         Ok(windows)
     }
+}
+
+async fn rebuild_channels(conn: &mut sqlx::SqliteConnection) -> StoreResult<()> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    sqlx::Executor::execute(
+        &mut *tx,
+        include_str!("../../migrations/sqlite-rebuilds/channels_webhook.sql"),
+    )
+    .await?;
+    let broken = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&mut *tx)
+        .await?;
+    if !broken.is_empty() {
+        return Err(StoreError::Corrupt(format!(
+            "rebuilding channels would break {} foreign keys",
+            broken.len()
+        )));
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 fn ts(secs: i64) -> StoreResult<Timestamp> {
@@ -349,7 +391,7 @@ impl Store for SqliteStore {
         sqlx::migrate!("./migrations/sqlite")
             .run(&self.pool)
             .await?;
-        Ok(())
+        self.rebuild_channels_for_webhooks().await
     }
 
     async fn ping(&self) -> StoreResult<()> {

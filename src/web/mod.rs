@@ -361,6 +361,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/channels/{id}/delete", post(admin::delete_channel))
         .route("/admin/channels/{id}/test", post(admin::test_channel))
         .route(
+            "/admin/channels/{id}/rotate",
+            post(admin::rotate_channel_secret),
+        )
+        .route(
             "/admin/maintenances/{id}/deliveries/{delivery}",
             post(admin::delivery_action),
         )

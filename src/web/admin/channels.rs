@@ -105,6 +105,8 @@ struct ChannelsPage {
     error_for: Option<i64>,
     errors: Vec<ValidationError>,
     notice: Option<String>,
+    /// A signed webhook's secret, shown once after it was made: (channel name, secret).
+    shown_secret: Option<(String, String)>,
 }
 
 impl ChannelsPage {
@@ -128,6 +130,23 @@ async fn channels_page(
     errors: Vec<ValidationError>,
     notice: Option<String>,
 ) -> Result<Response, AppError> {
+    channels_page_with(
+        state, signed_in, status, draft, error_for, errors, notice, None,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn channels_page_with(
+    state: &AppState,
+    signed_in: &SignedIn,
+    status: StatusCode,
+    draft: Draft,
+    error_for: Option<i64>,
+    errors: Vec<ValidationError>,
+    notice: Option<String>,
+    shown_secret: Option<(String, String)>,
+) -> Result<Response, AppError> {
     let channels = state.service.channels().await?.iter().map(row).collect();
     page(
         status,
@@ -143,6 +162,7 @@ async fn channels_page(
             error_for,
             errors,
             notice,
+            shown_secret,
         },
     )
 }
@@ -230,8 +250,28 @@ pub async fn create_channel(
         new.events.retain(|k| !k.is_rollout());
         new.events.extend(DEFAULT_ROLLOUT_EVENTS_BLUESKY);
     }
+    // A signed webhook left with the form's defaults gets every event but drain counts.
+    if new.kind == Some(ChannelKind::Webhook)
+        && new.events == default_events(ChannelKind::DiscordWebhook)
+    {
+        new.events = default_events(ChannelKind::Webhook);
+    }
     let actor = signed_in.actor().to_string();
     match state.service.create_channel(new, &actor).await {
+        Ok(c) if c.kind == ChannelKind::Webhook => {
+            let shown = (c.name.clone(), c.secret.expose().to_owned());
+            channels_page_with(
+                &state,
+                &signed_in,
+                StatusCode::OK,
+                Draft::default(),
+                None,
+                vec![],
+                Some(format!("Added {}.", c.name)),
+                Some(shown),
+            )
+            .await
+        }
         Ok(_) => Ok(Redirect::to("/admin/channels").into_response()),
         Err(e) => {
             let errors = validation(e)?;
@@ -267,6 +307,48 @@ pub async fn edit_channel(
                 None,
                 vec![],
                 Some(format!("Saved {}.", c.name)),
+            )
+            .await
+        }
+        Err(e) => {
+            let errors = validation(e)?;
+            channels_page(
+                &state,
+                &signed_in,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Draft::default(),
+                Some(id),
+                errors,
+                None,
+            )
+            .await
+        }
+    }
+}
+
+/// "New signing secret" of a signed webhook: shown once, the old one stops working.
+pub async fn rotate_channel_secret(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    CsrfForm { signed_in, .. }: CsrfForm,
+) -> Result<Response, AppError> {
+    signed_in.require(Role::Admin)?;
+    let actor = signed_in.actor().to_string();
+    match state.service.rotate_webhook_secret(id, &actor).await {
+        Ok(c) => {
+            let shown = (c.name.clone(), c.secret.expose().to_owned());
+            channels_page_with(
+                &state,
+                &signed_in,
+                StatusCode::OK,
+                Draft::default(),
+                None,
+                vec![],
+                Some(format!(
+                    "{} has a new signing secret; the old one no longer verifies.",
+                    c.name
+                )),
+                Some(shown),
             )
             .await
         }

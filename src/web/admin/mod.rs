@@ -39,7 +39,8 @@ pub use session::*;
 pub use windows::*;
 
 pub use channels::{
-    channels, create_channel, delete_channel, delivery_action, edit_channel, test_channel,
+    channels, create_channel, delete_channel, delivery_action, edit_channel, rotate_channel_secret,
+    test_channel,
 };
 
 /// What every admin page's frame needs.

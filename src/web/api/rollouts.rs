@@ -16,97 +16,14 @@ use super::v1::{
 use super::{ApiResult, Bearer, ErrorBody};
 use crate::domain::{
     Counts, NewRollout, Report, Role, Rollout, RolloutAction, RolloutEdit, RolloutState,
-    RolloutUpdate, Target, TargetState, ValidationError, limits,
+    TargetState, ValidationError, limits,
 };
 use crate::web::AppState;
 use crate::web::error::AppError;
-
-/// A rollout with its targets.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RolloutJson {
-    pub id: i64,
-    pub title: String,
-    /// Markdown.
-    pub description: String,
-    pub from_version: Option<String>,
-    pub to_version: String,
-    /// The maintenance window it belongs to.
-    pub maintenance_id: Option<i64>,
-    /// `pending`, `in_progress`, `paused`, `completed`, `failed` or `aborted`.
-    #[schema(pattern = "^(pending|in_progress|paused|completed|failed|aborted)$")]
-    pub state: &'static str,
-    /// In progress with no progress (a target advancing or a count going down) within the
-    /// progress deadline.
-    pub stalled: bool,
-    /// When the stall was announced.
-    pub stalled_at: Option<Timestamp>,
-    pub progress_deadline_seconds: i64,
-    pub stale_after_seconds: i64,
-    /// Whether the public pages name targets, or number them.
-    pub public_names: bool,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-    pub started_at: Option<Timestamp>,
-    pub finished_at: Option<Timestamp>,
-    pub last_progress_at: Option<Timestamp>,
-    /// The rollout this one reverses.
-    pub rollback_of: Option<i64>,
-    /// The rollout that reverses this one.
-    pub rolled_back_by: Option<i64>,
-    /// The public page.
-    pub url: String,
-    /// One line: "2 of 3 targets on v1.4.0, fishjam-3 draining: rooms 4".
-    pub summary: String,
-    /// "v1.4.0 on 2 of 3 instances · v1.3.2 on 1".
-    pub versions_headline: String,
-    pub versions: Vec<VersionCount>,
-    pub targets_total: usize,
-    pub targets_healthy: usize,
-    pub targets: Vec<TargetJson>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct VersionCount {
-    pub version: String,
-    pub targets: usize,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TargetJson {
-    /// 1-based place in the rollout.
-    pub position: i64,
-    pub name: String,
-    /// `pending`, `draining`, `drained`, `updating`, `healthy` or `failed`.
-    #[schema(pattern = "^(pending|draining|drained|updating|healthy|failed)$")]
-    pub state: &'static str,
-    /// The version it runs, as far as Herald knows.
-    pub version: Option<String>,
-    /// Live work left, by label.
-    #[schema(value_type = BTreeMap<String, i64>)]
-    pub remaining: Counts,
-    /// The counts when its drain began.
-    #[schema(value_type = BTreeMap<String, i64>)]
-    pub remaining_at_drain_start: Counts,
-    pub drain_started_at: Option<Timestamp>,
-    pub drained_at: Option<Timestamp>,
-    /// Seconds the drain has taken so far (or took).
-    pub drain_seconds: Option<i64>,
-    /// When the drain should be over at the rate observed over the last 15 minutes
-    /// (least-squares per label; the slowest label decides); null when counts are flat or
-    /// rising or there is too little data.
-    pub estimated_drained_at: Option<Timestamp>,
-    pub changed_at: Option<Timestamp>,
-    pub finished_at: Option<Timestamp>,
-    pub last_report_at: Option<Timestamp>,
-    /// Moving (draining, drained, updating) but silent for longer than the stale-report time.
-    pub stale: bool,
-    /// Taken to updating or healthy before its drain finished.
-    pub forced: bool,
-    pub forced_reason: Option<String>,
-    pub note: Option<String>,
-    /// 1, plus one per retry.
-    pub attempts: i64,
-}
+pub use crate::wire::{
+    RolloutJson, RolloutUpdateJson, TargetJson, VersionCount, rollout_json, rollout_update_json,
+    target_json,
+};
 
 /// What a report answers: the target as it now is and where the rollout stands.
 #[derive(Debug, Serialize, ToSchema)]
@@ -119,82 +36,6 @@ pub struct ReportJson {
     pub target: TargetJson,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RolloutUpdateJson {
-    pub id: i64,
-    /// What happened: `rollout_started`, `target_draining`, `target_drained`,
-    /// `target_updating`, `target_healthy`, `target_failed`, `target_forced`,
-    /// `target_retried`, `rollout_paused`, `rollout_resumed`, `rollout_stalled`,
-    /// `rollout_completed`, `rollout_failed`, `rollout_aborted`, `rollout_rolled_back`,
-    /// `rollout_note`.
-    pub kind: &'static str,
-    pub body: String,
-    pub note: Option<String>,
-    /// The target concerned.
-    pub target: Option<String>,
-    /// Who made the change: `user:NAME`, `token:NAME` or `scheduler`.
-    pub actor: String,
-    pub created_at: Timestamp,
-}
-
-fn target_json(r: &Rollout, t: &Target, now: Timestamp) -> TargetJson {
-    TargetJson {
-        position: t.position,
-        name: t.name.clone(),
-        state: t.state.as_str(),
-        version: r.version_of(t).map(str::to_owned),
-        remaining: t.remaining.clone(),
-        remaining_at_drain_start: t.drain_start_counts.clone(),
-        drain_started_at: t.drain_started_at,
-        drained_at: t.drained_at,
-        drain_seconds: t.drain_time(now).map(|d| d.as_secs()),
-        estimated_drained_at: t.drain_estimate().map(|e| e.at),
-        changed_at: t.changed_at,
-        finished_at: t.finished_at,
-        last_report_at: t.last_report_at,
-        stale: t.is_stale(r.stale_after, now),
-        forced: t.forced,
-        forced_reason: t.forced_reason.clone(),
-        note: t.note.clone(),
-        attempts: t.attempts,
-    }
-}
-
-pub fn rollout_json(r: &Rollout, public_url: &str, now: Timestamp) -> RolloutJson {
-    RolloutJson {
-        id: r.id,
-        title: r.title.clone(),
-        description: r.description.clone(),
-        from_version: r.from_version.clone(),
-        to_version: r.to_version.clone(),
-        maintenance_id: r.maintenance_id,
-        state: r.state.as_str(),
-        stalled: r.is_stalled(now),
-        stalled_at: r.stalled_at,
-        progress_deadline_seconds: r.progress_deadline.as_secs(),
-        stale_after_seconds: r.stale_after.as_secs(),
-        public_names: r.public_names,
-        created_at: r.created_at,
-        updated_at: r.updated_at,
-        started_at: r.started_at,
-        finished_at: r.finished_at,
-        last_progress_at: r.last_progress_at,
-        rollback_of: r.rollback_of,
-        rolled_back_by: r.rolled_back_by,
-        url: format!("{public_url}/rollouts/{}", r.id),
-        summary: r.summary(),
-        versions_headline: r.version_headline(),
-        versions: r
-            .version_mix()
-            .into_iter()
-            .map(|(version, targets)| VersionCount { version, targets })
-            .collect(),
-        targets_total: r.targets.len(),
-        targets_healthy: r.healthy(),
-        targets: r.targets.iter().map(|t| target_json(r, t, now)).collect(),
-    }
-}
-
 fn report_json(r: &Rollout, name: &str, now: Timestamp) -> ApiResult<Json<ReportJson>> {
     let t = r.target(name).ok_or(AppError::NotFound)?;
     Ok(Json(ReportJson {
@@ -204,18 +45,6 @@ fn report_json(r: &Rollout, name: &str, now: Timestamp) -> ApiResult<Json<Report
         summary: r.summary(),
         target: target_json(r, t, now),
     }))
-}
-
-fn update_json(u: &RolloutUpdate) -> RolloutUpdateJson {
-    RolloutUpdateJson {
-        id: u.id,
-        kind: u.kind.as_str(),
-        body: u.body.clone(),
-        note: u.note.clone(),
-        target: u.target.clone(),
-        actor: u.actor.clone(),
-        created_at: u.created_at,
-    }
 }
 
 /// A new rollout. Targets are named in the order they will be updated.
@@ -612,7 +441,7 @@ pub async fn list_rollout_updates(
 ) -> ApiResult<Json<Vec<RolloutUpdateJson>>> {
     state.service.rollout(id).await?;
     let updates = state.service.rollout_updates(id, None).await?;
-    Ok(Json(updates.iter().map(update_json).collect()))
+    Ok(Json(updates.iter().map(rollout_update_json).collect()))
 }
 
 /// Post a free-form update to a rollout's timeline.
@@ -639,5 +468,5 @@ pub async fn post_rollout_update(
     let update = latest
         .first()
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("the update just posted is missing")))?;
-    Ok((StatusCode::CREATED, Json(update_json(update))))
+    Ok((StatusCode::CREATED, Json(rollout_update_json(update))))
 }

@@ -14,11 +14,14 @@ use utoipa_axum::routes;
 
 use super::{ApiError, ApiResult, Bearer, ErrorBody};
 use crate::domain::{
-    self, ComponentStatus, Edit, Maintenance, NewComponent, NewMaintenance, NewStep, Role,
-    Schedule, ScheduleChange, StepAction, Update, WindowAction,
+    self, ComponentStatus, Edit, NewComponent, NewMaintenance, NewStep, Role, Schedule,
+    ScheduleChange, StepAction, WindowAction,
 };
 use crate::web::AppState;
 use crate::web::error::AppError;
+pub use crate::wire::{
+    ImpactJson, MaintenanceJson, StepJson, UpdateJson, maintenance_json, update_json,
+};
 
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 256 * 1024;
@@ -171,101 +174,6 @@ pub(crate) fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum ImpactJson {
-    None,
-    Minor,
-    Major,
-    Critical,
-}
-
-impl From<ImpactJson> for domain::Impact {
-    fn from(i: ImpactJson) -> Self {
-        match i {
-            ImpactJson::None => Self::None,
-            ImpactJson::Minor => Self::Minor,
-            ImpactJson::Major => Self::Major,
-            ImpactJson::Critical => Self::Critical,
-        }
-    }
-}
-
-impl From<domain::Impact> for ImpactJson {
-    fn from(i: domain::Impact) -> Self {
-        match i {
-            domain::Impact::None => Self::None,
-            domain::Impact::Minor => Self::Minor,
-            domain::Impact::Major => Self::Major,
-            domain::Impact::Critical => Self::Critical,
-        }
-    }
-}
-
-/// A maintenance window with its plan.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MaintenanceJson {
-    pub id: i64,
-    pub title: String,
-    /// Markdown.
-    pub description: String,
-    /// `draft`, `planned`, `scheduled`, `in_progress`, `completed` or `cancelled`.
-    #[schema(pattern = "^(draft|planned|scheduled|in_progress|completed|cancelled)$")]
-    pub state: &'static str,
-    pub impact: ImpactJson,
-    pub starts_at: Option<Timestamp>,
-    pub ends_at: Option<Timestamp>,
-    pub schedule_hint: Option<String>,
-    pub started_at: Option<Timestamp>,
-    pub finished_at: Option<Timestamp>,
-    pub announced_at: Option<Timestamp>,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-    /// The public page (once announced).
-    pub url: String,
-    /// Slugs of the affected components.
-    pub components: Vec<String>,
-    pub steps: Vec<StepJson>,
-    pub steps_done: usize,
-    pub steps_total: usize,
-    /// In progress past its expected end.
-    pub overrunning: bool,
-    /// Starts by itself at `starts_at`.
-    pub auto_start: bool,
-    /// Completes by itself at `ends_at` (when no step is pending or in progress).
-    pub auto_complete: bool,
-    /// Seconds before `starts_at` at which a reminder is announced, largest first.
-    pub reminders: Vec<i64>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StepJson {
-    /// 1-based place in the plan.
-    pub position: i64,
-    pub title: String,
-    pub description: Option<String>,
-    /// `pending`, `in_progress`, `done`, `failed` or `skipped`.
-    #[schema(pattern = "^(pending|in_progress|done|failed|skipped)$")]
-    pub state: &'static str,
-    pub started_at: Option<Timestamp>,
-    pub finished_at: Option<Timestamp>,
-    pub note: Option<String>,
-    pub attempts: i64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UpdateJson {
-    pub id: i64,
-    /// What happened: `announced`, `rescheduled`, `started`, `step_started`, `step_done`,
-    /// `step_failed`, `step_skipped`, `note`, `reminder`, `overrunning`, `completed`,
-    /// `cancelled`.
-    pub kind: &'static str,
-    pub body: String,
-    pub note: Option<String>,
-    pub step_position: Option<i64>,
-    pub created_at: Timestamp,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ComponentJson {
     pub slug: String,
@@ -274,57 +182,6 @@ pub struct ComponentJson {
     pub group: Option<String>,
     /// `operational`, `under_maintenance` or `degraded_performance`.
     pub status: &'static str,
-}
-
-fn maintenance_json(m: &Maintenance, public_url: &str, now: Timestamp) -> MaintenanceJson {
-    MaintenanceJson {
-        id: m.id,
-        title: m.title.clone(),
-        description: m.description.clone(),
-        state: m.state.as_str(),
-        impact: m.impact.into(),
-        starts_at: m.starts_at,
-        ends_at: m.ends_at,
-        schedule_hint: m.schedule_hint.clone(),
-        started_at: m.started_at,
-        finished_at: m.finished_at,
-        announced_at: m.announced_at,
-        created_at: m.created_at,
-        updated_at: m.updated_at,
-        url: format!("{public_url}/maintenance/{}", m.id),
-        components: m.components.iter().map(|c| c.slug.clone()).collect(),
-        steps: m
-            .steps
-            .iter()
-            .map(|s| StepJson {
-                position: s.position,
-                title: s.title.clone(),
-                description: s.description.clone(),
-                state: s.state.as_str(),
-                started_at: s.started_at,
-                finished_at: s.finished_at,
-                note: s.note.clone(),
-                attempts: s.attempts,
-            })
-            .collect(),
-        steps_done: m.steps_done(),
-        steps_total: m.steps.len(),
-        overrunning: m.is_overrunning(now),
-        auto_start: m.automation.auto_start,
-        auto_complete: m.automation.auto_complete,
-        reminders: m.automation.reminders.clone(),
-    }
-}
-
-fn update_json(u: &Update) -> UpdateJson {
-    UpdateJson {
-        id: u.id,
-        kind: u.kind.as_str(),
-        body: u.body.clone(),
-        note: u.note.clone(),
-        step_position: u.step_position,
-        created_at: u.created_at,
-    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
