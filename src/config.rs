@@ -42,6 +42,17 @@ pub struct SettingsArgs {
         value_name = "TEXT"
     )]
     pub site_description: Option<String>,
+    /// The Discord invite the status page's Subscribe section links to [default: none]
+    #[arg(long, global = true, env = "HERALD_DISCORD_INVITE", value_name = "URL")]
+    pub discord_invite: Option<String>,
+    /// The Bluesky profile the Subscribe section links to [default: none]
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_BLUESKY_PROFILE",
+        value_name = "URL"
+    )]
+    pub bluesky_profile: Option<String>,
     /// Addresses or CIDRs of reverse proxies whose X-Forwarded-For / Forwarded is believed
     /// (comma-separated) [default: none]
     #[arg(
@@ -161,6 +172,8 @@ struct FileSettings {
     public_url: Option<String>,
     site_name: Option<String>,
     site_description: Option<String>,
+    discord_invite: Option<String>,
+    bluesky_profile: Option<String>,
     trusted_proxies: Option<String>,
     log: Option<String>,
     log_format: Option<LogFormat>,
@@ -284,6 +297,9 @@ pub struct Settings {
     pub site_name: String,
     /// `None`: "Maintenance and deployment status of SITE_NAME."
     pub site_description: Option<String>,
+    /// Where the Subscribe section sends people who follow on Discord and Bluesky.
+    pub discord_invite: Option<String>,
+    pub bluesky_profile: Option<String>,
     pub log: String,
     pub log_format: LogFormat,
     pub drain_timeout: Duration,
@@ -408,6 +424,14 @@ impl Settings {
                 .or(file.site_description)
                 .map(|d| d.trim().to_owned())
                 .filter(|d| !d.is_empty()),
+            discord_invite: link_setting(
+                "HERALD_DISCORD_INVITE",
+                args.discord_invite.clone().or(file.discord_invite),
+            )?,
+            bluesky_profile: link_setting(
+                "HERALD_BLUESKY_PROFILE",
+                args.bluesky_profile.clone().or(file.bluesky_profile),
+            )?,
             site_name: args
                 .site_name
                 .clone()
@@ -472,6 +496,17 @@ impl Settings {
             ..SettingsArgs::default()
         };
         Self::load(&args).expect("default settings are valid")
+    }
+}
+
+/// An optional link to show people: empty is none, anything else must be http(s).
+fn link_setting(name: &str, value: Option<String>) -> anyhow::Result<Option<String>> {
+    match value.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+            Ok(Some(url.to_owned()))
+        }
+        Some(url) => bail!("{name} must be an http:// or https:// URL, got {url:?}"),
     }
 }
 
@@ -569,6 +604,9 @@ site_name = "Status"
 # trusted_proxies = "127.0.0.1, 10.0.0.0/8"
 # One sentence for search engines and link previews (Discord, Slack, Mastodon unfurls).
 # site_description = "Maintenance and deployment status of Example."     HERALD_SITE_DESCRIPTION
+# Where the status page's Subscribe section sends people.  HERALD_DISCORD_INVITE, HERALD_BLUESKY_PROFILE
+# discord_invite = "https://discord.gg/example"
+# bluesky_profile = "https://bsky.app/profile/status.example.com"
 
 # Log filter (tracing EnvFilter syntax) and format (text or json). HERALD_LOG, HERALD_LOG_FORMAT
 log = "info"

@@ -45,6 +45,8 @@ async fn start_herald(dir: &tempfile::TempDir) -> SocketAddr {
     let url = format!("sqlite://{}/herald.db", dir.path().display());
     let mut settings = Settings::for_database(&url);
     settings.site_name = "DecAPI status".into();
+    settings.discord_invite = Some("https://decapi.link/discord".into());
+    settings.bluesky_profile = Some("https://bsky.app/profile/decapi.me".into());
     let state = herald::server::build(&settings, true).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -184,6 +186,76 @@ async fn demo_page_in_a_real_browser() {
         assert_clean(&driver, &origin).await;
         full_page_screenshot(&driver, 390, 844, "status-phone.png").await;
         full_page_screenshot(&driver, 1280, 900, "status-desktop.png").await;
+
+        // Follow along, at phone width: every way in one section, nothing wider than the
+        // screen, the badge drawn, the snippets there to copy. (The status page again at
+        // phone width, which this also sets for what follows.)
+        full_page_screenshot(&driver, 390, 844, "status-phone.png").await;
+        let section = driver.find(By::Css("section.subscribe")).await?;
+        section.scroll_into_view().await?;
+        let feed = section.find(By::LinkText("Atom feed")).await?;
+        assert_eq!(feed.attr("href").await?.as_deref(), Some("/feed.atom"));
+        let calendar = section.find(By::LinkText("Add to your calendar")).await?;
+        let webcal = calendar.attr("href").await?.unwrap_or_default();
+        assert!(
+            webcal.starts_with("webcal://") && webcal.ends_with("/calendar.ics"),
+            "{webcal}"
+        );
+        let discord = section.find(By::LinkText("Discord")).await?;
+        assert_eq!(
+            discord.attr("href").await?.as_deref(),
+            Some("https://decapi.link/discord")
+        );
+        section.find(By::LinkText("Bluesky")).await?;
+        section.find(By::Css("details summary")).await?.click().await?;
+        let drawn = driver
+            .execute(
+                "const img = document.querySelector('section.subscribe img'); \
+                 return img.complete && img.naturalWidth > 0",
+                vec![],
+            )
+            .await?;
+        assert_eq!(drawn.json(), &json!(true), "the badge image loads");
+        let snippet = section.find(By::Id("badge-md")).await?.prop("value").await?;
+        assert!(
+            snippet.unwrap_or_default().contains("/badge.svg)"),
+            "the Markdown snippet"
+        );
+        let overflow = driver
+            .execute(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+                vec![],
+            )
+            .await?;
+        assert_eq!(overflow.json(), &json!(0), "nothing wider than a phone");
+        let rect = driver
+            .execute(
+                "const r = document.querySelector('section.subscribe').getBoundingClientRect(); \
+                 return [r.left, r.top + window.scrollY, r.width, r.height]",
+                vec![],
+            )
+            .await?;
+        let rect: Vec<f64> = rect.convert()?;
+        let shot = driver
+            .cdp()
+            .send_raw(
+                "Page.captureScreenshot",
+                json!({"format": "png", "captureBeyondViewport": true,
+                       "clip": {"x": rect[0] - 8.0, "y": rect[1] - 8.0, "width": rect[2] + 16.0,
+                                "height": rect[3] + 16.0, "scale": 1}}),
+            )
+            .await
+            .unwrap();
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
+        std::fs::write(screenshot_dir().join("subscribe-phone.png"), &png).unwrap();
+        std::fs::write(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/docs/screenshot-subscribe-phone.png"),
+            &png,
+        )
+        .unwrap();
+        driver.goto(&origin).await?;
 
         // Follow the window to its own page.
         driver

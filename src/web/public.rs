@@ -31,6 +31,41 @@ pub struct Site {
     pub public_url: String,
     /// This page's title, description and path, when it has its own.
     pub page: Option<PageMeta>,
+    pub follow: Follow,
+}
+
+/// Where people can follow along besides the page: the Subscribe section.
+#[derive(Debug, Clone, Default)]
+pub struct Follow {
+    pub feed: String,
+    pub calendar: String,
+    /// The calendar as a `webcal://` subscription (calendar apps open these).
+    pub webcal: String,
+    pub discord: Option<String>,
+    pub bluesky: Option<String>,
+    pub badge_html: String,
+    pub badge_markdown: String,
+}
+
+impl Follow {
+    fn new(public_url: &str, site: &str, discord: Option<String>, bluesky: Option<String>) -> Self {
+        let base = public_url.trim_end_matches('/');
+        let host = base
+            .strip_prefix("https://")
+            .or_else(|| base.strip_prefix("http://"))
+            .unwrap_or(base);
+        Self {
+            feed: "/feed.atom".to_owned(),
+            calendar: "/calendar.ics".to_owned(),
+            webcal: format!("webcal://{host}/calendar.ics"),
+            discord,
+            bluesky,
+            badge_html: format!(
+                "<a href=\"{base}/\"><img src=\"{base}/badge.svg\" alt=\"Status of {site}\" height=\"20\"></a>"
+            ),
+            badge_markdown: format!("[![Status of {site}]({base}/badge.svg)]({base}/)"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +85,7 @@ impl Site {
             description: format!("Maintenance and deployment status of {name}."),
             public_url: String::new(),
             page: None,
+            follow: Follow::new("", name, None, None),
         }
     }
 
@@ -61,6 +97,12 @@ impl Site {
                 .clone()
                 .unwrap_or(site.description.clone()),
             public_url: settings.public_url.clone(),
+            follow: Follow::new(
+                &settings.public_url,
+                &settings.site_name,
+                settings.discord_invite.clone(),
+                settings.bluesky_profile.clone(),
+            ),
             ..site
         }
     }
