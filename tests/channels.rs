@@ -289,3 +289,75 @@ async fn senders_follow_no_redirects() {
         "the redirect was followed"
     );
 }
+
+#[tokio::test]
+async fn a_signed_webhook_shows_its_secret_once_and_rotates_it() {
+    let app = TestApp::new().await;
+    app.user("alice", Role::Admin).await;
+    let me = app.sign_in("alice").await;
+    let add = |url: &'static str| {
+        let csrf = me.csrf.clone();
+        let cookie = me.cookie.clone();
+        let app = &app;
+        async move {
+            app.post_form(
+                "/admin/channels",
+                Some(&cookie),
+                &[
+                    ("csrf", &csrf),
+                    ("name", "hooks"),
+                    ("kind", "webhook"),
+                    ("target", url),
+                    ("secret", ""),
+                    ("events", "announced"),
+                ],
+                &[],
+            )
+            .await
+        }
+    };
+    let r = add("ftp://example.com/hook").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.text()
+            .contains("give the http:// or https:// URL to send to")
+    );
+
+    let r = add("https://hooks.example.com/herald").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let text = r.text();
+    let secret = app.service.channels().await.unwrap()[0]
+        .secret
+        .expose()
+        .to_owned();
+    assert!(secret.starts_with("whsec_"));
+    assert!(
+        text.contains(&secret),
+        "shown once, right after it was made"
+    );
+    let again = app.get_as("/admin/channels", &me.cookie).await.text();
+    assert!(!again.contains(&secret), "and never again");
+    assert!(again.contains("New signing secret"));
+
+    let r = app
+        .post_form(
+            "/admin/channels/1/rotate",
+            Some(&me.cookie),
+            &[("csrf", &me.csrf)],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let rotated = app.service.channels().await.unwrap()[0]
+        .secret
+        .expose()
+        .to_owned();
+    assert_ne!(rotated, secret);
+    assert!(r.text().contains(&rotated));
+    assert!(!r.text().contains(&secret));
+    let audit = app.service.audit_log(5).await.unwrap();
+    assert!(
+        audit.iter().any(|e| e.action == "channel.rotate_secret"),
+        "{audit:?}"
+    );
+}

@@ -358,15 +358,38 @@ async fn every_response_has_security_headers() {
 async fn pages_load_nothing_from_other_hosts_and_no_inline_script() {
     let app = TestApp::new().await;
     let html = app.get("/").await.text();
-    for attr in ["src=\"", "href=\""] {
-        for (i, _) in html.match_indices(attr) {
-            let url = &html[i + attr.len()..];
-            assert!(
-                url.starts_with('/') || url.starts_with('#'),
-                "external reference: {}",
-                &url[..40.min(url.len())]
-            );
+    // What the browser loads by itself: every src, and the href of <link> elements. Links a
+    // person follows (<a href>) may go elsewhere: the calendar's webcal:// link does.
+    let mut loaded: Vec<&str> = html
+        .match_indices("src=\"")
+        .map(|(i, _)| &html[i + 5..])
+        .collect();
+    for (i, _) in html.match_indices("<link ") {
+        let tag = &html[i..i + html[i..].find('>').unwrap()];
+        if let Some(at) = tag.find("href=\"") {
+            loaded.push(&tag[at + 6..]);
         }
+    }
+    assert!(
+        loaded.len() >= 4,
+        "stylesheet, icon, feeds, script: {loaded:?}"
+    );
+    for url in loaded {
+        assert!(
+            url.starts_with('/') || url.starts_with('#'),
+            "external reference: {}",
+            &url[..40.min(url.len())]
+        );
+    }
+    for (i, _) in html.match_indices("<a href=\"") {
+        let url = &html[i + 9..];
+        assert!(
+            url.starts_with('/')
+                || url.starts_with('#')
+                || url.starts_with("webcal://127.0.0.1:8080/"),
+            "a link elsewhere: {}",
+            &url[..40.min(url.len())]
+        );
     }
     assert!(!html.contains("<script>"), "no inline scripts");
     assert!(!html.contains(" style=\""), "no inline styles");

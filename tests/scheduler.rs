@@ -219,6 +219,17 @@ async fn without_auto_start_nothing_moves_and_past_the_end_it_overruns_once() {
     assert_eq!(json["overrunning"], true);
     let page = app.get(&format!("/maintenance/{}", m.id)).await.text();
     assert!(page.contains("overrunning"), "the page says so");
+    let embed = herald::notify::render::discord_embed(
+        &app.service.maintenance(m.id).await.unwrap(),
+        "https://status.example.com/maintenance/1",
+        "DecAPI status",
+        app.time(120),
+    );
+    let embed = serde_json::to_value(&embed).unwrap();
+    assert_eq!(
+        embed["fields"][0]["value"], "In progress, overrunning",
+        "the Discord embed says so: {embed}"
+    );
 
     // Moving the end re-arms the overrun note.
     app.service

@@ -257,3 +257,90 @@ async fn components_from_configuration_are_created_once() {
     };
     assert!(format!("{err:#}").contains("slug"), "{err:#}");
 }
+
+/// A database from before signed webhooks: its channels table refuses the new kind. Opening
+/// it rebuilds the table without losing a channel, a delivery or a thread.
+#[tokio::test]
+async fn the_channels_table_is_rebuilt_for_webhooks_keeping_deliveries() {
+    use herald::domain::{ChannelKind, ChannelSecret, DEFAULT_EVENTS, NewChannel, Subject};
+    let app = TestApp::new().await;
+    let channel = app
+        .add_channel(NewChannel {
+            name: "webhook".into(),
+            kind: Some(ChannelKind::DiscordWebhook),
+            secret: ChannelSecret::new("https://discord.com/api/webhooks/123/abc"),
+            events: DEFAULT_EVENTS.to_vec(),
+            enabled: true,
+            ..NewChannel::default()
+        })
+        .await;
+    let m = app
+        .window(
+            "Database cluster migration",
+            Schedule::Tentative { hint: None },
+            1,
+            vec![],
+        )
+        .await;
+    app.act(m.id, WindowAction::Announce).await;
+    let before = app.service.deliveries(Subject::Window(m.id)).await.unwrap();
+    assert_eq!(before.len(), 1);
+
+    // Put the table back as it was before (the old CHECK), the way an older Herald left it.
+    let url = format!("sqlite://{}/nested/herald.db", app.dir.path().display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let old = include_str!("../migrations/sqlite/0004_announcements.sql");
+    let create = &old[old.find("CREATE TABLE channels").unwrap()..];
+    let create = &create[..create.find(");").unwrap() + 2];
+    let sql = format!(
+        "PRAGMA foreign_keys = OFF; BEGIN; {}; INSERT INTO channels_old SELECT * FROM channels; \
+         DROP TABLE channels; ALTER TABLE channels_old RENAME TO channels; COMMIT; \
+         PRAGMA foreign_keys = ON;",
+        create
+            .replace("CREATE TABLE channels", "CREATE TABLE channels_old")
+            .trim_end_matches(';')
+    );
+    sqlx::Executor::execute(&mut *conn, sql.as_str())
+        .await
+        .unwrap();
+    let definition: String =
+        sqlx::query_scalar("SELECT sql FROM sqlite_schema WHERE name = 'channels'")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert!(!definition.contains("'webhook'"));
+    drop(conn);
+    pool.close().await;
+
+    let store = SqliteStore::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let service = Service::new(Arc::new(store));
+    let after = service.deliveries(Subject::Window(m.id)).await.unwrap();
+    assert_eq!(after.len(), before.len(), "no delivery lost");
+    assert_eq!(after[0].channel_id, channel.id);
+    let hook = service
+        .create_channel(
+            NewChannel {
+                name: "hooks".into(),
+                kind: Some(ChannelKind::Webhook),
+                target: "https://hooks.example.com/".into(),
+                events: DEFAULT_EVENTS.to_vec(),
+                enabled: true,
+                ..NewChannel::default()
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    assert_eq!(hook.kind, ChannelKind::Webhook);
+    // Deleting a channel still cascades to its deliveries: the foreign keys are back on.
+    service.delete_channel(channel.id, "test").await.unwrap();
+    assert!(
+        service
+            .deliveries(Subject::Window(m.id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
