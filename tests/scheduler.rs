@@ -124,6 +124,23 @@ async fn a_window_starts_and_completes_by_itself_and_tells_each_channel_once() {
         "the hour-before reminder is next"
     );
 
+    // The run view tells the maintainer what will happen by itself.
+    app.user("mo", herald::domain::Role::Maintainer).await;
+    let mo = app.sign_in("mo").await;
+    let run = app
+        .get_as(&format!("/admin/maintenances/{}", m.id), &mo.cookie)
+        .await
+        .text();
+    assert!(
+        run.contains("Starts by itself at Thu 28 May 2026, 23:26 UTC."),
+        "{run}"
+    );
+    assert!(
+        run.contains("1 d before (done); 1 h before, at Thu 28 May 2026, 22:26 UTC"),
+        "{run}"
+    );
+    assert!(run.contains("Completes by itself at Fri 29 May 2026, 01:26 UTC if no step is left."));
+
     app.at(3 * HOUR - 1);
     app.service.check_windows().await.unwrap();
     assert_eq!(

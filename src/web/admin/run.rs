@@ -27,6 +27,52 @@ struct RunPage {
     /// Deliveries not yet sent (pending, failed, skipped): listed first, the rest folded.
     unsent_count: usize,
     previews: Vec<channels::Preview>,
+    /// What the window will do by itself, in sentences.
+    automation: Vec<String>,
+}
+
+/// What the scheduler will do with `m`, for the maintainer running it.
+fn automation_lines(m: &crate::domain::Maintenance) -> Vec<String> {
+    use crate::domain::{WindowState, format_utc};
+    if !m.state.is_open() {
+        return Vec::new();
+    }
+    let a = &m.automation;
+    let mut lines = Vec::new();
+    match (m.state, m.starts_at) {
+        (WindowState::Draft | WindowState::Planned | WindowState::Scheduled, Some(start)) => {
+            if a.auto_start {
+                lines.push(format!("Starts by itself at {}.", format_utc(start)));
+            }
+            let reminders: Vec<String> = a
+                .reminders
+                .iter()
+                .map(|&o| {
+                    let at = jiff::Timestamp::from_second(start.as_second() - o).unwrap_or(start);
+                    let when = crate::domain::human_duration(jiff::SignedDuration::from_secs(o));
+                    if m.reminded.contains(&o) {
+                        format!("{when} before (done)")
+                    } else {
+                        format!("{when} before, at {}", format_utc(at))
+                    }
+                })
+                .collect();
+            if !reminders.is_empty() {
+                lines.push(format!("Reminders: {}.", reminders.join("; ")));
+            }
+        }
+        _ => {}
+    }
+    if a.auto_complete {
+        lines.push(match m.ends_at {
+            Some(end) => format!(
+                "Completes by itself at {} if no step is left.",
+                format_utc(end)
+            ),
+            None => "Would complete by itself at its expected end, but it has none.".to_owned(),
+        });
+    }
+    lines
 }
 
 #[derive(Debug, Default)]
@@ -132,6 +178,7 @@ async fn run_page(
             unsent_count: deliveries.iter().filter(|d| d.state != "sent").count(),
             deliveries,
             previews,
+            automation: automation_lines(&m),
             w,
         },
     )
