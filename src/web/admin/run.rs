@@ -39,29 +39,28 @@ fn automation_lines(m: &crate::domain::Maintenance) -> Vec<String> {
     }
     let a = &m.automation;
     let mut lines = Vec::new();
-    match (m.state, m.starts_at) {
-        (WindowState::Draft | WindowState::Planned | WindowState::Scheduled, Some(start)) => {
-            if a.auto_start {
-                lines.push(format!("Starts by itself at {}.", format_utc(start)));
-            }
-            let reminders: Vec<String> = a
-                .reminders
-                .iter()
-                .map(|&o| {
-                    let at = jiff::Timestamp::from_second(start.as_second() - o).unwrap_or(start);
-                    let when = crate::domain::human_duration(jiff::SignedDuration::from_secs(o));
-                    if m.reminded.contains(&o) {
-                        format!("{when} before (done)")
-                    } else {
-                        format!("{when} before, at {}", format_utc(at))
-                    }
-                })
-                .collect();
-            if !reminders.is_empty() {
-                lines.push(format!("Reminders: {}.", reminders.join("; ")));
-            }
+    if let (WindowState::Draft | WindowState::Planned | WindowState::Scheduled, Some(start)) =
+        (m.state, m.starts_at)
+    {
+        if a.auto_start {
+            lines.push(format!("Starts by itself at {}.", format_utc(start)));
         }
-        _ => {}
+        let reminders: Vec<String> = a
+            .reminders
+            .iter()
+            .map(|&o| {
+                let at = jiff::Timestamp::from_second(start.as_second() - o).unwrap_or(start);
+                let when = crate::domain::human_duration(jiff::SignedDuration::from_secs(o));
+                if m.reminded.contains(&o) {
+                    format!("{when} before (done)")
+                } else {
+                    format!("{when} before, at {}", format_utc(at))
+                }
+            })
+            .collect();
+        if !reminders.is_empty() {
+            lines.push(format!("Reminders: {}.", reminders.join("; ")));
+        }
     }
     if a.auto_complete {
         lines.push(match m.ends_at {
