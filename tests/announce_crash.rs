@@ -341,6 +341,9 @@ async fn sigterm_lets_the_delivery_in_flight_finish() {
                 discord.text_channel().to_string(),
             ),
             ("HERALD_DISCORD_API_URL".into(), discord.base()),
+            // The post hangs 700 ms: a 1 s timeout left a loaded machine 300 ms to spare,
+            // and once it timed out (CI with both cores busy).
+            ("HERALD_DELIVERY_TIMEOUT".into(), "10s".into()),
         ],
     };
     let token = env.token();
@@ -362,7 +365,16 @@ async fn sigterm_lets_the_delivery_in_flight_finish() {
         json!({}),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // SIGTERM once the post is in flight (the fake took the hang fault on its arrival and
+    // is holding the answer), not after a fixed sleep a busy machine may not have reached.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while discord.pending_faults() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the post never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     kill(Pid::from_raw(herald.id() as i32), Signal::SIGTERM).unwrap();
     let status = tokio::task::spawn_blocking(move || herald.wait().unwrap())
         .await

@@ -138,38 +138,76 @@ async fn cached(
     Ok(page.respond(headers))
 }
 
-// ----- Atom ----------------------------------------------------------------------------------
-
-/// `GET /feed.atom`.
-pub async fn atom(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
-    atom_for(state, headers, None).await
+/// What a feed route answers.
+#[derive(Debug, Clone, Copy)]
+pub enum Format {
+    Atom,
+    Calendar,
+    Badge,
 }
 
-/// `GET /components/{slug}/feed.atom`.
-pub async fn component_atom(
+impl Format {
+    fn file(self) -> &'static str {
+        match self {
+            Self::Atom => "feed.atom",
+            Self::Calendar => "calendar.ics",
+            Self::Badge => "badge.svg",
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Atom => "application/atom+xml; charset=utf-8",
+            Self::Calendar => "text/calendar; charset=utf-8",
+            Self::Badge => "image/svg+xml; charset=utf-8",
+        }
+    }
+}
+
+/// `GET /feed.atom`, `/calendar.ics`, `/badge.svg`.
+pub async fn site(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    format: Format,
+) -> Result<Response, AppError> {
+    answer(state, headers, None, format).await
+}
+
+/// `GET /components/{slug}/feed.atom`, `…/calendar.ics`, `…/badge.svg`.
+pub async fn component(
     State(state): State<AppState>,
     Path(slug): Path<String>,
     headers: HeaderMap,
+    format: Format,
 ) -> Result<Response, AppError> {
-    atom_for(state, headers, Some(slug)).await
+    answer(state, headers, Some(slug), format).await
 }
 
-async fn atom_for(
+async fn answer(
     state: AppState,
     headers: HeaderMap,
     slug: Option<String>,
+    format: Format,
 ) -> Result<Response, AppError> {
     let scope = Scope::of(&state, slug.as_deref()).await?;
-    let key = scope.path("feed.atom");
+    let render = async {
+        match format {
+            Format::Atom => render_atom(&state, &scope).await,
+            Format::Calendar => render_calendar(&state, &scope).await,
+            Format::Badge => render_badge(&state, &scope).await,
+        }
+    };
     cached(
         &state,
         &headers,
-        key,
-        "application/atom+xml; charset=utf-8",
-        render_atom(&state, &scope),
+        scope.path(format.file()),
+        format.content_type(),
+        render,
     )
     .await
 }
+
+// ----- Atom ----------------------------------------------------------------------------------
 
 async fn render_atom(state: &AppState, scope: &Scope) -> Result<String, AppError> {
     use atom_syndication::{Category, Content, Entry, Feed, Generator, Link, Person, Text};
@@ -310,40 +348,6 @@ fn escape(s: &str) -> String {
 
 // ----- iCalendar -----------------------------------------------------------------------------
 
-/// `GET /calendar.ics`.
-pub async fn calendar(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, AppError> {
-    calendar_for(state, headers, None).await
-}
-
-/// `GET /components/{slug}/calendar.ics`.
-pub async fn component_calendar(
-    State(state): State<AppState>,
-    Path(slug): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, AppError> {
-    calendar_for(state, headers, Some(slug)).await
-}
-
-async fn calendar_for(
-    state: AppState,
-    headers: HeaderMap,
-    slug: Option<String>,
-) -> Result<Response, AppError> {
-    let scope = Scope::of(&state, slug.as_deref()).await?;
-    let key = scope.path("calendar.ics");
-    cached(
-        &state,
-        &headers,
-        key,
-        "text/calendar; charset=utf-8",
-        render_calendar(&state, &scope),
-    )
-    .await
-}
-
 /// The host part of the public URL, for UIDs.
 fn host(public_url: &str) -> &str {
     let rest = public_url
@@ -430,61 +434,29 @@ async fn render_calendar(state: &AppState, scope: &Scope) -> Result<String, AppE
 
 // ----- badge ---------------------------------------------------------------------------------
 
-/// `GET /badge.svg`.
-pub async fn badge(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, AppError> {
-    badge_for(state, headers, None).await
-}
-
-/// `GET /components/{slug}/badge.svg`.
-pub async fn component_badge(
-    State(state): State<AppState>,
-    Path(slug): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, AppError> {
-    badge_for(state, headers, Some(slug)).await
-}
-
-async fn badge_for(
-    state: AppState,
-    headers: HeaderMap,
-    slug: Option<String>,
-) -> Result<Response, AppError> {
-    let scope = Scope::of(&state, slug.as_deref()).await?;
-    let key = scope.path("badge.svg");
-    cached(
-        &state,
-        &headers,
-        key,
-        "image/svg+xml; charset=utf-8",
-        async {
-            let open = state.service.store().open_public_maintenances().await?;
-            let status = match &scope.component {
-                Some(c) => ComponentStatus::of(c.id, &open),
-                None => state
-                    .service
-                    .components()
-                    .await?
-                    .iter()
-                    .map(|c| ComponentStatus::of(c.id, &open))
-                    .max()
-                    .unwrap_or(ComponentStatus::Operational),
-            };
-            let label = match &scope.component {
-                Some(c) => c.name.clone(),
-                None => "status".to_owned(),
-            };
-            let (value, colour) = match status {
-                ComponentStatus::Operational => ("operational", "#2e7d32"),
-                ComponentStatus::UnderMaintenance => ("under maintenance", "#0b62a4"),
-                ComponentStatus::Degraded => ("degraded", "#a15c00"),
-            };
-            Ok(badge_svg(&label, value, colour))
-        },
-    )
-    .await
+async fn render_badge(state: &AppState, scope: &Scope) -> Result<String, AppError> {
+    let open = state.service.store().open_public_maintenances().await?;
+    let status = match &scope.component {
+        Some(c) => ComponentStatus::of(c.id, &open),
+        None => state
+            .service
+            .components()
+            .await?
+            .iter()
+            .map(|c| ComponentStatus::of(c.id, &open))
+            .max()
+            .unwrap_or(ComponentStatus::Operational),
+    };
+    let label = match &scope.component {
+        Some(c) => c.name.clone(),
+        None => "status".to_owned(),
+    };
+    let (value, colour) = match status {
+        ComponentStatus::Operational => ("operational", "#2e7d32"),
+        ComponentStatus::UnderMaintenance => ("under maintenance", "#0b62a4"),
+        ComponentStatus::Degraded => ("degraded", "#a15c00"),
+    };
+    Ok(badge_svg(&label, value, colour))
 }
 
 /// Width of `text` in Verdana 11 px, as shields.io's flat badges measure it (close enough:

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -304,15 +304,36 @@ pub fn router(state: AppState) -> Router {
         .route("/maintenance/{id}", get(public::maintenance))
         .route("/rollouts/{id}", get(rollouts::rollout))
         .route("/history", get(public::history))
-        .route("/feed.atom", get(feeds::atom))
-        .route("/calendar.ics", get(feeds::calendar))
-        .route("/badge.svg", get(feeds::badge))
-        .route("/components/{slug}/feed.atom", get(feeds::component_atom))
+        .route(
+            "/feed.atom",
+            get(|s: State<AppState>, h: HeaderMap| feeds::site(s, h, feeds::Format::Atom)),
+        )
+        .route(
+            "/components/{slug}/feed.atom",
+            get(|s: State<AppState>, p: error::Path<String>, h: HeaderMap| {
+                feeds::component(s, p, h, feeds::Format::Atom)
+            }),
+        )
+        .route(
+            "/calendar.ics",
+            get(|s: State<AppState>, h: HeaderMap| feeds::site(s, h, feeds::Format::Calendar)),
+        )
         .route(
             "/components/{slug}/calendar.ics",
-            get(feeds::component_calendar),
+            get(|s: State<AppState>, p: error::Path<String>, h: HeaderMap| {
+                feeds::component(s, p, h, feeds::Format::Calendar)
+            }),
         )
-        .route("/components/{slug}/badge.svg", get(feeds::component_badge))
+        .route(
+            "/badge.svg",
+            get(|s: State<AppState>, h: HeaderMap| feeds::site(s, h, feeds::Format::Badge)),
+        )
+        .route(
+            "/components/{slug}/badge.svg",
+            get(|s: State<AppState>, p: error::Path<String>, h: HeaderMap| {
+                feeds::component(s, p, h, feeds::Format::Badge)
+            }),
+        )
         .route("/static/{file}", get(assets::serve))
         .route("/admin", get(admin::dashboard))
         .route("/admin/login", get(admin::login_page).post(admin::login))

@@ -122,6 +122,29 @@ fn component_json(
     })
 }
 
+/// One entry of a maintenance's `incident_updates`.
+fn incident_update(
+    id: String,
+    incident_id: String,
+    status: &str,
+    body: &str,
+    at: Timestamp,
+) -> Value {
+    json!({
+        "id": id,
+        "incident_id": incident_id,
+        "status": status,
+        "body": body,
+        "created_at": time(at),
+        "updated_at": time(at),
+        "display_at": time(at),
+        "affected_components": Value::Null,
+        "deliver_notifications": true,
+        "custom_tweet": Value::Null,
+        "tweet_id": Value::Null,
+    })
+}
+
 /// The status a window had after each of its updates, oldest first.
 fn window_update_status(kind: UpdateKind, running: &mut &'static str) -> &'static str {
     *running = match kind {
@@ -234,19 +257,13 @@ impl Data {
                         Some(note) => format!("{} {note}", u.body),
                         None => u.body.clone(),
                     };
-                    json!({
-                        "id": format!("u{}", u.id),
-                        "incident_id": m.id.to_string(),
-                        "status": status,
-                        "body": body,
-                        "created_at": time(u.created_at),
-                        "updated_at": time(u.created_at),
-                        "display_at": time(u.created_at),
-                        "affected_components": Value::Null,
-                        "deliver_notifications": true,
-                        "custom_tweet": Value::Null,
-                        "tweet_id": Value::Null,
-                    })
+                    incident_update(
+                        format!("u{}", u.id),
+                        m.id.to_string(),
+                        status,
+                        &body,
+                        u.created_at,
+                    )
                 })
                 .collect();
             incident_updates.reverse();
@@ -360,19 +377,13 @@ async fn rollout_json(
                 _ if running == "scheduled" => "in_progress",
                 _ => running,
             };
-            json!({
-                "id": format!("r{}", u.id),
-                "incident_id": format!("rollout-{}", r.id),
-                "status": running,
-                "body": r.public_text(&u.body),
-                "created_at": time(u.created_at),
-                "updated_at": time(u.created_at),
-                "display_at": time(u.created_at),
-                "affected_components": Value::Null,
-                "deliver_notifications": true,
-                "custom_tweet": Value::Null,
-                "tweet_id": Value::Null,
-            })
+            incident_update(
+                format!("r{}", u.id),
+                format!("rollout-{}", r.id),
+                running,
+                &r.public_text(&u.body),
+                u.created_at,
+            )
         })
         .collect();
     incident_updates.reverse();
