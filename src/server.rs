@@ -316,13 +316,28 @@ pub async fn run(
     }
 }
 
+/// How long a client may take to send a request's headers (on a new connection, and between
+/// requests on a kept-alive one) before the connection is closed. Without it, a client
+/// sending one byte now and then holds a connection and its memory for as long as it likes
+/// (slowloris); nginx's `client_header_timeout` is the same idea.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One HTTP worker: a single-threaded runtime serving until `stopped`, then finishing the
 /// requests in flight on its connections.
+///
+/// Its own accept loop on hyper rather than `axum::serve`, which gives hyper no timer and so
+/// no header-read timeout: each connection is served by hyper-util's HTTP/1 + HTTP/2 builder
+/// with [`HEADER_READ_TIMEOUT`] (also for the first byte, and between requests on a kept-alive
+/// connection), told to finish its current request and close when `stopped`.
 fn serve_on_this_thread(
     listener: TcpListener,
     app: Router,
     stopped: CancellationToken,
 ) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use hyper_util::service::TowerToHyperService;
+
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -330,14 +345,83 @@ fn serve_on_this_thread(
     runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::from_std(listener).context("cannot register the listener")?;
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopped.cancelled_owned())
-        .await
-        .context("the HTTP server failed")
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        builder.http2().timer(TokioTimer::new());
+        let builder = Arc::new(builder);
+        let connections = TaskTracker::new();
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = stopped.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait rather than spin.
+                        // Errors of one connection (reset before accept) are not worth a wait.
+                        if !is_connection_error(&e) {
+                            warn!(error = %e, "cannot accept a connection; retrying in a second");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        continue;
+                    }
+                },
+            };
+            let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+                app.clone(),
+                move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    request
+                },
+            ));
+            let builder = builder.clone();
+            let stopped = stopped.clone();
+            connections.spawn(async move {
+                // hyper's timer starts with the first byte (the HTTP/2 check reads it first),
+                // so a connection that sends nothing gets the same time for its first one.
+                let mut first = [0u8; 1];
+                tokio::select! {
+                    peeked = tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)) => {
+                        // Nothing in time, or the client closed or failed before a byte.
+                        if !matches!(peeked, Ok(Ok(1))) {
+                            return;
+                        }
+                    }
+                    () = stopped.cancelled() => return,
+                }
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                tokio::pin!(connection);
+                let served = tokio::select! {
+                    served = connection.as_mut() => served,
+                    () = stopped.cancelled() => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                // A client that went away or timed out: nothing the server can act on.
+                if let Err(e) = served {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                }
+            });
+        }
+        connections.close();
+        connections.wait().await;
+        Ok(())
     })
+}
+
+/// Accept errors that concern one connection only (it was reset before it was accepted).
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
 }
 
 /// Resolves on the first SIGTERM or Ctrl-C; a second one exits the process at once. The

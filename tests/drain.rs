@@ -211,3 +211,95 @@ async fn in_flight_handler_completes_before_run_returns() {
     server.await.unwrap().unwrap();
     assert!(background_stopped.await.unwrap());
 }
+
+/// Slowloris: a client trickling its request headers a byte a second is cut off once
+/// `HEADER_READ_TIMEOUT` has passed, while other clients are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_trickled_in_are_cut_off() {
+    let app = common::TestApp::new().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (trigger, shutdown) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(run(
+        listener,
+        herald::web::router(app.state.clone()),
+        app.state.draining.clone(),
+        Drain {
+            delay: Duration::ZERO,
+            timeout: Duration::from_secs(5),
+        },
+        TaskTracker::new(),
+        CancellationToken::new(),
+        async move {
+            let _ = shutdown.await;
+        },
+    ));
+    let timeout = herald::server::HEADER_READ_TIMEOUT;
+    let slow = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(900)))
+            .unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+            .unwrap();
+        let mut answer = Vec::new();
+        // One more header byte a second; stop when the server closes (or answers), or give
+        // up well past the timeout.
+        while started.elapsed() < timeout * 4 {
+            if s.write_all(b"a").is_err() {
+                break;
+            }
+            let mut buf = [0u8; 512];
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => break,
+            }
+        }
+        (
+            started.elapsed(),
+            String::from_utf8_lossy(&answer).into_owned(),
+        )
+    });
+    // A connection that never sends a byte is closed too.
+    let silent = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(timeout * 4)).unwrap();
+        let mut buf = [0u8; 64];
+        let read = s.read(&mut buf);
+        (started.elapsed(), read.map_err(|e| e.kind()))
+    });
+    // Meanwhile the page is served to everybody else.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let page = tokio::task::spawn_blocking(move || status_of(addr, "/"))
+        .await
+        .unwrap();
+    assert_eq!(page, Some(200));
+    let (after, answer) = slow.await.unwrap();
+    assert!(
+        after < timeout * 4,
+        "a client trickling headers was still connected after {after:?}"
+    );
+    assert!(
+        after >= timeout,
+        "cut off after {after:?}, before the header timeout of {timeout:?}"
+    );
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "not a 200 for half a request: {answer}"
+    );
+    let (after, read) = silent.await.unwrap();
+    assert!(
+        after < timeout * 4 && after >= timeout,
+        "a silent connection was closed after {after:?} ({read:?})"
+    );
+    assert!(
+        matches!(read, Ok(0) | Err(std::io::ErrorKind::ConnectionReset)),
+        "{read:?}"
+    );
+    trigger.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}

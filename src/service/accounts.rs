@@ -138,7 +138,7 @@ impl Service {
         let password = password.to_owned();
         let hash = self
             .hashing
-            .run(ACCOUNT_WAIT, move || password_auth::generate_hash(password))
+            .run(ACCOUNT_WAIT, move || hash_password(&password))
             .await?;
         let now = self.now();
         let user = self
@@ -179,7 +179,7 @@ impl Service {
         let password = password.to_owned();
         let hash = self
             .hashing
-            .run(ACCOUNT_WAIT, move || password_auth::generate_hash(password))
+            .run(ACCOUNT_WAIT, move || hash_password(&password))
             .await?;
         let outcome = self.store.set_password_hash(name.trim(), &hash).await?;
         self.account_outcome(outcome, "change the password of")?;
@@ -308,6 +308,29 @@ impl Service {
     }
 }
 
+/// argon2id with 7 MiB and 5 passes, one lane: the last of OWASP's equivalent settings
+/// (19 MiB × 2, 12 MiB × 3, 9 MiB × 4, 7 MiB × 5), the one that holds the least memory per
+/// hash, so a burst of sign-ins or the first start's admin costs 7 MiB a thread, not 19.
+/// Hashes made with other parameters (earlier versions used 19 MiB × 2) still verify: the
+/// parameters are in each hash.
+const ARGON2_MEMORY_KIB: u32 = 7 * 1024;
+const ARGON2_PASSES: u32 = 5;
+
+/// A PHC string (`$argon2id$v=19$m=7168,t=5,p=1$…`) for `password`, with a fresh salt.
+fn hash_password(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let params = argon2::Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, 1, None)
+        .expect("constant argon2 parameters are valid");
+    let hasher = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).expect("the OS random source works");
+    let salt = SaltString::encode_b64(&salt).expect("16 bytes make a valid salt");
+    hasher
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 hashes any password with valid parameters")
+        .to_string()
+}
+
 /// How long a sign-in waits for a hashing slot before it is told to try again (429).
 const SIGN_IN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long creating a user or setting a password waits for one (an admin at a form).
@@ -316,7 +339,7 @@ const ACCOUNT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// A real argon2id hash (with the same parameters as users'), verified against for unknown
 /// names. Computed on a hashing thread the first time it is needed, like any other hash.
 static DUMMY_HASH: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| password_auth::generate_hash("no user has this password"));
+    std::sync::LazyLock::new(|| hash_password("no user has this password"));
 
 type HashJob = Box<dyn FnOnce() + Send>;
 
@@ -343,7 +366,7 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Password hashing (argon2id: about 19 MiB and tens of milliseconds each) on threads of its
+/// Password hashing (argon2id: 7 MiB and tens of milliseconds each) on threads of its
 /// own, one fewer than there are cores, started on first use and ended with the service.
 ///
 /// A slot is taken before a job is queued, so at most one hash per thread is ever in memory
@@ -466,6 +489,23 @@ mod tests {
             releases.push(release);
         }
         releases
+    }
+
+    #[test]
+    fn hashes_use_the_small_memory_setting_and_older_hashes_still_verify() {
+        let hash = hash_password("correct horse battery staple");
+        assert!(hash.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{hash}");
+        assert!(password_auth::verify_password("correct horse battery staple", &hash).is_ok());
+        assert!(password_auth::verify_password("correct horse battery stapler", &hash).is_err());
+        assert_ne!(
+            hash,
+            hash_password("correct horse battery staple"),
+            "salted"
+        );
+        // Made by earlier versions (password-auth's defaults, 19 MiB × 2).
+        let old = password_auth::generate_hash("an older password");
+        assert!(old.contains("$m=19456,t=2,p=1$"), "{old}");
+        assert!(password_auth::verify_password("an older password", &old).is_ok());
     }
 
     async fn until_waiting(hashing: &Hashing, n: usize) {
