@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod ids;
 pub mod notify;
 pub mod scheduler;
 pub mod server;

@@ -12,7 +12,6 @@
 //! that key back before writing, so a retry never makes a second post.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use atrium_api::app::bsky::feed::post;
@@ -31,29 +30,6 @@ use crate::domain::{Channel, ChannelKind, Thread, UpdateKind};
 use crate::store::Store;
 
 const POST: &str = "app.bsky.feed.post";
-
-/// A new record key: a TID (microseconds since 1970 and a random clock id, base32-sortable),
-/// strictly increasing within this process.
-pub fn new_tid() -> String {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    const ALPHABET: &[u8; 32] = b"234567abcdefghijklmnopqrstuvwxyz";
-    let now = jiff::Timestamp::now().as_microsecond().max(0) as u64;
-    let micros = LAST
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
-            Some(now.max(last + 1))
-        })
-        .map_or(now, |last| now.max(last + 1));
-    let mut clock = [0u8; 2];
-    getrandom::fill(&mut clock).expect("the OS random source works");
-    let clock = u64::from(u16::from_le_bytes(clock) & 0x3ff);
-    let mut v = ((micros << 10) & 0x7fff_ffff_ffff_fc00) | clock;
-    let mut out = [b'2'; 13];
-    for slot in out.iter_mut().rev() {
-        *slot = ALPHABET[(v & 31) as usize];
-        v >>= 5;
-    }
-    String::from_utf8(out.to_vec()).expect("ASCII")
-}
 
 /// A session as `createSession` and `refreshSession` return it (the fields Herald uses).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -489,7 +465,7 @@ impl super::Sender for Bluesky {
 
     async fn test(&self, text: &str) -> Result<String, SendError> {
         let session = self.session().await?;
-        let rkey = new_tid();
+        let rkey = crate::ids::new_tid();
         let mut record = serde_json::Map::new();
         record.insert("$type".into(), POST.into());
         record.insert(
@@ -518,8 +494,8 @@ mod tests {
 
     #[test]
     fn tids_are_valid_and_increase() {
-        let a = new_tid();
-        let b = new_tid();
+        let a = crate::ids::new_tid();
+        let b = crate::ids::new_tid();
         assert!(Tid::new(a.clone()).is_ok(), "{a}");
         assert!(Tid::new(b.clone()).is_ok(), "{b}");
         assert!(a[..11] <= b[..11], "{a} {b}");

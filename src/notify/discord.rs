@@ -598,7 +598,7 @@ impl super::Sender for Discord {
 
     async fn test(&self, text: &str) -> Result<String, SendError> {
         let place = self.place().await?.clone();
-        let nonce = format!("t{}", super::random_hex(20));
+        let nonce = format!("t{}", crate::ids::random_hex(20));
         let m = self.post(Some(text.to_owned()), None, &nonce, None).await?;
         Ok(self.link(&place, &m).unwrap_or(m.id))
     }

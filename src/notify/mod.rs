@@ -219,32 +219,11 @@ pub fn sender_for(
     })
 }
 
-/// A random lowercase hex string of `n` characters.
-pub fn random_hex(n: usize) -> String {
-    let mut bytes = vec![0u8; n.div_ceil(2)];
-    getrandom::fill(&mut bytes).expect("the OS random source works");
-    let mut s: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    s.truncate(n);
-    s
-}
-
-/// The idempotency key a new delivery gets before its first attempt: a Discord nonce (at
-/// most 25 characters), a Bluesky record key (a TID) or a webhook's message id.
-pub fn idem_key(kind: ChannelKind) -> String {
-    match kind {
-        ChannelKind::DiscordWebhook | ChannelKind::DiscordBot => format!("h{}", random_hex(20)),
-        ChannelKind::Bluesky => bluesky::new_tid(),
-        ChannelKind::Webhook => webhook::new_message_id(),
-    }
-}
-
 /// Exponential backoff with full jitter: attempt 1 waits up to 1 s, then 2, 4, … 10 min.
 fn backoff(attempts: i64) -> Duration {
     let exp = BACKOFF_BASE.saturating_mul(1u32 << attempts.clamp(1, 20).saturating_sub(1) as u32);
     let cap = exp.min(BACKOFF_MAX);
-    let mut b = [0u8; 4];
-    getrandom::fill(&mut b).expect("the OS random source works");
-    let frac = f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX);
+    let frac = f64::from(u32::from_le_bytes(crate::ids::random_bytes())) / f64::from(u32::MAX);
     // Half fixed, half random: never hammer at once, never wait for nothing.
     cap.mul_f64(0.5 + frac / 2.0)
 }

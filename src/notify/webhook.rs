@@ -24,18 +24,6 @@ use sha2::Sha256;
 use super::{About, Job, NotifySettings, Progress, SendError, Sender, Sent, read_capped};
 use crate::domain::Channel;
 
-/// A new signing secret: `whsec_` and 32 random bytes in base64.
-pub fn new_secret() -> String {
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).expect("the OS random source works");
-    format!("whsec_{}", BASE64.encode(key))
-}
-
-/// A new message id (the `webhook-id` of one delivery, kept across its retries).
-pub fn new_message_id() -> String {
-    format!("msg_{}", super::random_hex(26))
-}
-
 /// The `webhook-signature` value for one message.
 pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
@@ -146,7 +134,7 @@ impl Sender for Webhook {
     }
 
     async fn test(&self, text: &str) -> Result<String, SendError> {
-        let id = new_message_id();
+        let id = crate::ids::webhook_message_id();
         let body = json!({
             "type": "herald.test",
             "timestamp": jiff::Timestamp::now(),

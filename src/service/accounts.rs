@@ -28,22 +28,13 @@ fn hash_token(secret: &str) -> String {
         .collect()
 }
 
-/// 256 random bits as hex.
-fn random_hex() -> ServiceResult<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| {
-        ServiceError::Store(StoreError::Corrupt(format!("no randomness available: {e}")))
-    })?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// A setup code: short enough to type from a log line, 80 random bits.
 pub fn setup_code() -> ServiceResult<crate::config::Secret> {
-    Ok(crate::config::Secret::new(random_hex()?[..20].to_owned()))
+    Ok(crate::config::Secret::new(crate::ids::random_hex(20)))
 }
 
 fn new_secret() -> ServiceResult<String> {
-    Ok(format!("{TOKEN_PREFIX}{}", random_hex()?))
+    Ok(format!("{TOKEN_PREFIX}{}", crate::ids::random_hex(64)))
 }
 
 /// How long a login lasts.
@@ -257,8 +248,8 @@ impl Service {
     /// Open a session for a user who just proved who they are. A new random id each time, so a
     /// session id planted before login is worthless after it.
     pub async fn open_session(&self, user: User) -> ServiceResult<NewSession> {
-        let cookie = random_hex()?;
-        let csrf = random_hex()?;
+        let cookie = crate::ids::random_hex(64);
+        let csrf = crate::ids::random_hex(64);
         let now = self.now();
         self.store
             .insert_session(
@@ -322,9 +313,8 @@ fn hash_password(password: &str) -> String {
     let params = argon2::Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, 1, None)
         .expect("constant argon2 parameters are valid");
     let hasher = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-    let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).expect("the OS random source works");
-    let salt = SaltString::encode_b64(&salt).expect("16 bytes make a valid salt");
+    let salt = SaltString::encode_b64(&crate::ids::random_bytes::<16>())
+        .expect("16 bytes make a valid salt");
     hasher
         .hash_password(password.as_bytes(), &salt)
         .expect("argon2 hashes any password with valid parameters")

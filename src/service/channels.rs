@@ -45,7 +45,7 @@ impl Service {
     pub async fn create_channel(&self, new: NewChannel, actor: &str) -> ServiceResult<Channel> {
         let mut new = new;
         if new.kind == Some(ChannelKind::Webhook) && new.secret.expose().trim().is_empty() {
-            new.secret = ChannelSecret::new(crate::notify::webhook::new_secret());
+            new.secret = ChannelSecret::new(crate::ids::webhook_secret());
         }
         let new = new.validate(false)?;
         let channel = self
@@ -135,7 +135,7 @@ impl Service {
             name: current.name.clone(),
             kind: Some(current.kind),
             target: current.target.clone(),
-            secret: ChannelSecret::new(crate::notify::webhook::new_secret()),
+            secret: ChannelSecret::new(crate::ids::webhook_secret()),
             api_url: current.api_url.clone(),
             events: current.events.clone(),
             milestones: current.milestones.clone(),

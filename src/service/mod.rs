@@ -351,7 +351,7 @@ impl Service {
                 m.is_public(),
                 &updates,
                 &channels,
-                crate::notify::idem_key,
+                crate::ids::idem_key,
                 self.deadline_from(now),
                 now.as_millisecond(),
             );

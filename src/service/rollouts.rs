@@ -158,7 +158,7 @@ impl Service {
             let deliveries = rollout_deliveries_for(
                 &change,
                 &channels,
-                crate::notify::idem_key,
+                crate::ids::idem_key,
                 self.rollout_fold,
                 self.deadline_from(now),
                 now.as_millisecond(),
