@@ -249,11 +249,6 @@ impl DatabaseUrl {
     pub fn expose(&self) -> &str {
         self.0.expose()
     }
-
-    pub fn is_postgres(&self) -> bool {
-        let url = self.expose();
-        url.starts_with("postgres://") || url.starts_with("postgresql://")
-    }
 }
 
 impl fmt::Display for DatabaseUrl {

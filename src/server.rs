@@ -20,18 +20,13 @@ use crate::domain::{
 };
 use crate::notify::{NotifySettings, Outbox};
 use crate::service::Service;
-use crate::store::{SqliteStore, Store};
+use crate::store::{SqlStore, Store};
 use crate::web::{AppState, router};
 
 /// Open the database the URL names and bring its schema up to date.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let url = &settings.database_url;
-    if url.is_postgres() {
-        bail!(
-            "PostgreSQL ({url}) is not supported by this build yet; use a sqlite:// database URL"
-        );
-    }
-    let store = SqliteStore::connect(url.expose())
+    let store = SqlStore::connect(url.expose())
         .await
         .with_context(|| format!("cannot open the database {url}"))?;
     store

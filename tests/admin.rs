@@ -421,7 +421,7 @@ async fn a_token_made_in_the_ui_works_on_the_api_until_revoked() {
 async fn first_admin_from_the_setup_code_once() {
     use tower::ServiceExt;
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/h.db", dir.path().display());
+    let url = common::database_url(dir.path(), "h.db");
     let state = herald::server::build(&herald::config::Settings::for_database(&url), false)
         .await
         .unwrap();

@@ -13,7 +13,7 @@ use herald::domain::{
     ChannelKind, ChannelSecret, DEFAULT_EVENTS, DEFAULT_MILESTONES, DeliveryState, NewChannel,
     WindowAction,
 };
-use herald::store::{Outbox as _, SqliteStore};
+use herald::store::{Outbox as _, SqlStore};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
@@ -31,12 +31,17 @@ impl Env {
             .env("HERALD_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("HERALD_LOG", "warn")
             .env("HERALD_DELIVERY_TIMEOUT", "1s")
+            .env("HERALD_DATABASE_URL", self.url())
             .stdin(Stdio::null())
             .stderr(Stdio::inherit());
         for (k, v) in &self.vars {
             cmd.env(k, v);
         }
         cmd
+    }
+
+    fn url(&self) -> String {
+        common::database_url(&self.dir.path().join("data"), "herald.db")
     }
 
     /// The caller kills and waits for the returned child.
@@ -82,13 +87,8 @@ impl Env {
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
-    async fn store(&self) -> SqliteStore {
-        SqliteStore::connect(&format!(
-            "sqlite://{}/data/herald.db",
-            self.dir.path().display()
-        ))
-        .await
-        .unwrap()
+    async fn store(&self) -> SqlStore {
+        SqlStore::connect(&self.url()).await.unwrap()
     }
 }
 

@@ -42,7 +42,7 @@ fn start_chromedriver() -> (Driver, String) {
 }
 
 async fn start_herald(dir: &tempfile::TempDir) -> SocketAddr {
-    let url = format!("sqlite://{}/herald.db", dir.path().display());
+    let url = common::database_url(dir.path(), "herald.db");
     let mut settings = Settings::for_database(&url);
     settings.site_name = "DecAPI status".into();
     settings.discord_invite = Some("https://decapi.link/discord".into());
@@ -347,7 +347,7 @@ async fn public_text(driver: &WebDriver, origin: &str, back: &str) -> WebDriverR
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maintainer_runs_a_window_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/herald.db", dir.path().display());
+    let url = common::database_url(dir.path(), "herald.db");
     let settings = Settings::for_database(&url);
     let state = herald::server::build(&settings, false).await.unwrap();
     // Announcements go to local Discord and Bluesky servers while the maintainer works.

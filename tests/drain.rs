@@ -44,6 +44,10 @@ impl Herald {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
         cmd.arg("serve")
             .current_dir(dir.path())
+            .env(
+                "HERALD_DATABASE_URL",
+                common::database_url(&dir.path().join("data"), "herald.db"),
+            )
             .env("HERALD_LISTEN", addr.to_string())
             .env("HERALD_LOG", "warn")
             .stdin(Stdio::null())

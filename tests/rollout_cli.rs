@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use herald::domain::{NewRollout, Report, TargetState};
 use herald::service::Service;
-use herald::store::{SqliteStore, Store};
+use herald::store::{SqlStore, Store};
 use jiff::Timestamp;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -27,7 +27,7 @@ struct Herald {
 
 impl Herald {
     fn db(dir: &Path) -> String {
-        format!("sqlite://{}/h.db", dir.display())
+        common::database_url(dir, "h.db")
     }
 
     /// Start `herald serve` on `port` and wait until it answers. The port comes from
@@ -512,7 +512,7 @@ async fn herald_rollout_wait_exits_6_on_a_stall() {
     // Report from eleven minutes ago, through the library on the same database: the stall
     // clock (10 min) has run out by the time the binary looks.
     {
-        let store = SqliteStore::connect(&Herald::db(dir.path())).await.unwrap();
+        let store = SqlStore::connect(&Herald::db(dir.path())).await.unwrap();
         store.migrate().await.unwrap();
         let past = Timestamp::now() - jiff::SignedDuration::from_mins(11);
         let service = Service::with_clock(Arc::new(store), Arc::new(move || past));

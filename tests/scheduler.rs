@@ -16,7 +16,7 @@ use herald::domain::{
     WindowState,
 };
 use herald::service::Service;
-use herald::store::{SqliteStore, Store};
+use herald::store::{SqlStore, Store};
 use jiff::Timestamp;
 
 const HOUR: i64 = 60;
@@ -451,8 +451,7 @@ async fn custom_offsets_and_none() {
 /// A second service on the same database file, as another process or a restarted one would
 /// have it, with its own clock.
 async fn process(app: &TestApp, clock: Arc<AtomicI64>) -> Service {
-    let url = format!("sqlite://{}/nested/herald.db", app.dir.path().display());
-    let store = SqliteStore::connect(&url).await.unwrap();
+    let store = SqlStore::connect(&app.url).await.unwrap();
     store.migrate().await.unwrap();
     Service::with_clock(
         Arc::new(store),

@@ -1,5 +1,6 @@
-//! Storage and the service on a real SQLite file: creation, persistence, atomic commits,
-//! concurrent changes, the demo seed and components from configuration.
+//! Storage and the service on a real database (a SQLite file, or PostgreSQL under `.ci/test`):
+//! creation, persistence, atomic commits, concurrent changes, the demo seed and components
+//! from configuration.
 
 mod common;
 
@@ -12,7 +13,7 @@ use herald::domain::{
     WindowState,
 };
 use herald::service::{Service, ServiceError};
-use herald::store::{SqliteStore, Store, StoreError};
+use herald::store::{SqlStore, Store, StoreError};
 
 #[tokio::test]
 async fn creates_the_database_and_its_folder_and_keeps_data() {
@@ -20,7 +21,7 @@ async fn creates_the_database_and_its_folder_and_keeps_data() {
     let path = dir.path().join("a/b/herald.db");
     let url = format!("sqlite://{}", path.display());
     {
-        let store = SqliteStore::connect(&url).await.unwrap();
+        let store = SqlStore::connect(&url).await.unwrap();
         store.migrate().await.unwrap();
         let service = Service::new(Arc::new(store));
         let w = service
@@ -42,14 +43,14 @@ async fn creates_the_database_and_its_folder_and_keeps_data() {
     }
     assert!(path.exists());
     assert!(dir.path().join("a/b/herald.db-wal").exists(), "WAL journal");
-    let store = SqliteStore::connect(&url).await.unwrap();
+    let store = SqlStore::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
     let w = store.get_maintenance(1).await.unwrap().unwrap();
     assert_eq!(w.title, "Persisted");
     assert_eq!(w.state, WindowState::Planned);
     // Also without the `//`.
     let other = dir.path().join("c/herald.db");
-    SqliteStore::connect(&format!("sqlite:{}", other.display()))
+    SqlStore::connect(&format!("sqlite:{}", other.display()))
         .await
         .unwrap();
     assert!(other.exists());
@@ -206,7 +207,7 @@ async fn duplicate_component_slugs_are_refused_with_the_field() {
 #[tokio::test]
 async fn demo_seeds_the_decapi_migration_once() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/demo.db", dir.path().display());
+    let url = common::database_url(dir.path(), "demo.db");
     let settings = Settings::for_database(&url);
     let state = herald::server::build(&settings, true).await.unwrap();
     let store = state.service.store();
@@ -238,7 +239,7 @@ async fn demo_seeds_the_decapi_migration_once() {
 #[tokio::test]
 async fn components_from_configuration_are_created_once() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/c.db", dir.path().display());
+    let url = common::database_url(dir.path(), "c.db");
     let mut settings = Settings::for_database(&url);
     settings.components = vec![ComponentSetting {
         slug: "api".into(),
@@ -263,7 +264,7 @@ async fn components_from_configuration_are_created_once() {
 #[tokio::test]
 async fn the_channels_table_is_rebuilt_for_webhooks_keeping_deliveries() {
     use herald::domain::{ChannelKind, ChannelSecret, DEFAULT_EVENTS, NewChannel, Subject};
-    let app = TestApp::new().await;
+    let app = TestApp::sqlite().await;
     let channel = app
         .add_channel(NewChannel {
             name: "webhook".into(),
@@ -287,8 +288,7 @@ async fn the_channels_table_is_rebuilt_for_webhooks_keeping_deliveries() {
     assert_eq!(before.len(), 1);
 
     // Put the table back as it was before (the old CHECK), the way an older Herald left it.
-    let url = format!("sqlite://{}/nested/herald.db", app.dir.path().display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&app.url).await.unwrap();
     let mut conn = pool.acquire().await.unwrap();
     let old = include_str!("../migrations/sqlite/0004_announcements.sql");
     let create = &old[old.find("CREATE TABLE channels").unwrap()..];
@@ -313,7 +313,7 @@ async fn the_channels_table_is_rebuilt_for_webhooks_keeping_deliveries() {
     drop(conn);
     pool.close().await;
 
-    let store = SqliteStore::connect(&url).await.unwrap();
+    let store = SqlStore::connect(&app.url).await.unwrap();
     store.migrate().await.unwrap();
     let service = Service::new(Arc::new(store));
     let after = service.deliveries(Subject::Window(m.id)).await.unwrap();

@@ -1,7 +1,7 @@
-//! Storage: the [`Store`] trait every backend implements, and its errors. The SQLite
-//! implementation lives in `sqlite.rs`; a PostgreSQL one sits beside it with the same SQL.
+//! Storage: the [`Store`] trait, its errors, and [`SqlStore`], which implements it on SQLite
+//! and PostgreSQL (`sql/`).
 
-mod sqlite;
+mod sql;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -12,7 +12,7 @@ use crate::domain::{
     Rollout, RolloutState, RolloutUpdate, Subject, Thread, Update, User,
 };
 
-pub use sqlite::SqliteStore;
+pub use sql::{Backend, SqlStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,4 +1,5 @@
-//! Test helpers: a `TestApp` on a real SQLite file with a clock the test moves, and small
+//! Test helpers: a `TestApp` on a real SQLite file (or PostgreSQL database, see
+//! [`database_url`]) with a clock the test moves, and small
 //! request helpers for the router.
 #![allow(dead_code)]
 
@@ -16,13 +17,15 @@ use herald::domain::{
     Impact, Maintenance, NewComponent, NewMaintenance, NewStep, Schedule, StepAction, WindowAction,
 };
 use herald::service::Service;
-use herald::store::{SqliteStore, Store};
+use herald::store::{SqlStore, Store};
 use herald::web::{AppState, router};
 use jiff::{SignedDuration, Timestamp};
 use tower::ServiceExt;
 
 pub struct TestApp {
     pub dir: tempfile::TempDir,
+    /// The app's database (SQLite file or PostgreSQL database).
+    pub url: String,
     pub service: Service,
     pub state: AppState,
     pub router: Router,
@@ -55,8 +58,20 @@ impl TestApp {
 
     pub async fn with_fold(fold: std::time::Duration) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let url = database_url(&dir.path().join("nested"), "herald.db");
+        Self::open(dir, url, fold).await
+    }
+
+    /// A test app on a SQLite file whatever `HERALD_TEST_POSTGRES` says, for what only
+    /// SQLite has (its file, its table rebuilds).
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/nested/herald.db", dir.path().display());
-        let store = SqliteStore::connect(&url).await.unwrap();
+        Self::open(dir, url, std::time::Duration::from_millis(200)).await
+    }
+
+    async fn open(dir: tempfile::TempDir, url: String, fold: std::time::Duration) -> Self {
+        let store = SqlStore::connect(&url).await.unwrap();
         store.migrate().await.unwrap();
         let start = Timestamp::from_second(1_780_000_000).unwrap();
         let clock = Arc::new(AtomicI64::new(start.as_second()));
@@ -73,6 +88,7 @@ impl TestApp {
         let router = router(state.clone());
         Self {
             dir,
+            url,
             service,
             state,
             router,
@@ -408,6 +424,47 @@ impl TestApp {
 }
 
 /// A port nobody listens on right now.
+/// The database a test keeps in `dir` under `name`: a SQLite file there, or, when
+/// `HERALD_TEST_POSTGRES` holds a PostgreSQL server's URL (as `.ci/test` sets for its second
+/// run), a database of its own on that server, made on first use. The same `dir` and `name`
+/// give the same database, so a test can open it again or hand it to a `herald` process.
+pub fn database_url(dir: &std::path::Path, name: &str) -> String {
+    let server = match std::env::var("HERALD_TEST_POSTGRES") {
+        Ok(server) if !server.is_empty() => server,
+        _ => return format!("sqlite://{}/{name}", dir.display()),
+    };
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{}/{name}", dir.display()));
+    let db: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let db = format!("herald_test_{db}");
+    let (base, _) = server
+        .rsplit_once('/')
+        .expect("a postgres:// URL with a database");
+    // Its own thread and runtime: callers may be synchronous or inside a runtime.
+    std::thread::spawn({
+        let (server, db) = (server.clone(), db.clone());
+        move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    use sqlx::{Connection, Executor};
+                    let mut conn = sqlx::PgConnection::connect(&server).await.unwrap();
+                    match conn.execute(format!("CREATE DATABASE {db}").as_str()).await {
+                        Ok(_) => {}
+                        // 42P04: made by an earlier call.
+                        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+                        Err(e) => panic!("cannot make the test database {db}: {e}"),
+                    }
+                })
+        }
+    })
+    .join()
+    .unwrap();
+    format!("{base}/{db}")
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -1,12 +1,12 @@
-//! Channels, deliveries and threads on SQLite. A claim is one `UPDATE … RETURNING`, so no
+//! Channels, deliveries and threads. A claim is one `UPDATE … RETURNING`, so no
 //! transaction stays open while a worker talks to Discord or Bluesky.
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 
-use super::{SqliteStore, opt_ts, parse, secs, ts, update_from};
+use super::{SqlStore, flag, opt_ts, parse, secs, ts, update_from};
 use crate::domain::{
     Channel, ChannelKind, ChannelSecret, ChannelSource, Delivery, DeliveryState, NewChannel,
     NewDelivery, Subject, Thread, Update, UpdateKind, join_kinds, parse_kinds,
@@ -28,7 +28,7 @@ const EARLIER_UNSENT: &str = "EXISTS (SELECT 1 FROM deliveries e \
          OR (d.rollout_id IS NOT NULL AND e.rollout_id = d.rollout_id)) \
        AND e.id < d.id AND e.state IN ('pending', 'failed') AND e.kind <> 'rollout_refresh')";
 
-fn channel_from(row: &SqliteRow) -> StoreResult<Channel> {
+fn channel_from(row: &AnyRow) -> StoreResult<Channel> {
     let kind: String = row.try_get("kind")?;
     let source: String = row.try_get("source")?;
     let events: String = row.try_get("events")?;
@@ -49,12 +49,12 @@ fn channel_from(row: &SqliteRow) -> StoreResult<Channel> {
             .filter(|l| !l.is_empty())
             .map(str::to_owned)
             .collect(),
-        enabled: row.try_get("enabled")?,
+        enabled: flag(row, "enabled")?,
         source: parse(&source, "channel source", ChannelSource::parse)?,
     })
 }
 
-fn delivery_from(row: &SqliteRow) -> StoreResult<Delivery> {
+fn delivery_from(row: &AnyRow) -> StoreResult<Delivery> {
     let kind: String = row.try_get("kind")?;
     let state: String = row.try_get("state")?;
     let window: Option<i64> = row.try_get("maintenance_id")?;
@@ -100,7 +100,7 @@ fn name_taken(e: sqlx::Error) -> StoreError {
 /// of a live rollout message folds into the channel's pending one, if any, and is held until
 /// its fold interval after the message was last drawn.
 pub(super) async fn insert_deliveries(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     subject: Subject,
     update_ids: &[i64],
     deliveries: &[NewDelivery],
@@ -175,7 +175,7 @@ pub(super) async fn insert_deliveries(
 
 /// Write where a window's or rollout's posts on a channel hang together.
 async fn upsert_thread(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     channel_id: i64,
     subject: Subject,
     t: &Thread,
@@ -215,7 +215,7 @@ async fn upsert_thread(
 }
 
 #[async_trait]
-impl Outbox for SqliteStore {
+impl Outbox for SqlStore {
     async fn put_thread(
         &self,
         channel_id: i64,
@@ -276,7 +276,7 @@ impl Outbox for SqliteStore {
         .bind(join_kinds(&new.milestones))
         .bind(&new.mention_role)
         .bind(new.langs.join(","))
-        .bind(new.enabled)
+        .bind(i64::from(new.enabled))
         .bind(source.as_str())
         .bind(secs(now))
         .fetch_one(&self.pool)
@@ -306,7 +306,7 @@ impl Outbox for SqliteStore {
         .bind(join_kinds(&new.milestones))
         .bind(&new.mention_role)
         .bind(new.langs.join(","))
-        .bind(new.enabled)
+        .bind(i64::from(new.enabled))
         .bind(id)
         .fetch_optional(&self.pool)
         .await
@@ -358,8 +358,9 @@ impl Outbox for SqliteStore {
                WHERE d.channel_id = $1 AND d.state = 'pending' AND d.next_attempt_ms <= $2 \
                  AND (d.lease_until_ms IS NULL OR d.lease_until_ms < $2) \
                  AND NOT {EARLIER_UNSENT} \
-               ORDER BY d.next_attempt_ms, d.id LIMIT 1) \
-             RETURNING {DELIVERY_COLUMNS}"
+               ORDER BY d.next_attempt_ms, d.id LIMIT 1{skip_locked}) \
+             RETURNING {DELIVERY_COLUMNS}",
+            skip_locked = self.backend.skip_locked("d"),
         ))
         .bind(channel_id)
         .bind(now_ms)

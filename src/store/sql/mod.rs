@@ -1,16 +1,14 @@
-//! The SQLite store: one file, WAL, foreign keys on, migrations embedded.
-
-use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
+//! The SQL store: one implementation over sqlx's `Any` driver for SQLite (one instance) and
+//! PostgreSQL (several instances). Timestamps are unix seconds, flags 0 or 1 and every id and
+//! counter a 64-bit integer, so the same SQL with `$n` placeholders runs on both; what is not
+//! portable (connecting, migrations, claiming a delivery, change notices) lives in the
+//! backend's own module, `sqlite.rs` or `postgres.rs`.
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::AnyPool;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 use tracing::instrument;
 
 use super::{AccountChange, MaintenanceSummary, Page, Store, StoreError, StoreResult};
@@ -21,78 +19,59 @@ use crate::domain::{
 };
 
 mod outbox;
+mod postgres;
 mod rollouts;
+mod sqlite;
 
-pub struct SqliteStore {
-    pool: SqlitePool,
+/// The database behind a [`SqlStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
 }
 
-impl SqliteStore {
-    /// Open (creating the file and its folder if needed) the database at `url`
-    /// (`sqlite://path`, `sqlite:path` or `sqlite::memory:`).
-    pub async fn connect(url: &str) -> StoreResult<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let filename = options.get_filename();
-        let in_memory = filename.as_os_str().is_empty() || filename == Path::new(":memory:");
-        if !in_memory
-            && let Some(dir) = filename.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Database(sqlx::Error::Configuration(
-                    format!("cannot create the database folder {}: {e}", dir.display()).into(),
-                ))
-            })?;
+impl Backend {
+    /// The backend a database URL names: `postgres://` or `postgresql://`, else SQLite.
+    pub fn of_url(url: &str) -> Self {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::Postgres
+        } else {
+            Self::Sqlite
         }
-        if !in_memory {
-            // Switch the file to WAL on one connection first: the switch needs the database to
-            // itself, and pooled connections opening at the same moment would get "database is
-            // locked" (the journal-mode pragma runs before their busy timeout applies).
-            use sqlx::Connection;
-            sqlx::SqliteConnection::connect_with(&options)
-                .await?
-                .close()
-                .await?;
+    }
+
+    /// What a subquery picking a row of `table` to claim ends with, so that concurrent
+    /// claimers pass over a row another is taking instead of queueing behind it. SQLite
+    /// runs one writer at a time and needs nothing.
+    fn skip_locked(self, table: &str) -> String {
+        match self {
+            Self::Sqlite => String::new(),
+            Self::Postgres => format!(" FOR UPDATE OF {table} SKIP LOCKED"),
         }
-        // An in-memory database lives in one connection; a file serves readers in parallel.
-        let max = if in_memory { 1 } else { 3 };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await?;
-        Ok(Self { pool })
     }
 }
 
-impl SqliteStore {
-    /// Let the channels table hold signed webhooks (see
-    /// migrations/sqlite-rebuilds/channels_webhook.sql for why this is not a sqlx migration).
-    async fn rebuild_channels_for_webhooks(&self) -> StoreResult<()> {
-        let definition: String = sqlx::query_scalar(
-            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'channels'",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        if definition.contains("'webhook'") {
-            return Ok(());
-        }
-        let mut conn = self.pool.acquire().await?;
-        sqlx::query("PRAGMA foreign_keys = OFF")
-            .execute(&mut *conn)
-            .await?;
-        let rebuilt = rebuild_channels(&mut conn).await;
-        sqlx::query("PRAGMA foreign_keys = ON")
-            .execute(&mut *conn)
-            .await?;
-        rebuilt
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl SqlStore {
+    /// Open the database at `url`: `sqlite://path` (the file and its folder are made if
+    /// needed), `sqlite::memory:`, or `postgres://…`.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url);
+        let pool = match backend {
+            Backend::Sqlite => sqlite::connect(url).await?,
+            Backend::Postgres => postgres::connect(url).await?,
+        };
+        Ok(Self { pool, backend })
+    }
+
+    /// Which database this store talks to.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Windows matching `filter` (SQL over `m`), with steps and components.
@@ -134,26 +113,6 @@ impl SqliteStore {
     }
 }
 
-async fn rebuild_channels(conn: &mut sqlx::SqliteConnection) -> StoreResult<()> {
-    let mut tx = sqlx::Connection::begin(conn).await?;
-    sqlx::Executor::execute(
-        &mut *tx,
-        include_str!("../../migrations/sqlite-rebuilds/channels_webhook.sql"),
-    )
-    .await?;
-    let broken = sqlx::query("PRAGMA foreign_key_check")
-        .fetch_all(&mut *tx)
-        .await?;
-    if !broken.is_empty() {
-        return Err(StoreError::Corrupt(format!(
-            "rebuilding channels would break {} foreign keys",
-            broken.len()
-        )));
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
 fn ts(secs: i64) -> StoreResult<Timestamp> {
     Timestamp::from_second(secs).map_err(|e| StoreError::Corrupt(format!("timestamp {secs}: {e}")))
 }
@@ -170,11 +129,16 @@ fn opt_secs(t: Option<Timestamp>) -> Option<i64> {
     t.map(secs)
 }
 
+/// A flag as stored: 0 or 1 (sqlx's Any driver has no booleans for SQLite).
+fn flag(row: &AnyRow, column: &str) -> StoreResult<bool> {
+    Ok(row.try_get::<i64, _>(column)? != 0)
+}
+
 fn parse<T>(value: &str, what: &str, f: impl Fn(&str) -> Option<T>) -> StoreResult<T> {
     f(value).ok_or_else(|| StoreError::Corrupt(format!("unknown {what} {value:?}")))
 }
 
-fn component_from(row: &SqliteRow) -> StoreResult<Component> {
+fn component_from(row: &AnyRow) -> StoreResult<Component> {
     Ok(Component {
         id: row.try_get("id")?,
         slug: row.try_get("slug")?,
@@ -185,7 +149,7 @@ fn component_from(row: &SqliteRow) -> StoreResult<Component> {
     })
 }
 
-fn step_from(row: &SqliteRow) -> StoreResult<Step> {
+fn step_from(row: &AnyRow) -> StoreResult<Step> {
     let state: String = row.try_get("state")?;
     Ok(Step {
         id: Some(row.try_get("id")?),
@@ -200,7 +164,7 @@ fn step_from(row: &SqliteRow) -> StoreResult<Step> {
     })
 }
 
-fn maintenance_from(row: &SqliteRow) -> StoreResult<Maintenance> {
+fn maintenance_from(row: &AnyRow) -> StoreResult<Maintenance> {
     let state: String = row.try_get("state")?;
     let impact: String = row.try_get("impact")?;
     Ok(Maintenance {
@@ -221,8 +185,8 @@ fn maintenance_from(row: &SqliteRow) -> StoreResult<Maintenance> {
         components: Vec::new(),
         steps: Vec::new(),
         automation: Automation {
-            auto_start: row.try_get("auto_start")?,
-            auto_complete: row.try_get("auto_complete")?,
+            auto_start: flag(row, "auto_start")?,
+            auto_complete: flag(row, "auto_complete")?,
             reminders: offsets(row.try_get("reminders")?),
         },
         reminded: offsets(row.try_get("reminded")?),
@@ -244,7 +208,7 @@ fn offsets_text(offsets: &[i64]) -> String {
         .join(",")
 }
 
-fn update_from(row: &SqliteRow) -> StoreResult<Update> {
+fn update_from(row: &AnyRow) -> StoreResult<Update> {
     let kind: String = row.try_get("kind")?;
     Ok(Update {
         id: row.try_get("id")?,
@@ -257,7 +221,7 @@ fn update_from(row: &SqliteRow) -> StoreResult<Update> {
     })
 }
 
-fn token_from(row: &SqliteRow) -> StoreResult<ApiToken> {
+fn token_from(row: &AnyRow) -> StoreResult<ApiToken> {
     let role: String = row.try_get("role")?;
     Ok(ApiToken {
         id: row.try_get("id")?,
@@ -271,7 +235,7 @@ fn token_from(row: &SqliteRow) -> StoreResult<ApiToken> {
     })
 }
 
-fn user_from(row: &SqliteRow) -> StoreResult<User> {
+fn user_from(row: &AnyRow) -> StoreResult<User> {
     let role: String = row.try_get("role")?;
     Ok(User {
         id: row.try_get("id")?,
@@ -310,7 +274,7 @@ fn attach(windows: &mut [Maintenance], steps: Vec<(i64, Step)>, components: Vec<
 
 /// Insert the updates, returning their ids in order.
 async fn insert_updates(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     maintenance_id: i64,
     updates: &[NewUpdate],
 ) -> StoreResult<Vec<i64>> {
@@ -335,7 +299,7 @@ async fn insert_updates(
 
 /// Why an account statement changed `rows` rows: done, no such user, or the last admin.
 async fn account_outcome(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     name: &str,
     rows: u64,
 ) -> StoreResult<AccountChange> {
@@ -352,7 +316,7 @@ async fn account_outcome(
     })
 }
 
-async fn end_sessions(tx: &mut Transaction<'_, Sqlite>, name: &str) -> StoreResult<()> {
+async fn end_sessions(tx: &mut Transaction<'_, Any>, name: &str) -> StoreResult<()> {
     sqlx::query("DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE name = $1)")
         .bind(name)
         .execute(&mut **tx)
@@ -361,7 +325,7 @@ async fn end_sessions(tx: &mut Transaction<'_, Sqlite>, name: &str) -> StoreResu
 }
 
 async fn replace_components(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     maintenance_id: i64,
     component_ids: impl Iterator<Item = i64>,
 ) -> StoreResult<()> {
@@ -386,12 +350,12 @@ async fn replace_components(
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Store for SqlStore {
     async fn migrate(&self) -> StoreResult<()> {
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&self.pool)
-            .await?;
-        self.rebuild_channels_for_webhooks().await
+        match self.backend {
+            Backend::Sqlite => sqlite::migrate(&self.pool).await,
+            Backend::Postgres => postgres::migrate(&self.pool).await,
+        }
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -459,8 +423,8 @@ impl Store for SqliteStore {
         .bind(opt_secs(ends_at))
         .bind(&hint)
         .bind(secs(now))
-        .bind(new.automation.auto_start)
-        .bind(new.automation.auto_complete)
+        .bind(i64::from(new.automation.auto_start))
+        .bind(i64::from(new.automation.auto_complete))
         .bind(offsets_text(&new.automation.reminders))
         .fetch_one(&mut *tx)
         .await?;
@@ -524,7 +488,8 @@ impl Store for SqliteStore {
         deliveries: &[NewDelivery],
     ) -> StoreResult<i64> {
         let mut tx = self.pool.begin().await?;
-        // Writing first takes SQLite's write lock at once, and the version check makes a
+        // Writing first takes the write lock at once (SQLite's database lock, PostgreSQL's row
+        // lock), and the version check makes a
         // concurrent change lose cleanly instead of overwriting.
         let done = sqlx::query(
             "UPDATE maintenances SET title = $1, description = $2, state = $3, impact = $4, \
@@ -547,8 +512,8 @@ impl Store for SqliteStore {
         .bind(secs(m.updated_at))
         .bind(m.id)
         .bind(m.version)
-        .bind(m.automation.auto_start)
-        .bind(m.automation.auto_complete)
+        .bind(i64::from(m.automation.auto_start))
+        .bind(i64::from(m.automation.auto_complete))
         .bind(offsets_text(&m.automation.reminders))
         .bind(offsets_text(&m.reminded))
         .bind(opt_secs(m.overran_at))
@@ -696,7 +661,7 @@ impl Store for SqliteStore {
              WHERE maintenance_id = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(maintenance_id)
-        .bind(limit.unwrap_or(-1))
+        .bind(limit.unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?
         .iter()

@@ -1,14 +1,14 @@
-//! Rollouts, their targets and timeline on SQLite. Counts and drain samples are JSON columns:
+//! Rollouts, their targets and timeline. Counts and drain samples are JSON columns:
 //! they are read and written whole with their target, never queried into.
 
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 use tracing::instrument;
 
 use super::outbox::insert_deliveries;
-use super::{SqliteStore, opt_secs, opt_ts, parse, secs, ts};
+use super::{SqlStore, flag, opt_secs, opt_ts, parse, secs, ts};
 use crate::domain::{
     Counts, NewDelivery, NewRollout, NewRolloutUpdate, Rollout, RolloutState, RolloutUpdate,
     Sample, Subject, Target, TargetState, UpdateKind,
@@ -55,7 +55,7 @@ fn samples_json(samples: &[Sample]) -> String {
     serde_json::to_string(&raw).expect("samples serialise")
 }
 
-fn rollout_from(row: &SqliteRow) -> StoreResult<Rollout> {
+fn rollout_from(row: &AnyRow) -> StoreResult<Rollout> {
     let state: String = row.try_get("state")?;
     Ok(Rollout {
         id: row.try_get("id")?,
@@ -67,7 +67,7 @@ fn rollout_from(row: &SqliteRow) -> StoreResult<Rollout> {
         state: parse(&state, "rollout state", RolloutState::parse)?,
         progress_deadline: SignedDuration::from_secs(row.try_get("progress_deadline")?),
         stale_after: SignedDuration::from_secs(row.try_get("stale_after")?),
-        public_names: row.try_get("public_names")?,
+        public_names: flag(row, "public_names")?,
         created_at: ts(row.try_get("created_at")?)?,
         updated_at: ts(row.try_get("updated_at")?)?,
         started_at: opt_ts(row.try_get("started_at")?)?,
@@ -81,7 +81,7 @@ fn rollout_from(row: &SqliteRow) -> StoreResult<Rollout> {
     })
 }
 
-fn target_from(row: &SqliteRow) -> StoreResult<Target> {
+fn target_from(row: &AnyRow) -> StoreResult<Target> {
     let state: String = row.try_get("state")?;
     Ok(Target {
         id: Some(row.try_get("id")?),
@@ -96,7 +96,7 @@ fn target_from(row: &SqliteRow) -> StoreResult<Target> {
         changed_at: opt_ts(row.try_get("changed_at")?)?,
         finished_at: opt_ts(row.try_get("finished_at")?)?,
         last_report_at: opt_ts(row.try_get("last_report_at")?)?,
-        forced: row.try_get("forced")?,
+        forced: flag(row, "forced")?,
         forced_reason: row.try_get("forced_reason")?,
         note: row.try_get("note")?,
         attempts: row.try_get("attempts")?,
@@ -104,7 +104,7 @@ fn target_from(row: &SqliteRow) -> StoreResult<Target> {
     })
 }
 
-fn rollout_update_from(row: &SqliteRow) -> StoreResult<RolloutUpdate> {
+fn rollout_update_from(row: &AnyRow) -> StoreResult<RolloutUpdate> {
     let kind: String = row.try_get("kind")?;
     Ok(RolloutUpdate {
         id: row.try_get("id")?,
@@ -118,9 +118,9 @@ fn rollout_update_from(row: &SqliteRow) -> StoreResult<RolloutUpdate> {
     })
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// Rollouts from `query` (selecting `ROLLOUT_COLUMNS` over `r`), with their targets.
-    async fn with_targets(&self, rows: Vec<SqliteRow>) -> StoreResult<Vec<Rollout>> {
+    async fn with_targets(&self, rows: Vec<AnyRow>) -> StoreResult<Vec<Rollout>> {
         let mut rollouts = rows
             .iter()
             .map(rollout_from)
@@ -148,7 +148,7 @@ impl SqliteStore {
 }
 
 async fn insert_rollout(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     new: &NewRollout,
     now: Timestamp,
 ) -> StoreResult<i64> {
@@ -165,7 +165,7 @@ async fn insert_rollout(
     .bind(new.maintenance_id)
     .bind(new.progress_deadline.as_secs())
     .bind(new.stale_after.as_secs())
-    .bind(new.public_names)
+    .bind(i64::from(new.public_names))
     .bind(secs(now))
     .bind(new.rollback_of)
     .fetch_one(&mut **tx)
@@ -189,7 +189,7 @@ async fn insert_rollout(
 }
 
 #[async_trait]
-impl Rollouts for SqliteStore {
+impl Rollouts for SqlStore {
     #[instrument(skip(self, new), fields(title = %new.title))]
     async fn create_rollout(&self, new: &NewRollout, now: Timestamp) -> StoreResult<Rollout> {
         let mut tx = self.pool.begin().await?;
@@ -243,7 +243,7 @@ impl Rollouts for SqliteStore {
         .bind(r.state.as_str())
         .bind(r.progress_deadline.as_secs())
         .bind(r.stale_after.as_secs())
-        .bind(r.public_names)
+        .bind(i64::from(r.public_names))
         .bind(secs(r.updated_at))
         .bind(opt_secs(r.started_at))
         .bind(opt_secs(r.finished_at))
@@ -287,7 +287,7 @@ impl Rollouts for SqliteStore {
             .bind(opt_secs(t.changed_at))
             .bind(opt_secs(t.finished_at))
             .bind(opt_secs(t.last_report_at))
-            .bind(t.forced)
+            .bind(i64::from(t.forced))
             .bind(&t.forced_reason)
             .bind(&t.note)
             .bind(t.attempts)
@@ -438,7 +438,7 @@ impl Rollouts for SqliteStore {
              ORDER BY id DESC LIMIT $2"
         ))
         .bind(rollout_id)
-        .bind(limit.unwrap_or(-1))
+        .bind(limit.unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?
         .iter()

@@ -1,0 +1,111 @@
+//! SQLite: one file in WAL mode with foreign keys on, for one Herald instance.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, Executor};
+
+use crate::store::{StoreError, StoreResult};
+
+/// Open (creating the file and its folder if needed) the database at `url` (`sqlite://path`,
+/// `sqlite:path` or `sqlite::memory:`).
+pub(super) async fn connect(url: &str) -> StoreResult<AnyPool> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5));
+    let filename = options.get_filename();
+    let in_memory = filename.as_os_str().is_empty() || filename == Path::new(":memory:");
+    if !in_memory
+        && let Some(dir) = filename.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Database(sqlx::Error::Configuration(
+                format!("cannot create the database folder {}: {e}", dir.display()).into(),
+            ))
+        })?;
+    }
+    if !in_memory {
+        // Make the file and switch it to WAL on one connection first: the switch needs the
+        // database to itself, and pooled connections opening at the same moment would get
+        // "database is locked" (the journal-mode pragma runs before their busy timeout
+        // applies). WAL is a property of the file, so every later connection has it.
+        sqlx::SqliteConnection::connect_with(&options)
+            .await?
+            .close()
+            .await?;
+    }
+    // The pool speaks through sqlx's Any driver, which opens SQLite from a URL with sqlx's
+    // defaults (foreign keys on, 5 s busy timeout); the rest is set on each connection.
+    let any_url = if in_memory {
+        "sqlite::memory:".to_owned()
+    } else {
+        options.to_url_lossy().to_string()
+    };
+    // An in-memory database lives in one connection; a file serves readers in parallel.
+    let max = if in_memory { 1 } else { 3 };
+    let pool = AnyPoolOptions::new()
+        .max_connections(max)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000")
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect(&any_url)
+        .await?;
+    Ok(pool)
+}
+
+pub(super) async fn migrate(pool: &AnyPool) -> StoreResult<()> {
+    sqlx::migrate!("./migrations/sqlite").run(pool).await?;
+    rebuild_channels_for_webhooks(pool).await
+}
+
+/// Let the channels table hold signed webhooks (see
+/// migrations/sqlite-rebuilds/channels_webhook.sql for why this is not a sqlx migration).
+async fn rebuild_channels_for_webhooks(pool: &AnyPool) -> StoreResult<()> {
+    let definition: String = sqlx::query_scalar(
+        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'channels'",
+    )
+    .fetch_one(pool)
+    .await?;
+    if definition.contains("'webhook'") {
+        return Ok(());
+    }
+    let mut conn = pool.acquire().await?;
+    conn.execute("PRAGMA foreign_keys = OFF").await?;
+    let rebuilt = rebuild_channels(&mut conn).await;
+    conn.execute("PRAGMA foreign_keys = ON").await?;
+    rebuilt
+}
+
+async fn rebuild_channels(conn: &mut sqlx::AnyConnection) -> StoreResult<()> {
+    let mut tx = conn.begin().await?;
+    tx.execute(include_str!(
+        "../../../migrations/sqlite-rebuilds/channels_webhook.sql"
+    ))
+    .await?;
+    let broken = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&mut *tx)
+        .await?;
+    if !broken.is_empty() {
+        return Err(StoreError::Corrupt(format!(
+            "rebuilding channels would break {} foreign keys",
+            broken.len()
+        )));
+    }
+    tx.commit().await?;
+    Ok(())
+}
