@@ -42,6 +42,10 @@ pub struct SettingsArgs {
         value_name = "TEXT"
     )]
     pub site_description: Option<String>,
+    /// This instance's name among several on one database: it owns the deliveries it is
+    /// sending, and takes back its own after a restart [default: HOSTNAME:PORT]
+    #[arg(long, global = true, env = "HERALD_INSTANCE_ID", value_name = "NAME")]
+    pub instance_id: Option<String>,
     /// The Discord invite the status page's Subscribe section links to [default: none]
     #[arg(long, global = true, env = "HERALD_DISCORD_INVITE", value_name = "URL")]
     pub discord_invite: Option<String>,
@@ -172,6 +176,7 @@ struct FileSettings {
     public_url: Option<String>,
     site_name: Option<String>,
     site_description: Option<String>,
+    instance_id: Option<String>,
     discord_invite: Option<String>,
     bluesky_profile: Option<String>,
     trusted_proxies: Option<String>,
@@ -292,6 +297,8 @@ pub struct Settings {
     pub site_name: String,
     /// `None`: "Maintenance and deployment status of SITE_NAME."
     pub site_description: Option<String>,
+    /// This instance's name among those sharing the database (see [`default_instance_id`]).
+    pub instance_id: String,
     /// Where the Subscribe section sends people who follow on Discord and Bluesky.
     pub discord_invite: Option<String>,
     pub bluesky_profile: Option<String>,
@@ -419,6 +426,13 @@ impl Settings {
                 .or(file.site_description)
                 .map(|d| d.trim().to_owned())
                 .filter(|d| !d.is_empty()),
+            instance_id: match args.instance_id.clone().or(file.instance_id) {
+                Some(id) if id.trim().is_empty() || id.trim().len() > 200 => {
+                    bail!("instance_id must be 1 to 200 characters, got {id:?}")
+                }
+                Some(id) => id.trim().to_owned(),
+                None => default_instance_id(listen),
+            },
             discord_invite: link_setting(
                 "HERALD_DISCORD_INVITE",
                 args.discord_invite.clone().or(file.discord_invite),
@@ -492,6 +506,18 @@ impl Settings {
         };
         Self::load(&args).expect("default settings are valid")
     }
+}
+
+/// The host's name and the port Herald listens on: unique for each instance, and the same for
+/// one that restarts, so it takes back the deliveries it held when it stopped.
+fn default_instance_id(listen: SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "herald".to_owned());
+    format!("{host}:{}", listen.port())
 }
 
 /// An optional link to show people: empty is none, anything else must be http(s).
@@ -599,6 +625,9 @@ site_name = "Status"
 # trusted_proxies = "127.0.0.1, 10.0.0.0/8"
 # One sentence for search engines and link previews (Discord, Slack, Mastodon unfurls).
 # site_description = "Maintenance and deployment status of Example."     HERALD_SITE_DESCRIPTION
+# This instance's name among several sharing one PostgreSQL database; it must differ between
+# instances and stay the same when one restarts. Defaults to HOSTNAME:PORT. HERALD_INSTANCE_ID
+# instance_id = "herald-1"
 # Where the status page's Subscribe section sends people.  HERALD_DISCORD_INVITE, HERALD_BLUESKY_PROFILE
 # discord_invite = "https://discord.gg/example"
 # bluesky_profile = "https://bsky.app/profile/status.example.com"

@@ -109,6 +109,7 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     info!(
         address = %listener.local_addr()?,
         database = %settings.database_url,
+        instance = %settings.instance_id,
         public_url = %settings.public_url,
         "serving"
     );
@@ -117,6 +118,11 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     spawn_metrics_upkeep(&state, &tasks, &token);
     spawn_outbox(&state, &tasks, &token);
     crate::scheduler::spawn(state.service.clone(), token.clone(), &tasks);
+    // Other instances on the same database: their changes refresh pages and wake workers here.
+    tasks.spawn({
+        let (service, token) = (state.service.clone(), token.clone());
+        async move { service.follow_other_instances(token).await }
+    });
     let drain = Drain {
         delay: settings.shutdown_delay,
         timeout: settings.drain_timeout,
@@ -180,6 +186,7 @@ pub fn notify_settings(settings: &Settings) -> NotifySettings {
         discord_api_url: settings.announce.discord_api_url.clone(),
         deadline: settings.announce.delivery_deadline,
         request_timeout: settings.announce.delivery_timeout,
+        instance_id: settings.instance_id.clone(),
     }
 }
 

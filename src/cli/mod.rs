@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use crate::config::{EXAMPLE, Settings, SettingsArgs};
 use crate::domain::Role;
 use crate::service::Service;
+use crate::store::{CopyOptions, SqlStore};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -77,6 +78,36 @@ pub enum Command {
     /// Follow rollouts from CI pipelines
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Copy and back up the database
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Copy everything from one database to another (SQLite to PostgreSQL or back): users,
+    /// tokens, windows, rollouts, channels, deliveries and the audit log; then compare the two
+    /// and print the rows per table
+    Copy {
+        /// The database to read (sqlite://… or postgres://…)
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The database to write; made and migrated if needed
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Empty the target first if it holds data (else a non-empty target is refused)
+        #[arg(long)]
+        replace: bool,
+        /// Also copy the admin UI's sessions (else everyone signs in again)
+        #[arg(long)]
+        sessions: bool,
+    },
+    /// Write a consistent copy of the configured SQLite database to PATH, also while Herald
+    /// serves from it
+    Backup {
+        /// The new file (never overwritten)
+        path: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,6 +298,46 @@ pub fn main() -> anyhow::Result<()> {
             timeout,
             interval,
         }) => client_runtime()?.block_on(rollout::wait(&remote, id, timeout, interval)),
+        Command::Db(DbCommand::Copy {
+            from,
+            to,
+            replace,
+            sessions,
+        }) => client_runtime()?.block_on(async {
+            let redacted = |u: &str| crate::config::redact_url(u);
+            let source = SqlStore::connect(&from)
+                .await
+                .with_context(|| format!("cannot open {}", redacted(&from)))?;
+            let target = SqlStore::connect(&to)
+                .await
+                .with_context(|| format!("cannot open {}", redacted(&to)))?;
+            let report = source
+                .copy_to(&target, CopyOptions { replace, sessions })
+                .await
+                .with_context(|| format!("cannot copy to {}", redacted(&to)))?;
+            println!("table\trows");
+            for (table, rows) in &report.tables {
+                println!("{table}\t{rows}");
+            }
+            eprintln!(
+                "copied {} rows from {} to {}; both hold the same",
+                report.tables.iter().map(|(_, n)| n).sum::<u64>(),
+                redacted(&from),
+                redacted(&to)
+            );
+            Ok(())
+        }),
+        Command::Db(DbCommand::Backup { path }) => {
+            let settings = Settings::load(&cli.settings)?;
+            client_runtime()?.block_on(async {
+                let store = SqlStore::connect(settings.database_url.expose())
+                    .await
+                    .with_context(|| format!("cannot open {}", settings.database_url))?;
+                store.backup_to(&path).await?;
+                eprintln!("backed up {} to {}", settings.database_url, path.display());
+                Ok(())
+            })
+        }
         Command::Config(ConfigCommand::Show) => {
             let settings = Settings::load(&cli.settings)?;
             println!("{settings:#?}");

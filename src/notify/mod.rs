@@ -54,6 +54,8 @@ pub struct NotifySettings {
     pub deadline: Duration,
     /// Every request to Discord or Bluesky gives up after this long (an unknown outcome).
     pub request_timeout: Duration,
+    /// Owns the deliveries this instance's workers claim (HERALD_INSTANCE_ID).
+    pub instance_id: String,
 }
 
 impl NotifySettings {
@@ -291,8 +293,18 @@ impl Outbox {
     }
 
     async fn supervise(self) {
-        if let Err(e) = self.service.store().release_leases().await {
-            warn!(error = %e, "could not release old delivery leases");
+        match self
+            .service
+            .store()
+            .release_leases(&self.settings.instance_id)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => info!(
+                deliveries = n,
+                "took back the deliveries this instance held when it stopped"
+            ),
+            Err(e) => warn!(error = %e, "could not release old delivery leases"),
         }
         let mut wake = self.service.outbox_events();
         let mut running: HashMap<i64, Running> = HashMap::new();
@@ -433,6 +445,7 @@ impl Worker {
                 .store()
                 .claim_delivery(
                     self.channel.id,
+                    &self.settings.instance_id,
                     now,
                     now + (self.settings.request_timeout * LEASE_TIMEOUTS).as_millis() as i64,
                 )

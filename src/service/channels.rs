@@ -56,7 +56,7 @@ impl Service {
         self.store
             .audit(actor, "channel.create", Some(&channel.name), self.now())
             .await?;
-        self.wake_outbox();
+        self.wake_outbox().await;
         Ok(channel)
     }
 
@@ -116,7 +116,7 @@ impl Service {
         self.store
             .audit(actor, "channel.edit", Some(&what), self.now())
             .await?;
-        self.wake_outbox();
+        self.wake_outbox().await;
         Ok(channel)
     }
 
@@ -153,7 +153,7 @@ impl Service {
                 self.now(),
             )
             .await?;
-        self.wake_outbox();
+        self.wake_outbox().await;
         Ok(channel)
     }
 
@@ -163,7 +163,7 @@ impl Service {
         self.store
             .audit(actor, "channel.delete", Some(&channel.name), self.now())
             .await?;
-        self.wake_outbox();
+        self.wake_outbox().await;
         Ok(())
     }
 
@@ -171,30 +171,39 @@ impl Service {
     /// address and secret and keep what an admin chose (events, milestones, mention).
     pub async fn ensure_env_channel(&self, new: NewChannel) -> ServiceResult<Channel> {
         let new = new.validate(false)?;
-        let existing = self
-            .store
-            .list_channels()
-            .await?
-            .into_iter()
-            .find(|c| c.name == new.name);
-        let channel = match existing {
-            Some(c) => {
-                let merged = NewChannel {
-                    events: c.events.clone(),
-                    milestones: c.milestones.clone(),
-                    mention_role: c.mention_role.clone(),
-                    enabled: c.enabled,
-                    ..new
-                };
-                self.store.update_channel(c.id, &merged).await?
-            }
-            None => {
-                self.store
+        // Instances starting together on one database may all find the channel missing: the
+        // one whose insert loses to another's updates the channel that one made.
+        let mut attempts = 0;
+        let channel = loop {
+            attempts += 1;
+            let existing = self
+                .store
+                .list_channels()
+                .await?
+                .into_iter()
+                .find(|c| c.name == new.name);
+            match existing {
+                Some(c) => {
+                    let merged = NewChannel {
+                        events: c.events.clone(),
+                        milestones: c.milestones.clone(),
+                        mention_role: c.mention_role.clone(),
+                        enabled: c.enabled,
+                        ..new.clone()
+                    };
+                    break self.store.update_channel(c.id, &merged).await?;
+                }
+                None => match self
+                    .store
                     .insert_channel(&new, ChannelSource::Env, self.now())
-                    .await?
+                    .await
+                {
+                    Err(StoreError::Duplicate(_)) if attempts < 3 => continue,
+                    inserted => break inserted?,
+                },
             }
         };
-        self.wake_outbox();
+        self.wake_outbox().await;
         Ok(channel)
     }
 
@@ -221,7 +230,7 @@ impl Service {
         self.store
             .audit(actor, "delivery.retry", Some(&id.to_string()), self.now())
             .await?;
-        self.wake_outbox();
+        self.wake_outbox().await;
         self.delivery(id).await
     }
 
@@ -233,7 +242,7 @@ impl Service {
         self.store
             .audit(actor, "delivery.skip", Some(&id.to_string()), self.now())
             .await?;
-        self.wake_outbox();
+        self.wake_outbox().await;
         self.delivery(id).await
     }
 

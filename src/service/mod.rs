@@ -14,7 +14,7 @@ use crate::domain::{
     Component, DomainError, Edit, Maintenance, NewComponent, NewMaintenance, NewUpdate, PlanEdit,
     Schedule, ScheduleChange, StepAction, ValidationError, WindowAction, deliveries_for,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{Change, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -135,8 +135,48 @@ impl Service {
         self.outbox.subscribe()
     }
 
-    fn wake_outbox(&self) {
+    /// The outbox has news: wake this instance's workers, and tell the other instances'.
+    async fn wake_outbox(&self) {
+        self.outbox_news();
+        self.publish(Change::Outbox).await;
+    }
+
+    fn outbox_news(&self) {
         self.outbox.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Tell the other instances on the database; the change is committed whatever comes of it
+    /// (their pages and workers then catch up by polling).
+    async fn publish(&self, change: Change) {
+        if let Err(e) = self.store.publish(change).await {
+            tracing::warn!(error = %e, change = change.as_str(), "could not tell the other instances");
+        }
+    }
+
+    /// Follow the changes other instances on the same database make, until `cancel`: their
+    /// pages go stale here and this instance's workers look at the outbox. Returns at once
+    /// where the database has one instance only.
+    pub async fn follow_other_instances(&self, cancel: tokio_util::sync::CancellationToken) {
+        let Some(mut feed) = self.store.changes() else {
+            return;
+        };
+        loop {
+            let change = tokio::select! {
+                _ = cancel.cancelled() => return,
+                change = feed.recv() => change,
+            };
+            match change {
+                None => return,
+                Some(Some(Change::Public)) => self.mark_changed(),
+                Some(Some(Change::Minor)) => self.mark_changed_minor(),
+                Some(Some(Change::Outbox)) => self.outbox_news(),
+                // Notices were lost: anything may have changed.
+                Some(None) => {
+                    self.mark_changed();
+                    self.outbox_news();
+                }
+            }
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -154,12 +194,23 @@ impl Service {
         self.generation.load(Ordering::Acquire)
     }
 
-    fn changed(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+    /// A committed change public pages show, here and on the other instances.
+    async fn changed(&self) {
+        self.mark_changed();
+        self.publish(Change::Public).await;
     }
 
     /// A change no timeline entry marks (a drain count, a report time).
-    fn changed_minor(&self) {
+    async fn changed_minor(&self) {
+        self.mark_changed_minor();
+        self.publish(Change::Minor).await;
+    }
+
+    fn mark_changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn mark_changed_minor(&self) {
         self.minor.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -186,21 +237,28 @@ impl Service {
                 .into(),
                 e => ServiceError::Store(e),
             })?;
-        self.changed();
+        self.changed().await;
         Ok(component)
     }
 
     /// Create the component unless one with its slug exists (components from configuration).
     pub async fn ensure_component(&self, new: NewComponent) -> ServiceResult<Component> {
         let new = new.validate()?;
-        if let Some(existing) = self
-            .store
-            .list_components()
-            .await?
-            .into_iter()
-            .find(|c| c.slug == new.slug)
-        {
-            return Ok(existing);
+        // Instances starting together may both create it: the loser takes the winner's.
+        for _ in 0..2 {
+            if let Some(existing) = self
+                .store
+                .list_components()
+                .await?
+                .into_iter()
+                .find(|c| c.slug == new.slug)
+            {
+                return Ok(existing);
+            }
+            match self.create_component(new.clone()).await {
+                Err(ServiceError::Store(StoreError::Duplicate(_))) => continue,
+                created => return created,
+            }
         }
         self.create_component(new).await
     }
@@ -234,7 +292,7 @@ impl Service {
         self.store
             .audit(actor, "component.edit", Some(&c.slug), self.now())
             .await?;
-        self.changed();
+        self.changed().await;
         Ok(c)
     }
 
@@ -263,7 +321,7 @@ impl Service {
         self.store
             .audit(actor, "component.move", Some(slug), self.now())
             .await?;
-        self.changed();
+        self.changed().await;
         Ok(())
     }
 
@@ -295,7 +353,7 @@ impl Service {
                 }
                 e => ServiceError::Store(e),
             })?;
-        self.changed();
+        self.changed().await;
         self.audit_window("window.create", m.id, None).await?;
         Ok(m)
     }
@@ -358,9 +416,9 @@ impl Service {
             match self.store.save_maintenance(&m, &updates, &deliveries).await {
                 Ok(version) => {
                     m.version = version;
-                    self.changed();
+                    self.changed().await;
                     if !deliveries.is_empty() {
-                        self.wake_outbox();
+                        self.wake_outbox().await;
                     }
                     let (action, step) = audit(&updates);
                     self.audit_window(&action, id, step).await?;

@@ -112,7 +112,7 @@ impl Service {
                 self.now(),
             )
             .await?;
-        self.changed();
+        self.changed().await;
         Ok(r)
     }
 
@@ -142,7 +142,7 @@ impl Service {
                     self.store.touch_target(target_id, now).await?;
                     t.last_report_at = Some(now);
                     self.cache_rollout(&r);
-                    self.changed_minor();
+                    self.changed_minor().await;
                 }
                 return Ok(Committed {
                     rollout: r,
@@ -182,12 +182,12 @@ impl Service {
                     }
                     self.cache_rollout(&r);
                     if change.updates.is_empty() {
-                        self.changed_minor();
+                        self.changed_minor().await;
                     } else {
-                        self.changed();
+                        self.changed().await;
                     }
                     if !deliveries.is_empty() {
-                        self.wake_outbox();
+                        self.wake_outbox().await;
                     }
                     return Ok(Committed {
                         rollout: r,

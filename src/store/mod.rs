@@ -12,7 +12,7 @@ use crate::domain::{
     Rollout, RolloutState, RolloutUpdate, Subject, Thread, Update, User,
 };
 
-pub use sql::{Backend, SqlStore};
+pub use sql::{Backend, CopyOptions, CopyReport, SqlStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -24,6 +24,9 @@ pub enum StoreError {
     Duplicate(&'static str),
     #[error("not found")]
     NotFound,
+    /// An operation that would do harm as asked (overwrite a file, mix two databases' data).
+    #[error("{0}")]
+    Refused(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
     #[error(transparent)]
@@ -79,6 +82,40 @@ pub enum AccountChange {
     LastAdmin,
 }
 
+/// What a committed change touched, as told to the other instances on the same database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Something public pages show (a window, a rollout, a component).
+    Public,
+    /// Something pages show up to a second late (drain counts, report times).
+    Minor,
+    /// The outbox has news (deliveries, channels).
+    Outbox,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Minor => "minor",
+            Self::Outbox => "outbox",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "public" => Self::Public,
+            "minor" => Self::Minor,
+            "outbox" => Self::Outbox,
+            _ => return None,
+        })
+    }
+}
+
+/// Changes published by the other instances on one database. `None` says notices
+/// were interrupted (a lost connection): anything may have changed meanwhile.
+pub type ChangeFeed = tokio::sync::mpsc::Receiver<Option<Change>>;
+
 /// Everything Herald keeps. Implementations make each method atomic.
 #[async_trait]
 pub trait Store: Outbox + Rollouts + Send + Sync + 'static {
@@ -86,6 +123,12 @@ pub trait Store: Outbox + Rollouts + Send + Sync + 'static {
     async fn migrate(&self) -> StoreResult<()>;
     /// Cheap round trip used by readiness checks.
     async fn ping(&self) -> StoreResult<()>;
+    /// Tell the other instances on this database that `change` was committed. Nothing to do
+    /// where one instance is all there can be (SQLite).
+    async fn publish(&self, change: Change) -> StoreResult<()>;
+    /// Follow what [`Store::publish`] tells from the other instances; `None` where only this
+    /// process changes the database. The feed ends when the receiver is dropped.
+    fn changes(&self) -> Option<ChangeFeed>;
 
     async fn create_component(&self, new: &NewComponent, now: Timestamp) -> StoreResult<Component>;
     async fn list_components(&self) -> StoreResult<Vec<Component>>;
@@ -222,10 +265,12 @@ pub trait Outbox: Send + Sync {
     /// delivery has been claimed again since (a lapsed lease): only the latest claim counts.
     ///
     /// Take the channel's next due delivery whose earlier deliveries (same window) are all
-    /// sent or skipped, count an attempt and lease it until `lease_until_ms`.
+    /// sent or skipped, count an attempt and lease it to instance `owner` until
+    /// `lease_until_ms`. Of instances claiming at once, each gets a different delivery.
     async fn claim_delivery(
         &self,
         channel_id: i64,
+        owner: &str,
         now_ms: i64,
         lease_until_ms: i64,
     ) -> StoreResult<Option<Delivery>>;
@@ -284,8 +329,9 @@ pub trait Outbox: Send + Sync {
     ) -> StoreResult<()>;
     /// A window's thread, or a rollout's (live Discord message, or own Bluesky thread).
     async fn get_thread(&self, channel_id: i64, subject: Subject) -> StoreResult<Option<Thread>>;
-    /// Drop every lease: at start, no worker of this process holds one.
-    async fn release_leases(&self) -> StoreResult<()>;
+    /// Drop the leases instance `owner` holds: at its start, none of its workers holds one
+    /// (they were a previous run's). Other instances' leases stay.
+    async fn release_leases(&self, owner: &str) -> StoreResult<u64>;
     async fn get_update(&self, id: i64) -> StoreResult<Option<Update>>;
 }
 

@@ -6,6 +6,7 @@
 pub mod fake_bluesky;
 pub mod fake_discord;
 
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -424,6 +425,47 @@ impl TestApp {
 }
 
 /// A port nobody listens on right now.
+/// A PostgreSQL server: the one the suite was given, or one of our own, stopped on drop.
+pub struct PostgresServer {
+    pub url: String,
+    own: Option<String>,
+}
+
+impl PostgresServer {
+    pub fn get() -> Self {
+        if let Ok(url) = std::env::var("HERALD_TEST_POSTGRES")
+            && !url.is_empty()
+        {
+            return Self { url, own: None };
+        }
+        let out = Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/postgres"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running .ci/postgres");
+        assert!(out.status.success(), ".ci/postgres failed");
+        let out = String::from_utf8(out.stdout).unwrap();
+        let mut lines = out.lines();
+        let url = lines.next().expect("the server's URL").to_owned();
+        let dir = lines.next().expect("the server's folder").to_owned();
+        Self {
+            url,
+            own: Some(dir),
+        }
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.own {
+            let _ = Command::new("bash")
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/postgres"))
+                .args(["stop", dir])
+                .status();
+        }
+    }
+}
+
 /// The database a test keeps in `dir` under `name`: a SQLite file there, or, when
 /// `HERALD_TEST_POSTGRES` holds a PostgreSQL server's URL (as `.ci/test` sets for its second
 /// run), a database of its own on that server, made on first use. The same `dir` and `name`
@@ -433,8 +475,14 @@ pub fn database_url(dir: &std::path::Path, name: &str) -> String {
         Ok(server) if !server.is_empty() => server,
         _ => return format!("sqlite://{}/{name}", dir.display()),
     };
+    postgres_database(&server, &format!("{}/{name}", dir.display()))
+}
+
+/// A database on the PostgreSQL server at `server` (a URL of its `postgres` database) for
+/// `key`, made on first use; the same key gives the same database.
+pub fn postgres_database(server: &str, key: &str) -> String {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(format!("{}/{name}", dir.display()));
+    let digest = sha2::Sha256::digest(key);
     let db: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
     let db = format!("herald_test_{db}");
     let (base, _) = server
@@ -442,7 +490,7 @@ pub fn database_url(dir: &std::path::Path, name: &str) -> String {
         .expect("a postgres:// URL with a database");
     // Its own thread and runtime: callers may be synchronous or inside a runtime.
     std::thread::spawn({
-        let (server, db) = (server.clone(), db.clone());
+        let (server, db) = (server.to_owned(), db.clone());
         move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()

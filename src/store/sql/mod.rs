@@ -11,17 +11,22 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use tracing::instrument;
 
-use super::{AccountChange, MaintenanceSummary, Page, Store, StoreError, StoreResult};
+use super::{
+    AccountChange, Change, ChangeFeed, MaintenanceSummary, Page, Store, StoreError, StoreResult,
+};
 use crate::domain::{
     ApiToken, AuditEntry, Automation, Component, Impact, Maintenance, NewComponent, NewDelivery,
     NewMaintenance, NewUpdate, Role, Schedule, Step, StepState, Subject, Update, UpdateKind, User,
     WindowState,
 };
 
+mod copy;
 mod outbox;
 mod postgres;
 mod rollouts;
 mod sqlite;
+
+pub use copy::{CopyOptions, CopyReport};
 
 /// The database behind a [`SqlStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +59,10 @@ impl Backend {
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// Where it connected (PostgreSQL's change notices open a connection of their own).
+    url: String,
+    /// Names this store in the change notices it publishes, so it does not hear its own.
+    origin: String,
 }
 
 impl SqlStore {
@@ -66,7 +75,12 @@ impl SqlStore {
             Backend::Sqlite => sqlite::connect(url).await?,
             Backend::Postgres => postgres::connect(url).await?,
         };
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            url: url.to_owned(),
+            origin: crate::ids::random_hex(8),
+        })
     }
 
     /// Which database this store talks to.
@@ -363,6 +377,20 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn publish(&self, change: Change) -> StoreResult<()> {
+        match self.backend {
+            Backend::Sqlite => Ok(()),
+            Backend::Postgres => postgres::publish(&self.pool, &self.origin, change).await,
+        }
+    }
+
+    fn changes(&self) -> Option<ChangeFeed> {
+        match self.backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(postgres::changes(&self.url, &self.origin)),
+        }
+    }
+
     #[instrument(skip(self, new), fields(slug = %new.slug))]
     async fn create_component(&self, new: &NewComponent, now: Timestamp) -> StoreResult<Component> {
         let row = sqlx::query(&format!(
@@ -489,8 +517,8 @@ impl Store for SqlStore {
     ) -> StoreResult<i64> {
         let mut tx = self.pool.begin().await?;
         // Writing first takes the write lock at once (SQLite's database lock, PostgreSQL's row
-        // lock), and the version check makes a
-        // concurrent change lose cleanly instead of overwriting.
+        // lock), and the version check makes a concurrent change lose cleanly instead of
+        // overwriting.
         let done = sqlx::query(
             "UPDATE maintenances SET title = $1, description = $2, state = $3, impact = $4, \
              starts_at = $5, ends_at = $6, schedule_hint = $7, started_at = $8, finished_at = $9, \

@@ -345,13 +345,14 @@ impl Outbox for SqlStore {
     async fn claim_delivery(
         &self,
         channel_id: i64,
+        owner: &str,
         now_ms: i64,
         lease_until_ms: i64,
     ) -> StoreResult<Option<Delivery>> {
         sqlx::query(&format!(
             // The outer conditions repeat the inner ones: under PostgreSQL's READ COMMITTED a
             // concurrent claim makes the row fail them instead of being claimed twice.
-            "UPDATE deliveries SET attempts = attempts + 1, lease_until_ms = $3 \
+            "UPDATE deliveries SET attempts = attempts + 1, lease_until_ms = $3, lease_owner = $4 \
              WHERE state = 'pending' AND (lease_until_ms IS NULL OR lease_until_ms < $2) \
              AND id = ( \
                SELECT d.id FROM deliveries d \
@@ -365,6 +366,7 @@ impl Outbox for SqlStore {
         .bind(channel_id)
         .bind(now_ms)
         .bind(lease_until_ms)
+        .bind(owner)
         .fetch_optional(&self.pool)
         .await?
         .as_ref()
@@ -374,7 +376,7 @@ impl Outbox for SqlStore {
 
     async fn release_claim(&self, id: i64, attempt: i64) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE deliveries SET lease_until_ms = NULL, attempts = attempts - 1 \
+            "UPDATE deliveries SET lease_until_ms = NULL, lease_owner = NULL, attempts = attempts - 1 \
              WHERE id = $1 AND attempts = $2 AND state = 'pending'",
         )
         .bind(id)
@@ -410,7 +412,7 @@ impl Outbox for SqlStore {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "UPDATE deliveries SET state = 'sent', remote_id = $1, remote_url = $2, \
-             last_error = NULL, lease_until_ms = NULL, sent_at = $3 \
+             last_error = NULL, lease_until_ms = NULL, lease_owner = NULL, sent_at = $3 \
              WHERE id = $4 AND attempts = $5 AND state = 'pending' \
              RETURNING channel_id",
         )
@@ -457,7 +459,7 @@ impl Outbox for SqlStore {
         next_attempt_ms: i64,
     ) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE deliveries SET last_error = $1, next_attempt_ms = $2, lease_until_ms = NULL \
+            "UPDATE deliveries SET last_error = $1, next_attempt_ms = $2, lease_until_ms = NULL, lease_owner = NULL \
              WHERE id = $3 AND attempts = $4 AND state = 'pending'",
         )
         .bind(error)
@@ -471,7 +473,7 @@ impl Outbox for SqlStore {
 
     async fn delivery_failed(&self, id: i64, attempt: i64, error: &str) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE deliveries SET state = 'failed', last_error = $1, lease_until_ms = NULL \
+            "UPDATE deliveries SET state = 'failed', last_error = $1, lease_until_ms = NULL, lease_owner = NULL \
              WHERE id = $2 AND attempts = $3 AND state = 'pending'",
         )
         .bind(error)
@@ -484,7 +486,7 @@ impl Outbox for SqlStore {
 
     async fn expire_deliveries(&self, now: Timestamp) -> StoreResult<Vec<Delivery>> {
         sqlx::query(&format!(
-            "UPDATE deliveries SET state = 'failed', lease_until_ms = NULL, \
+            "UPDATE deliveries SET state = 'failed', lease_until_ms = NULL, lease_owner = NULL, \
              last_error = COALESCE(last_error || '; ', '') || 'not delivered before its deadline' \
              WHERE state = 'pending' AND deadline_at <= $1 \
                AND (lease_until_ms IS NULL OR lease_until_ms < $2) \
@@ -502,7 +504,7 @@ impl Outbox for SqlStore {
     async fn retry_delivery(&self, id: i64, now_ms: i64, deadline: Timestamp) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE deliveries SET state = 'pending', next_attempt_ms = $1, deadline_at = $2, \
-             lease_until_ms = NULL WHERE id = $3 AND state = 'failed'",
+             lease_until_ms = NULL, lease_owner = NULL WHERE id = $3 AND state = 'failed'",
         )
         .bind(now_ms)
         .bind(secs(deadline))
@@ -587,11 +589,15 @@ impl Outbox for SqlStore {
         }))
     }
 
-    async fn release_leases(&self) -> StoreResult<()> {
-        sqlx::query("UPDATE deliveries SET lease_until_ms = NULL WHERE lease_until_ms IS NOT NULL")
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    async fn release_leases(&self, owner: &str) -> StoreResult<u64> {
+        Ok(sqlx::query(
+            "UPDATE deliveries SET lease_until_ms = NULL, lease_owner = NULL \
+             WHERE lease_owner = $1 AND lease_until_ms IS NOT NULL",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 
     async fn get_update(&self, id: i64) -> StoreResult<Option<Update>> {
