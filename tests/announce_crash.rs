@@ -111,20 +111,7 @@ async fn sigkill_mid_delivery_then_restart_delivers_each_event_once() {
     let env = Env {
         dir: tempfile::tempdir().unwrap(),
         port: common::free_port(),
-        vars: vec![
-            ("HERALD_DISCORD_BOT_TOKEN".into(), discord.bot_token()),
-            (
-                "HERALD_DISCORD_CHANNEL_ID".into(),
-                discord.announcement_channel().to_string(),
-            ),
-            (
-                "HERALD_DISCORD_API_URL".into(),
-                format!("{}/api/v10", discord.base()),
-            ),
-            ("HERALD_BLUESKY_IDENTIFIER".into(), bluesky.handle()),
-            ("HERALD_BLUESKY_APP_PASSWORD".into(), bluesky.password()),
-            ("HERALD_BLUESKY_PDS_URL".into(), bluesky.url()),
-        ],
+        vars: common::channel_env(&discord, &bluesky),
     };
     let token = env.token();
     let mut herald = env.start().await;

@@ -58,6 +58,33 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Instances to be started on the database at `url`, with a maintainer's API token.
+    fn new(dir: tempfile::TempDir, url: String, vars: Vec<(String, String)>) -> Self {
+        let mut cluster = Self {
+            dir,
+            url,
+            vars,
+            instances: Vec::new(),
+            token: String::new(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        };
+        let out = cluster
+            .command()
+            .args(["token", "create", "deploy", "--role", "maintainer"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cluster.token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        cluster
+    }
+
     fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
         cmd.current_dir(self.dir.path())
@@ -229,38 +256,7 @@ async fn three_instances_announce_each_event_once_in_order_through_a_sigkill() {
     let url = common::postgres_database(&pg.url, &format!("{}/cluster", dir.path().display()));
     let discord = FakeDiscord::start().await;
     let bluesky = FakeBluesky::start().await;
-    let mut cluster = Cluster {
-        dir,
-        url: url.clone(),
-        vars: vec![
-            ("HERALD_DISCORD_BOT_TOKEN".into(), discord.bot_token()),
-            (
-                "HERALD_DISCORD_CHANNEL_ID".into(),
-                discord.announcement_channel().to_string(),
-            ),
-            (
-                "HERALD_DISCORD_API_URL".into(),
-                format!("{}/api/v10", discord.base()),
-            ),
-            ("HERALD_BLUESKY_IDENTIFIER".into(), bluesky.handle()),
-            ("HERALD_BLUESKY_APP_PASSWORD".into(), bluesky.password()),
-            ("HERALD_BLUESKY_PDS_URL".into(), bluesky.url()),
-        ],
-        instances: Vec::new(),
-        token: String::new(),
-        client: reqwest::Client::new(),
-    };
-    let out = cluster
-        .command()
-        .args(["token", "create", "deploy", "--role", "maintainer"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    cluster.token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let mut cluster = Cluster::new(dir, url.clone(), common::channel_env(&discord, &bluesky));
     cluster.start(3).await;
     let mut dice = Dice::new();
 
@@ -508,4 +504,94 @@ async fn three_instances_announce_each_event_once_in_order_through_a_sigkill() {
         "{:#?}",
         discord.schema_errors()
     );
+}
+
+/// PostgreSQL goes away under a running instance (a failover, a restart): `/readyz` says so
+/// within seconds while the status page keeps being served as last rendered, a change fails
+/// cleanly, and once the database is back the instance is ready and current again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_away_readyz_fails_and_the_page_stays() {
+    let pg = common::PostgresServer::own();
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::postgres_database(&pg.url, &format!("{}/away", dir.path().display()));
+    let mut cluster = Cluster::new(dir, url, Vec::new());
+    cluster.start(1).await;
+    let mut dice = Dice::new();
+    let m = cluster
+        .post(
+            &mut dice,
+            "/maintenances",
+            json!({"title": "DecAPI infrastructure migration", "schedule_hint": "this Sunday"}),
+        )
+        .await;
+    let id = m["id"].as_i64().unwrap();
+    cluster
+        .post(
+            &mut dice,
+            &format!("/maintenances/{id}/announce"),
+            json!({}),
+        )
+        .await;
+    let front = cluster.page(0, "/").await;
+    assert!(front.contains("DecAPI infrastructure migration"));
+    let readyz = |c: &Cluster| {
+        let url = c.page_url(0, "/readyz");
+        let client = c.client.clone();
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(readyz(&cluster).await, 200);
+
+    pg.set_running(false);
+    let gone = Instant::now();
+    while readyz(&cluster).await != 503 {
+        assert!(
+            gone.elapsed() < Duration::from_secs(15),
+            "/readyz never said unready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The page as last rendered, not an error: its visitors come when things break.
+    let r = cluster
+        .client
+        .get(cluster.page_url(0, "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), front);
+    // A change fails with the API's error shape, not a hang or a half-write.
+    let r = cluster
+        .client
+        .post(cluster.page_url(0, &format!("/api/v1/maintenances/{id}/updates")))
+        .bearer_auth(&cluster.token)
+        .json(&json!({"body": "Written while away"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_server_error(), "{}", r.status());
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"].is_object() || body["error"].is_string(),
+        "{body}"
+    );
+
+    pg.set_running(true);
+    let back = Instant::now();
+    while readyz(&cluster).await != 200 {
+        assert!(
+            back.elapsed() < Duration::from_secs(15),
+            "/readyz never said ready again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster
+        .post(
+            &mut dice,
+            &format!("/maintenances/{id}/updates"),
+            json!({"body": "Written once back"}),
+        )
+        .await;
+    let page = cluster.page(0, &format!("/maintenance/{id}")).await;
+    assert!(page.contains("Written once back"), "{page}");
+    assert!(!page.contains("Written while away"));
 }

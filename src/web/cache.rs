@@ -1,7 +1,8 @@
 //! Rendered public pages kept in memory: rendered once per change, compressed once (brotli and
 //! gzip), answered with an ETag so repeat visitors get a 304. The page cache drops an entry when
 //! the service's change counter moves or the entry is older than its time limit (pages show
-//! relative times such as "running for 40 min").
+//! relative times such as "running for 40 min"). When a page cannot be rendered (the database
+//! is away), the last rendering is served, however old.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -250,7 +251,21 @@ impl PageCache {
             return Ok(page);
         }
         let started = Instant::now();
-        let page = Arc::new(render().await?);
+        let page = match render().await {
+            Ok(page) => Arc::new(page),
+            // The database is away (a failover, say): the page as last rendered, however old,
+            // beats an error page. Visitors of a status page come when things break.
+            Err(e) => {
+                let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+                return match entries.get(key) {
+                    Some(entry) => {
+                        metrics::counter!("herald_page_stale_served_total").increment(1);
+                        Ok(entry.page.clone())
+                    }
+                    None => Err(e),
+                };
+            }
+        };
         let label = key.split(['/', '?']).nth(1).unwrap_or("").to_owned();
         metrics::counter!("herald_page_renders_total", "page" => label).increment(1);
         metrics::histogram!("herald_page_render_seconds").record(started.elapsed());

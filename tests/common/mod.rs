@@ -424,7 +424,28 @@ impl TestApp {
     }
 }
 
-/// A port nobody listens on right now.
+/// The environment that points a `herald serve` process's channels at the fake Discord (a
+/// bot posting to its announcement channel) and the fake Bluesky.
+pub fn channel_env(
+    discord: &fake_discord::FakeDiscord,
+    bluesky: &fake_bluesky::FakeBluesky,
+) -> Vec<(String, String)> {
+    vec![
+        ("HERALD_DISCORD_BOT_TOKEN".into(), discord.bot_token()),
+        (
+            "HERALD_DISCORD_CHANNEL_ID".into(),
+            discord.announcement_channel().to_string(),
+        ),
+        (
+            "HERALD_DISCORD_API_URL".into(),
+            format!("{}/api/v10", discord.base()),
+        ),
+        ("HERALD_BLUESKY_IDENTIFIER".into(), bluesky.handle()),
+        ("HERALD_BLUESKY_APP_PASSWORD".into(), bluesky.password()),
+        ("HERALD_BLUESKY_PDS_URL".into(), bluesky.url()),
+    ]
+}
+
 /// A PostgreSQL server: the one the suite was given, or one of our own, stopped on drop.
 pub struct PostgresServer {
     pub url: String,
@@ -438,6 +459,12 @@ impl PostgresServer {
         {
             return Self { url, own: None };
         }
+        Self::own()
+    }
+
+    /// A server of this test's own, whatever `HERALD_TEST_POSTGRES` says (for a test that
+    /// stops it).
+    pub fn own() -> Self {
         let out = Command::new("bash")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/postgres"))
             .stderr(Stdio::inherit())
@@ -452,6 +479,19 @@ impl PostgresServer {
             url,
             own: Some(dir),
         }
+    }
+}
+
+impl PostgresServer {
+    /// Stop the server (of [`PostgresServer::own`]) keeping its data, or start it again.
+    pub fn set_running(&self, running: bool) {
+        let dir = self.own.as_ref().expect("a server of our own");
+        let status = Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/postgres"))
+            .args([if running { "resume" } else { "halt" }, dir])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 }
 
@@ -513,6 +553,7 @@ pub fn postgres_database(server: &str, key: &str) -> String {
     format!("{base}/{db}")
 }
 
+/// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
