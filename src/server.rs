@@ -178,23 +178,11 @@ fn env_channels(settings: &Settings) -> Vec<NewChannel> {
     out
 }
 
-/// What the outbox workers need from the settings.
-pub fn notify_settings(settings: &Settings) -> NotifySettings {
-    NotifySettings {
-        public_url: settings.public_url.clone(),
-        site_name: settings.site_name.clone(),
-        discord_api_url: settings.announce.discord_api_url.clone(),
-        deadline: settings.announce.delivery_deadline,
-        request_timeout: settings.announce.delivery_timeout,
-        instance_id: settings.instance_id.clone(),
-    }
-}
-
 /// Start the announcement workers; they stop with `token` after the delivery in hand.
 pub fn spawn_outbox(state: &AppState, tasks: &TaskTracker, token: &CancellationToken) {
     Outbox::spawn(
         state.service.clone(),
-        notify_settings(&state.settings),
+        NotifySettings::from_settings(&state.settings),
         token.clone(),
         tasks.clone(),
     );

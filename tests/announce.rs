@@ -654,7 +654,7 @@ async fn a_panicking_sender_fails_one_delivery_and_the_worker_goes_on() {
     };
     herald::notify::Outbox::spawn_with(
         app.service.clone(),
-        herald::server::notify_settings(&app.state.settings),
+        herald::notify::NotifySettings::from_settings(&app.state.settings),
         token.clone(),
         tracker.clone(),
         factory,

@@ -279,7 +279,7 @@ async fn senders_follow_no_redirects() {
     let c = app
         .add_channel(bot(&discord, &format!("http://{redirector}")))
         .await;
-    let settings = herald::server::notify_settings(&app.state.settings);
+    let settings = herald::notify::NotifySettings::from_settings(&app.state.settings);
     let sender = herald::notify::sender_for(&c, &settings, &app.service).unwrap();
     let result = sender.test("hello").await;
     assert!(result.is_err(), "{result:?}");

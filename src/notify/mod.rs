@@ -59,6 +59,18 @@ pub struct NotifySettings {
 }
 
 impl NotifySettings {
+    /// What the outbox workers need from the settings.
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        Self {
+            public_url: settings.public_url.clone(),
+            site_name: settings.site_name.clone(),
+            discord_api_url: settings.announce.discord_api_url.clone(),
+            deadline: settings.announce.delivery_deadline,
+            request_timeout: settings.announce.delivery_timeout,
+            instance_id: settings.instance_id.clone(),
+        }
+    }
+
     /// The HTTP client every sender uses: each request bounded by `request_timeout`.
     pub fn http_client(&self) -> Result<reqwest::Client, SendError> {
         reqwest::Client::builder()

@@ -43,7 +43,7 @@ impl Assets {
                 file.data.into_owned().into(),
                 content_type(&name),
                 CachePolicy::Immutable,
-                super::public::PAGE_BROTLI_QUALITY,
+                super::cache::PAGE_BROTLI_QUALITY,
             );
             let hash = &page.hash()[..12];
             let hashed = match name.rsplit_once('.') {

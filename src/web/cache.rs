@@ -17,6 +17,12 @@ use sha2::{Digest, Sha256};
 
 use crate::service::Freshness;
 
+/// Brotli quality for everything Herald compresses (pages, assets, the API reference), measured
+/// on the 8.7 KB demo page: 5 compresses in 0.5 ms with 1.7 MB of encoder memory to 2.0 KB; 9
+/// takes 8 ms and 9 MB for the same size; 11 takes 20 ms for 1.75 KB, and its large transient
+/// buffers raised Herald's peak RSS from 17 to 86 MB at start. Renders happen under load.
+pub const PAGE_BROTLI_QUALITY: u32 = 5;
+
 /// How a response may be cached by browsers and proxies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CachePolicy {

@@ -115,7 +115,7 @@ impl AppError {
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
-    site: &'a super::public::Site,
+    site: &'a super::view::Site,
     status: u16,
     reason: &'a str,
     message: &'a str,
@@ -145,7 +145,7 @@ impl IntoResponse for AppError {
 
 /// Give an error response its HTML page, in the site's frame; the status and the other
 /// headers (such as `Retry-After`) stay.
-pub fn render_page(response: &mut Response, site: &super::public::Site) {
+pub fn render_page(response: &mut Response, site: &super::view::Site) {
     let Some(ErrorMessage(message)) = response.extensions_mut().remove() else {
         return;
     };

@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use super::AppState;
 use super::cache::{CachePolicy, CachedPage};
 use super::error::{AppError, Path};
-use super::public::{markdown, plain_text};
+use super::view::{markdown, plain_text};
 use crate::domain::{Component, ComponentStatus, Maintenance, Rollout, WindowState};
 
 /// How many windows (and rollouts) a feed or calendar holds.
@@ -233,7 +233,7 @@ async fn render_atom(state: &AppState, scope: &Scope) -> Result<String, AppError
             .find(|u| u.kind != crate::domain::UpdateKind::Reminder);
         let updated = latest.as_ref().map_or(m.updated_at, |u| u.created_at);
         let url = format!("{base}/maintenance/{}", m.id);
-        let view = super::public::window_view(m, &[], state.service.now());
+        let view = super::view::window_view(m, &[], state.service.now());
         let mut summary = format!("{}. {}", view.state_label, when_text(m));
         if let Some(u) = &latest {
             summary.push_str(&format!(" Latest: {}", u.body));

@@ -11,6 +11,7 @@ pub mod feeds;
 pub mod ops;
 pub mod public;
 pub mod rollouts;
+pub mod view;
 
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -39,7 +40,7 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub service: Service,
     pub settings: Settings,
-    pub site: public::Site,
+    pub site: view::Site,
     pub pages: cache::PageCache,
     /// Set on the first shutdown signal: `/readyz` answers 503 from then on.
     pub draining: Arc<AtomicBool>,
@@ -75,7 +76,7 @@ impl AppState {
         Self(Arc::new(Inner {
             setup_code,
             service,
-            site: public::Site::from_settings(&settings),
+            site: view::Site::from_settings(&settings),
             settings,
             pages: cache::PageCache::new(PAGE_MAX_AGE),
             draining: Arc::new(AtomicBool::new(false)),
@@ -276,7 +277,7 @@ pub fn router(state: AppState) -> Router {
             .into(),
         "text/html; charset=utf-8",
         cache::CachePolicy::Revalidate,
-        public::PAGE_BROTLI_QUALITY,
+        cache::PAGE_BROTLI_QUALITY,
     );
     Router::new()
         .merge(api_v1)

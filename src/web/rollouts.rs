@@ -10,9 +10,9 @@ use jiff::Timestamp;
 
 use super::AppState;
 use super::error::{AppError, Path};
-use super::public::{
-    Site, SummaryView, TimeView, UpdateView, html, human_duration, markdown, time,
-};
+use super::public::html;
+use super::view::{Site, SummaryView, TimeView, UpdateView, markdown, time};
+use crate::domain::human_duration;
 use crate::domain::{Rollout, RolloutState, RolloutUpdate, Target, TargetState};
 use crate::notify::render::rollout_status;
 use crate::store::RolloutSummary;

@@ -20,7 +20,7 @@ use crate::service::ServiceError;
 use crate::web::AppState;
 use crate::web::auth::{CsrfForm, SignedIn};
 use crate::web::error::{AppError, Path};
-use crate::web::public::{Site, TimeView, time};
+use crate::web::view::{Site, TimeView, time};
 
 pub struct ChannelRow {
     pub id: i64,
@@ -387,7 +387,7 @@ pub async fn test_channel(
 ) -> Result<Response, AppError> {
     signed_in.require(Role::Admin)?;
     let channel = state.service.channel(id).await?;
-    let settings = crate::server::notify_settings(&state.settings);
+    let settings = crate::notify::NotifySettings::from_settings(&state.settings);
     let text = format!(
         "Test message from {} ({}): announcements will arrive here.",
         state.settings.site_name, state.settings.public_url

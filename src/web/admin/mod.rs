@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::auth::{self, CsrfForm, LoginThrottle, Scope, SignedIn};
 use super::error::{AppError, Form, Path, Query};
-use super::public::{Site, TimeView, WindowView, time, window_view};
+use super::view::{Site, TimeView, WindowView, time, window_view};
 use crate::domain::{
     Automation, DomainError, Impact, NewMaintenance, NewStep, Role, Schedule, StepAction,
     StepState, ValidationError, WindowAction, WindowState,

@@ -20,8 +20,8 @@ use crate::service::ServiceError;
 use crate::web::AppState;
 use crate::web::auth::{CsrfForm, SignedIn};
 use crate::web::error::{AppError, Path};
-use crate::web::public::{Site, TimeView, time};
 use crate::web::rollouts::{RolloutView, rollout_view};
+use crate::web::view::{Site, TimeView, time};
 
 /// Minutes as typed into a form, as a duration; `field` names it in the error.
 fn minutes(field: &'static str, value: &str) -> Result<SignedDuration, ValidationError> {

@@ -12,7 +12,7 @@ struct RunPage {
     me: Me,
     w: WindowView,
     public: bool,
-    current: Option<crate::web::public::StepView>,
+    current: Option<crate::web::view::StepView>,
     actions: Vec<(&'static str, &'static str, bool)>,
     step_actions: Vec<(&'static str, &'static str, &'static str)>,
     error: Option<String>,

@@ -352,7 +352,7 @@ async fn edit_page(
         automation: AutomationFields::of(&m.automation),
         ..EditForm::default()
     });
-    let preview = (form.op == "preview").then(|| crate::web::public::markdown(&form.description));
+    let preview = (form.op == "preview").then(|| crate::web::view::markdown(&form.description));
     let components = component_choices(state, &form.rest).await?;
     page(
         status,

@@ -4,7 +4,7 @@
 use askama::Template;
 use serde_json::Value;
 
-use crate::web::public::Site;
+use crate::web::view::Site;
 
 pub struct Operation {
     anchor: String,
