@@ -296,7 +296,7 @@ async fn write(
         let id = names
             .iter()
             .position(|n| *n == "id")
-            .expect("rollouts have ids");
+            .ok_or_else(|| StoreError::Corrupt(format!("{table} has no id column")))?;
         for row in rows {
             if let (Value::Integer(by), Value::Integer(id)) = (&row[i], &row[id]) {
                 sqlx::query(&format!(
