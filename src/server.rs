@@ -73,18 +73,15 @@ pub async fn build(settings: &Settings, demo: bool) -> anyhow::Result<AppState> 
             .context("seeding the demo")?;
     }
     // Nobody can sign in yet: a one-time code in the log lets the operator create the admin.
-    let setup_code = if service.store().count_users().await? == 0 {
-        let code = crate::service::setup_code()?;
+    let setup_code = service.setup_code().await?;
+    if let Some(code) = &setup_code {
         warn!(
             "no user exists yet: open {}/admin/setup and enter the setup code {} \
              (or run `herald user add NAME --role admin`)",
             settings.public_url,
             code.expose()
         );
-        Some(code)
-    } else {
-        None
-    };
+    }
     Ok(AppState::with_setup_code(
         service,
         settings.clone(),
@@ -181,7 +178,8 @@ fn env_channels(settings: &Settings) -> Vec<NewChannel> {
 /// Start the announcement workers; they stop with `token` after the delivery in hand.
 pub fn spawn_outbox(state: &AppState, tasks: &TaskTracker, token: &CancellationToken) {
     Outbox::spawn(
-        state.service.clone(),
+        state.service.store().clone(),
+        state.service.outbox_events(),
         NotifySettings::from_settings(&state.settings),
         token.clone(),
         tasks.clone(),

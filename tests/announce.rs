@@ -653,7 +653,8 @@ async fn a_panicking_sender_fails_one_delivery_and_the_worker_goes_on() {
         })
     };
     herald::notify::Outbox::spawn_with(
-        app.service.clone(),
+        app.service.store().clone(),
+        app.service.outbox_events(),
         herald::notify::NotifySettings::from_settings(&app.state.settings),
         token.clone(),
         tracker.clone(),

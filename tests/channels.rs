@@ -280,7 +280,7 @@ async fn senders_follow_no_redirects() {
         .add_channel(bot(&discord, &format!("http://{redirector}")))
         .await;
     let settings = herald::notify::NotifySettings::from_settings(&app.state.settings);
-    let sender = herald::notify::sender_for(&c, &settings, &app.service).unwrap();
+    let sender = herald::notify::sender_for(&c, &settings, app.service.store()).unwrap();
     let result = sender.test("hello").await;
     assert!(result.is_err(), "{result:?}");
     assert_eq!(

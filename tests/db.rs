@@ -13,7 +13,7 @@ use herald::domain::{
     ChannelKind, ChannelSecret, DEFAULT_EVENTS, Impact, NewChannel, NewMaintenance, NewStep, Role,
     Schedule,
 };
-use herald::store::{Outbox as _, SqlStore, Store as _};
+use herald::store::{Outbox as _, SqlStore, Store as _, Windows as _};
 use sqlx::{Connection, Row};
 
 fn herald(args: &[&str]) -> Output {

@@ -50,6 +50,8 @@ impl Dice {
 
 struct Cluster {
     dir: tempfile::TempDir,
+    /// Each instance's log to a file (`herald-N.log` in `dir`) rather than the test's output.
+    logs: bool,
     url: String,
     vars: Vec<(String, String)>,
     instances: Vec<(u16, Option<Child>)>,
@@ -62,6 +64,7 @@ impl Cluster {
     fn new(dir: tempfile::TempDir, url: String, vars: Vec<(String, String)>) -> Self {
         let mut cluster = Self {
             dir,
+            logs: false,
             url,
             vars,
             instances: Vec::new(),
@@ -107,15 +110,17 @@ impl Cluster {
     async fn start(&mut self, n: usize) {
         for i in 0..n {
             let port = common::free_port();
-            let child = self
-                .command()
+            let mut child = self.command();
+            child
                 .arg("serve")
                 .env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
                 .env("HERALD_INSTANCE_ID", format!("herald-{}", i + 1))
                 .env("HERALD_SITE_NAME", format!("DecAPI status {}", i + 1))
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap();
+                .stdout(Stdio::null());
+            if self.logs {
+                child.stderr(std::fs::File::create(self.log_path(i)).unwrap());
+            }
+            let child = child.spawn().unwrap();
             self.instances.push((port, Some(child)));
         }
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -149,6 +154,10 @@ impl Cluster {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+
+    fn log_path(&self, i: usize) -> std::path::PathBuf {
+        self.dir.path().join(format!("herald-{}.log", i + 1))
     }
 
     fn page_url(&self, i: usize, path: &str) -> String {
@@ -594,4 +603,173 @@ async fn while_the_database_is_away_readyz_fails_and_the_page_stays() {
     let page = cluster.page(0, &format!("/maintenance/{id}")).await;
     assert!(page.contains("Written once back"), "{page}");
     assert!(!page.contains("Written while away"));
+}
+
+/// The setup code an instance's log tells the operator to enter.
+fn setup_code_in(log: &str) -> Option<String> {
+    log.split("enter the setup code ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|code| {
+            code.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+                .to_owned()
+        })
+}
+
+/// Behind a load balancer each request of one browser may reach another instance: the setup
+/// code any instance prints works on every one, a session and its CSRF token opened on one are
+/// good on the other, and the sign-in limits count attempts on all of them together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_setup_and_their_limits_hold_across_instances() {
+    let pg = common::PostgresServer::get();
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::postgres_database(&pg.url, &format!("{}/signin", dir.path().display()));
+    let mut cluster = Cluster::new(dir, url.clone(), Vec::new());
+    cluster.logs = true;
+    cluster.start(2).await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let form = |i: usize, path: &str, cookie: Option<&str>, pairs: &[(&str, &str)]| {
+        let mut r = browser
+            .post(cluster.page_url(i, path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", "https://status.decapi.me")
+            .body(common::form_body(pairs));
+        if let Some(c) = cookie {
+            r = r.header("cookie", format!("__Host-herald_session={c}"));
+        }
+        r.send()
+    };
+
+    // Both instances started before anyone could sign in, and both print the same code.
+    let codes: Vec<String> = (0..2)
+        .map(|i| {
+            let log = std::fs::read_to_string(cluster.log_path(i)).unwrap();
+            setup_code_in(&log).unwrap_or_else(|| panic!("no setup code in {log}"))
+        })
+        .collect();
+    assert_eq!(codes[0], codes[1], "each instance made its own setup code");
+    let r = form(
+        1,
+        "/admin/setup",
+        None,
+        &[
+            ("code", "0000"),
+            ("name", "ops"),
+            ("password", "x"),
+            ("again", "x"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 401, "a wrong code is refused");
+    let password = "correct horse battery";
+    let r = form(
+        1,
+        "/admin/setup",
+        None,
+        &[
+            ("code", &codes[0]),
+            ("name", "ops"),
+            ("password", password),
+            ("again", password),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let cookie = set
+        .strip_prefix("__Host-herald_session=")
+        .and_then(|s| s.split(';').next())
+        .unwrap_or_else(|| panic!("{set}"))
+        .to_owned();
+    // The code is spent on every instance.
+    let r = browser
+        .get(cluster.page_url(0, "/admin/setup"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM setup_code")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "the setup code outlived the first admin");
+    }
+
+    // The session opened on instance 2 is good on instance 1, and so is its CSRF token.
+    let dashboard = || {
+        browser
+            .get(cluster.page_url(0, "/admin"))
+            .header("cookie", format!("__Host-herald_session={cookie}"))
+            .send()
+    };
+    let r = dashboard().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    let csrf = common::csrf_in(&page);
+    let r = form(1, "/admin/logout", Some(&cookie), &[("csrf", "forged")])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a forged CSRF token is refused");
+    let r = form(1, "/admin/logout", Some(&cookie), &[("csrf", &csrf)])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let r = dashboard().await.unwrap();
+    assert_eq!(r.status(), 303, "signed out on one instance, out on all");
+
+    // Five wrong passwords on instance 1 use up this address's tries for the account on
+    // instance 2 as well: even the right password waits.
+    for _ in 0..5 {
+        let r = form(
+            0,
+            "/admin/login",
+            None,
+            &[("name", "ops"), ("password", "wrong wrong wrong")],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = form(
+        1,
+        "/admin/login",
+        None,
+        &[("name", "ops"), ("password", password)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 429, "the limit was counted per instance");
+
+    // A burst spread over both instances checks at most the limit's worth of passwords.
+    let burst = (0..60).map(|n| {
+        form(
+            n % 2,
+            "/admin/login",
+            None,
+            &[("name", "someone"), ("password", "wrong wrong wrong")],
+        )
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(burst)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert!(
+        (1..=5).contains(&checked),
+        "{checked} passwords checked: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
 }

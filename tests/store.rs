@@ -13,7 +13,7 @@ use herald::domain::{
     WindowState,
 };
 use herald::service::{Service, ServiceError};
-use herald::store::{SqlStore, Store, StoreError};
+use herald::store::{SqlStore, Store, StoreError, Windows as _};
 
 #[tokio::test]
 async fn creates_the_database_and_its_folder_and_keeps_data() {

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures_util::FutureExt;
 use jiff::Timestamp;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -33,7 +34,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::domain::{
     Channel, ChannelKind, Delivery, Maintenance, Rollout, RolloutUpdate, Subject, Thread, Update,
 };
-use crate::service::Service;
+use crate::store::Store;
 
 /// How long a claimed delivery stays its worker's, in request timeouts: longer than any
 /// attempt can take (a Bluesky attempt with a session renewal makes up to a dozen requests,
@@ -218,17 +219,13 @@ impl Sender for Broken {
 pub fn sender_for(
     channel: &Channel,
     settings: &NotifySettings,
-    service: &Service,
+    store: &Arc<dyn Store>,
 ) -> Result<Arc<dyn Sender>, SendError> {
     Ok(match channel.kind {
         ChannelKind::DiscordWebhook | ChannelKind::DiscordBot => {
             Arc::new(discord::Discord::new(channel, settings)?)
         }
-        ChannelKind::Bluesky => Arc::new(bluesky::Bluesky::new(
-            channel,
-            settings,
-            service.store().clone(),
-        )?),
+        ChannelKind::Bluesky => Arc::new(bluesky::Bluesky::new(channel, settings, store.clone())?),
         ChannelKind::Webhook => Arc::new(webhook::Webhook::new(channel, settings)?),
     })
 }
@@ -257,12 +254,16 @@ fn now_ms() -> i64 {
 /// Builds the sender for a channel: [`sender_for`] in production; tests may put a recorder
 /// (or a sender that misbehaves) behind the same seam.
 pub type SenderFactory = Arc<
-    dyn Fn(&Channel, &NotifySettings, &Service) -> Result<Arc<dyn Sender>, SendError> + Send + Sync,
+    dyn Fn(&Channel, &NotifySettings, &Arc<dyn Store>) -> Result<Arc<dyn Sender>, SendError>
+        + Send
+        + Sync,
 >;
 
 /// Starts and stops one worker per enabled channel as channels come and go.
 pub struct Outbox {
-    service: Service,
+    store: Arc<dyn Store>,
+    /// Changes whenever the outbox has news ([`crate::service::Service::outbox_events`]).
+    wake: watch::Receiver<u64>,
     settings: NotifySettings,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -278,24 +279,27 @@ impl Outbox {
     /// Spawn the supervisor on the current runtime. Workers finish the delivery in hand when
     /// `cancel` fires; wait on `tracker` for them.
     pub fn spawn(
-        service: Service,
+        store: Arc<dyn Store>,
+        wake: watch::Receiver<u64>,
         settings: NotifySettings,
         cancel: CancellationToken,
         tracker: TaskTracker,
     ) {
-        Self::spawn_with(service, settings, cancel, tracker, Arc::new(sender_for));
+        Self::spawn_with(store, wake, settings, cancel, tracker, Arc::new(sender_for));
     }
 
     /// [`Outbox::spawn`] with senders from `senders`.
     pub fn spawn_with(
-        service: Service,
+        store: Arc<dyn Store>,
+        wake: watch::Receiver<u64>,
         settings: NotifySettings,
         cancel: CancellationToken,
         tracker: TaskTracker,
         senders: SenderFactory,
     ) {
         let outbox = Self {
-            service,
+            store,
+            wake,
             settings,
             cancel,
             tracker: tracker.clone(),
@@ -305,12 +309,7 @@ impl Outbox {
     }
 
     async fn supervise(self) {
-        match self
-            .service
-            .store()
-            .release_leases(&self.settings.instance_id)
-            .await
-        {
+        match self.store.release_leases(&self.settings.instance_id).await {
             Ok(0) => {}
             Ok(n) => info!(
                 deliveries = n,
@@ -318,11 +317,11 @@ impl Outbox {
             ),
             Err(e) => warn!(error = %e, "could not release old delivery leases"),
         }
-        let mut wake = self.service.outbox_events();
+        let mut wake = self.wake.clone();
         let mut running: HashMap<i64, Running> = HashMap::new();
         let mut sweep = tokio::time::interval(Duration::from_secs(30));
         loop {
-            match self.service.store().list_channels().await {
+            match self.store.list_channels().await {
                 Ok(channels) => self.reconcile(&mut running, channels),
                 Err(e) => warn!(error = %e, "could not list channels"),
             }
@@ -353,7 +352,8 @@ impl Outbox {
             }
             let stop = self.cancel.child_token();
             let worker = Worker {
-                service: self.service.clone(),
+                store: self.store.clone(),
+                wake: self.wake.clone(),
                 settings: self.settings.clone(),
                 channel: channel.clone(),
                 stop: stop.clone(),
@@ -366,14 +366,9 @@ impl Outbox {
     }
 
     async fn expire(&self) {
-        match self
-            .service
-            .store()
-            .expire_deliveries(Timestamp::now())
-            .await
-        {
+        match self.store.expire_deliveries(Timestamp::now()).await {
             Ok(expired) => {
-                let names: HashMap<i64, String> = match self.service.store().list_channels().await {
+                let names: HashMap<i64, String> = match self.store.list_channels().await {
                     Ok(all) => all.into_iter().map(|c| (c.id, c.name)).collect(),
                     Err(_) => HashMap::new(),
                 };
@@ -396,7 +391,8 @@ impl Outbox {
 }
 
 struct Worker {
-    service: Service,
+    store: Arc<dyn Store>,
+    wake: watch::Receiver<u64>,
     settings: NotifySettings,
     channel: Channel,
     stop: CancellationToken,
@@ -405,7 +401,7 @@ struct Worker {
 
 /// Records a posted message's id on the delivery as soon as it is known.
 struct DeliveryProgress<'a> {
-    service: &'a Service,
+    store: &'a dyn Store,
     id: i64,
     attempt: i64,
     channel_id: i64,
@@ -416,8 +412,7 @@ struct DeliveryProgress<'a> {
 impl Progress for DeliveryProgress<'_> {
     async fn posted(&self, remote_id: &str, remote_url: Option<&str>) {
         if let Err(e) = self
-            .service
-            .store()
+            .store
             .delivery_posted(self.id, self.attempt, remote_id, remote_url)
             .await
         {
@@ -427,8 +422,7 @@ impl Progress for DeliveryProgress<'_> {
 
     async fn started_thread(&self, thread: &Thread) {
         if let Err(e) = self
-            .service
-            .store()
+            .store
             .put_thread(self.channel_id, self.thread_key, thread, Timestamp::now())
             .await
         {
@@ -439,7 +433,7 @@ impl Progress for DeliveryProgress<'_> {
 
 impl Worker {
     async fn run(self) {
-        let sender = match (self.senders)(&self.channel, &self.settings, &self.service) {
+        let sender = match (self.senders)(&self.channel, &self.settings, &self.store) {
             Ok(s) => s,
             Err(e) => {
                 // Fail its deliveries with the reason (shown on the run view) rather than
@@ -448,13 +442,12 @@ impl Worker {
                 Arc::new(Broken(e.reason().to_owned()))
             }
         };
-        let mut wake = self.service.outbox_events();
+        let mut wake = self.wake.clone();
         debug!("worker started");
         while !self.stop.is_cancelled() {
             let now = now_ms();
             let claimed = self
-                .service
-                .store()
+                .store
                 .claim_delivery(
                     self.channel.id,
                     &self.settings.instance_id,
@@ -468,7 +461,7 @@ impl Worker {
                     // token, say) and the supervisor not yet stopped it: a claim made with old
                     // settings goes back, uncounted, to the worker that has the new ones.
                     if !self.channel_is_current().await {
-                        if let Err(e) = self.service.store().release_claim(d.id, d.attempts).await {
+                        if let Err(e) = self.store.release_claim(d.id, d.attempts).await {
                             warn!(delivery = d.id, error = %e, "could not hand a delivery back");
                         }
                         break;
@@ -476,13 +469,7 @@ impl Worker {
                     self.deliver(sender.as_ref(), d).await
                 }
                 Ok(None) => {
-                    let due = self
-                        .service
-                        .store()
-                        .next_due_ms(self.channel.id)
-                        .await
-                        .ok()
-                        .flatten();
+                    let due = self.store.next_due_ms(self.channel.id).await.ok().flatten();
                     let wait = due
                         .map(|t| Duration::from_millis((t - now_ms()).max(0) as u64))
                         .unwrap_or(POLL)
@@ -507,7 +494,7 @@ impl Worker {
 
     /// Whether the channel is still as this worker was started with.
     async fn channel_is_current(&self) -> bool {
-        match self.service.store().get_channel(self.channel.id).await {
+        match self.store.get_channel(self.channel.id).await {
             Ok(Some(c)) => c == self.channel,
             Ok(None) => false,
             // Unknown: go on with what we have; the outcome write is fenced anyway.
@@ -516,7 +503,7 @@ impl Worker {
     }
 
     async fn deliver(&self, sender: &dyn Sender, d: Delivery) {
-        let store = self.service.store();
+        let store = self.store.as_ref();
         // Metrics name channels as the admin UI does.
         let channel = self.channel.name.clone();
         let started = Instant::now();
@@ -607,7 +594,7 @@ impl Worker {
             page_url,
         };
         let progress = DeliveryProgress {
-            service: &self.service,
+            store: self.store.as_ref(),
             id: d.id,
             attempt: d.attempts,
             channel_id: d.channel_id,

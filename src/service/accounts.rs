@@ -28,11 +28,6 @@ fn hash_token(secret: &str) -> String {
         .collect()
 }
 
-/// A setup code: short enough to type from a log line, 80 random bits.
-pub fn setup_code() -> ServiceResult<crate::config::Secret> {
-    Ok(crate::config::Secret::new(crate::ids::random_hex(20)))
-}
-
 fn new_secret() -> ServiceResult<String> {
     Ok(format!("{TOKEN_PREFIX}{}", crate::ids::random_hex(64)))
 }
@@ -49,6 +44,22 @@ pub struct NewSession {
 }
 
 impl Service {
+    /// While no user exists, the code that lets the first visitor of `/admin/setup` become
+    /// admin: short enough to type from a log line, 80 random bits, and the same on every
+    /// instance on this database (the first to start makes it). `None` once someone can sign
+    /// in.
+    pub async fn setup_code(&self) -> ServiceResult<Option<crate::config::Secret>> {
+        if self.store.count_users().await? > 0 {
+            self.store.clear_setup_code().await?;
+            return Ok(None);
+        }
+        let code = self
+            .store
+            .setup_code(&crate::ids::random_hex(20), self.now())
+            .await?;
+        Ok(Some(crate::config::Secret::new(code)))
+    }
+
     /// Create an API token for automation; `actor` is recorded in the audit log.
     pub async fn create_token(
         &self,
@@ -151,6 +162,8 @@ impl Service {
                 now,
             )
             .await?;
+        // Someone can sign in now: the first-run code is spent on every instance.
+        self.store.clear_setup_code().await?;
         Ok(user)
     }
 

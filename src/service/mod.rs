@@ -573,4 +573,4 @@ mod accounts;
 mod channels;
 mod rollouts;
 
-pub use accounts::{NewSession, NewToken, SESSION_LIFETIME, setup_code};
+pub use accounts::{NewSession, NewToken, SESSION_LIFETIME};

@@ -74,6 +74,22 @@ pub struct RolloutSummary {
 }
 
 /// What an account change came to.
+/// One counter of the sign-in throttle, as [`Accounts::count_attempts`] hands it to a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempts {
+    pub key: String,
+    /// Attempts counted since `since_ms`.
+    pub n: i64,
+    pub since_ms: i64,
+    /// When the latest was counted.
+    pub last_ms: i64,
+}
+
+/// Decides on a sign-in attempt from its counters: changes them and accepts, or says how long
+/// to wait (then nothing is written).
+pub type AttemptRule<'a> =
+    dyn Fn(&mut [Attempts]) -> Result<(), std::time::Duration> + Send + Sync + 'a;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccountChange {
     Done,
@@ -118,7 +134,7 @@ pub type ChangeFeed = tokio::sync::mpsc::Receiver<Option<Change>>;
 
 /// Everything Herald keeps. Implementations make each method atomic.
 #[async_trait]
-pub trait Store: Outbox + Rollouts + Send + Sync + 'static {
+pub trait Store: Windows + Accounts + Outbox + Rollouts + Send + Sync + 'static {
     /// Apply pending migrations.
     async fn migrate(&self) -> StoreResult<()>;
     /// Cheap round trip used by readiness checks.
@@ -129,7 +145,11 @@ pub trait Store: Outbox + Rollouts + Send + Sync + 'static {
     /// Follow what [`Store::publish`] tells from the other instances; `None` where only this
     /// process changes the database. The feed ends when the receiver is dropped.
     fn changes(&self) -> Option<ChangeFeed>;
+}
 
+/// Components and maintenance windows with their steps and timelines.
+#[async_trait]
+pub trait Windows: Send + Sync {
     async fn create_component(&self, new: &NewComponent, now: Timestamp) -> StoreResult<Component>;
     async fn list_components(&self) -> StoreResult<Vec<Component>>;
 
@@ -171,6 +191,15 @@ pub trait Store: Outbox + Rollouts + Send + Sync + 'static {
         limit: Option<i64>,
     ) -> StoreResult<Vec<Update>>;
 
+    /// Change a component's name, description and group.
+    async fn update_component(&self, c: &Component) -> StoreResult<()>;
+    /// Swap the places of two components in the order.
+    async fn swap_components(&self, a: &Component, b: &Component) -> StoreResult<()>;
+}
+
+/// API tokens, users, web sessions, sign-in state shared by instances, and the audit log.
+#[async_trait]
+pub trait Accounts: Send + Sync {
     /// Store a new token by the hash of its secret.
     async fn insert_token(
         &self,
@@ -228,10 +257,6 @@ pub trait Store: Outbox + Rollouts + Send + Sync + 'static {
     async fn delete_session(&self, id_hash: &str) -> StoreResult<()>;
     async fn delete_expired_sessions(&self, now: Timestamp) -> StoreResult<u64>;
 
-    /// Change a component's name, description and group.
-    async fn update_component(&self, c: &Component) -> StoreResult<()>;
-    /// Swap the places of two components in the order.
-    async fn swap_components(&self, a: &Component, b: &Component) -> StoreResult<()>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
     /// Remove a user (and so their sessions), unless that would leave no admin.
     async fn delete_user(&self, name: &str) -> StoreResult<AccountChange>;
@@ -239,6 +264,23 @@ pub trait Store: Outbox + Rollouts + Send + Sync + 'static {
     async fn set_password_hash(&self, name: &str, hash: &str) -> StoreResult<AccountChange>;
     /// A new role, unless that would leave no admin; the user's sessions end.
     async fn set_role(&self, name: &str, role: Role) -> StoreResult<AccountChange>;
+
+    /// The first-run setup code: the one stored, or `candidate` (stored now) if there is none,
+    /// so instances starting together agree on one.
+    async fn setup_code(&self, candidate: &str, now: Timestamp) -> StoreResult<String>;
+    /// Forget the setup code (someone can sign in).
+    async fn clear_setup_code(&self) -> StoreResult<()>;
+    /// Apply `rule` to the sign-in counters under `keys` as one step no other caller, on any
+    /// instance, can interleave with: it sees them in the order of `keys` as stored (a new
+    /// one at zero since `now_ms`) and only what it accepts is written.
+    async fn count_attempts(
+        &self,
+        keys: &[String],
+        now_ms: i64,
+        rule: &AttemptRule<'_>,
+    ) -> StoreResult<Result<(), std::time::Duration>>;
+    /// Drop the counters started before `before_ms`, passing over any being counted.
+    async fn forget_attempts(&self, before_ms: i64) -> StoreResult<u64>;
 }
 
 /// Channels and the delivery outbox. Workers claim a delivery with a short lease, send it

@@ -1,10 +1,10 @@
 //! Admin UI sign-in: session cookies, the signed-in user as an extractor, CSRF checks for every
 //! state-changing form, and login throttling per account and per client address.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
@@ -15,6 +15,8 @@ use super::AppState;
 use super::error::AppError;
 use crate::domain::{Role, User};
 use crate::service::SESSION_LIFETIME;
+use crate::store::{Attempts, Store};
+use sha2::{Digest, Sha256};
 
 pub const COOKIE: &str = "herald_session";
 /// Behind https the cookie carries the `__Host-` prefix: browsers then accept it only when
@@ -292,121 +294,169 @@ pub enum Scope {
     Setup,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
-    /// One account from one address: the limit a guesser hits.
-    Pair(Scope, String, Option<IpAddr>),
-    /// One address, any account: a spray from one place.
-    Address(Scope, Option<IpAddr>),
-    /// One account, any address: slowed down past its cap, never locked, so nobody can keep
-    /// the admin out by guessing from elsewhere.
-    Account(Scope, String),
-}
-
-struct Count {
-    n: u32,
-    since: Instant,
-    last: Instant,
-}
-
-/// Sign-in attempts within a window. An attempt is counted *before* its password is checked
-/// (one lock for the check and the count), so a burst of concurrent attempts checks at most
-/// the limit's worth of passwords; a success takes its attempt back.
+/// Sign-in attempts within a window, counted in the database so that every instance on it
+/// throttles as one. An attempt is counted *before* its password is checked (the check and
+/// the count are one step), so a burst of concurrent attempts checks at most the limit's
+/// worth of passwords, however the burst is spread over instances; a success takes its
+/// attempt back.
 pub struct LoginThrottle {
-    counts: Mutex<HashMap<Key, Count>>,
+    store: Arc<dyn Store>,
     window: Duration,
-    per_pair: u32,
-    per_address: u32,
+    per_pair: i64,
+    per_address: i64,
     /// Past this many failures on one account from anywhere, each further attempt waits a
     /// growing delay (1 s, 2 s, 4 s … up to a minute) after the one before.
-    account_slowdown: u32,
+    account_slowdown: i64,
+    /// When counters past the window were last dropped (unix ms).
+    swept_ms: AtomicI64,
 }
 
-impl Default for LoginThrottle {
-    fn default() -> Self {
+/// How often old counters are dropped.
+const SWEEP_MS: i64 = 60_000;
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+impl LoginThrottle {
+    pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
-            counts: Mutex::new(HashMap::new()),
+            store,
             window: Duration::from_secs(15 * 60),
             per_pair: 5,
             per_address: 20,
             account_slowdown: 20,
+            swept_ms: AtomicI64::new(0),
         }
     }
-}
 
-fn account(name: &str) -> String {
-    name.trim().to_lowercase()
-}
-
-impl LoginThrottle {
-    fn keys(scope: Scope, name: &str, ip: Option<IpAddr>) -> [Key; 3] {
-        [
-            Key::Pair(scope, account(name), ip),
-            Key::Address(scope, ip),
-            Key::Account(scope, account(name)),
+    /// The three counters an attempt counts against: one account from one address (the limit
+    /// a guesser hits), one address with any account (a spray from one place), and one
+    /// account from any address (slowed down past its cap, never locked, so nobody can keep
+    /// the admin out by guessing from elsewhere). The typed name is hashed: it may be a
+    /// password typed into the wrong field, and it has no length limit.
+    fn keys(scope: Scope, name: &str, ip: Option<IpAddr>) -> Vec<String> {
+        let scope = match scope {
+            Scope::Login => "login",
+            Scope::Setup => "setup",
+        };
+        let account: String = Sha256::digest(name.trim().to_lowercase().as_bytes())
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let ip = ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+        vec![
+            format!("{scope} pair {ip} {account}"),
+            format!("{scope} address {ip}"),
+            format!("{scope} account {account}"),
         ]
+    }
+
+    fn window_ms(&self) -> i64 {
+        self.window.as_millis() as i64
     }
 
     /// Count an attempt, or say how long to wait when it is over a limit (then nothing is
     /// counted and no password may be checked).
-    pub fn begin(&self, scope: Scope, name: &str, ip: Option<IpAddr>) -> Result<(), Duration> {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        counts.retain(|_, c| c.since.elapsed() < self.window);
-        let [pair, address, whole] = Self::keys(scope, name, ip);
-        let wait_out = |c: Option<&Count>, limit: u32| {
-            c.filter(|c| c.n >= limit)
-                .map(|c| self.window.saturating_sub(c.since.elapsed()))
-        };
-        if let Some(wait) = wait_out(counts.get(&pair), self.per_pair)
-            .into_iter()
-            .chain(wait_out(counts.get(&address), self.per_address))
-            .max()
-        {
-            return Err(wait);
-        }
-        if let Some(c) = counts.get(&whole)
-            && c.n >= self.account_slowdown
-        {
-            let over = (c.n - self.account_slowdown).min(6);
-            let delay = Duration::from_secs(1 << over).min(Duration::from_secs(60));
-            let since_last = c.last.elapsed();
-            if since_last < delay {
-                return Err(delay - since_last);
+    pub async fn begin(
+        &self,
+        scope: Scope,
+        name: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<Result<(), Duration>, AppError> {
+        let now = now_ms();
+        self.sweep(now).await;
+        let window = self.window_ms();
+        let rule = |counts: &mut [Attempts]| {
+            for c in counts.iter_mut() {
+                if c.since_ms <= now - window || c.n == 0 {
+                    // Past the window (or taken back to nothing): a fresh count.
+                    c.n = 0;
+                    c.since_ms = now;
+                }
             }
-        }
-        let now = Instant::now();
-        for key in [pair, address, whole] {
-            let c = counts.entry(key).or_insert(Count {
-                n: 0,
-                since: now,
-                last: now,
-            });
-            c.n += 1;
-            c.last = now;
-        }
-        Ok(())
+            let wait_out = |c: &Attempts, limit: i64| {
+                (c.n >= limit)
+                    .then(|| Duration::from_millis((c.since_ms + window - now).max(0) as u64))
+            };
+            let [pair, address, account] = counts else {
+                // Not the three counters asked for: refuse rather than guess.
+                return Err(self.window);
+            };
+            if let Some(wait) = wait_out(pair, self.per_pair)
+                .into_iter()
+                .chain(wait_out(address, self.per_address))
+                .max()
+            {
+                return Err(wait);
+            }
+            if account.n >= self.account_slowdown {
+                let over = (account.n - self.account_slowdown).min(6);
+                let delay = (1000i64 << over).min(60_000);
+                let since_last = now - account.last_ms;
+                if since_last < delay {
+                    return Err(Duration::from_millis((delay - since_last) as u64));
+                }
+            }
+            for c in counts.iter_mut() {
+                c.n += 1;
+                c.last_ms = now;
+            }
+            Ok(())
+        };
+        Ok(self
+            .store
+            .count_attempts(&Self::keys(scope, name, ip), now, &rule)
+            .await?)
     }
 
     /// The attempt begun for `name` from `ip` never had its password checked (no slot was
     /// free): it does not count.
-    pub fn cancel(&self, scope: Scope, name: &str, ip: Option<IpAddr>) {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        for key in Self::keys(scope, name, ip) {
-            if let Some(c) = counts.get_mut(&key) {
-                c.n = c.n.saturating_sub(1);
+    pub async fn cancel(&self, scope: Scope, name: &str, ip: Option<IpAddr>) {
+        self.take_back(scope, name, ip, false).await
+    }
+
+    /// The attempt begun for `name` from `ip` was right: it was no failure, and that account
+    /// from that address starts afresh.
+    pub async fn succeeded(&self, scope: Scope, name: &str, ip: Option<IpAddr>) {
+        self.take_back(scope, name, ip, true).await
+    }
+
+    async fn take_back(&self, scope: Scope, name: &str, ip: Option<IpAddr>, clear_pair: bool) {
+        let rule = |counts: &mut [Attempts]| {
+            for (i, c) in counts.iter_mut().enumerate() {
+                c.n = if clear_pair && i == 0 {
+                    0
+                } else {
+                    (c.n - 1).max(0)
+                };
             }
+            Ok(())
+        };
+        // Taking back is a kindness, not a safeguard: a failure only leaves a count too high.
+        if let Err(e) = self
+            .store
+            .count_attempts(&Self::keys(scope, name, ip), now_ms(), &rule)
+            .await
+        {
+            tracing::warn!(error = %e, "could not take back a sign-in attempt");
         }
     }
 
-    /// The attempt begun for `name` from `ip` was right: it was no failure.
-    pub fn succeeded(&self, scope: Scope, name: &str, ip: Option<IpAddr>) {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let [pair, address, whole] = Self::keys(scope, name, ip);
-        counts.remove(&pair);
-        for key in [address, whole] {
-            if let Some(c) = counts.get_mut(&key) {
-                c.n = c.n.saturating_sub(1);
-            }
+    /// Drop counters past the window, at most once a minute per instance.
+    async fn sweep(&self, now: i64) {
+        let last = self.swept_ms.load(Ordering::Relaxed);
+        if now - last < SWEEP_MS
+            || self
+                .swept_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        if let Err(e) = self.store.forget_attempts(now - self.window_ms()).await {
+            tracing::warn!(error = %e, "could not drop old sign-in counters");
         }
     }
 }
@@ -419,35 +469,65 @@ mod tests {
         Some(IpAddr::from([192, 0, 2, last]))
     }
 
-    #[test]
-    fn a_guesser_is_stopped_without_locking_the_owner_out() {
-        let t = LoginThrottle::default();
+    async fn throttle() -> LoginThrottle {
+        let store = crate::store::SqlStore::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        LoginThrottle::new(Arc::new(store))
+    }
+
+    async fn allowed(t: &LoginThrottle, scope: Scope, name: &str, ip: Option<IpAddr>) -> bool {
+        t.begin(scope, name, ip).await.unwrap().is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_guesser_is_stopped_without_locking_the_owner_out() {
+        let t = throttle().await;
         for _ in 0..5 {
-            t.begin(Scope::Login, "alice", ip(1)).unwrap();
+            assert!(allowed(&t, Scope::Login, "alice", ip(1)).await);
         }
         assert!(
-            t.begin(Scope::Login, "alice", ip(1)).is_err(),
+            !allowed(&t, Scope::Login, "alice", ip(1)).await,
             "the pair is over its limit"
         );
         // The owner, elsewhere, is not locked out.
-        t.begin(Scope::Login, "Alice ", ip(2)).unwrap();
-        t.succeeded(Scope::Login, "alice", ip(2));
+        assert!(allowed(&t, Scope::Login, "Alice ", ip(2)).await);
+        t.succeeded(Scope::Login, "alice", ip(2)).await;
         // The setup code's counters are its own.
-        t.begin(Scope::Setup, "alice", ip(1)).unwrap();
+        assert!(allowed(&t, Scope::Setup, "alice", ip(1)).await);
     }
 
-    #[test]
-    fn many_addresses_slow_an_account_down_instead_of_locking_it() {
-        let t = LoginThrottle::default();
+    #[tokio::test]
+    async fn a_cancelled_attempt_does_not_count() {
+        let t = throttle().await;
+        for _ in 0..20 {
+            assert!(allowed(&t, Scope::Login, "bob", ip(3)).await);
+            t.cancel(Scope::Login, "bob", ip(3)).await;
+        }
+        assert!(allowed(&t, Scope::Login, "bob", ip(3)).await);
+    }
+
+    #[tokio::test]
+    async fn many_addresses_slow_an_account_down_instead_of_locking_it() {
+        let t = throttle().await;
         for i in 0..20 {
-            t.begin(Scope::Login, "admin", ip(i)).unwrap();
+            assert!(allowed(&t, Scope::Login, "admin", ip(i)).await);
         }
         // Past the cap: the next attempt right away must wait; it is not refused for 15 min.
-        let wait = t.begin(Scope::Login, "admin", ip(100)).unwrap_err();
+        let wait = t
+            .begin(Scope::Login, "admin", ip(100))
+            .await
+            .unwrap()
+            .unwrap_err();
         assert!(wait <= Duration::from_secs(1), "{wait:?}");
-        std::thread::sleep(wait + Duration::from_millis(20));
-        t.begin(Scope::Login, "admin", ip(101)).unwrap();
-        let wait = t.begin(Scope::Login, "admin", ip(102)).unwrap_err();
+        tokio::time::sleep(wait + Duration::from_millis(20)).await;
+        assert!(allowed(&t, Scope::Login, "admin", ip(101)).await);
+        let wait = t
+            .begin(Scope::Login, "admin", ip(102))
+            .await
+            .unwrap()
+            .unwrap_err();
         assert!(
             wait > Duration::from_millis(1000) && wait <= Duration::from_secs(2),
             "{wait:?}"
@@ -582,13 +662,13 @@ mod tests {
         assert!(all.contains("192.0.2.1".parse().unwrap()));
     }
 
-    #[test]
-    fn one_address_spraying_accounts_is_stopped() {
-        let t = LoginThrottle::default();
+    #[tokio::test]
+    async fn one_address_spraying_accounts_is_stopped() {
+        let t = throttle().await;
         for i in 0..20 {
-            t.begin(Scope::Login, &format!("user{i}"), ip(7)).unwrap();
+            assert!(allowed(&t, Scope::Login, &format!("user{i}"), ip(7)).await);
         }
-        assert!(t.begin(Scope::Login, "user99", ip(7)).is_err());
-        t.begin(Scope::Login, "user99", ip(8)).unwrap();
+        assert!(!allowed(&t, Scope::Login, "user99", ip(7)).await);
+        assert!(allowed(&t, Scope::Login, "user99", ip(8)).await);
     }
 }

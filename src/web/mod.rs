@@ -74,6 +74,7 @@ impl AppState {
         setup_code: Option<crate::config::Secret>,
     ) -> Self {
         Self(Arc::new(Inner {
+            logins: auth::LoginThrottle::new(service.store().clone()),
             setup_code,
             service,
             site: view::Site::from_settings(&settings),
@@ -81,7 +82,6 @@ impl AppState {
             pages: cache::PageCache::new(PAGE_MAX_AGE),
             draining: Arc::new(AtomicBool::new(false)),
             metrics: crate::telemetry::metrics_handle(),
-            logins: auth::LoginThrottle::default(),
         }))
     }
 

@@ -263,6 +263,15 @@ pub fn form_body(pairs: &[(&str, &str)]) -> String {
         .join("&")
 }
 
+/// The CSRF token a signed-in page's forms carry.
+pub fn csrf_in(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_else(|| panic!("no CSRF token in {page}"))
+        .to_owned()
+}
+
 /// A signed-in browser: its session cookie and the CSRF token its pages carry.
 pub struct Browser {
     pub cookie: String,
@@ -326,13 +335,10 @@ impl TestApp {
             .unwrap()
             .to_owned();
         let page = self.get_as("/admin", &cookie).await.text();
-        let csrf = page
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-            .unwrap()
-            .to_owned();
-        Browser { cookie, csrf }
+        Browser {
+            cookie,
+            csrf: csrf_in(&page),
+        }
     }
 }
 

@@ -27,6 +27,8 @@ const TABLES: &[(&str, &str)] = &[
     ("deliveries", "id"),
     ("channel_threads", "channel_id, maintenance_id"),
     ("rollout_threads", "channel_id, rollout_id"),
+    ("login_attempts", "attempt_key"),
+    ("setup_code", "id"),
 ];
 
 /// A rollout names the one rolling it back, which comes later: that column is filled in once

@@ -6,7 +6,8 @@ use jiff::Timestamp;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{SqlStore, flag, opt_ts, parse, secs, ts, update_from};
+use super::windows::update_from;
+use super::{SqlStore, flag, opt_ts, parse, secs, ts};
 use crate::domain::{
     Channel, ChannelKind, ChannelSecret, ChannelSource, Delivery, DeliveryState, NewChannel,
     NewDelivery, Subject, Thread, Update, UpdateKind, join_kinds, parse_kinds,

@@ -1,6 +1,5 @@
 //! SQLite: one file in WAL mode with foreign keys on, for one Herald instance.
 
-use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -21,7 +20,11 @@ pub(super) async fn connect(url: &str) -> StoreResult<AnyPool> {
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(5));
     let filename = options.get_filename();
-    let in_memory = filename.as_os_str().is_empty() || filename == Path::new(":memory:");
+    // sqlx names an in-memory database `file:sqlx-in-memory-N`, so ask the URL, not the name.
+    let (database, query) = url.split_once('?').unwrap_or((url, ""));
+    let in_memory = database.ends_with(":memory:")
+        || query.split('&').any(|p| p == "mode=memory")
+        || filename.as_os_str().is_empty();
     if !in_memory
         && let Some(dir) = filename.parent()
         && !dir.as_os_str().is_empty()

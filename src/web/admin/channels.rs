@@ -392,7 +392,7 @@ pub async fn test_channel(
         "Test message from {} ({}): announcements will arrive here.",
         state.settings.site_name, state.settings.public_url
     );
-    let outcome = match sender_for(&channel, &settings, &state.service) {
+    let outcome = match sender_for(&channel, &settings, state.service.store()) {
         Ok(sender) => sender.test(&text).await,
         Err(e) => Err(e),
     };

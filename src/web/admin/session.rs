@@ -90,7 +90,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
         )
     };
     let throttle: &LoginThrottle = &state.logins;
-    if let Err(wait) = throttle.begin(Scope::Login, &form.name, ip) {
+    if let Err(wait) = throttle.begin(Scope::Login, &form.name, ip).await? {
         return again(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -101,7 +101,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
     }
     let checked = match state.service.verify_user(&form.name, &form.password).await {
         Err(ServiceError::Busy(why)) => {
-            throttle.cancel(Scope::Login, &form.name, ip);
+            throttle.cancel(Scope::Login, &form.name, ip).await;
             return again(StatusCode::TOO_MANY_REQUESTS, format!("{why}."));
         }
         other => other?,
@@ -112,7 +112,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
             "Wrong name or password.".to_owned(),
         ),
         Some(user) => {
-            throttle.succeeded(Scope::Login, &form.name, ip);
+            throttle.succeeded(Scope::Login, &form.name, ip).await;
             signed_in_at(&state, user, &next).await
         }
     }
@@ -180,7 +180,7 @@ pub async fn setup(State(state): State<AppState>, request: Request) -> Result<Re
             },
         )
     };
-    if let Err(wait) = state.logins.begin(Scope::Setup, "", ip) {
+    if let Err(wait) = state.logins.begin(Scope::Setup, "", ip).await? {
         return again(
             StatusCode::TOO_MANY_REQUESTS,
             format!("Too many wrong codes. Try again {}.", auth::wait_text(wait)),

@@ -1,0 +1,429 @@
+//! Accounts: API tokens, users, web sessions and the audit log.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::{SqlStore, opt_ts, parse, secs, ts};
+use crate::domain::{ApiToken, AuditEntry, Role, User};
+use crate::store::{AccountChange, Accounts, AttemptRule, Attempts, StoreError, StoreResult};
+
+fn token_from(row: &AnyRow) -> StoreResult<ApiToken> {
+    let role: String = row.try_get("role")?;
+    Ok(ApiToken {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: parse(&role, "role", Role::parse)?,
+        prefix: row.try_get("prefix")?,
+        created_by: row.try_get("created_by")?,
+        created_at: ts(row.try_get("created_at")?)?,
+        last_used_at: opt_ts(row.try_get("last_used_at")?)?,
+        revoked_at: opt_ts(row.try_get("revoked_at")?)?,
+    })
+}
+
+fn user_from(row: &AnyRow) -> StoreResult<User> {
+    let role: String = row.try_get("role")?;
+    Ok(User {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: parse(&role, "role", Role::parse)?,
+        created_at: ts(row.try_get("created_at")?)?,
+    })
+}
+
+const TOKEN_COLUMNS: &str =
+    "id, name, role, prefix, created_by, created_at, last_used_at, revoked_at";
+
+/// Why an account statement changed `rows` rows: done, no such user, or the last admin.
+async fn account_outcome(
+    tx: &mut Transaction<'_, Any>,
+    name: &str,
+    rows: u64,
+) -> StoreResult<AccountChange> {
+    if rows == 1 {
+        return Ok(AccountChange::Done);
+    }
+    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(match exists {
+        Some(_) => AccountChange::LastAdmin,
+        None => AccountChange::NoSuchUser,
+    })
+}
+
+async fn end_sessions(tx: &mut Transaction<'_, Any>, name: &str) -> StoreResult<()> {
+    sqlx::query("DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE name = $1)")
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Accounts for SqlStore {
+    async fn insert_token(
+        &self,
+        name: &str,
+        role: Role,
+        token_hash: &str,
+        prefix: &str,
+        created_by: &str,
+        now: Timestamp,
+    ) -> StoreResult<ApiToken> {
+        let row = sqlx::query(&format!(
+            "INSERT INTO api_tokens (name, role, token_hash, prefix, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(name)
+        .bind(role.as_str())
+        .bind(token_hash)
+        .bind(prefix)
+        .bind(created_by)
+        .bind(secs(now))
+        .fetch_one(&self.pool)
+        .await?;
+        token_from(&row)
+    }
+
+    async fn token_by_hash(&self, token_hash: &str) -> StoreResult<Option<ApiToken>> {
+        sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = $1"
+        ))
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(token_from)
+        .transpose()
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<ApiToken>> {
+        sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY revoked_at IS NOT NULL, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(token_from)
+        .collect()
+    }
+
+    async fn revoke_token(&self, id: i64, now: Timestamp) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(secs(now))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn touch_token(&self, id: i64, now: Timestamp) -> StoreResult<()> {
+        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(secs(now))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_user(
+        &self,
+        name: &str,
+        password_hash: &str,
+        role: Role,
+        now: Timestamp,
+    ) -> StoreResult<User> {
+        let row = sqlx::query(
+            "INSERT INTO users (name, password_hash, role, created_at) VALUES ($1, $2, $3, $4) \
+             RETURNING id, name, role, created_at",
+        )
+        .bind(name)
+        .bind(password_hash)
+        .bind(role.as_str())
+        .bind(secs(now))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Duplicate("a user with this name")
+            }
+            _ => StoreError::Database(e),
+        })?;
+        user_from(&row)
+    }
+
+    async fn count_users(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn user_by_name(&self, name: &str) -> StoreResult<Option<(User, String)>> {
+        let Some(row) = sqlx::query(
+            "SELECT id, name, role, created_at, password_hash FROM users WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((user_from(&row)?, row.try_get("password_hash")?)))
+    }
+
+    async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: Option<&str>,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (actor, action, target, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .bind(secs(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_audit(
+        &self,
+        limit: i64,
+        actor: Option<&str>,
+        target: Option<&str>,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        sqlx::query(
+            "SELECT id, actor, action, target, created_at FROM audit_log \
+             WHERE ($2 IS NULL OR actor = $2) \
+               AND ($3 IS NULL OR target = $3 OR target LIKE $3 || ' %' OR target LIKE $3 || ':%') \
+             ORDER BY created_at DESC, id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .bind(actor)
+        .bind(target)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(AuditEntry {
+                id: row.try_get("id")?,
+                actor: row.try_get("actor")?,
+                action: row.try_get("action")?,
+                target: row.try_get("target")?,
+                created_at: ts(row.try_get("created_at")?)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn insert_session(
+        &self,
+        id_hash: &str,
+        user_id: i64,
+        csrf: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, user_id, csrf, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id_hash)
+        .bind(user_id)
+        .bind(csrf)
+        .bind(secs(now))
+        .bind(secs(expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, id_hash: &str, now: Timestamp) -> StoreResult<Option<(User, String)>> {
+        let Some(row) = sqlx::query(
+            "SELECT u.id, u.name, u.role, u.created_at, s.csrf FROM sessions s \
+             JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1 AND s.expires_at > $2",
+        )
+        .bind(id_hash)
+        .bind(secs(now))
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((user_from(&row)?, row.try_get("csrf")?)))
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_expired_sessions(&self, now: Timestamp) -> StoreResult<u64> {
+        Ok(sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(secs(now))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        sqlx::query("SELECT id, name, role, created_at FROM users ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(user_from)
+            .collect()
+    }
+
+    async fn delete_user(&self, name: &str) -> StoreResult<AccountChange> {
+        let mut tx = self.pool.begin().await?;
+        // The check and the change in one statement: two admins removing each other at once
+        // cannot both succeed.
+        let done = sqlx::query(
+            "DELETE FROM users WHERE name = $1 AND (role <> 'admin' \
+             OR (SELECT COUNT(*) FROM users WHERE role = 'admin') > 1)",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        let outcome = account_outcome(&mut tx, name, done.rows_affected()).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn set_password_hash(&self, name: &str, hash: &str) -> StoreResult<AccountChange> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
+            .bind(hash)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        end_sessions(&mut tx, name).await?;
+        let outcome = account_outcome(&mut tx, name, done.rows_affected()).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn set_role(&self, name: &str, role: Role) -> StoreResult<AccountChange> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET role = $1 WHERE name = $2 AND ($1 = 'admin' OR role <> 'admin' \
+             OR (SELECT COUNT(*) FROM users WHERE role = 'admin') > 1)",
+        )
+        .bind(role.as_str())
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            end_sessions(&mut tx, name).await?;
+        }
+        let outcome = account_outcome(&mut tx, name, done.rows_affected()).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn setup_code(&self, candidate: &str, now: Timestamp) -> StoreResult<String> {
+        sqlx::query(
+            "INSERT INTO setup_code (id, code, created_at) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(candidate)
+        .bind(secs(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT code FROM setup_code WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn clear_setup_code(&self) -> StoreResult<()> {
+        sqlx::query("DELETE FROM setup_code")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn count_attempts(
+        &self,
+        keys: &[String],
+        now_ms: i64,
+        rule: &AttemptRule<'_>,
+    ) -> StoreResult<Result<(), Duration>> {
+        let mut tx = self.pool.begin().await?;
+        // Every caller takes its rows in one order (sorted keys), so none waits on another
+        // that waits on it. The upsert changes nothing but makes a missing row and, on
+        // PostgreSQL, locks the row until commit; on SQLite the first write takes the
+        // database's write lock for the whole transaction.
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
+        let mut found: Vec<Option<Attempts>> = vec![None; keys.len()];
+        for i in order {
+            let row = sqlx::query(
+                "INSERT INTO login_attempts (attempt_key, n, since_ms, last_ms) \
+                 VALUES ($1, 0, $2, $2) \
+                 ON CONFLICT (attempt_key) DO UPDATE SET n = login_attempts.n \
+                 RETURNING n, since_ms, last_ms",
+            )
+            .bind(&keys[i])
+            .bind(now_ms)
+            .fetch_one(&mut *tx)
+            .await?;
+            found[i] = Some(Attempts {
+                key: keys[i].clone(),
+                n: row.try_get("n")?,
+                since_ms: row.try_get("since_ms")?,
+                last_ms: row.try_get("last_ms")?,
+            });
+        }
+        let before: Vec<Attempts> = found.into_iter().flatten().collect();
+        let mut counts = before.clone();
+        let verdict = rule(&mut counts);
+        if verdict.is_ok() {
+            for (c, was) in counts.iter().zip(&before) {
+                if c != was {
+                    sqlx::query(
+                        "UPDATE login_attempts SET n = $1, since_ms = $2, last_ms = $3 \
+                         WHERE attempt_key = $4",
+                    )
+                    .bind(c.n)
+                    .bind(c.since_ms)
+                    .bind(c.last_ms)
+                    .bind(&c.key)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(verdict)
+    }
+
+    async fn forget_attempts(&self, before_ms: i64) -> StoreResult<u64> {
+        Ok(sqlx::query(&format!(
+            "DELETE FROM login_attempts WHERE attempt_key IN \
+             (SELECT attempt_key FROM login_attempts WHERE since_ms < $1{})",
+            self.backend.skip_locked("login_attempts")
+        ))
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+}
