@@ -35,6 +35,31 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+impl StoreError {
+    /// The database could not be reached or is not taking work right now (no connection within
+    /// the pool's wait, a connection lost, a server shutting down or starting, SQLite's lock
+    /// held past the busy timeout): worth trying again shortly, unlike a broken rule.
+    pub fn is_unavailable(&self) -> bool {
+        let Self::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                // PostgreSQL: connection exceptions (08…), admin/crash shutdown and "cannot
+                // connect now" (57P01–57P03). SQLite: SQLITE_BUSY and its extended codes.
+                code.starts_with("08")
+                    || matches!(&*code, "57P01" | "57P02" | "57P03" | "5" | "261" | "517")
+            }),
+            _ => false,
+        }
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// A window as listed in history: no steps or components loaded, counts instead.
@@ -75,8 +100,9 @@ pub struct RolloutSummary {
 
 /// What an account change came to.
 /// One counter of the sign-in throttle, as [`Accounts::count_attempts`] hands it to a rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Attempts {
+    #[sqlx(rename = "attempt_key")]
     pub key: String,
     /// Attempts counted since `since_ms`.
     pub n: i64,

@@ -5,34 +5,94 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, FromRow, Row, Transaction};
 
 use super::{SqlStore, opt_ts, parse, secs, ts};
 use crate::domain::{ApiToken, AuditEntry, Role, User};
 use crate::store::{AccountChange, Accounts, AttemptRule, Attempts, StoreError, StoreResult};
 
+/// An `api_tokens` row as selected by [`TOKEN_COLUMNS`] (never the hash).
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: i64,
+    name: String,
+    role: String,
+    prefix: String,
+    created_by: String,
+    created_at: i64,
+    last_used_at: Option<i64>,
+    revoked_at: Option<i64>,
+}
+
+impl TryFrom<TokenRow> for ApiToken {
+    type Error = StoreError;
+
+    fn try_from(r: TokenRow) -> StoreResult<Self> {
+        Ok(Self {
+            id: r.id,
+            name: r.name,
+            role: parse(&r.role, "role", Role::parse)?,
+            prefix: r.prefix,
+            created_by: r.created_by,
+            created_at: ts(r.created_at)?,
+            last_used_at: opt_ts(r.last_used_at)?,
+            revoked_at: opt_ts(r.revoked_at)?,
+        })
+    }
+}
+
 fn token_from(row: &AnyRow) -> StoreResult<ApiToken> {
-    let role: String = row.try_get("role")?;
-    Ok(ApiToken {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        role: parse(&role, "role", Role::parse)?,
-        prefix: row.try_get("prefix")?,
-        created_by: row.try_get("created_by")?,
-        created_at: ts(row.try_get("created_at")?)?,
-        last_used_at: opt_ts(row.try_get("last_used_at")?)?,
-        revoked_at: opt_ts(row.try_get("revoked_at")?)?,
-    })
+    TokenRow::from_row(row)?.try_into()
+}
+
+/// A `users` row (`id, name, role, created_at`; the password hash is read only to check it).
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: i64,
+    name: String,
+    role: String,
+    created_at: i64,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = StoreError;
+
+    fn try_from(r: UserRow) -> StoreResult<Self> {
+        Ok(Self {
+            id: r.id,
+            name: r.name,
+            role: parse(&r.role, "role", Role::parse)?,
+            created_at: ts(r.created_at)?,
+        })
+    }
 }
 
 fn user_from(row: &AnyRow) -> StoreResult<User> {
-    let role: String = row.try_get("role")?;
-    Ok(User {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        role: parse(&role, "role", Role::parse)?,
-        created_at: ts(row.try_get("created_at")?)?,
-    })
+    UserRow::from_row(row)?.try_into()
+}
+
+/// An `audit_log` row.
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    id: i64,
+    actor: String,
+    action: String,
+    target: Option<String>,
+    created_at: i64,
+}
+
+impl TryFrom<AuditRow> for AuditEntry {
+    type Error = StoreError;
+
+    fn try_from(r: AuditRow) -> StoreResult<Self> {
+        Ok(Self {
+            id: r.id,
+            actor: r.actor,
+            action: r.action,
+            target: r.target,
+            created_at: ts(r.created_at)?,
+        })
+    }
 }
 
 const TOKEN_COLUMNS: &str =
@@ -216,15 +276,7 @@ impl Accounts for SqlStore {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|row| {
-            Ok(AuditEntry {
-                id: row.try_get("id")?,
-                actor: row.try_get("actor")?,
-                action: row.try_get("action")?,
-                target: row.try_get("target")?,
-                created_at: ts(row.try_get("created_at")?)?,
-            })
-        })
+        .map(|row| AuditRow::from_row(row)?.try_into())
         .collect()
     }
 
@@ -375,22 +427,18 @@ impl Accounts for SqlStore {
         order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
         let mut found: Vec<Option<Attempts>> = vec![None; keys.len()];
         for i in order {
-            let row = sqlx::query(
-                "INSERT INTO login_attempts (attempt_key, n, since_ms, last_ms) \
-                 VALUES ($1, 0, $2, $2) \
-                 ON CONFLICT (attempt_key) DO UPDATE SET n = login_attempts.n \
-                 RETURNING n, since_ms, last_ms",
-            )
-            .bind(&keys[i])
-            .bind(now_ms)
-            .fetch_one(&mut *tx)
-            .await?;
-            found[i] = Some(Attempts {
-                key: keys[i].clone(),
-                n: row.try_get("n")?,
-                since_ms: row.try_get("since_ms")?,
-                last_ms: row.try_get("last_ms")?,
-            });
+            found[i] = Some(
+                sqlx::query_as::<_, Attempts>(
+                    "INSERT INTO login_attempts (attempt_key, n, since_ms, last_ms) \
+                     VALUES ($1, 0, $2, $2) \
+                     ON CONFLICT (attempt_key) DO UPDATE SET n = login_attempts.n \
+                     RETURNING attempt_key, n, since_ms, last_ms",
+                )
+                .bind(&keys[i])
+                .bind(now_ms)
+                .fetch_one(&mut *tx)
+                .await?,
+            );
         }
         let before: Vec<Attempts> = found.into_iter().flatten().collect();
         let mut counts = before.clone();

@@ -3,12 +3,15 @@
 //! counter a 64-bit integer, so the same SQL with `$n` placeholders runs on both; what is not
 //! portable (connecting, migrations, claiming a delivery, change notices) lives in the
 //! backend's own module, `sqlite.rs` or `postgres.rs`.
+//!
+//! Each aggregate's file reads rows into plain structs (`sqlx::FromRow`, the columns as
+//! stored: seconds, 0/1 flags (the Any driver has no booleans for SQLite), enum names, JSON
+//! text) and turns them into domain types with `TryFrom`, which is where a value no domain
+//! type can hold becomes [`StoreError::Corrupt`] rather than a panic.
 
 use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::AnyPool;
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use super::{Change, ChangeFeed, Store, StoreError, StoreResult};
 
@@ -97,11 +100,6 @@ fn secs(t: Timestamp) -> i64 {
 
 fn opt_secs(t: Option<Timestamp>) -> Option<i64> {
     t.map(secs)
-}
-
-/// A flag as stored: 0 or 1 (sqlx's Any driver has no booleans for SQLite).
-fn flag(row: &AnyRow, column: &str) -> StoreResult<bool> {
-    Ok(row.try_get::<i64, _>(column)? != 0)
 }
 
 fn parse<T>(value: &str, what: &str, f: impl Fn(&str) -> Option<T>) -> StoreResult<T> {

@@ -4,10 +4,10 @@
 use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, FromRow, Row, Transaction};
 
 use super::windows::update_from;
-use super::{SqlStore, flag, opt_ts, parse, secs, ts};
+use super::{SqlStore, opt_ts, parse, secs, ts};
 use crate::domain::{
     Channel, ChannelKind, ChannelSecret, ChannelSource, Delivery, DeliveryState, NewChannel,
     NewDelivery, Subject, Thread, Update, UpdateKind, join_kinds, parse_kinds,
@@ -29,63 +29,110 @@ const EARLIER_UNSENT: &str = "EXISTS (SELECT 1 FROM deliveries e \
          OR (d.rollout_id IS NOT NULL AND e.rollout_id = d.rollout_id)) \
        AND e.id < d.id AND e.state IN ('pending', 'failed') AND e.kind <> 'rollout_refresh')";
 
+/// A `channels` row as selected by [`CHANNEL_COLUMNS`]; lists are stored comma-separated.
+#[derive(sqlx::FromRow)]
+struct ChannelRow {
+    id: i64,
+    name: String,
+    kind: String,
+    target: String,
+    secret: String,
+    api_url: Option<String>,
+    events: String,
+    milestones: String,
+    mention_role: Option<String>,
+    langs: String,
+    enabled: i64,
+    source: String,
+}
+
+impl TryFrom<ChannelRow> for Channel {
+    type Error = StoreError;
+
+    fn try_from(r: ChannelRow) -> StoreResult<Self> {
+        Ok(Self {
+            id: r.id,
+            name: r.name,
+            kind: parse(&r.kind, "channel kind", ChannelKind::parse)?,
+            target: r.target,
+            secret: ChannelSecret::new(r.secret),
+            api_url: r.api_url,
+            events: parse_kinds(&r.events),
+            milestones: parse_kinds(&r.milestones),
+            mention_role: r.mention_role,
+            langs: r
+                .langs
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            enabled: r.enabled != 0,
+            source: parse(&r.source, "channel source", ChannelSource::parse)?,
+        })
+    }
+}
+
 fn channel_from(row: &AnyRow) -> StoreResult<Channel> {
-    let kind: String = row.try_get("kind")?;
-    let source: String = row.try_get("source")?;
-    let events: String = row.try_get("events")?;
-    let milestones: String = row.try_get("milestones")?;
-    let langs: String = row.try_get("langs")?;
-    Ok(Channel {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        kind: parse(&kind, "channel kind", ChannelKind::parse)?,
-        target: row.try_get("target")?,
-        secret: ChannelSecret::new(row.try_get::<String, _>("secret")?),
-        api_url: row.try_get("api_url")?,
-        events: parse_kinds(&events),
-        milestones: parse_kinds(&milestones),
-        mention_role: row.try_get("mention_role")?,
-        langs: langs
-            .split(',')
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        enabled: flag(row, "enabled")?,
-        source: parse(&source, "channel source", ChannelSource::parse)?,
-    })
+    ChannelRow::from_row(row)?.try_into()
+}
+
+/// A `deliveries` row as selected by [`DELIVERY_COLUMNS`]: about a window or a rollout.
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    id: i64,
+    channel_id: i64,
+    maintenance_id: Option<i64>,
+    update_id: Option<i64>,
+    rollout_id: Option<i64>,
+    rollout_update_id: Option<i64>,
+    kind: String,
+    state: String,
+    attempts: i64,
+    next_attempt_ms: i64,
+    deadline_at: i64,
+    idem_key: String,
+    remote_id: Option<String>,
+    remote_url: Option<String>,
+    last_error: Option<String>,
+    created_ms: i64,
+    sent_at: Option<i64>,
+}
+
+impl TryFrom<DeliveryRow> for Delivery {
+    type Error = StoreError;
+
+    fn try_from(r: DeliveryRow) -> StoreResult<Self> {
+        let (subject, update_id) = match (r.maintenance_id, r.rollout_id) {
+            (Some(w), None) => (Subject::Window(w), r.update_id),
+            (None, Some(id)) => (Subject::Rollout(id), r.rollout_update_id),
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "a delivery about neither a window nor a rollout".into(),
+                ));
+            }
+        };
+        Ok(Self {
+            id: r.id,
+            channel_id: r.channel_id,
+            subject,
+            update_id,
+            kind: parse(&r.kind, "update kind", UpdateKind::parse)?,
+            state: parse(&r.state, "delivery state", DeliveryState::parse)?,
+            attempts: r.attempts,
+            next_attempt_ms: r.next_attempt_ms,
+            deadline_at: ts(r.deadline_at)?,
+            idem_key: r.idem_key,
+            remote_id: r.remote_id,
+            remote_url: r.remote_url,
+            last_error: r.last_error,
+            created_ms: r.created_ms,
+            sent_at: opt_ts(r.sent_at)?,
+        })
+    }
 }
 
 fn delivery_from(row: &AnyRow) -> StoreResult<Delivery> {
-    let kind: String = row.try_get("kind")?;
-    let state: String = row.try_get("state")?;
-    let window: Option<i64> = row.try_get("maintenance_id")?;
-    let rollout: Option<i64> = row.try_get("rollout_id")?;
-    let (subject, update_id) = match (window, rollout) {
-        (Some(w), None) => (Subject::Window(w), row.try_get("update_id")?),
-        (None, Some(r)) => (Subject::Rollout(r), row.try_get("rollout_update_id")?),
-        _ => {
-            return Err(StoreError::Corrupt(
-                "a delivery about neither a window nor a rollout".into(),
-            ));
-        }
-    };
-    Ok(Delivery {
-        id: row.try_get("id")?,
-        channel_id: row.try_get("channel_id")?,
-        subject,
-        update_id,
-        kind: parse(&kind, "update kind", UpdateKind::parse)?,
-        state: parse(&state, "delivery state", DeliveryState::parse)?,
-        attempts: row.try_get("attempts")?,
-        next_attempt_ms: row.try_get("next_attempt_ms")?,
-        deadline_at: ts(row.try_get("deadline_at")?)?,
-        idem_key: row.try_get("idem_key")?,
-        remote_id: row.try_get("remote_id")?,
-        remote_url: row.try_get("remote_url")?,
-        last_error: row.try_get("last_error")?,
-        created_ms: row.try_get("created_ms")?,
-        sent_at: opt_ts(row.try_get("sent_at")?)?,
-    })
+    DeliveryRow::from_row(row)?.try_into()
 }
 
 fn name_taken(e: sqlx::Error) -> StoreError {
@@ -571,7 +618,8 @@ impl Outbox for SqlStore {
             Subject::Window(id) => ("channel_threads", "maintenance_id", id),
             Subject::Rollout(id) => ("rollout_threads", "rollout_id", id),
         };
-        let Some(row) = sqlx::query(&format!(
+        type ThreadRow = (String, Option<String>, Option<String>, Option<String>);
+        Ok(sqlx::query_as::<_, ThreadRow>(&format!(
             "SELECT root_id, root_cid, parent_id, parent_cid FROM {table} \
              WHERE channel_id = $1 AND {column} = $2"
         ))
@@ -579,14 +627,11 @@ impl Outbox for SqlStore {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(Thread {
-            root_id: row.try_get("root_id")?,
-            root_cid: row.try_get("root_cid")?,
-            parent_id: row.try_get("parent_id")?,
-            parent_cid: row.try_get("parent_cid")?,
+        .map(|(root_id, root_cid, parent_id, parent_cid)| Thread {
+            root_id,
+            root_cid,
+            parent_id,
+            parent_cid,
         }))
     }
 

@@ -4,11 +4,11 @@
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, FromRow, Row, Transaction};
 use tracing::instrument;
 
 use super::outbox::insert_deliveries;
-use super::{SqlStore, flag, opt_secs, opt_ts, parse, secs, ts};
+use super::{SqlStore, opt_secs, opt_ts, parse, secs, ts};
 use crate::domain::{
     Counts, NewDelivery, NewRollout, NewRolloutUpdate, Rollout, RolloutState, RolloutUpdate,
     Sample, Subject, Target, TargetState, UpdateKind,
@@ -55,67 +55,179 @@ fn samples_json(samples: &[Sample]) -> String {
     serde_json::to_string(&raw).expect("samples serialise")
 }
 
+/// A `rollouts` row as selected by [`ROLLOUT_COLUMNS`]; durations in seconds.
+#[derive(sqlx::FromRow)]
+struct RolloutRow {
+    id: i64,
+    title: String,
+    description: String,
+    from_version: Option<String>,
+    to_version: String,
+    maintenance_id: Option<i64>,
+    state: String,
+    progress_deadline: i64,
+    stale_after: i64,
+    public_names: i64,
+    created_at: i64,
+    updated_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    last_progress_at: Option<i64>,
+    stalled_at: Option<i64>,
+    rollback_of: Option<i64>,
+    rolled_back_by: Option<i64>,
+    version: i64,
+}
+
+impl TryFrom<RolloutRow> for Rollout {
+    type Error = StoreError;
+
+    fn try_from(r: RolloutRow) -> StoreResult<Self> {
+        Ok(Self {
+            id: r.id,
+            title: r.title,
+            description: r.description,
+            from_version: r.from_version,
+            to_version: r.to_version,
+            maintenance_id: r.maintenance_id,
+            state: parse(&r.state, "rollout state", RolloutState::parse)?,
+            progress_deadline: SignedDuration::from_secs(r.progress_deadline),
+            stale_after: SignedDuration::from_secs(r.stale_after),
+            public_names: r.public_names != 0,
+            created_at: ts(r.created_at)?,
+            updated_at: ts(r.updated_at)?,
+            started_at: opt_ts(r.started_at)?,
+            finished_at: opt_ts(r.finished_at)?,
+            last_progress_at: opt_ts(r.last_progress_at)?,
+            stalled_at: opt_ts(r.stalled_at)?,
+            rollback_of: r.rollback_of,
+            rolled_back_by: r.rolled_back_by,
+            version: r.version,
+            targets: Vec::new(),
+        })
+    }
+}
+
 fn rollout_from(row: &AnyRow) -> StoreResult<Rollout> {
-    let state: String = row.try_get("state")?;
-    Ok(Rollout {
-        id: row.try_get("id")?,
-        title: row.try_get("title")?,
-        description: row.try_get("description")?,
-        from_version: row.try_get("from_version")?,
-        to_version: row.try_get("to_version")?,
-        maintenance_id: row.try_get("maintenance_id")?,
-        state: parse(&state, "rollout state", RolloutState::parse)?,
-        progress_deadline: SignedDuration::from_secs(row.try_get("progress_deadline")?),
-        stale_after: SignedDuration::from_secs(row.try_get("stale_after")?),
-        public_names: flag(row, "public_names")?,
-        created_at: ts(row.try_get("created_at")?)?,
-        updated_at: ts(row.try_get("updated_at")?)?,
-        started_at: opt_ts(row.try_get("started_at")?)?,
-        finished_at: opt_ts(row.try_get("finished_at")?)?,
-        last_progress_at: opt_ts(row.try_get("last_progress_at")?)?,
-        stalled_at: opt_ts(row.try_get("stalled_at")?)?,
-        rollback_of: row.try_get("rollback_of")?,
-        rolled_back_by: row.try_get("rolled_back_by")?,
-        version: row.try_get("version")?,
-        targets: Vec::new(),
-    })
+    RolloutRow::from_row(row)?.try_into()
+}
+
+/// A `rollout_targets` row as selected by [`TARGET_COLUMNS`]; counts and samples as JSON.
+#[derive(sqlx::FromRow)]
+struct TargetRow {
+    id: i64,
+    position: i64,
+    name: String,
+    state: String,
+    version: Option<String>,
+    remaining: String,
+    drain_start_counts: String,
+    drain_started_at: Option<i64>,
+    drained_at: Option<i64>,
+    changed_at: Option<i64>,
+    finished_at: Option<i64>,
+    last_report_at: Option<i64>,
+    forced: i64,
+    forced_reason: Option<String>,
+    note: Option<String>,
+    attempts: i64,
+    samples: String,
+}
+
+impl TryFrom<TargetRow> for Target {
+    type Error = StoreError;
+
+    fn try_from(r: TargetRow) -> StoreResult<Self> {
+        Ok(Self {
+            id: Some(r.id),
+            position: r.position,
+            name: r.name,
+            state: parse(&r.state, "target state", TargetState::parse)?,
+            version: r.version,
+            remaining: counts_from(&r.remaining)?,
+            drain_start_counts: counts_from(&r.drain_start_counts)?,
+            drain_started_at: opt_ts(r.drain_started_at)?,
+            drained_at: opt_ts(r.drained_at)?,
+            changed_at: opt_ts(r.changed_at)?,
+            finished_at: opt_ts(r.finished_at)?,
+            last_report_at: opt_ts(r.last_report_at)?,
+            forced: r.forced != 0,
+            forced_reason: r.forced_reason,
+            note: r.note,
+            attempts: r.attempts,
+            samples: samples_from(&r.samples)?,
+        })
+    }
 }
 
 fn target_from(row: &AnyRow) -> StoreResult<Target> {
-    let state: String = row.try_get("state")?;
-    Ok(Target {
-        id: Some(row.try_get("id")?),
-        position: row.try_get("position")?,
-        name: row.try_get("name")?,
-        state: parse(&state, "target state", TargetState::parse)?,
-        version: row.try_get("version")?,
-        remaining: counts_from(row.try_get("remaining")?)?,
-        drain_start_counts: counts_from(row.try_get("drain_start_counts")?)?,
-        drain_started_at: opt_ts(row.try_get("drain_started_at")?)?,
-        drained_at: opt_ts(row.try_get("drained_at")?)?,
-        changed_at: opt_ts(row.try_get("changed_at")?)?,
-        finished_at: opt_ts(row.try_get("finished_at")?)?,
-        last_report_at: opt_ts(row.try_get("last_report_at")?)?,
-        forced: flag(row, "forced")?,
-        forced_reason: row.try_get("forced_reason")?,
-        note: row.try_get("note")?,
-        attempts: row.try_get("attempts")?,
-        samples: samples_from(row.try_get("samples")?)?,
-    })
+    TargetRow::from_row(row)?.try_into()
+}
+
+/// A `rollout_updates` row as selected by [`UPDATE_COLUMNS`].
+#[derive(sqlx::FromRow)]
+struct RolloutUpdateRow {
+    id: i64,
+    rollout_id: i64,
+    kind: String,
+    body: String,
+    note: Option<String>,
+    target: Option<String>,
+    actor: String,
+    created_at: i64,
+}
+
+impl TryFrom<RolloutUpdateRow> for RolloutUpdate {
+    type Error = StoreError;
+
+    fn try_from(r: RolloutUpdateRow) -> StoreResult<Self> {
+        Ok(Self {
+            id: r.id,
+            rollout_id: r.rollout_id,
+            kind: parse(&r.kind, "update kind", UpdateKind::parse)?,
+            body: r.body,
+            note: r.note,
+            target: r.target,
+            actor: r.actor,
+            created_at: ts(r.created_at)?,
+        })
+    }
 }
 
 fn rollout_update_from(row: &AnyRow) -> StoreResult<RolloutUpdate> {
-    let kind: String = row.try_get("kind")?;
-    Ok(RolloutUpdate {
-        id: row.try_get("id")?,
-        rollout_id: row.try_get("rollout_id")?,
-        kind: parse(&kind, "update kind", UpdateKind::parse)?,
-        body: row.try_get("body")?,
-        note: row.try_get("note")?,
-        target: row.try_get("target")?,
-        actor: row.try_get("actor")?,
-        created_at: ts(row.try_get("created_at")?)?,
-    })
+    RolloutUpdateRow::from_row(row)?.try_into()
+}
+
+/// A finished rollout for the history list, with its target counts.
+#[derive(sqlx::FromRow)]
+struct RolloutSummaryRow {
+    id: i64,
+    title: String,
+    state: String,
+    from_version: Option<String>,
+    to_version: String,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    total: i64,
+    healthy: i64,
+}
+
+impl TryFrom<RolloutSummaryRow> for RolloutSummary {
+    type Error = StoreError;
+
+    fn try_from(r: RolloutSummaryRow) -> StoreResult<Self> {
+        Ok(Self {
+            id: r.id,
+            title: r.title,
+            state: parse(&r.state, "rollout state", RolloutState::parse)?,
+            from_version: r.from_version,
+            to_version: r.to_version,
+            started_at: opt_ts(r.started_at)?,
+            finished_at: opt_ts(r.finished_at)?,
+            targets_total: r.total,
+            targets_healthy: r.healthy,
+        })
+    }
 }
 
 impl SqlStore {
@@ -409,20 +521,7 @@ impl Rollouts for SqlStore {
         .await?;
         let items = rows
             .iter()
-            .map(|row| {
-                let state: String = row.try_get("state")?;
-                Ok(RolloutSummary {
-                    id: row.try_get("id")?,
-                    title: row.try_get("title")?,
-                    state: parse(&state, "rollout state", RolloutState::parse)?,
-                    from_version: row.try_get("from_version")?,
-                    to_version: row.try_get("to_version")?,
-                    started_at: opt_ts(row.try_get("started_at")?)?,
-                    finished_at: opt_ts(row.try_get("finished_at")?)?,
-                    targets_total: row.try_get("total")?,
-                    targets_healthy: row.try_get("healthy")?,
-                })
-            })
+            .map(|row| RolloutSummaryRow::from_row(row)?.try_into())
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(Page { items, total })
     }

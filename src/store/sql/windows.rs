@@ -3,10 +3,10 @@
 use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, FromRow, Row, Transaction};
 use tracing::instrument;
 
-use super::{SqlStore, flag, opt_secs, opt_ts, outbox, parse, secs, ts};
+use super::{SqlStore, opt_secs, opt_ts, outbox, parse, secs, ts};
 use crate::domain::{
     Automation, Component, Impact, Maintenance, NewComponent, NewDelivery, NewMaintenance,
     NewUpdate, Schedule, Step, StepState, Subject, Update, UpdateKind, WindowState,
@@ -53,65 +53,168 @@ impl SqlStore {
     }
 }
 
+/// A `components` row as selected by [`COMPONENT_COLUMNS`].
+#[derive(sqlx::FromRow)]
+struct ComponentRow {
+    id: i64,
+    slug: String,
+    name: String,
+    description: Option<String>,
+    group_name: Option<String>,
+    position: i64,
+}
+
+impl From<ComponentRow> for Component {
+    fn from(r: ComponentRow) -> Self {
+        Self {
+            id: r.id,
+            slug: r.slug,
+            name: r.name,
+            description: r.description,
+            group_name: r.group_name,
+            position: r.position,
+        }
+    }
+}
+
 fn component_from(row: &AnyRow) -> StoreResult<Component> {
-    Ok(Component {
-        id: row.try_get("id")?,
-        slug: row.try_get("slug")?,
-        name: row.try_get("name")?,
-        description: row.try_get("description")?,
-        group_name: row.try_get("group_name")?,
-        position: row.try_get("position")?,
-    })
+    Ok(ComponentRow::from_row(row)?.into())
+}
+
+/// A `steps` row as selected by [`STEP_COLUMNS`].
+#[derive(sqlx::FromRow)]
+struct StepRow {
+    id: i64,
+    position: i64,
+    title: String,
+    description: Option<String>,
+    state: String,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    note: Option<String>,
+    attempts: i64,
+}
+
+impl TryFrom<StepRow> for Step {
+    type Error = StoreError;
+
+    fn try_from(r: StepRow) -> StoreResult<Self> {
+        Ok(Self {
+            id: Some(r.id),
+            position: r.position,
+            title: r.title,
+            description: r.description,
+            state: parse(&r.state, "step state", StepState::parse)?,
+            started_at: opt_ts(r.started_at)?,
+            finished_at: opt_ts(r.finished_at)?,
+            note: r.note,
+            attempts: r.attempts,
+        })
+    }
 }
 
 fn step_from(row: &AnyRow) -> StoreResult<Step> {
-    let state: String = row.try_get("state")?;
-    Ok(Step {
-        id: Some(row.try_get("id")?),
-        position: row.try_get("position")?,
-        title: row.try_get("title")?,
-        description: row.try_get("description")?,
-        state: parse(&state, "step state", StepState::parse)?,
-        started_at: opt_ts(row.try_get("started_at")?)?,
-        finished_at: opt_ts(row.try_get("finished_at")?)?,
-        note: row.try_get("note")?,
-        attempts: row.try_get("attempts")?,
-    })
+    StepRow::from_row(row)?.try_into()
+}
+
+/// A `maintenances` row as selected by [`MAINTENANCE_COLUMNS`].
+#[derive(sqlx::FromRow)]
+struct MaintenanceRow {
+    id: i64,
+    title: String,
+    description: String,
+    state: String,
+    impact: String,
+    starts_at: Option<i64>,
+    ends_at: Option<i64>,
+    schedule_hint: Option<String>,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    announced_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+    version: i64,
+    auto_start: i64,
+    auto_complete: i64,
+    reminders: String,
+    reminded: String,
+    overran_at: Option<i64>,
+    sequence: i64,
+}
+
+impl TryFrom<MaintenanceRow> for Maintenance {
+    type Error = StoreError;
+
+    fn try_from(r: MaintenanceRow) -> StoreResult<Self> {
+        Ok(Self {
+            id: r.id,
+            title: r.title,
+            description: r.description,
+            state: parse(&r.state, "window state", WindowState::parse)?,
+            impact: parse(&r.impact, "impact", Impact::parse)?,
+            starts_at: opt_ts(r.starts_at)?,
+            ends_at: opt_ts(r.ends_at)?,
+            schedule_hint: r.schedule_hint,
+            started_at: opt_ts(r.started_at)?,
+            finished_at: opt_ts(r.finished_at)?,
+            announced_at: opt_ts(r.announced_at)?,
+            created_at: ts(r.created_at)?,
+            updated_at: ts(r.updated_at)?,
+            version: r.version,
+            components: Vec::new(),
+            steps: Vec::new(),
+            automation: Automation {
+                auto_start: r.auto_start != 0,
+                auto_complete: r.auto_complete != 0,
+                reminders: offsets(&r.reminders),
+            },
+            reminded: offsets(&r.reminded),
+            overran_at: opt_ts(r.overran_at)?,
+            sequence: r.sequence,
+        })
+    }
 }
 
 fn maintenance_from(row: &AnyRow) -> StoreResult<Maintenance> {
-    let state: String = row.try_get("state")?;
-    let impact: String = row.try_get("impact")?;
-    Ok(Maintenance {
-        id: row.try_get("id")?,
-        title: row.try_get("title")?,
-        description: row.try_get("description")?,
-        state: parse(&state, "window state", WindowState::parse)?,
-        impact: parse(&impact, "impact", Impact::parse)?,
-        starts_at: opt_ts(row.try_get("starts_at")?)?,
-        ends_at: opt_ts(row.try_get("ends_at")?)?,
-        schedule_hint: row.try_get("schedule_hint")?,
-        started_at: opt_ts(row.try_get("started_at")?)?,
-        finished_at: opt_ts(row.try_get("finished_at")?)?,
-        announced_at: opt_ts(row.try_get("announced_at")?)?,
-        created_at: ts(row.try_get("created_at")?)?,
-        updated_at: ts(row.try_get("updated_at")?)?,
-        version: row.try_get("version")?,
-        components: Vec::new(),
-        steps: Vec::new(),
-        automation: Automation {
-            auto_start: flag(row, "auto_start")?,
-            auto_complete: flag(row, "auto_complete")?,
-            reminders: offsets(row.try_get("reminders")?),
-        },
-        reminded: offsets(row.try_get("reminded")?),
-        overran_at: opt_ts(row.try_get("overran_at")?)?,
-        sequence: row.try_get("sequence")?,
-    })
+    MaintenanceRow::from_row(row)?.try_into()
+}
+
+/// A finished window for the history list, with its step counts.
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    id: i64,
+    title: String,
+    state: String,
+    impact: String,
+    starts_at: Option<i64>,
+    ends_at: Option<i64>,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    steps_total: i64,
+    steps_done: i64,
+}
+
+impl TryFrom<SummaryRow> for MaintenanceSummary {
+    type Error = StoreError;
+
+    fn try_from(r: SummaryRow) -> StoreResult<Self> {
+        Ok(Self {
+            id: r.id,
+            title: r.title,
+            state: parse(&r.state, "window state", WindowState::parse)?,
+            impact: parse(&r.impact, "impact", Impact::parse)?,
+            starts_at: opt_ts(r.starts_at)?,
+            ends_at: opt_ts(r.ends_at)?,
+            started_at: opt_ts(r.started_at)?,
+            finished_at: opt_ts(r.finished_at)?,
+            steps_total: r.steps_total,
+            steps_done: r.steps_done,
+        })
+    }
 }
 
 /// Reminder offsets as stored: comma-separated seconds.
-fn offsets(s: String) -> Vec<i64> {
+fn offsets(s: &str) -> Vec<i64> {
     s.split(',').filter_map(|o| o.trim().parse().ok()).collect()
 }
 
@@ -123,17 +226,36 @@ fn offsets_text(offsets: &[i64]) -> String {
         .join(",")
 }
 
+/// An `updates` row: a window's timeline entry.
+#[derive(sqlx::FromRow)]
+struct UpdateRow {
+    id: i64,
+    maintenance_id: i64,
+    kind: String,
+    body: String,
+    note: Option<String>,
+    step_position: Option<i64>,
+    created_at: i64,
+}
+
+impl TryFrom<UpdateRow> for Update {
+    type Error = StoreError;
+
+    fn try_from(r: UpdateRow) -> StoreResult<Self> {
+        Ok(Self {
+            id: r.id,
+            maintenance_id: r.maintenance_id,
+            kind: parse(&r.kind, "update kind", UpdateKind::parse)?,
+            body: r.body,
+            note: r.note,
+            step_position: r.step_position,
+            created_at: ts(r.created_at)?,
+        })
+    }
+}
+
 pub(super) fn update_from(row: &AnyRow) -> StoreResult<Update> {
-    let kind: String = row.try_get("kind")?;
-    Ok(Update {
-        id: row.try_get("id")?,
-        maintenance_id: row.try_get("maintenance_id")?,
-        kind: parse(&kind, "update kind", UpdateKind::parse)?,
-        body: row.try_get("body")?,
-        note: row.try_get("note")?,
-        step_position: row.try_get("step_position")?,
-        created_at: ts(row.try_get("created_at")?)?,
-    })
+    UpdateRow::from_row(row)?.try_into()
 }
 
 const COMPONENT_COLUMNS: &str = "c.id, c.slug, c.name, c.description, c.group_name, c.position";
@@ -479,22 +601,7 @@ impl Windows for SqlStore {
         .await?;
         let items = rows
             .iter()
-            .map(|row| {
-                let state: String = row.try_get("state")?;
-                let impact: String = row.try_get("impact")?;
-                Ok(MaintenanceSummary {
-                    id: row.try_get("id")?,
-                    title: row.try_get("title")?,
-                    state: parse(&state, "window state", WindowState::parse)?,
-                    impact: parse(&impact, "impact", Impact::parse)?,
-                    starts_at: opt_ts(row.try_get("starts_at")?)?,
-                    ends_at: opt_ts(row.try_get("ends_at")?)?,
-                    started_at: opt_ts(row.try_get("started_at")?)?,
-                    finished_at: opt_ts(row.try_get("finished_at")?)?,
-                    steps_total: row.try_get("steps_total")?,
-                    steps_done: row.try_get("steps_done")?,
-                })
-            })
+            .map(|row| SummaryRow::from_row(row)?.try_into())
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(Page { items, total })
     }
