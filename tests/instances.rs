@@ -577,11 +577,27 @@ async fn while_the_database_is_away_readyz_fails_and_the_page_stays() {
         .send()
         .await
         .unwrap();
-    assert!(r.status().is_server_error(), "{}", r.status());
+    assert_eq!(
+        r.status(),
+        503,
+        "an outage is not a bug: 503, to be retried"
+    );
+    assert_eq!(r.headers()["retry-after"], "5");
     let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    // A page that needs the database says so in words, in the site's frame.
+    let r = cluster
+        .client
+        .get(cluster.page_url(0, "/admin/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let page = r.text().await.unwrap();
     assert!(
-        body["error"].is_object() || body["error"].is_string(),
-        "{body}"
+        page.contains("cannot reach its database") && page.contains("DecAPI status 1"),
+        "{page}"
     );
 
     pg.set_running(true);

@@ -23,9 +23,18 @@ pub enum AppError {
     TooManyRequests(String),
     #[error(transparent)]
     Domain(#[from] DomainError),
+    /// The database cannot be reached right now; the request may be repeated shortly.
+    #[error("the database cannot be reached right now")]
+    Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
+
+pub const UNAVAILABLE_MESSAGE: &str =
+    "Herald cannot reach its database right now. Please try again in a moment.";
+
+/// How long a client is asked to wait after a 503, in seconds.
+pub const RETRY_AFTER_UNAVAILABLE: &str = "5";
 
 impl From<crate::domain::ValidationError> for AppError {
     fn from(e: crate::domain::ValidationError) -> Self {
@@ -35,7 +44,11 @@ impl From<crate::domain::ValidationError> for AppError {
 
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
-        Self::Internal(e.into())
+        if e.is_unavailable() {
+            Self::Unavailable(e.into())
+        } else {
+            Self::Internal(e.into())
+        }
     }
 }
 
@@ -84,6 +97,7 @@ impl AppError {
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Domain(DomainError::Rule(_)) => StatusCode::CONFLICT,
             Self::Domain(DomainError::Invalid(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -97,6 +111,7 @@ impl AppError {
             Self::TooManyRequests(_) => "too_many_requests",
             Self::Domain(DomainError::Rule(_)) => "illegal_transition",
             Self::Domain(DomainError::Invalid(_)) => "invalid",
+            Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -104,6 +119,7 @@ impl AppError {
     fn public_message(&self) -> String {
         match self {
             Self::NotFound => "There is nothing at this address.".to_owned(),
+            Self::Unavailable(_) => UNAVAILABLE_MESSAGE.to_owned(),
             Self::Internal(_) => {
                 "Something went wrong on our side. It has been logged; please try again.".to_owned()
             }
@@ -133,7 +149,13 @@ impl IntoResponse for AppError {
         let message = self.public_message();
         let mut response = (status, message.clone()).into_response();
         response.extensions_mut().insert(ErrorMessage(message));
-        if let Self::Internal(cause) = self {
+        if let Self::Unavailable(_) = self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_UNAVAILABLE),
+            );
+        }
+        if let Self::Internal(cause) | Self::Unavailable(cause) = self {
             // Logged by the request middleware, with the request id, method and path.
             response
                 .extensions_mut()

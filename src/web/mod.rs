@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -242,14 +242,26 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let mut response = next.run(request).instrument(span).await;
     let status = response.status();
     if let Some(error::ErrorCause(cause)) = response.extensions_mut().remove() {
-        tracing::error!(
-            request_id = ?id,
-            method = %method,
-            path = %uri.path(),
-            status = status.as_u16(),
-            error = ?cause,
-            "request failed"
-        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // An outage, not a bug: the cause without a backtrace (/readyz says the same).
+            tracing::warn!(
+                request_id = ?id,
+                method = %method,
+                path = %uri.path(),
+                status = status.as_u16(),
+                error = %cause,
+                "request failed: database unavailable"
+            );
+        } else {
+            tracing::error!(
+                request_id = ?id,
+                method = %method,
+                path = %uri.path(),
+                status = status.as_u16(),
+                error = ?cause,
+                "request failed"
+            );
+        }
     }
     tracing::debug!(request_id = ?id, status = status.as_u16(), elapsed = ?started.elapsed(), "answered");
     error::render_page(&mut response, &state.site);

@@ -87,12 +87,15 @@ impl IntoResponse for ApiError {
                 let message = match &e {
                     AppError::NotFound => "not found".to_owned(),
                     AppError::Internal(_) => "internal error; it has been logged".to_owned(),
+                    AppError::Unavailable(_) => {
+                        "the database cannot be reached right now; try again shortly".to_owned()
+                    }
                     AppError::Domain(DomainError::Invalid(v)) => v.message.clone(),
                     other => other.to_string(),
                 };
                 let (status, code) = (e.status(), e.code());
                 let cause = match e {
-                    AppError::Internal(cause) => Some(cause),
+                    AppError::Internal(cause) | AppError::Unavailable(cause) => Some(cause),
                     _ => None,
                 };
                 (status, code, message, field, cause)
@@ -109,6 +112,12 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(crate::web::error::RETRY_AFTER_UNAVAILABLE),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

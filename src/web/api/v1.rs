@@ -669,13 +669,54 @@ pub fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
             super::rollouts::list_rollout_updates,
             super::rollouts::post_rollout_update
         ));
-    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .split_for_parts();
+    document_unavailable(&mut api);
     (
         router
             .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
             .route("/api/v1/{*rest}", axum::routing::any(super::not_found)),
         api,
     )
+}
+
+/// Every operation may answer 503 with `Retry-After` while the database cannot be reached
+/// (`AppError::Unavailable`); said once here rather than on each handler.
+fn document_unavailable(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{
+        ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, ResponseBuilder, Type,
+    };
+    let response = ResponseBuilder::new()
+        .description("The database cannot be reached right now; nothing to fix in the request")
+        .header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::Integer)))
+                .description(Some("Seconds to wait before trying again"))
+                .build(),
+        )
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    for item in api.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation
+                .responses
+                .responses
+                .entry("503".to_owned())
+                .or_insert_with(|| response.clone().into());
+        }
+    }
 }
