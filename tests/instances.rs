@@ -683,26 +683,55 @@ async fn sign_in_setup_and_their_limits_hold_across_instances() {
     .unwrap();
     assert_eq!(r.status(), 401, "a wrong code is refused");
     let password = "correct horse battery";
-    let r = form(
-        1,
-        "/admin/setup",
-        None,
-        &[
-            ("code", &codes[0]),
-            ("name", "ops"),
-            ("password", password),
-            ("again", password),
-        ],
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    // Submitted on both instances at the same moment: one becomes admin, the other is sent
+    // to sign in.
+    let setup = |i: usize| {
+        form(
+            i,
+            "/admin/setup",
+            None,
+            &[
+                ("code", &codes[0]),
+                ("name", "ops"),
+                ("password", password),
+                ("again", password),
+            ],
+        )
+    };
+    let (a, b) = tokio::join!(setup(0), setup(1));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let location = |r: &reqwest::Response| {
+        assert_eq!(r.status(), 303);
+        r.headers()["location"].to_str().unwrap().to_owned()
+    };
+    let mut places = [location(&a), location(&b)];
+    places.sort();
+    assert_eq!(
+        places,
+        ["/admin", "/admin/login"],
+        "not exactly one first admin"
+    );
+    let (won, r) = if a.headers()["location"] == "/admin" {
+        (0, a)
+    } else {
+        (1, b)
+    };
     let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     let cookie = set
         .strip_prefix("__Host-herald_session=")
         .and_then(|s| s.split(';').next())
         .unwrap_or_else(|| panic!("{set}"))
         .to_owned();
+    let other = 1 - won;
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(users, 1);
+    }
     // The code is spent on every instance.
     let r = browser
         .get(cluster.page_url(0, "/admin/setup"))
@@ -720,10 +749,10 @@ async fn sign_in_setup_and_their_limits_hold_across_instances() {
         assert_eq!(left, 0, "the setup code outlived the first admin");
     }
 
-    // The session opened on instance 2 is good on instance 1, and so is its CSRF token.
+    // The session opened on one instance is good on the other, and so is its CSRF token.
     let dashboard = || {
         browser
-            .get(cluster.page_url(0, "/admin"))
+            .get(cluster.page_url(other, "/admin"))
             .header("cookie", format!("__Host-herald_session={cookie}"))
             .send()
     };
@@ -731,11 +760,11 @@ async fn sign_in_setup_and_their_limits_hold_across_instances() {
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
     let csrf = common::csrf_in(&page);
-    let r = form(1, "/admin/logout", Some(&cookie), &[("csrf", "forged")])
+    let r = form(won, "/admin/logout", Some(&cookie), &[("csrf", "forged")])
         .await
         .unwrap();
     assert_eq!(r.status(), 403, "a forged CSRF token is refused");
-    let r = form(1, "/admin/logout", Some(&cookie), &[("csrf", &csrf)])
+    let r = form(won, "/admin/logout", Some(&cookie), &[("csrf", &csrf)])
         .await
         .unwrap();
     assert_eq!(r.status(), 303);

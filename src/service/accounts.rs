@@ -60,6 +60,28 @@ impl Service {
         Ok(Some(crate::config::Secret::new(code)))
     }
 
+    /// Make the first admin with the setup code (already checked against the one this
+    /// instance printed). The code is spent first, so of two people submitting it at once,
+    /// on one instance or two, one becomes admin and the other gets `None`; a refused name
+    /// or password gives the code back for the next try.
+    pub async fn add_first_admin(
+        &self,
+        code: &crate::config::Secret,
+        name: &str,
+        password: &str,
+    ) -> ServiceResult<Option<User>> {
+        if !self.store.take_setup_code(code.expose()).await? {
+            return Ok(None);
+        }
+        match self.add_user(name, password, Role::Admin, "setup").await {
+            Ok(user) => Ok(Some(user)),
+            Err(e) => {
+                self.store.setup_code(code.expose(), self.now()).await?;
+                Err(e)
+            }
+        }
+    }
+
     /// Create an API token for automation; `actor` is recorded in the audit log.
     pub async fn create_token(
         &self,

@@ -296,6 +296,9 @@ pub trait Accounts: Send + Sync {
     async fn setup_code(&self, candidate: &str, now: Timestamp) -> StoreResult<String>;
     /// Forget the setup code (someone can sign in).
     async fn clear_setup_code(&self) -> StoreResult<()>;
+    /// Spend the setup code `code` if it is still the stored one: true for exactly one of any
+    /// number of callers on any instance.
+    async fn take_setup_code(&self, code: &str) -> StoreResult<bool>;
     /// Apply `rule` to the sign-in counters under `keys` as one step no other caller, on any
     /// instance, can interleave with: it sees them in the order of `keys` as stored (a new
     /// one at zero since `now_ms`) and only what it accepts is written.

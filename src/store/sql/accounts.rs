@@ -412,6 +412,15 @@ impl Accounts for SqlStore {
         Ok(())
     }
 
+    async fn take_setup_code(&self, code: &str) -> StoreResult<bool> {
+        let taken = sqlx::query("DELETE FROM setup_code WHERE id = 1 AND code = $1")
+            .bind(code)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(taken == 1)
+    }
+
     async fn count_attempts(
         &self,
         keys: &[String],

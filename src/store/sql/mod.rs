@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::AnyPool;
 
-use super::{Change, ChangeFeed, Store, StoreError, StoreResult};
+use sqlx::any::AnyRow;
+
+use super::{Change, ChangeFeed, Page, Store, StoreError, StoreResult};
 
 mod accounts;
 mod copy;
@@ -78,6 +80,31 @@ impl SqlStore {
             url: url.to_owned(),
             origin: crate::ids::random_hex(8),
         })
+    }
+
+    /// One page of `select` (which ends in `LIMIT $1 OFFSET $2`), with the total that `count`
+    /// finds.
+    async fn page<R, T>(
+        &self,
+        count: &str,
+        select: &str,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<Page<T>>
+    where
+        R: for<'r> sqlx::FromRow<'r, AnyRow> + Send + Unpin,
+        T: TryFrom<R, Error = StoreError>,
+    {
+        let total: i64 = sqlx::query_scalar(count).fetch_one(&self.pool).await?;
+        let items = sqlx::query_as::<_, R>(select)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(T::try_from)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page { items, total })
     }
 
     /// Which database this store talks to.

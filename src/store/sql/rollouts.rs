@@ -502,28 +502,21 @@ impl Rollouts for SqlStore {
         limit: i64,
     ) -> StoreResult<Page<RolloutSummary>> {
         const FINISHED: &str = "r.finished_at IS NOT NULL";
-        let total: i64 =
-            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM rollouts r WHERE {FINISHED}"))
-                .fetch_one(&self.pool)
-                .await?;
-        let rows = sqlx::query(&format!(
-            "SELECT r.id, r.title, r.state, r.from_version, r.to_version, r.started_at, \
-             r.finished_at, \
-             (SELECT COUNT(*) FROM rollout_targets t WHERE t.rollout_id = r.id) AS total, \
-             (SELECT COUNT(*) FROM rollout_targets t WHERE t.rollout_id = r.id \
-                AND t.state = 'healthy') AS healthy \
-             FROM rollouts r WHERE {FINISHED} \
-             ORDER BY r.finished_at DESC, r.id DESC LIMIT $1 OFFSET $2"
-        ))
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await?;
-        let items = rows
-            .iter()
-            .map(|row| RolloutSummaryRow::from_row(row)?.try_into())
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page { items, total })
+        self.page::<RolloutSummaryRow, _>(
+            &format!("SELECT COUNT(*) FROM rollouts r WHERE {FINISHED}"),
+            &format!(
+                "SELECT r.id, r.title, r.state, r.from_version, r.to_version, r.started_at, \
+                 r.finished_at, \
+                 (SELECT COUNT(*) FROM rollout_targets t WHERE t.rollout_id = r.id) AS total, \
+                 (SELECT COUNT(*) FROM rollout_targets t WHERE t.rollout_id = r.id \
+                    AND t.state = 'healthy') AS healthy \
+                 FROM rollouts r WHERE {FINISHED} \
+                 ORDER BY r.finished_at DESC, r.id DESC LIMIT $1 OFFSET $2"
+            ),
+            offset,
+            limit,
+        )
+        .await
     }
 
     #[instrument(skip(self))]

@@ -581,29 +581,21 @@ impl Windows for SqlStore {
         limit: i64,
     ) -> StoreResult<Page<MaintenanceSummary>> {
         const FINISHED: &str = "m.announced_at IS NOT NULL AND m.finished_at IS NOT NULL";
-        let total: i64 = sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM maintenances m WHERE {FINISHED}"
-        ))
-        .fetch_one(&self.pool)
-        .await?;
-        let rows = sqlx::query(&format!(
-            "SELECT m.id, m.title, m.state, m.impact, m.starts_at, m.ends_at, m.started_at, \
-             m.finished_at, \
-             (SELECT COUNT(*) FROM steps s WHERE s.maintenance_id = m.id) AS steps_total, \
-             (SELECT COUNT(*) FROM steps s WHERE s.maintenance_id = m.id AND s.state = 'done') \
-                AS steps_done \
-             FROM maintenances m WHERE {FINISHED} \
-             ORDER BY m.finished_at DESC, m.id DESC LIMIT $1 OFFSET $2"
-        ))
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await?;
-        let items = rows
-            .iter()
-            .map(|row| SummaryRow::from_row(row)?.try_into())
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page { items, total })
+        self.page::<SummaryRow, _>(
+            &format!("SELECT COUNT(*) FROM maintenances m WHERE {FINISHED}"),
+            &format!(
+                "SELECT m.id, m.title, m.state, m.impact, m.starts_at, m.ends_at, m.started_at, \
+                 m.finished_at, \
+                 (SELECT COUNT(*) FROM steps s WHERE s.maintenance_id = m.id) AS steps_total, \
+                 (SELECT COUNT(*) FROM steps s WHERE s.maintenance_id = m.id AND s.state = 'done') \
+                    AS steps_done \
+                 FROM maintenances m WHERE {FINISHED} \
+                 ORDER BY m.finished_at DESC, m.id DESC LIMIT $1 OFFSET $2"
+            ),
+            offset,
+            limit,
+        )
+        .await
     }
 
     #[instrument(skip(self))]

@@ -200,10 +200,12 @@ pub async fn setup(State(state): State<AppState>, request: Request) -> Result<Re
     }
     let user = match state
         .service
-        .add_user(&form.name, &form.password, Role::Admin, "setup")
+        .add_first_admin(code, &form.name, &form.password)
         .await
     {
-        Ok(user) => user,
+        Ok(Some(user)) => user,
+        // Someone else used the code a moment ago.
+        Ok(None) => return Ok(Redirect::to("/admin/login").into_response()),
         Err(ServiceError::Domain(DomainError::Invalid(e))) => {
             return again(
                 StatusCode::UNPROCESSABLE_ENTITY,
