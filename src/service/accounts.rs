@@ -184,8 +184,11 @@ impl Service {
                 now,
             )
             .await?;
-        // Someone can sign in now: the first-run code is spent on every instance.
-        self.store.clear_setup_code().await?;
+        // Someone can sign in now: the first-run code is spent on every instance. A code left
+        // behind is harmless (setup refuses once a user exists), so this does not fail the add.
+        if let Err(e) = self.store.clear_setup_code().await {
+            tracing::warn!(error = %e, "could not forget the setup code");
+        }
         Ok(user)
     }
 

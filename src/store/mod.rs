@@ -452,3 +452,19 @@ pub trait Rollouts: Send + Sync {
     ) -> StoreResult<Vec<RolloutUpdate>>;
     async fn get_rollout_update(&self, id: i64) -> StoreResult<Option<RolloutUpdate>>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn an_outage_is_told_from_a_bug() {
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_unavailable());
+        assert!(StoreError::Database(sqlx::Error::PoolClosed).is_unavailable());
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(StoreError::Database(sqlx::Error::Io(reset)).is_unavailable());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!StoreError::Conflict.is_unavailable());
+        assert!(!StoreError::Corrupt("x".into()).is_unavailable());
+    }
+}
