@@ -270,9 +270,14 @@ to_ms() {
 declare -A RPS P50 P99 ERRS NON2XX
 WRK_LAST=""
 
-# Herald's resident set now, in KiB.
-herald_rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$HERALD_PID/status" 2>/dev/null || echo 0; }
+# Herald's resident set now, in KiB: "total anonymous file-backed".
+herald_rss_kb() {
+    awk '/^VmRSS:/ { t = $2 } /^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 }
+        END { print t + 0, a + 0, f + 0 }' "/proc/$HERALD_PID/status" 2>/dev/null || echo "0 0 0"
+}
 RSS_LOAD_KB=0
+RSS_LOAD_ANON_KB=0
+RSS_LOAD_FILE_KB=0
 
 # run_wrk NAME PORT THREADS CONNECTIONS DURATION -> raw output in $WRK_LAST
 run_wrk() {
@@ -285,9 +290,12 @@ run_wrk() {
     WRK_PID=$!
     if [[ "$name" == herald ]]; then
         # Herald's RSS under load: sampled while wrk runs, the largest kept.
+        local anon file
         while kill -0 "$WRK_PID" 2>/dev/null; do
-            rss="$(herald_rss_kb)"
-            ((rss > RSS_LOAD_KB)) && RSS_LOAD_KB=$rss
+            read -r rss anon file < <(herald_rss_kb)
+            if ((rss > RSS_LOAD_KB)); then
+                RSS_LOAD_KB=$rss RSS_LOAD_ANON_KB=$anon RSS_LOAD_FILE_KB=$file
+            fi
             sleep 0.2
         done
     fi
@@ -389,7 +397,7 @@ for conns in $CONNECTIONS; do
 done
 done
 echo
-echo "Herald RSS under load (largest sample): $RSS_LOAD_MIB MiB"
+echo "Herald RSS under load (largest sample): $RSS_LOAD_MIB MiB ($(awk -v a="$RSS_LOAD_ANON_KB" -v f="$RSS_LOAD_FILE_KB" 'BEGIN { printf "%.1f MiB anonymous, %.1f MiB file-backed", a / 1024, f / 1024 }'))"
 echo "Herald peak RSS over the run, start-up included (VmHWM): $RSS_MIB MiB"
 echo "  at the end: $(awk -v k="$anon_kb" 'BEGIN { printf "%.1f", k / 1024 }') MiB anonymous, $(awk -v k="$file_kb" 'BEGIN { printf "%.1f", k / 1024 }') MiB of the binary and libraries mapped"
 

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use axum::Router;
 use std::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,7 +20,7 @@ use crate::domain::{
 use crate::notify::{NotifySettings, Outbox};
 use crate::service::Service;
 use crate::store::{SqlStore, Store};
-use crate::web::{AppState, router};
+use crate::web::{AppState, Web};
 
 /// Open the database the URL names and bring its schema up to date.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
@@ -126,7 +125,7 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     };
     run(
         listener,
-        router(state.clone()),
+        Web::new(state.clone()),
         state.draining.clone(),
         drain,
         tasks,
@@ -222,7 +221,7 @@ pub struct Drain {
 /// runtime.
 pub async fn run(
     listener: TcpListener,
-    app: Router,
+    app: Web,
     draining: Arc<AtomicBool>,
     drain: Drain,
     tasks: TaskTracker,
@@ -319,7 +318,7 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// connection), told to finish its current request and close when `stopped`.
 fn serve_on_this_thread(
     listener: TcpListener,
-    app: Router,
+    app: Web,
     stopped: CancellationToken,
 ) -> anyhow::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -357,15 +356,7 @@ fn serve_on_this_thread(
                     }
                 },
             };
-            let service = TowerToHyperService::new(tower::ServiceExt::map_request(
-                app.clone(),
-                move |mut request: axum::extract::Request<hyper::body::Incoming>| {
-                    request
-                        .extensions_mut()
-                        .insert(axum::extract::ConnectInfo(peer));
-                    request
-                },
-            ));
+            let service = TowerToHyperService::new(app.for_peer(peer));
             let builder = builder.clone();
             let stopped = stopped.clone();
             connections.spawn(async move {

@@ -3,6 +3,13 @@
 //! the service's change counter moves or the entry is older than its time limit (pages show
 //! relative times such as "running for 40 min"). When a page cannot be rendered (the database
 //! is away), the last rendering is served, however old.
+//!
+//! A page's key is its canonical request target (the path and query a link to it has). Once
+//! the router has answered a GET for exactly that target from the entry, the route is noted
+//! on the entry, and the HTTP workers answer further GETs for it straight from here while it
+//! is fresh ([`PageCache::fresh_page`], used by `web::Web`), without the router and the
+//! middleware stack: during the spike of visitors an outage brings, that stack was a fifth of
+//! the CPU time of serving a cached page (bench/README.md).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -52,6 +59,8 @@ pub struct CachedPage {
     hash: String,
     content_type: HeaderValue,
     cache_control: HeaderValue,
+    /// `Access-Control-Allow-Origin: *` on every answer (the Statuspage-compatible JSON).
+    any_origin: bool,
 }
 
 enum Encoding {
@@ -136,7 +145,14 @@ impl CachedPage {
             hash,
             content_type: HeaderValue::from_static(content_type),
             cache_control: policy.header(),
+            any_origin: false,
         }
+    }
+
+    /// Readable from any origin's scripts (CORS open), for public JSON that widgets fetch.
+    pub fn for_any_origin(mut self) -> Self {
+        self.any_origin = true;
+        self
     }
 
     /// Hex SHA-256 of the uncompressed body.
@@ -186,6 +202,12 @@ impl CachedPage {
         h.insert(header::ETAG, self.etag.clone());
         h.insert(header::CACHE_CONTROL, self.cache_control.clone());
         h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        if self.any_origin {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+        }
         response
     }
 }
@@ -199,6 +221,9 @@ struct Entry {
     /// What the page was rendered from.
     data: Freshness,
     rendered: Instant,
+    /// The route (as the router names it) that answered a GET for exactly this key from this
+    /// entry: known, the page may be served without the router.
+    route: Option<Arc<str>>,
 }
 
 /// How long a page may lag behind minor changes (drain counts, report times).
@@ -227,17 +252,51 @@ impl PageCache {
     fn fresh(&self, key: &str, now: Freshness) -> Option<Arc<CachedPage>> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         let entry = entries.get(key)?;
+        self.is_fresh(entry, now).then(|| entry.page.clone())
+    }
+
+    fn is_fresh(&self, entry: &Entry, now: Freshness) -> bool {
         let age = self.max_age.as_secs() as i64;
         let elapsed = entry.rendered.elapsed();
-        (entry.data.generation == now.generation
+        entry.data.generation == now.generation
             && (entry.data.minor == now.minor || elapsed < MINOR_LAG)
             && elapsed < self.max_age
-            && (now.clock - entry.data.clock).abs() < age)
-            .then(|| entry.page.clone())
+            && (now.clock - entry.data.clock).abs() < age
+    }
+
+    /// The page whose key is exactly `target`, with the route that serves it, if the router
+    /// has served it from here before and it is still fresh; otherwise the request must go
+    /// through the router (which renders, notes the route, or answers something else).
+    pub fn fresh_page(&self, target: &str, now: Freshness) -> Option<(Arc<CachedPage>, Arc<str>)> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let entry = entries.get(target)?;
+        let route = entry.route.clone()?;
+        self.is_fresh(entry, now)
+            .then(|| (entry.page.clone(), route))
+    }
+
+    /// The router answered a GET for `target` with success through `route`: if a page is kept
+    /// under exactly that key, it is that route's page, and [`fresh_page`](Self::fresh_page)
+    /// may serve it from now on. Keys are canonical targets, so no other route can have
+    /// answered for one.
+    pub fn note_route(&self, target: &str, route: &str) {
+        let known = |entries: &HashMap<String, Entry>| {
+            entries
+                .get(target)
+                .is_none_or(|e| e.route.as_deref() == Some(route))
+        };
+        if known(&self.entries.read().unwrap_or_else(|e| e.into_inner())) {
+            return;
+        }
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = entries.get_mut(target) {
+            entry.route = Some(route.into());
+        }
     }
 
     /// The page at `key` for the data as `now` describes it, rendering it with `render` if
-    /// needed. Either clock moving on by the maximum age makes the page old: the wall clock
+    /// needed. `key` is the page's canonical request target (`/maintenance/3`,
+    /// `/history?page=2`): a GET for exactly it may later be answered from here directly. Either clock moving on by the maximum age makes the page old: the wall clock
     /// in production, the service's own where a test moves it.
     pub async fn get_or_render<F, Fut, E>(
         &self,
@@ -283,12 +342,15 @@ impl PageCache {
                 entries.clear();
             }
         }
+        // A new rendering of the same page is served by the same route.
+        let route = entries.get(key).and_then(|e| e.route.clone());
         entries.insert(
             key.to_owned(),
             Entry {
                 page: page.clone(),
                 data: now,
                 rendered: Instant::now(),
+                route,
             },
         );
         Ok(page)

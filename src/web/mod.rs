@@ -94,7 +94,7 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A request id: the client's (or proxy's) if it sent a sane one, else a per-process random
 /// prefix and a counter: unique, cheap, and sortable in logs.
-fn request_id(request: &Request) -> HeaderValue {
+fn request_id(headers: &HeaderMap) -> HeaderValue {
     static PREFIX: LazyLock<u32> = LazyLock::new(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -102,7 +102,7 @@ fn request_id(request: &Request) -> HeaderValue {
             .unwrap_or_default()
     });
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    if let Some(given) = request.headers().get(&X_REQUEST_ID)
+    if let Some(given) = headers.get(&X_REQUEST_ID)
         && !given.is_empty()
         && given.len() <= 64
         && given
@@ -229,7 +229,7 @@ impl RouteMetrics {
 /// the log line for server errors, metrics, and the security headers.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let id = request_id(&request);
+    let id = request_id(request.headers());
     let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
     let uri = request.uri().clone();
@@ -263,13 +263,129 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
             );
         }
     }
-    tracing::debug!(request_id = ?id, status = status.as_u16(), elapsed = ?started.elapsed(), "answered");
     error::render_page(&mut response, &state.site);
-    security_headers(&mut response);
-    response.headers_mut().insert(X_REQUEST_ID.clone(), id);
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    RouteMetrics::record(route, &method, status.as_u16(), started.elapsed());
+    if method == Method::GET && matches!(status, StatusCode::OK | StatusCode::NOT_MODIFIED) {
+        // If that was a cached page, the next GET for it need not come through here.
+        if let Some(target) = uri.path_and_query() {
+            state.pages.note_route(target.as_str(), route);
+        }
+    }
+    finish(&mut response, id, route, &method, started);
     response
+}
+
+/// What every answer gets last, through the router or not: the security headers, the request
+/// id, the request's metrics.
+fn finish(
+    response: &mut Response,
+    id: HeaderValue,
+    route: &str,
+    method: &Method,
+    started: Instant,
+) {
+    let status = response.status().as_u16();
+    tracing::debug!(request_id = ?id, status, elapsed = ?started.elapsed(), "answered");
+    security_headers(response);
+    response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    RouteMetrics::record(route, method, status, started.elapsed());
+}
+
+/// What the HTTP workers serve: a GET for a public page still fresh in the page cache is
+/// answered from it directly, as the router would answer it (same headers, request id and
+/// metrics, through [`finish`]); everything else goes through the router. One value per
+/// connection, carrying the peer's address for the handlers that want it.
+#[derive(Clone)]
+pub struct Web {
+    state: AppState,
+    router: Router,
+    peer: Option<std::net::SocketAddr>,
+}
+
+impl Web {
+    /// The whole application: [`router`] behind the page cache.
+    pub fn new(state: AppState) -> Self {
+        Self::with_router(state.clone(), router(state))
+    }
+
+    /// `router` (which should be built on `state`) behind `state`'s page cache.
+    pub fn with_router(state: AppState, router: Router) -> Self {
+        Self {
+            state,
+            router,
+            peer: None,
+        }
+    }
+
+    /// This service for one connection from `peer` (`ConnectInfo` for the handlers).
+    pub fn for_peer(&self, peer: std::net::SocketAddr) -> Self {
+        Self {
+            peer: Some(peer),
+            ..self.clone()
+        }
+    }
+
+    /// The answer from the page cache, or `None` when the request needs the router.
+    fn answer_from_cache<B>(&self, request: &axum::http::Request<B>) -> Option<Response> {
+        if request.method() != Method::GET {
+            return None;
+        }
+        let started = Instant::now();
+        let target = request.uri().path_and_query()?.as_str();
+        let (page, route) = self
+            .state
+            .pages
+            .fresh_page(target, self.state.service.freshness())?;
+        let mut response = page.respond(request.headers());
+        // As axum's router does for every answer with a known length (hyper would add it on
+        // the wire anyway): the same headers either way.
+        if let Some(length) = axum::body::HttpBody::size_hint(response.body()).exact() {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        finish(
+            &mut response,
+            request_id(request.headers()),
+            &route,
+            &Method::GET,
+            started,
+        );
+        Some(response)
+    }
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for Web
+where
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<
+        std::future::Ready<Result<Response, Self::Error>>,
+        axum::routing::future::RouteFuture<Self::Error>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<axum::http::Request<B>>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
+        use futures_util::future::Either;
+        if let Some(response) = self.answer_from_cache(&request) {
+            return Either::Left(std::future::ready(Ok(response)));
+        }
+        if let Some(peer) = self.peer {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+        }
+        Either::Right(self.router.call(request))
+    }
 }
 
 async fn not_found() -> error::AppError {
@@ -437,8 +553,8 @@ mod tests {
     #[test]
     fn request_ids_are_unique_and_keep_a_sane_given_one() {
         let bare = || Request::new(axum::body::Body::empty());
-        let a = request_id(&bare());
-        let b = request_id(&bare());
+        let a = request_id(bare().headers());
+        let b = request_id(bare().headers());
         assert_ne!(a, b);
         let text = a.to_str().unwrap();
         assert_eq!(text.len(), 8 + 1 + text[9..].len());
@@ -447,11 +563,11 @@ mod tests {
         given
             .headers_mut()
             .insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(request_id(&given), "abc-123");
+        assert_eq!(request_id(given.headers()), "abc-123");
         let mut hostile = bare();
         hostile
             .headers_mut()
             .insert(&X_REQUEST_ID, HeaderValue::from_static("a b\"<script>"));
-        assert_ne!(request_id(&hostile), "a b\"<script>");
+        assert_ne!(request_id(hostile.headers()), "a b\"<script>");
     }
 }

@@ -344,7 +344,11 @@ pub async fn history(
     if page < 1 {
         return Err(AppError::BadRequest("page numbers start at 1".to_owned()));
     }
-    let key = format!("/history?page={page}");
+    // The canonical targets, as the pages link to them: page 1 is plain `/history`.
+    let key = match page {
+        1 => "/history".to_owned(),
+        page => format!("/history?page={page}"),
+    };
     let page = state
         .pages
         .get_or_render(&key, state.service.freshness(), || {

@@ -29,7 +29,7 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
@@ -441,20 +441,18 @@ async fn answer(
             let data = Data::load(state).await?;
             let body =
                 serde_json::to_vec(&build(&data)).map_err(|e| AppError::Internal(e.into()))?;
-            Ok::<_, AppError>(CachedPage::new(
-                Bytes::from(body),
-                "application/json; charset=utf-8",
-                CachePolicy::Revalidate,
-                BROTLI_QUALITY,
-            ))
+            Ok::<_, AppError>(
+                CachedPage::new(
+                    Bytes::from(body),
+                    "application/json; charset=utf-8",
+                    CachePolicy::Revalidate,
+                    BROTLI_QUALITY,
+                )
+                .for_any_origin(),
+            )
         })
         .await?;
-    let mut response = page.respond(headers);
-    response.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    Ok(response)
+    Ok(page.respond(headers))
 }
 
 async fn summary(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
