@@ -639,7 +639,9 @@ async fn fresh_cached_pages_are_answered_as_the_router_would() {
         assert!(h.remove("x-request-id").is_some(), "no request id");
         h
     };
-    for target in targets {
+    // With the stylesheet and script each new visitor fetches, answered directly too.
+    let assets = [app.state.site.css, app.state.site.js];
+    for target in targets.into_iter().chain(assets) {
         for headers in [
             vec![],
             vec![("accept-encoding", "gzip, deflate, br")],
@@ -664,6 +666,12 @@ async fn fresh_cached_pages_are_answered_as_the_router_would() {
             );
         }
     }
+    assert!(herald::web::assets::ASSETS.at(app.state.site.css).is_some());
+    assert!(
+        herald::web::assets::ASSETS
+            .at("/static/style.css")
+            .is_none()
+    );
     assert_eq!(
         app.get("/api/v2/summary.json")
             .await

@@ -275,6 +275,9 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     response
 }
 
+/// The route of the static assets, also their metric label when answered directly.
+const ASSET_ROUTE: &str = "/static/{file}";
+
 /// What every answer gets last, through the router or not: the security headers, the request
 /// id, the request's metrics.
 fn finish(
@@ -291,8 +294,8 @@ fn finish(
     RouteMetrics::record(route, method, status, started.elapsed());
 }
 
-/// What the HTTP workers serve: a GET for a public page still fresh in the page cache is
-/// answered from it directly, as the router would answer it (same headers, request id and
+/// What the HTTP workers serve: a GET for a static asset, or for a public page still fresh in
+/// the page cache, is answered from memory directly, as the router would answer it (same headers, request id and
 /// metrics, through [`finish`]); everything else goes through the router. One value per
 /// connection, carrying the peer's address for the handlers that want it.
 #[derive(Clone)]
@@ -332,11 +335,18 @@ impl Web {
         }
         let started = Instant::now();
         let target = request.uri().path_and_query()?.as_str();
-        let (page, route) = self
-            .state
-            .pages
-            .fresh_page(target, self.state.service.freshness())?;
-        let mut response = page.respond(request.headers());
+        let page;
+        let (mut response, route) = match assets::ASSETS.at(target) {
+            // Each new visitor of a spike fetches the stylesheet and script too.
+            Some(asset) => (asset.respond(request.headers()), ASSET_ROUTE),
+            None => {
+                page = self
+                    .state
+                    .pages
+                    .fresh_page(target, self.state.service.freshness())?;
+                (page.0.respond(request.headers()), &*page.1)
+            }
+        };
         // As axum's router does for every answer with a known length (hyper would add it on
         // the wire anyway): the same headers either way.
         if let Some(length) = axum::body::HttpBody::size_hint(response.body()).exact() {
@@ -347,7 +357,7 @@ impl Web {
         finish(
             &mut response,
             request_id(request.headers()),
-            &route,
+            route,
             &Method::GET,
             started,
         );
@@ -463,7 +473,7 @@ pub fn router(state: AppState) -> Router {
                 feeds::component(s, p, h, feeds::Format::Badge)
             }),
         )
-        .route("/static/{file}", get(assets::serve))
+        .route(ASSET_ROUTE, get(assets::serve))
         .route("/admin", get(admin::dashboard))
         .route("/admin/login", get(admin::login_page).post(admin::login))
         .route("/admin/logout", post(admin::logout))
