@@ -296,8 +296,9 @@ impl PageCache {
 
     /// The page at `key` for the data as `now` describes it, rendering it with `render` if
     /// needed. `key` is the page's canonical request target (`/maintenance/3`,
-    /// `/history?page=2`): a GET for exactly it may later be answered from here directly. Either clock moving on by the maximum age makes the page old: the wall clock
-    /// in production, the service's own where a test moves it.
+    /// `/history?page=2`): a GET for exactly it may later be answered from here directly.
+    /// Either clock moving on by the maximum age makes the page old: the wall clock in
+    /// production, the service's own where a test moves it.
     pub async fn get_or_render<F, Fut, E>(
         &self,
         key: &str,

@@ -295,9 +295,10 @@ fn finish(
 }
 
 /// What the HTTP workers serve: a GET for a static asset, or for a public page still fresh in
-/// the page cache, is answered from memory directly, as the router would answer it (same headers, request id and
-/// metrics, through [`finish`]); everything else goes through the router. One value per
-/// connection, carrying the peer's address for the handlers that want it.
+/// the page cache, is answered from memory directly, as the router would answer it (same
+/// headers, request id and metrics, through [`finish`]); everything else goes through the
+/// router. One value per connection, carrying the peer's address for the handlers that want
+/// it.
 #[derive(Clone)]
 pub struct Web {
     state: AppState,
@@ -328,7 +329,8 @@ impl Web {
         }
     }
 
-    /// The answer from the page cache, or `None` when the request needs the router.
+    /// The answer from the static assets or the page cache, or `None` when the request
+    /// needs the router.
     fn answer_from_cache<B>(&self, request: &axum::http::Request<B>) -> Option<Response> {
         if request.method() != Method::GET {
             return None;

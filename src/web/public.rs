@@ -325,13 +325,19 @@ async fn render_history(state: &AppState, page: i64) -> Result<CachedPage, AppEr
         page,
         pages,
         total: result.total,
-        newer: (page > 1).then(|| match page - 1 {
-            1 => "/history".to_owned(),
-            p => format!("/history?page={p}"),
-        }),
-        older: (page < pages).then(|| format!("/history?page={}", page + 1)),
+        newer: (page > 1).then(|| history_url(page - 1)),
+        older: (page < pages).then(|| history_url(page + 1)),
     };
     Ok(html(view.render()?))
+}
+
+/// The address of history page `page`, as the pages link to it and the page cache keys it:
+/// page 1 is plain `/history`.
+fn history_url(page: i64) -> String {
+    match page {
+        1 => "/history".to_owned(),
+        page => format!("/history?page={page}"),
+    }
 }
 
 /// `GET /history?page=N`.
@@ -344,11 +350,7 @@ pub async fn history(
     if page < 1 {
         return Err(AppError::BadRequest("page numbers start at 1".to_owned()));
     }
-    // The canonical targets, as the pages link to them: page 1 is plain `/history`.
-    let key = match page {
-        1 => "/history".to_owned(),
-        page => format!("/history?page={page}"),
-    };
+    let key = history_url(page);
     let page = state
         .pages
         .get_or_render(&key, state.service.freshness(), || {
