@@ -107,6 +107,17 @@ log "== cargo build --release (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 HERALD_BIN="$CARGO_TARGET_DIR/release/herald"
 [[ -x "$HERALD_BIN" ]] || die "no binary at $HERALD_BIN"
 
+# How much of bench/hot-functions.txt (the hot code laid out together, build.rs) this binary
+# still has: a list gone stale shows here as a lower share and as more code resident.
+HOT_LIST="$REPO/bench/hot-functions.txt"
+HOT_LAYOUT="no bench/hot-functions.txt"
+if [[ -f "$HOT_LIST" ]] && command -v readelf >/dev/null; then
+    listed="$(grep -vc '^#' "$HOT_LIST" || true)"
+    found="$(comm -12 <(grep -v '^#' "$HOT_LIST" | sort -u) \
+        <(readelf -sW "$HERALD_BIN" | awk '$4 == "FUNC" { print $8 }' | sort -u) | wc -l)"
+    HOT_LAYOUT="$found of $listed functions in bench/hot-functions.txt are in this binary"
+fi
+
 # --- scratch space and cleanup ---------------------------------------------------------------
 
 TMP="$(mktemp -d -t herald-bench.XXXXXX)"
@@ -144,15 +155,8 @@ trap cleanup EXIT
 trap 'log "status-page.sh: interrupted"; exit 130' INT
 trap 'log "status-page.sh: terminated"; exit 143' TERM
 
-# A loopback port nothing listens on, from $1 upwards.
-free_port() {
-    local p="$1"
-    while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do
-        p=$((p + 1))
-        ((p < $1 + 200)) || die "no free port near $1"
-    done
-    echo "$p"
-}
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 
 CURL=(curl --noproxy '*' -sS --max-time 5)
 
@@ -162,10 +166,10 @@ HERALD_PORT="$(free_port 18080)"
 log "== starting Herald on 127.0.0.1:$HERALD_PORT (database in $TMP)"
 (
     # Only the flags below configure it: no herald.toml from the caller's directory, no
-    # HERALD_* settings from the caller's environment.
+    # HERALD_* settings from the caller's environment. The peak RSS target includes the
+    # first admin's password hash (first_start_env).
     cd "$TMP"
-    while read -r v; do unset "$v"; done < <(compgen -e HERALD_ || true)
-    export HERALD_LOG=warn
+    first_start_env
     exec "$HERALD_BIN" serve --demo \
         --listen "127.0.0.1:$HERALD_PORT" \
         --database-url "sqlite://$TMP/herald.db" \
@@ -374,6 +378,7 @@ echo "Herald status page vs nginx (same bytes from a file) — $(date -u '+%Y-%m
 echo "machine: $(nproc) CPUs, ${cpu_model:-unknown CPU}; wrk runs on the same machine"
 echo "page: GET / identity, $PAGE_BYTES bytes; wrk -d$DURATION × $ROUNDS rounds per server, medians"
 echo "herald: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO" && git diff --quiet HEAD -- 2>/dev/null || echo ' (+ uncommitted changes)'), release build"
+echo "hot code layout: $HOT_LAYOUT"
 
 bad_responses=0
 declare -A RATIO
