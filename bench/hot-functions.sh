@@ -10,8 +10,13 @@
 # counted, so a function run once at start-up is listed as surely as the request path) on a
 # throwaway SQLite database with the demo data and a first admin from the environment,
 # fetches every public page, feed and asset the pages link to in each encoding, then holds 256
-# connections on / and a window page with wrk, and stops it with SIGTERM. Run it again when the request path or the dependencies change much:
-# names the binary no longer has are skipped by the linker, so a stale list only costs memory.
+# connections on / and a window page with wrk, and stops it with SIGTERM.
+#
+# Run it again after any change to Cargo.lock or rust-toolchain.toml (a crate's symbol names
+# hash in its dependencies' versions and rustc's, so nearly every name changes; the list's
+# fingerprint line records what it was made for, and bench/status-page.sh says when it no
+# longer matches), and after large changes to the request path. Names the binary no longer
+# has are skipped by the linker, so a stale list costs memory, never a failed build.
 # Knob: CARGO_TARGET_DIR (default ~/.cache/herald-target).
 set -euo pipefail
 
@@ -21,6 +26,8 @@ OUT="$REPO/bench/hot-functions.txt"
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "hot-functions.sh: error: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 
 as_root() {
     if [[ $EUID -eq 0 ]]; then "$@"
@@ -59,8 +66,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# shellcheck source=bench/lib.sh
-. "$REPO/bench/lib.sh"
 PORT="$(free_port 18090)"
 BASE="http://127.0.0.1:$PORT"
 CURL=(curl --noproxy '*' -sS --max-time 30)
@@ -76,7 +81,8 @@ log "== starting Herald under callgrind on $BASE"
 ) >"$TMP/herald.log" 2>&1 &
 HERALD_PID=$!
 ready=""
-for ((i = 0; i < 600; i++)); do # 120 s: everything runs ~50 times slower under callgrind
+deadline=$((SECONDS + 120)) # everything runs ~50 times slower under callgrind
+while ((SECONDS < deadline)); do
     kill -0 "$HERALD_PID" 2>/dev/null || die "Herald exited during start-up"
     code="$("${CURL[@]}" --max-time 2 -o /dev/null -w '%{http_code}' "$BASE/readyz" 2>/dev/null || true)"
     if [[ "$code" == 200 ]]; then ready=1; break; fi
@@ -118,6 +124,11 @@ wrk -t1 -c256 -d3s -H 'accept-encoding: br' "$BASE${window:-/}" >/dev/null
 
 log "== stopping Herald"
 kill -TERM "$HERALD_PID"
+for ((i = 0; i < 600; i++)); do # 60 s to drain and write the profile
+    kill -0 "$HERALD_PID" 2>/dev/null || break
+    sleep 0.1
+done
+kill -0 "$HERALD_PID" 2>/dev/null && die "Herald did not stop within 60 s of SIGTERM"
 wait "$HERALD_PID" || true
 HERALD_PID=""
 [[ -s "$TMP/callgrind.out" ]] || die "callgrind wrote no profile"
@@ -134,7 +145,7 @@ awk -v bin="$BIN" '
         if (ob == bin && fn !~ /^(0x|\()/) cost[fn] += $NF
     }
     END { for (f in cost) printf "%d %s\n", cost[f], f }
-' "$TMP/callgrind.out" | sort -k1,1nr -k2 | awk '{ print $2 }' >"$TMP/names"
+' "$TMP/callgrind.out" | LC_ALL=C sort -k1,1nr -k2 | awk '{ print $2 }' >"$TMP/names"
 n="$(wc -l <"$TMP/names")"
 ((n > 1000)) || die "only $n functions found in the profile: is $BIN the binary that ran?"
 
@@ -142,6 +153,7 @@ n="$(wc -l <"$TMP/names")"
     echo "# The functions Herald runs to start and to serve its public pages, hottest first:"
     echo "# lld lays them out together (build.rs). Made by bench/hot-functions.sh, $(date -u +%Y-%m-%d),"
     echo "# from $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo 'a work tree'). Do not edit by hand."
+    echo "# fingerprint: $(hot_list_fingerprint) (of Cargo.lock and rust-toolchain.toml, whose changes rename functions)"
     cat "$TMP/names"
 } >"$OUT"
 log "== wrote $n functions to ${OUT#"$REPO"/}"

@@ -37,6 +37,8 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "status-page.sh: error: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, not '$ROUNDS'"
 for c in $CONNECTIONS; do
@@ -107,15 +109,25 @@ log "== cargo build --release (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 HERALD_BIN="$CARGO_TARGET_DIR/release/herald"
 [[ -x "$HERALD_BIN" ]] || die "no binary at $HERALD_BIN"
 
-# How much of bench/hot-functions.txt (the hot code laid out together, build.rs) this binary
-# still has: a list gone stale shows here as a lower share and as more code resident.
+# Whether the binary has the layout of bench/hot-functions.txt (build.rs): a list made for
+# another Cargo.lock or toolchain names functions that are no longer there, and more of the
+# code is resident than need be.
 HOT_LIST="$REPO/bench/hot-functions.txt"
-HOT_LAYOUT="no bench/hot-functions.txt"
-if [[ -f "$HOT_LIST" ]] && command -v readelf >/dev/null; then
+if [[ ! -f "$HOT_LIST" ]]; then
+    HOT_LAYOUT="no bench/hot-functions.txt"
+elif ! command -v readelf >/dev/null; then
+    HOT_LAYOUT="not checked (no readelf: install binutils)"
+elif ! readelf -d "$HERALD_BIN" | grep -q '(RELR)'; then
+    HOT_LAYOUT="not applied: build.rs did not pass its link options (see the build's warnings)"
+else
     listed="$(grep -vc '^#' "$HOT_LIST" || true)"
-    found="$(comm -12 <(grep -v '^#' "$HOT_LIST" | sort -u) \
-        <(readelf -sW "$HERALD_BIN" | awk '$4 == "FUNC" { print $8 }' | sort -u) | wc -l)"
+    found="$(LC_ALL=C comm -12 <(grep -v '^#' "$HOT_LIST" | LC_ALL=C sort -u) \
+        <(readelf -sW "$HERALD_BIN" | awk '$4 == "FUNC" { print $8 }' | LC_ALL=C sort -u) | wc -l)"
     HOT_LAYOUT="$found of $listed functions in bench/hot-functions.txt are in this binary"
+    if ! grep -q "^# fingerprint: $(hot_list_fingerprint) " "$HOT_LIST"; then
+        HOT_LAYOUT="$HOT_LAYOUT; the list was made for another Cargo.lock or toolchain:"
+        HOT_LAYOUT="$HOT_LAYOUT run bash bench/hot-functions.sh"
+    fi
 fi
 
 # --- scratch space and cleanup ---------------------------------------------------------------
@@ -155,8 +167,6 @@ trap cleanup EXIT
 trap 'log "status-page.sh: interrupted"; exit 130' INT
 trap 'log "status-page.sh: terminated"; exit 143' TERM
 
-# shellcheck source=bench/lib.sh
-. "$REPO/bench/lib.sh"
 
 CURL=(curl --noproxy '*' -sS --max-time 5)
 
