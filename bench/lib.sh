@@ -20,9 +20,3 @@ first_start_env() {
     HERALD_ADMIN_PASSWORD="$(head -c 18 /dev/urandom | base64)"
     export HERALD_ADMIN_PASSWORD
 }
-
-# What the mangled names in bench/hot-functions.txt depend on besides the code: every crate's
-# version (Cargo.lock: a crate's symbol hashes include its dependencies' metadata) and rustc.
-hot_list_fingerprint() {
-    cat "$REPO/Cargo.lock" "$REPO/rust-toolchain.toml" | sha256sum | cut -c1-16
-}
