@@ -5,7 +5,7 @@
 //!
 //! Run: `cargo bench --bench delivery_latency`. Target: p99 under 250 ms (aim: 100 ms).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 #[allow(unused_imports)]
 mod common;
 

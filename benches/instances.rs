@@ -12,7 +12,7 @@
 //! `.ci/postgres`, or uses `HERALD_TEST_POSTGRES`). Knobs: CHANGES (200), ROUNDS (3),
 //! DURATION (10s), CONNECTIONS (64).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 #[allow(unused_imports)]
 mod common;
 

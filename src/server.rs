@@ -406,7 +406,7 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 /// Resolves on the first SIGTERM or Ctrl-C; a second one exits the process at once. The
 /// handlers are installed here, before anything serves: installed only when the future is
 /// first polled, a signal that came between "ready" and that poll would kill the process
-/// (seen in `tests/drain.rs` on a loaded machine).
+/// (seen in `tests/it/drain.rs` on a loaded machine).
 #[cfg(unix)]
 fn signals() -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};

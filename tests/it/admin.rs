@@ -1,9 +1,7 @@
 //! The admin pages: sign-in, sessions, CSRF, throttling, roles, and running a window by forms.
 
-mod common;
-
+use crate::common::TestApp;
 use axum::http::StatusCode;
-use common::TestApp;
 use herald::domain::{Role, WindowState};
 
 #[tokio::test]
@@ -421,7 +419,7 @@ async fn a_token_made_in_the_ui_works_on_the_api_until_revoked() {
 async fn first_admin_from_the_setup_code_once() {
     use tower::ServiceExt;
     let dir = tempfile::tempdir().unwrap();
-    let url = common::database_url(dir.path(), "h.db");
+    let url = crate::common::database_url(dir.path(), "h.db");
     let state = herald::server::build(&herald::config::Settings::for_database(&url), false)
         .await
         .unwrap();
@@ -439,7 +437,7 @@ async fn first_admin_from_the_setup_code_once() {
     let post = |pairs: &[(&str, &str)]| {
         axum::http::Request::post("/admin/setup")
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(axum::body::Body::from(common::form_body(pairs)))
+            .body(axum::body::Body::from(crate::common::form_body(pairs)))
             .unwrap()
     };
     let r = send(get("/admin/login")).await;
@@ -869,7 +867,7 @@ async fn a_burst_of_sign_ins_checks_at_most_the_limit() {
     let app = TestApp::new().await;
     app.user("alice", Role::Admin).await;
     let before = app.service.password_checks();
-    let body = common::form_body(&[("name", "alice"), ("password", "wrong wrong wrong")]);
+    let body = crate::common::form_body(&[("name", "alice"), ("password", "wrong wrong wrong")]);
     let mut tasks = Vec::new();
     for _ in 0..200 {
         let router = app.router.clone();
@@ -921,7 +919,7 @@ async fn sign_in_limits_follow_the_client_behind_a_trusted_proxy() {
                 .uri("/admin/login")
                 .header("content-type", "application/x-www-form-urlencoded")
                 .header("x-forwarded-for", client)
-                .body(axum::body::Body::from(common::form_body(&[
+                .body(axum::body::Body::from(crate::common::form_body(&[
                     ("name", "alice"),
                     ("password", password),
                 ])))
@@ -977,17 +975,18 @@ async fn accounts_are_managed_from_the_users_page() {
     app.user("mo", Role::Maintainer).await;
     let alice = app.sign_in("alice").await;
     let mo = app.sign_in("mo").await;
-    let act = |who: &common::Browser, user: &str, pairs: Vec<(&'static str, &'static str)>| {
-        let mut all = vec![("csrf", who.csrf.clone())];
-        all.extend(pairs.into_iter().map(|(k, v)| (k, v.to_owned())));
-        let path = format!("/admin/users/{user}");
-        let cookie = who.cookie.clone();
-        let app = &app;
-        async move {
-            let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            app.post_form(&path, Some(&cookie), &pairs, &[]).await
-        }
-    };
+    let act =
+        |who: &crate::common::Browser, user: &str, pairs: Vec<(&'static str, &'static str)>| {
+            let mut all = vec![("csrf", who.csrf.clone())];
+            all.extend(pairs.into_iter().map(|(k, v)| (k, v.to_owned())));
+            let path = format!("/admin/users/{user}");
+            let cookie = who.cookie.clone();
+            let app = &app;
+            async move {
+                let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                app.post_form(&path, Some(&cookie), &pairs, &[]).await
+            }
+        };
     // The last admin can be neither demoted nor removed.
     let r = act(
         &alice,
@@ -1129,7 +1128,7 @@ async fn behind_https_the_session_cookie_is_host_prefixed() {
         .uri("/admin/login")
         .header("content-type", "application/x-www-form-urlencoded")
         .header("origin", "https://status.example.com")
-        .body(axum::body::Body::from(common::form_body(&[
+        .body(axum::body::Body::from(crate::common::form_body(&[
             ("name", "alice"),
             ("password", "correct horse battery"),
         ])))

@@ -2,13 +2,11 @@
 //! the same database: every event still reaches each channel exactly once and in order. And
 //! Bluesky sessions: many posts, one sign-in; an expired token, one refresh.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::fake_bluesky::FakeBluesky;
-use common::fake_discord::{FakeDiscord, Fault};
+use crate::common::fake_bluesky::FakeBluesky;
+use crate::common::fake_discord::{FakeDiscord, Fault};
 use herald::domain::{
     ChannelKind, ChannelSecret, DEFAULT_EVENTS, DEFAULT_MILESTONES, DeliveryState, NewChannel,
     WindowAction,
@@ -41,7 +39,7 @@ impl Env {
     }
 
     fn url(&self) -> String {
-        common::database_url(&self.dir.path().join("data"), "herald.db")
+        crate::common::database_url(&self.dir.path().join("data"), "herald.db")
     }
 
     /// The caller kills and waits for the returned child.
@@ -110,8 +108,8 @@ async fn sigkill_mid_delivery_then_restart_delivers_each_event_once() {
     let bluesky = FakeBluesky::start().await;
     let env = Env {
         dir: tempfile::tempdir().unwrap(),
-        port: common::free_port(),
-        vars: common::channel_env(&discord, &bluesky),
+        port: crate::common::free_port(),
+        vars: crate::common::channel_env(&discord, &bluesky),
     };
     let token = env.token();
     let mut herald = env.start().await;
@@ -268,7 +266,7 @@ async fn sigkill_mid_delivery_then_restart_delivers_each_event_once() {
 
 #[tokio::test]
 async fn fifty_posts_sign_in_once_and_an_expired_token_refreshes_once() {
-    let app = common::TestApp::new().await;
+    let app = crate::common::TestApp::new().await;
     let bluesky = FakeBluesky::start().await;
     app.add_channel(NewChannel {
         name: "bluesky".into(),
@@ -320,7 +318,7 @@ async fn sigterm_lets_the_delivery_in_flight_finish() {
     let discord = FakeDiscord::start().await;
     let env = Env {
         dir: tempfile::tempdir().unwrap(),
-        port: common::free_port(),
+        port: crate::common::free_port(),
         vars: vec![
             ("HERALD_DISCORD_BOT_TOKEN".into(), discord.bot_token()),
             (

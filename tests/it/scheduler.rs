@@ -3,13 +3,11 @@
 //! and two Herald processes on one database firing each event once in total. One test runs the
 //! real scheduler loop and the outbox against the local Discord server.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use common::TestApp;
-use common::fake_discord::FakeDiscord;
+use crate::common::TestApp;
+use crate::common::fake_discord::FakeDiscord;
 use herald::domain::{
     Automation, ChannelKind, ChannelSecret, DEFAULT_EVENTS, DEFAULT_MILESTONES, Edit, Maintenance,
     NewChannel, Schedule, ScheduleChange, StepAction, Subject, UpdateKind, WindowAction,

@@ -2,11 +2,9 @@
 //! formats: the DecAPI window run from announcement to completion reaches every channel
 //! exactly once and in order, also when the servers fail in every way they can.
 
-mod common;
-
-use common::TestApp;
-use common::fake_bluesky::FakeBluesky;
-use common::fake_discord::{FakeDiscord, Fault};
+use crate::common::TestApp;
+use crate::common::fake_bluesky::FakeBluesky;
+use crate::common::fake_discord::{FakeDiscord, Fault};
 use herald::domain::{
     Channel, ChannelKind, ChannelSecret, DEFAULT_EVENTS, DEFAULT_MILESTONES, DeliveryState,
     NewChannel, Schedule, Subject, UpdateKind, WindowAction,
@@ -103,7 +101,7 @@ const EXPECTED: [UpdateKind; 10] = [
     UpdateKind::Completed,
 ];
 
-fn assert_no_mentions(m: &common::fake_discord::Message) {
+fn assert_no_mentions(m: &crate::common::fake_discord::Message) {
     let allowed = m
         .allowed_mentions
         .as_ref()
@@ -182,7 +180,7 @@ fn check_bluesky_thread(records: &[Value], uris: &[String], cids: &[String], pag
         .zip(cids)
         .map(|((v, u), c)| (v.clone(), u.clone(), c.clone()))
         .collect();
-    common::check_bluesky_thread(&posts, page, serde_json::json!(["en"]));
+    crate::common::check_bluesky_thread(&posts, page, serde_json::json!(["en"]));
 }
 
 #[tokio::test]

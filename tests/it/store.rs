@@ -2,11 +2,9 @@
 //! creation, persistence, atomic commits, concurrent changes, the demo seed and components
 //! from configuration.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::TestApp;
+use crate::common::TestApp;
 use herald::config::{ComponentSetting, Settings};
 use herald::domain::{
     DomainError, Impact, NewMaintenance, Schedule, StepAction, StepState, UpdateKind, WindowAction,
@@ -207,7 +205,7 @@ async fn duplicate_component_slugs_are_refused_with_the_field() {
 #[tokio::test]
 async fn demo_seeds_the_decapi_migration_once() {
     let dir = tempfile::tempdir().unwrap();
-    let url = common::database_url(dir.path(), "demo.db");
+    let url = crate::common::database_url(dir.path(), "demo.db");
     let settings = Settings::for_database(&url);
     let state = herald::server::build(&settings, true).await.unwrap();
     let store = state.service.store();
@@ -239,7 +237,7 @@ async fn demo_seeds_the_decapi_migration_once() {
 #[tokio::test]
 async fn components_from_configuration_are_created_once() {
     let dir = tempfile::tempdir().unwrap();
-    let url = common::database_url(dir.path(), "c.db");
+    let url = crate::common::database_url(dir.path(), "c.db");
     let mut settings = Settings::for_database(&url);
     settings.components = vec![ComponentSetting {
         slug: "api".into(),
@@ -290,7 +288,7 @@ async fn the_channels_table_is_rebuilt_for_webhooks_keeping_deliveries() {
     // Put the table back as it was before (the old CHECK), the way an older Herald left it.
     let pool = sqlx::SqlitePool::connect(&app.url).await.unwrap();
     let mut conn = pool.acquire().await.unwrap();
-    let old = include_str!("../migrations/sqlite/0004_announcements.sql");
+    let old = include_str!("../../migrations/sqlite/0004_announcements.sql");
     let create = &old[old.find("CREATE TABLE channels").unwrap()..];
     let create = &create[..create.find(");").unwrap() + 2];
     let sql = format!(

@@ -210,7 +210,22 @@ impl TestApp {
         token: Option<&str>,
         body: Option<serde_json::Value>,
     ) -> (StatusCode, serde_json::Value, HeaderMap) {
+        self.api_with(method, path, token, body, &[]).await
+    }
+
+    /// [`TestApp::api`] with more request headers.
+    pub async fn api_with(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, serde_json::Value, HeaderMap) {
         let mut request = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
         }

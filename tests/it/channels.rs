@@ -1,11 +1,9 @@
 //! The admin's channel pages: adding with errors by the field, secrets never shown again, an
 //! empty secret keeping the stored one, the test message, and the run view's preview.
 
-mod common;
-
+use crate::common::TestApp;
+use crate::common::fake_discord::FakeDiscord;
 use axum::http::StatusCode;
-use common::TestApp;
-use common::fake_discord::FakeDiscord;
 use herald::domain::{Role, Schedule, WindowAction};
 
 #[tokio::test]

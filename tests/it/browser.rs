@@ -4,8 +4,6 @@
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (the README's test command installs them).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -26,7 +24,7 @@ impl Drop for Driver {
 }
 
 fn start_chromedriver() -> (Driver, String) {
-    let port = common::free_port();
+    let port = crate::common::free_port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
@@ -42,7 +40,7 @@ fn start_chromedriver() -> (Driver, String) {
 }
 
 async fn start_herald(dir: &tempfile::TempDir) -> SocketAddr {
-    let url = common::database_url(dir.path(), "herald.db");
+    let url = crate::common::database_url(dir.path(), "herald.db");
     let mut settings = Settings::for_database(&url);
     settings.site_name = "DecAPI status".into();
     settings.discord_invite = Some("https://decapi.link/discord".into());
@@ -347,12 +345,12 @@ async fn public_text(driver: &WebDriver, origin: &str, back: &str) -> WebDriverR
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maintainer_runs_a_window_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
-    let url = common::database_url(dir.path(), "herald.db");
+    let url = crate::common::database_url(dir.path(), "herald.db");
     let settings = Settings::for_database(&url);
     let state = herald::server::build(&settings, false).await.unwrap();
     // Announcements go to local Discord and Bluesky servers while the maintainer works.
-    let discord = common::fake_discord::FakeDiscord::start().await;
-    let bluesky = common::fake_bluesky::FakeBluesky::start().await;
+    let discord = crate::common::fake_discord::FakeDiscord::start().await;
+    let bluesky = crate::common::fake_bluesky::FakeBluesky::start().await;
     for (name, kind, target, secret, api) in [
         (
             "#announcements",

@@ -1,8 +1,6 @@
 //! The `herald` commands meant for scripts: results alone on stdout, messages on stderr,
 //! non-zero exit on failure.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -10,7 +8,10 @@ fn herald(dir: &std::path::Path, args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(args)
         .current_dir(dir)
-        .env("HERALD_DATABASE_URL", common::database_url(dir, "h.db"))
+        .env(
+            "HERALD_DATABASE_URL",
+            crate::common::database_url(dir, "h.db"),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -82,7 +83,7 @@ fn tokens_and_users_from_the_command_line() {
 async fn user_remove_passwd_and_role_end_sessions_and_keep_an_admin() {
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
-    let url = common::database_url(dir.path(), "h.db");
+    let url = crate::common::database_url(dir.path(), "h.db");
     let store = herald::store::SqlStore::connect(&url).await.unwrap();
     herald::store::Store::migrate(&store).await.unwrap();
     let service = herald::service::Service::new(Arc::new(store));

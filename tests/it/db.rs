@@ -2,8 +2,6 @@
 //! back identical, a non-empty target is refused, and a backup taken while writes go on is a
 //! consistent database.
 
-mod common;
-
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,11 +57,12 @@ async fn dump(url: &str) -> Vec<(String, Vec<String>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_round_trips_the_demo_sqlite_postgres_sqlite() {
-    let pg = common::PostgresServer::get();
+    let pg = crate::common::PostgresServer::get();
     let dir = tempfile::tempdir().unwrap();
     let a = format!("sqlite://{}/a.db", dir.path().display());
     let b = format!("sqlite://{}/b.db", dir.path().display());
-    let middle = common::postgres_database(&pg.url, &format!("{}/middle", dir.path().display()));
+    let middle =
+        crate::common::postgres_database(&pg.url, &format!("{}/middle", dir.path().display()));
 
     // The demo, with what a running Herald adds: a user, a token, a channel with a Bluesky
     // session, deliveries (one sent, with its remote id) and the audit log.

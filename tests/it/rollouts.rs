@@ -3,14 +3,12 @@
 //! report on the public page, in the API and on local servers speaking Discord's and Bluesky's
 //! wire formats; stalls, pauses, estimates and stale targets with a clock the test moves.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::TestApp;
+use crate::common::fake_bluesky::FakeBluesky;
+use crate::common::fake_discord::FakeDiscord;
 use axum::http::{Method, StatusCode};
-use common::TestApp;
-use common::fake_bluesky::FakeBluesky;
-use common::fake_discord::FakeDiscord;
 use herald::domain::{
     Channel, ChannelKind, ChannelSecret, DeliveryState, NewChannel, Role, Subject, UpdateKind,
     default_events, default_milestones,
@@ -150,7 +148,7 @@ impl Setup {
     }
 
     /// Every delivery sent, none left; then what the bot posted in its channel.
-    async fn settled(&self) -> Vec<common::fake_discord::Message> {
+    async fn settled(&self) -> Vec<crate::common::fake_discord::Message> {
         let unsent = self.app.settle(30).await;
         assert!(unsent.is_empty(), "{unsent:#?}");
         self.discord
@@ -169,7 +167,7 @@ impl Setup {
     }
 }
 
-fn live_description(m: &common::fake_discord::Message) -> String {
+fn live_description(m: &crate::common::fake_discord::Message) -> String {
     m.embeds[0]["description"]
         .as_str()
         .unwrap_or_default()
@@ -689,8 +687,10 @@ async fn a_live_message_is_posted_once_when_its_first_delivery_is_retried() {
         s.app.service.delete_channel(c.id, "test").await.unwrap();
     }
     s.app.add_channel(only_failures).await;
-    s.discord
-        .push_fault(common::fake_discord::Fault::Status(500), Some("crosspost"));
+    s.discord.push_fault(
+        crate::common::fake_discord::Fault::Status(500),
+        Some("crosspost"),
+    );
     let outbox = s.app.start_outbox();
     let id = s
         .create(json!({"title": "Fishjam v1.4.0", "to_version": "v1.4.0",

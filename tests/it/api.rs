@@ -1,10 +1,8 @@
 //! `/api/v1`: every endpoint's success and each client mistake, every response checked against
 //! the OpenAPI document Herald serves.
 
-mod common;
-
+use crate::common::TestApp;
 use axum::http::{Method, StatusCode};
-use common::TestApp;
 use herald::domain::Role;
 use serde_json::{Value, json};
 

@@ -1,8 +1,6 @@
 //! Graceful shutdown: requests in flight finish, `/readyz` answers 503 while draining, the
 //! process exits 0; a second signal or the drain timeout forces the exit.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -38,7 +36,7 @@ struct Herald {
 impl Herald {
     fn start(extra_env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        let addr: SocketAddr = format!("127.0.0.1:{}", crate::common::free_port())
             .parse()
             .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
@@ -46,7 +44,7 @@ impl Herald {
             .current_dir(dir.path())
             .env(
                 "HERALD_DATABASE_URL",
-                common::database_url(&dir.path().join("data"), "herald.db"),
+                crate::common::database_url(&dir.path().join("data"), "herald.db"),
             )
             .env("HERALD_LISTEN", addr.to_string())
             .env("HERALD_LOG", "warn")
@@ -157,7 +155,7 @@ fn drain_timeout_forces_the_exit() {
 /// slow request started before the shutdown completes, and the background tasks are stopped.
 #[tokio::test]
 async fn in_flight_handler_completes_before_run_returns() {
-    let app = common::TestApp::new().await;
+    let app = crate::common::TestApp::new().await;
     let router = herald::web::router(app.state.clone()).merge(axum::Router::new().route(
         "/slow",
         get(|| async {
@@ -220,7 +218,7 @@ async fn in_flight_handler_completes_before_run_returns() {
 /// `HEADER_READ_TIMEOUT` has passed, while other clients are served meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_trickled_in_are_cut_off() {
-    let app = common::TestApp::new().await;
+    let app = crate::common::TestApp::new().await;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (trigger, shutdown) = tokio::sync::oneshot::channel::<()>();

@@ -5,13 +5,11 @@
 //! documented shapes and through the DiscordStatus client, and signed webhooks through the
 //! Standard Webhooks reference library, the way a receiver checks them.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+use crate::common::TestApp;
 use axum::http::{HeaderMap, StatusCode};
-use common::TestApp;
 use herald::domain::{
     ChannelKind, Edit, NewChannel, Schedule, ScheduleChange, StepAction, WindowAction,
 };

@@ -2,8 +2,6 @@
 //! 127.0.0.1, see tests/pds/README.md): the DecAPI window and a window titled with emoji and
 //! right-to-left text become one valid thread each, as the PDS itself validates and stores it.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
@@ -94,7 +92,7 @@ async fn the_reference_pds_holds_one_valid_thread_per_window() {
         .to_owned();
     let did = account["did"].as_str().unwrap().to_owned();
 
-    let app = common::TestApp::new().await;
+    let app = crate::common::TestApp::new().await;
     app.add_channel(NewChannel {
         name: "bluesky".into(),
         kind: Some(ChannelKind::Bluesky),
@@ -157,7 +155,7 @@ async fn the_reference_pds_holds_one_valid_thread_per_window() {
                 (r["value"].clone(), text("uri"), text("cid"))
             })
             .collect();
-        common::check_bluesky_thread(&posts, &page, json!(["en", "de"]));
+        crate::common::check_bluesky_thread(&posts, &page, json!(["en", "de"]));
         let root = thread[0];
         if w == 1 {
             let text = root["value"]["text"].as_str().unwrap();
@@ -213,7 +211,7 @@ async fn the_reference_pds_threads_rollouts() {
     use herald::domain::{NewRollout, Report, TargetState, WindowAction, default_events};
     let pds = start_pds();
     let (did, password) = pds_account(&pds, "fishjam.test").await;
-    let app = common::TestApp::new().await;
+    let app = crate::common::TestApp::new().await;
     app.add_channel(NewChannel {
         name: "bluesky".into(),
         kind: Some(ChannelKind::Bluesky),
@@ -339,7 +337,7 @@ async fn the_reference_pds_threads_rollouts() {
             (r["value"].clone(), text("uri"), text("cid"))
         })
         .collect();
-    common::check_bluesky_thread(
+    crate::common::check_bluesky_thread(
         &posts,
         &format!("http://127.0.0.1:8080/rollouts/{}", alone.id),
         json!(["en"]),

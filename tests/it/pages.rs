@@ -1,11 +1,9 @@
 //! The public pages for each window state, caching, compression and headers.
 
-mod common;
-
 use std::io::Read;
 
+use crate::common::TestApp;
 use axum::http::{Method, StatusCode};
-use common::TestApp;
 use herald::domain::{Schedule, StepAction, WindowAction};
 
 fn tentative(hint: &str) -> Schedule {
@@ -634,7 +632,7 @@ async fn fresh_cached_pages_are_answered_as_the_router_would() {
     assert_eq!(fresh(&window).as_deref(), Some("/maintenance/{id}"));
     assert_eq!(fresh("/").as_deref(), Some("/"));
     let etag = app.get(&window).await.header("etag").unwrap().to_owned();
-    let without_id = |r: &common::Reply| {
+    let without_id = |r: &crate::common::Reply| {
         let mut h = r.headers.clone();
         assert!(h.remove("x-request-id").is_some(), "no request id");
         h

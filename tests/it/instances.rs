@@ -7,13 +7,11 @@
 //! Uses the server in `HERALD_TEST_POSTGRES` when set (as `.ci/test`'s second run does), else
 //! starts a throwaway one with `.ci/postgres`.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::fake_bluesky::FakeBluesky;
-use common::fake_discord::{FakeDiscord, Fault};
+use crate::common::fake_bluesky::FakeBluesky;
+use crate::common::fake_discord::{FakeDiscord, Fault};
 use herald::domain::{DeliveryState, Subject};
 use herald::store::{Outbox as _, SqlStore};
 use nix::sys::signal::{Signal, kill};
@@ -109,7 +107,7 @@ impl Cluster {
     /// Start `n` instances at once and wait until each is ready.
     async fn start(&mut self, n: usize) {
         for i in 0..n {
-            let port = common::free_port();
+            let port = crate::common::free_port();
             let mut child = self.command();
             child
                 .arg("serve")
@@ -260,12 +258,17 @@ async fn holder(url: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_announce_each_event_once_in_order_through_a_sigkill() {
-    let pg = common::PostgresServer::get();
+    let pg = crate::common::PostgresServer::get();
     let dir = tempfile::tempdir().unwrap();
-    let url = common::postgres_database(&pg.url, &format!("{}/cluster", dir.path().display()));
+    let url =
+        crate::common::postgres_database(&pg.url, &format!("{}/cluster", dir.path().display()));
     let discord = FakeDiscord::start().await;
     let bluesky = FakeBluesky::start().await;
-    let mut cluster = Cluster::new(dir, url.clone(), common::channel_env(&discord, &bluesky));
+    let mut cluster = Cluster::new(
+        dir,
+        url.clone(),
+        crate::common::channel_env(&discord, &bluesky),
+    );
     cluster.start(3).await;
     let mut dice = Dice::new();
 
@@ -520,9 +523,9 @@ async fn three_instances_announce_each_event_once_in_order_through_a_sigkill() {
 /// cleanly, and once the database is back the instance is ready and current again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_database_is_away_readyz_fails_and_the_page_stays() {
-    let pg = common::PostgresServer::own();
+    let pg = crate::common::PostgresServer::own();
     let dir = tempfile::tempdir().unwrap();
-    let url = common::postgres_database(&pg.url, &format!("{}/away", dir.path().display()));
+    let url = crate::common::postgres_database(&pg.url, &format!("{}/away", dir.path().display()));
     let mut cluster = Cluster::new(dir, url, Vec::new());
     cluster.start(1).await;
     let mut dice = Dice::new();
@@ -637,9 +640,10 @@ fn setup_code_in(log: &str) -> Option<String> {
 /// good on the other, and the sign-in limits count attempts on all of them together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_setup_and_their_limits_hold_across_instances() {
-    let pg = common::PostgresServer::get();
+    let pg = crate::common::PostgresServer::get();
     let dir = tempfile::tempdir().unwrap();
-    let url = common::postgres_database(&pg.url, &format!("{}/signin", dir.path().display()));
+    let url =
+        crate::common::postgres_database(&pg.url, &format!("{}/signin", dir.path().display()));
     let mut cluster = Cluster::new(dir, url.clone(), Vec::new());
     cluster.logs = true;
     cluster.start(2).await;
@@ -653,7 +657,7 @@ async fn sign_in_setup_and_their_limits_hold_across_instances() {
             .post(cluster.page_url(i, path))
             .header("content-type", "application/x-www-form-urlencoded")
             .header("origin", "https://status.decapi.me")
-            .body(common::form_body(pairs));
+            .body(crate::common::form_body(pairs));
         if let Some(c) = cookie {
             r = r.header("cookie", format!("__Host-herald_session={c}"));
         }
@@ -759,7 +763,7 @@ async fn sign_in_setup_and_their_limits_hold_across_instances() {
     let r = dashboard().await.unwrap();
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
-    let csrf = common::csrf_in(&page);
+    let csrf = crate::common::csrf_in(&page);
     let r = form(won, "/admin/logout", Some(&cookie), &[("csrf", "forged")])
         .await
         .unwrap();

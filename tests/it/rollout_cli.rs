@@ -2,8 +2,6 @@
 //! Herald (the real binary): every exit status, a retry while Herald is briefly unreachable,
 //! and the handler draining a service as the second seed describes.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -27,7 +25,7 @@ struct Herald {
 
 impl Herald {
     fn db(dir: &Path) -> String {
-        common::database_url(dir, "h.db")
+        crate::common::database_url(dir, "h.db")
     }
 
     /// Start `herald serve` on `port` and wait until it answers. The port comes from
@@ -41,7 +39,7 @@ impl Herald {
     /// On a port nobody else uses: another one if a neighbour took it first.
     fn start_anywhere(dir: &Path) -> Self {
         for _ in 0..5 {
-            if let Some(h) = Self::try_start(dir, common::free_port()) {
+            if let Some(h) = Self::try_start(dir, crate::common::free_port()) {
                 return h;
             }
         }
@@ -304,7 +302,7 @@ fn herald_report_exit_statuses() {
     );
     assert_eq!(out.status.code(), Some(2));
     // Unreachable for longer than --retry-for.
-    let closed = format!("http://127.0.0.1:{}", common::free_port());
+    let closed = format!("http://127.0.0.1:{}", crate::common::free_port());
     let started = Instant::now();
     let out = run(
         &closed,
@@ -497,7 +495,7 @@ fn herald_rollout_wait_exit_statuses() {
     let out = run(&url, &token, &["rollout", "wait", "4242"]);
     assert_eq!(out.status.code(), Some(3));
     // Unreachable: 4.
-    let closed = format!("http://127.0.0.1:{}", common::free_port());
+    let closed = format!("http://127.0.0.1:{}", crate::common::free_port());
     let out = run(
         &closed,
         &token,

@@ -1,12 +1,10 @@
 //! The local Discord and Bluesky test servers, exercised with plain reqwest so every behaviour
 //! other tests rely on (faults, dedupe, validation, sessions) is known to work.
 
-mod common;
-
 use std::time::Duration;
 
-use common::fake_bluesky::{self, FakeBluesky};
-use common::fake_discord::{self, FakeDiscord, Fault};
+use crate::common::fake_bluesky::{self, FakeBluesky};
+use crate::common::fake_discord::{self, FakeDiscord, Fault};
 use serde_json::{Value, json};
 
 fn client() -> reqwest::Client {

@@ -1,0 +1,23 @@
+//! The integration tests, one binary (linking the whole crate once instead of once per file).
+//! Each module is the file of the same name; `common` holds the helpers and the fake servers.
+
+mod admin;
+mod announce;
+mod announce_crash;
+mod announce_pds;
+mod api;
+mod browser;
+mod channels;
+mod cli;
+mod common;
+mod db;
+mod drain;
+mod ecosystem;
+mod fakes;
+mod idempotency;
+mod instances;
+mod pages;
+mod rollout_cli;
+mod rollouts;
+mod scheduler;
+mod store;
