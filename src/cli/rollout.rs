@@ -112,11 +112,17 @@ impl Client {
         let url = format!("{}/api/v1{path}", self.remote.url);
         let started = Instant::now();
         let mut wait = Duration::from_millis(250);
+        // One key for this call and all its retries: a retry after a timeout whose first try
+        // did reach Herald gets the first answer back instead of making the change twice.
+        let key = (method != reqwest::Method::GET).then(|| crate::ids::random_hex(32));
         loop {
             let mut request = self
                 .http
                 .request(method.clone(), &url)
                 .bearer_auth(&self.remote.token);
+            if let Some(key) = &key {
+                request = request.header("Idempotency-Key", key);
+            }
             if let Some(body) = body {
                 request = request.json(body);
             }
@@ -129,11 +135,14 @@ impl Client {
                             serde_json::from_str(&text).unwrap_or(Value::Null),
                         ));
                     }
-                    let message = serde_json::from_str::<Value>(&text)
-                        .ok()
-                        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                    let error = serde_json::from_str::<Value>(&text).unwrap_or(Value::Null);
+                    let message = error["error"]["message"]
+                        .as_str()
+                        .map(str::to_owned)
                         .unwrap_or_else(|| text.chars().take(200).collect());
-                    if status.is_client_error() {
+                    // The first try is still being answered: its answer comes with a retry.
+                    let first_running = error["error"]["code"] == "idempotency_key_in_use";
+                    if status.is_client_error() && !first_running {
                         return Ok(Outcome::Refused(format!(
                             "Herald refused ({status}): {message}"
                         )));

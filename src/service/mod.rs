@@ -66,6 +66,8 @@ pub struct Service {
     password_checks: Arc<AtomicU64>,
     /// Who the changes made through this handle are by (see [`Service::acting`]).
     actor: crate::domain::Actor,
+    /// When this process last deleted expired idempotency keys (unix seconds).
+    keys_pruned: Arc<std::sync::atomic::AtomicI64>,
 }
 
 const ROLLOUT_LOCKS: usize = 64;
@@ -104,6 +106,7 @@ impl Service {
             hashing: Arc::new(accounts::Hashing::new()),
             password_checks: Arc::default(),
             actor: crate::domain::Actor::System,
+            keys_pruned: Arc::default(),
         }
     }
 
@@ -571,6 +574,8 @@ impl Service {
 
 mod accounts;
 mod channels;
+mod idempotency;
 mod rollouts;
 
 pub use accounts::{NewSession, NewToken, SESSION_LIFETIME};
+pub use idempotency::KEY_LIFETIME;

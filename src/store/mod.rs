@@ -160,7 +160,9 @@ pub type ChangeFeed = tokio::sync::mpsc::Receiver<Option<Change>>;
 
 /// Everything Herald keeps. Implementations make each method atomic.
 #[async_trait]
-pub trait Store: Windows + Accounts + Outbox + Rollouts + Send + Sync + 'static {
+pub trait Store:
+    Windows + Accounts + Outbox + Rollouts + Idempotency + Send + Sync + 'static
+{
     /// Apply pending migrations.
     async fn migrate(&self) -> StoreResult<()>;
     /// Cheap round trip used by readiness checks.
@@ -404,6 +406,59 @@ pub trait Outbox: Send + Sync {
     /// (they were a previous run's). Other instances' leases stay.
     async fn release_leases(&self, owner: &str) -> StoreResult<u64>;
     async fn get_update(&self, id: i64) -> StoreResult<Option<Update>>;
+}
+
+/// A request as an `Idempotency-Key` names it: whose key, the key, and what was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedRequest {
+    /// A hash of the credential the key belongs to (keys of two clients never meet).
+    pub scope: String,
+    pub key: String,
+    /// A hash of the method, path and body.
+    pub fingerprint: String,
+}
+
+/// The answer stored for a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// What [`Idempotency::claim_key`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// The key is new (or its earlier use expired, or was abandoned): this caller answers the
+    /// request and then stores or releases the answer.
+    Claimed,
+    /// The same request was answered already: replay this.
+    Answered(StoredAnswer),
+    /// The same request is being answered right now by another caller.
+    InFlight,
+    /// The key was used for a different request.
+    Mismatch,
+}
+
+/// Answers kept for `Idempotency-Key`s, shared by every instance on the database.
+#[async_trait]
+pub trait Idempotency: Send + Sync {
+    /// Claim `request`'s key at `now`. A stored row from before `expired_before` is gone for
+    /// good; an unanswered one from before `abandoned_before` belongs to a caller that died
+    /// and may be claimed again.
+    async fn claim_key(
+        &self,
+        request: &KeyedRequest,
+        now: Timestamp,
+        expired_before: Timestamp,
+        abandoned_before: Timestamp,
+    ) -> StoreResult<KeyClaim>;
+    /// Keep the answer to a claimed key.
+    async fn answer_key(&self, request: &KeyedRequest, answer: &StoredAnswer) -> StoreResult<()>;
+    /// Give a claimed key up unanswered (the answer is not one to replay, such as a 503).
+    async fn release_key(&self, request: &KeyedRequest) -> StoreResult<()>;
+    /// Forget the keys claimed before `before`; returns how many.
+    async fn forget_keys(&self, before: Timestamp) -> StoreResult<u64>;
 }
 
 /// Rollouts, their targets and timeline.

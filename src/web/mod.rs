@@ -406,7 +406,7 @@ async fn not_found() -> error::AppError {
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
-    let (api_v1, openapi) = api::v1::routes();
+    let (api_v1, openapi) = api::v1::routes(&state);
     let doc = serde_json::to_value(&openapi).expect("the OpenAPI document serialises");
     let openapi: Arc<str> = serde_json::to_string_pretty(&doc)
         .expect("the OpenAPI document serialises")

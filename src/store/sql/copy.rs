@@ -29,6 +29,7 @@ const TABLES: &[(&str, &str)] = &[
     ("rollout_threads", "channel_id, rollout_id"),
     ("login_attempts", "attempt_key"),
     ("setup_code", "id"),
+    ("idempotency_keys", "scope, idem_key"),
 ];
 
 /// A rollout names the one rolling it back, which comes later: that column is filled in once

@@ -19,6 +19,7 @@ use super::{Change, ChangeFeed, Page, Store, StoreError, StoreResult};
 
 mod accounts;
 mod copy;
+mod idempotency;
 mod outbox;
 mod postgres;
 mod rollouts;

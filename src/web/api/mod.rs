@@ -2,6 +2,7 @@
 //! from the same code, so it cannot drift. Every failure answers
 //! `{"error": {"code", "message", "field"?}}` with a 4xx (or an opaque 500).
 
+pub mod idempotency;
 pub mod reference;
 pub mod rollouts;
 pub mod statuspage;
@@ -28,6 +29,12 @@ pub enum ApiError {
     /// A valid token whose role may not do this.
     Forbidden(&'static str),
     TooLarge,
+    /// An `Idempotency-Key` that is not 1–255 visible ASCII characters.
+    BadKey,
+    /// An `Idempotency-Key` sent before with a different request.
+    KeyReused,
+    /// An `Idempotency-Key` whose first request is still being answered.
+    KeyInUse,
 }
 
 impl<E: Into<AppError>> From<E> for ApiError {
@@ -46,7 +53,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
-    /// `illegal_transition`, `invalid`, `payload_too_large`, `internal`.
+    /// `illegal_transition`, `invalid`, `payload_too_large`, `idempotency_key_reused`,
+    /// `idempotency_key_in_use`, `too_many_requests`, `unavailable`, `internal`.
     pub code: String,
     /// What went wrong, for a person.
     pub message: String,
@@ -77,6 +85,29 @@ impl IntoResponse for ApiError {
                 "payload_too_large",
                 format!("the body is larger than {} bytes", v1::BODY_LIMIT),
                 None,
+                None,
+            ),
+            Self::BadKey => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the Idempotency-Key header must be 1 to 255 visible ASCII characters".to_owned(),
+                Some("Idempotency-Key".to_owned()),
+                None,
+            ),
+            Self::KeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was sent before with a different request".to_owned(),
+                Some("Idempotency-Key".to_owned()),
+                None,
+            ),
+            Self::KeyInUse => (
+                StatusCode::CONFLICT,
+                "idempotency_key_in_use",
+                "the first request with this Idempotency-Key is still being answered; \
+                 try again shortly"
+                    .to_owned(),
+                Some("Idempotency-Key".to_owned()),
                 None,
             ),
             Self::App(e) => {
@@ -112,11 +143,17 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(crate::web::error::RETRY_AFTER_UNAVAILABLE),
-            );
+        let retry_after = match (status, code) {
+            (StatusCode::SERVICE_UNAVAILABLE, _) => {
+                Some(crate::web::error::RETRY_AFTER_UNAVAILABLE)
+            }
+            (_, "idempotency_key_in_use") => Some("1"),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
         }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

@@ -646,7 +646,7 @@ impl utoipa::Modify for BearerScheme {
 struct ApiDoc;
 
 /// The `/api/v1` routes and their OpenAPI description (paths include the prefix).
-pub fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
     let v1 = OpenApiRouter::<AppState>::new()
         .routes(routes!(create_maintenance))
         .routes(routes!(get_maintenance, patch_maintenance))
@@ -673,9 +673,14 @@ pub fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .nest("/api/v1", v1)
         .split_for_parts();
     document_unavailable(&mut api);
+    document_idempotency(&mut api);
     (
         router
             .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                super::idempotency::layer,
+            ))
             .route("/api/v1/{*rest}", axum::routing::any(super::not_found)),
         api,
     )
@@ -717,6 +722,73 @@ fn document_unavailable(api: &mut utoipa::openapi::OpenApi) {
                 .responses
                 .entry("503".to_owned())
                 .or_insert_with(|| response.clone().into());
+        }
+    }
+}
+
+/// Every write takes an `Idempotency-Key` (`super::idempotency`); said once here rather than on
+/// each handler.
+fn document_idempotency(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, Required, ResponseBuilder, Type};
+    let parameter = ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(format!(
+            "A key of your choosing (1 to 255 visible ASCII characters), new for each change \
+             you mean to make. Sending the same request again with the same key within {} \
+             hours replays the first answer (with `Idempotent-Replayed: true`) instead of \
+             making the change twice; the same key with a different request is a 422.",
+            super::idempotency::lifetime_hours()
+        )))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(255))
+                .pattern(Some("^[!#-~]+$")),
+        ))
+        .build();
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    let in_use = error(
+        "The first request with this Idempotency-Key is still being answered; try again \
+         after Retry-After seconds",
+    );
+    let reused = error(
+        "Invalid input (`invalid`), or an Idempotency-Key sent before with a different \
+         request (`idempotency_key_reused`)",
+    );
+    let malformed = error("A malformed request or Idempotency-Key");
+    for item in api.paths.paths.values_mut() {
+        for operation in [&mut item.post, &mut item.put, &mut item.patch]
+            .into_iter()
+            .flatten()
+        {
+            operation
+                .parameters
+                .get_or_insert_with(Vec::new)
+                .push(parameter.clone().into());
+            let responses = &mut operation.responses.responses;
+            responses
+                .entry("409".to_owned())
+                .or_insert_with(|| in_use.clone().into());
+            responses
+                .entry("422".to_owned())
+                .or_insert_with(|| reused.clone().into());
+            responses
+                .entry("400".to_owned())
+                .or_insert_with(|| malformed.clone().into());
         }
     }
 }
