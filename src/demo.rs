@@ -47,21 +47,17 @@ reasonable time the team may force it, which ends the rooms still on it.";
 /// The Fishjam rolling update, midway: fishjam-1 healthy on v1.4.0, fishjam-2 draining (rooms
 /// 3 of 12, recordings 1), fishjam-3 still on v1.3.2. Returns the rollout's id.
 async fn seed_fishjam(service: &Service, at: &impl Fn(i64)) -> ServiceResult<i64> {
-    const ACTOR: &str = "demo";
     at(-45);
     let r = service
-        .create_rollout(
-            NewRollout {
-                description: FISHJAM_DESCRIPTION.into(),
-                ..NewRollout::new(
-                    "Fishjam v1.4.0 rolling update",
-                    Some("v1.3.2"),
-                    "v1.4.0",
-                    &["fishjam-1", "fishjam-2", "fishjam-3"],
-                )
-            },
-            ACTOR,
-        )
+        .create_rollout(NewRollout {
+            description: FISHJAM_DESCRIPTION.into(),
+            ..NewRollout::new(
+                "Fishjam v1.4.0 rolling update",
+                Some("v1.3.2"),
+                "v1.4.0",
+                &["fishjam-1", "fishjam-2", "fishjam-3"],
+            )
+        })
         .await?;
     let report = |state: TargetState, counts: &[(&str, i64)]| Report {
         remaining: (!counts.is_empty())
@@ -136,9 +132,7 @@ async fn seed_fishjam(service: &Service, at: &impl Fn(i64)) -> ServiceResult<i64
     ];
     for (minute, target, state, counts) in steps {
         at(minute);
-        service
-            .report(r.id, target, &report(state, counts), ACTOR)
-            .await?;
+        service.report(r.id, target, &report(state, counts)).await?;
     }
     Ok(r.id)
 }

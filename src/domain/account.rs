@@ -106,6 +106,17 @@ pub struct AuditEntry {
     pub created_at: jiff::Timestamp,
 }
 
+/// An audit-log entry to write with the change it records, in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAudit {
+    pub actor: String,
+    /// What was done, `area.verb` (`window.announce`, `rollout.abort`).
+    pub action: String,
+    /// What it was done to (`window 3 step 2`, `rollout 4: fishjam-2`).
+    pub target: Option<String>,
+    pub at: jiff::Timestamp,
+}
+
 /// Who made a change, as the audit log and timelines name them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {

@@ -1,7 +1,7 @@
 //! The one entry point for every change: web pages, the API, the CLI and the scheduler all call
-//! these functions. Each loads the window, applies a rule from [`crate::domain`] and commits the
-//! changed window with the updates the rule produced in one transaction, retrying when another
-//! change to the same window committed in between.
+//! these functions. Windows (`windows.rs`) and rollouts (`rollouts.rs`) change through one
+//! commit path (`commit.rs`): load, apply a rule from [`crate::domain`], commit the change with
+//! its timeline entries, deliveries and audit entry in one transaction, retry on conflict.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,10 +10,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::watch;
 
-use crate::domain::{
-    Component, DomainError, Edit, Maintenance, NewComponent, NewMaintenance, NewUpdate, PlanEdit,
-    Schedule, ScheduleChange, StepAction, ValidationError, WindowAction, deliveries_for,
-};
+use crate::domain::{Component, DomainError, NewComponent, ValidationError};
 use crate::store::{Change, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -54,10 +51,8 @@ pub struct Service {
     delivery_deadline: Duration,
     /// Discord redraws a live rollout message at most this often for folded events.
     rollout_fold: Duration,
-    /// Changes to one rollout queue here (striped by id) instead of racing: a rollout of 200
-    /// targets reporting 100 times a second would otherwise lose most optimistic commits to
-    /// each other. The version check still guards against other processes.
-    rollout_locks: Arc<[tokio::sync::Mutex<()>; ROLLOUT_LOCKS]>,
+    /// Changes to one aggregate queue on these within the process (see [`commit`]).
+    locks: commit::Stripes,
     /// The rollouts this process changed last, checked against the stored version on use.
     rollout_cache: Arc<std::sync::Mutex<std::collections::HashMap<i64, crate::domain::Rollout>>>,
     /// Password hashing, one job per core at a time on threads of its own.
@@ -70,8 +65,6 @@ pub struct Service {
     keys_pruned: Arc<std::sync::atomic::AtomicI64>,
 }
 
-const ROLLOUT_LOCKS: usize = 64;
-
 /// Where the data behind a public page stands. A page rendered for an older `generation` is
 /// out of date at once; one behind only on `minor` changes may be served for up to a second
 /// more, so 100 drain reports a second cost one render a second, not a hundred. `clock` is
@@ -82,9 +75,6 @@ pub struct Freshness {
     pub minor: u64,
     pub clock: i64,
 }
-
-/// How often a change is retried when another change to the same window won the race.
-const MAX_CONFLICT_RETRIES: usize = 16;
 
 impl Service {
     pub fn new(store: Arc<dyn Store>) -> Self {
@@ -101,7 +91,7 @@ impl Service {
             outbox: Arc::new(watch::Sender::new(0)),
             delivery_deadline: Duration::from_secs(24 * 3600),
             rollout_fold: Duration::from_secs(10),
-            rollout_locks: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
+            locks: commit::stripes(),
             rollout_cache: Arc::default(),
             hashing: Arc::new(accounts::Hashing::new()),
             password_checks: Arc::default(),
@@ -342,171 +332,6 @@ impl Service {
             .collect())
     }
 
-    /// Plan a new window; it starts as a draft.
-    pub async fn create_maintenance(&self, new: NewMaintenance) -> ServiceResult<Maintenance> {
-        let new = new.validate()?;
-        let m = self
-            .store
-            .create_maintenance(&new, self.now())
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound => {
-                    ValidationError::new("components", "an affected component does not exist")
-                        .into()
-                }
-                e => ServiceError::Store(e),
-            })?;
-        self.changed().await;
-        self.audit_window("window.create", m.id, None).await?;
-        Ok(m)
-    }
-
-    /// Record a window change in the audit log with this handle's actor.
-    async fn audit_window(&self, action: &str, id: i64, step: Option<i64>) -> ServiceResult<()> {
-        let target = match step {
-            Some(p) => format!("window {id} step {p}"),
-            None => format!("window {id}"),
-        };
-        self.store
-            .audit(&self.actor.to_string(), action, Some(&target), self.now())
-            .await?;
-        Ok(())
-    }
-
-    pub async fn maintenance(&self, id: i64) -> ServiceResult<Maintenance> {
-        self.store
-            .get_maintenance(id)
-            .await?
-            .ok_or(ServiceError::NotFound("maintenance"))
-    }
-
-    /// Load, apply `rule`, commit; again from the start if another change won the race.
-    async fn change(
-        &self,
-        audit: (&str, Option<i64>),
-        id: i64,
-        rule: impl Fn(&mut Maintenance, Timestamp) -> Result<Vec<NewUpdate>, DomainError>,
-    ) -> ServiceResult<Maintenance> {
-        self.change_audited(|_| (audit.0.to_owned(), audit.1), id, rule)
-            .await
-    }
-
-    /// [`Service::change`] with the audit entry chosen from what the rule did.
-    async fn change_audited(
-        &self,
-        audit: impl Fn(&[NewUpdate]) -> (String, Option<i64>),
-        id: i64,
-        rule: impl Fn(&mut Maintenance, Timestamp) -> Result<Vec<NewUpdate>, DomainError>,
-    ) -> ServiceResult<Maintenance> {
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let before = self.maintenance(id).await?;
-            let mut m = before.clone();
-            let updates = rule(&mut m, self.now())?;
-            if m == before && updates.is_empty() {
-                return Ok(m);
-            }
-            // Deliveries run on real time whatever the domain's clock says.
-            let now = Timestamp::now();
-            let channels = self.store.list_channels().await?;
-            let deliveries = deliveries_for(
-                m.is_public(),
-                &updates,
-                &channels,
-                crate::ids::idem_key,
-                self.deadline_from(now),
-                now.as_millisecond(),
-            );
-            match self.store.save_maintenance(&m, &updates, &deliveries).await {
-                Ok(version) => {
-                    m.version = version;
-                    self.changed().await;
-                    if !deliveries.is_empty() {
-                        self.wake_outbox().await;
-                    }
-                    let (action, step) = audit(&updates);
-                    self.audit_window(&action, id, step).await?;
-                    return Ok(m);
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(StoreError::Conflict.into())
-    }
-
-    pub async fn window_action(
-        &self,
-        id: i64,
-        action: WindowAction,
-        note: Option<&str>,
-    ) -> ServiceResult<Maintenance> {
-        let what = format!(
-            "window.{}",
-            match action {
-                WindowAction::Announce => "announce",
-                WindowAction::Start => "start",
-                WindowAction::Complete => "complete",
-                WindowAction::Cancel => "cancel",
-            }
-        );
-        self.change((&what, None), id, |m, now| m.apply(action, note, now))
-            .await
-    }
-
-    pub async fn reschedule(&self, id: i64, schedule: Schedule) -> ServiceResult<Maintenance> {
-        self.change(("window.reschedule", None), id, |m, now| {
-            m.reschedule(schedule.clone(), now)
-        })
-        .await
-    }
-
-    pub async fn step_action(
-        &self,
-        id: i64,
-        position: i64,
-        action: StepAction,
-        note: Option<&str>,
-    ) -> ServiceResult<Maintenance> {
-        let what = format!(
-            "step.{}",
-            match action {
-                StepAction::Start => "start",
-                StepAction::Done => "done",
-                StepAction::Fail => "fail",
-                StepAction::Skip => "skip",
-            }
-        );
-        self.change((&what, Some(position)), id, |m, now| {
-            m.step(position, action, note, now)
-        })
-        .await
-    }
-
-    /// Edit what a window says and, in the same commit, move its date.
-    pub async fn edit(
-        &self,
-        id: i64,
-        edit: Edit,
-        schedule: ScheduleChange,
-    ) -> ServiceResult<Maintenance> {
-        self.change(("window.edit", None), id, |m, now| {
-            let mut updates = m.edit(edit.clone(), now)?;
-            if !schedule.is_empty() {
-                let schedule = schedule.apply_to(m)?;
-                updates.extend(m.reschedule(schedule, now)?);
-            }
-            Ok(updates)
-        })
-        .await
-    }
-
-    pub async fn edit_plan(&self, id: i64, edit: PlanEdit) -> ServiceResult<Maintenance> {
-        self.change(("window.plan", None), id, |m, now| {
-            m.edit_plan(edit.clone(), now)
-        })
-        .await
-    }
-
     /// Components by slug, refusing unknown ones.
     pub async fn components_by_slug(&self, slugs: &[String]) -> ServiceResult<Vec<Component>> {
         let all = self.store.list_components().await?;
@@ -526,56 +351,14 @@ impl Service {
             })
             .collect()
     }
-
-    /// Do what time made due on every public window (see [`crate::domain::Maintenance::tick`]),
-    /// in the scheduler's name. Returns when something next falls due.
-    pub async fn check_windows(&self) -> ServiceResult<Option<Timestamp>> {
-        let scheduler = self.acting(crate::domain::Actor::Scheduler);
-        let now = self.now();
-        let mut next: Option<Timestamp> = None;
-        for m in self.store.open_public_maintenances().await? {
-            let m = match m.next_due(now) {
-                Some(due) if due <= now => {
-                    let ticked = scheduler
-                        .change_audited(
-                            |updates| {
-                                let what = updates.first().map_or("none", |u| u.kind.as_str());
-                                (format!("window.{what}"), None)
-                            },
-                            m.id,
-                            |m, now| m.tick(now),
-                        )
-                        .await;
-                    match ticked {
-                        Ok(m) => m,
-                        // One window that cannot be written must not hold up the others.
-                        Err(e) => {
-                            tracing::warn!(window = m.id, error = %e, "could not apply a timed change");
-                            continue;
-                        }
-                    }
-                }
-                _ => m,
-            };
-            if let Some(due) = m.next_due(now).filter(|due| *due > now) {
-                next = Some(next.map_or(due, |n| n.min(due)));
-            }
-        }
-        Ok(next)
-    }
-
-    pub async fn post_update(&self, id: i64, body: &str) -> ServiceResult<Maintenance> {
-        self.change(("window.update", None), id, |m, now| {
-            m.post_update(body, now)
-        })
-        .await
-    }
 }
 
 mod accounts;
 mod channels;
+mod commit;
 mod idempotency;
 mod rollouts;
+mod windows;
 
 pub use accounts::{NewSession, NewToken, SESSION_LIFETIME};
 pub use idempotency::KEY_LIFETIME;

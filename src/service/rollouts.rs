@@ -1,37 +1,178 @@
 //! Rollouts: creating them, target reports, a maintainer's actions, and the stall check the
-//! scheduler runs. Every change goes through [`Service::change_rollout`]: load, apply a rule
-//! from [`crate::domain`], commit the rollout with its timeline entries and their deliveries
-//! in one transaction, again from the start when another change won the race.
+//! scheduler runs. Every change goes through [`Service::commit`]; a rollout's [`Aggregate`]
+//! keeps this process's last committed copy, so a report on a rollout of 200 targets loads
+//! one version number instead of every target.
 
+use async_trait::async_trait;
 use jiff::Timestamp;
 
-use super::{MAX_CONFLICT_RETRIES, Service, ServiceError, ServiceResult};
+use super::commit::Aggregate;
+use super::{Service, ServiceError, ServiceResult};
 use crate::domain::{
-    NewRollout, Report, Rollout, RolloutAction, RolloutChange, RolloutEdit, RolloutState,
-    RolloutUpdate, ValidationError, rollout_deliveries_for,
+    Actor, Channel, NewAudit, NewDelivery, NewRollout, Report, Rollout, RolloutAction,
+    RolloutChange, RolloutEdit, RolloutState, RolloutUpdate, ValidationError,
+    rollout_deliveries_for,
 };
-use crate::store::{Page, RolloutSummary, StoreError};
+use crate::store::{Commit, Page, RolloutSummary, StoreError};
 
-/// Who reported a change, as the timeline and the audit log name them.
-pub const SCHEDULER: &str = "scheduler";
-
-/// The outcome of [`Service::change_rollout`].
-struct Committed {
-    rollout: Rollout,
-    /// A rollback's reverse rollout.
-    reverse: Option<i64>,
+/// What a rule on a rollout produces besides the changed rollout.
+#[derive(Debug, Default)]
+pub(super) struct RolloutCommit {
+    change: RolloutChange,
+    /// A rollback's reverse rollout, created in the same transaction.
+    reverse: Option<NewRollout>,
+    /// The target whose report this is: when the report changes nothing, only its
+    /// last-report time moves.
+    touched: Option<String>,
 }
 
-type Rule<'a> = dyn Fn(&mut Rollout, Timestamp) -> ServiceResult<(RolloutChange, Option<NewRollout>)>
-    + Send
-    + Sync
-    + 'a;
+impl RolloutCommit {
+    fn of(change: RolloutChange) -> Self {
+        Self {
+            change,
+            ..Self::default()
+        }
+    }
+}
 
 /// `name` must be one of the rollout's targets: a 404 otherwise, before any rule runs.
 fn known(r: &Rollout, name: &str) -> ServiceResult<()> {
     match r.target(name) {
         Some(_) => Ok(()),
         None => Err(ServiceError::NotFound("target")),
+    }
+}
+
+fn target(id: i64) -> String {
+    format!("rollout {id}")
+}
+
+#[async_trait]
+impl Aggregate for Rollout {
+    type Change = RolloutCommit;
+    const KIND: &'static str = "rollout";
+
+    /// The rollout as stored, from this process's copy when the stored version still matches
+    /// (one small query) instead of loading every target again. Changes to a rollout are
+    /// serialised by the commit path's lock, so the copy is what this process last
+    /// committed; a commit by another process moves the version and forces a reload.
+    async fn load(service: &Service, id: i64) -> ServiceResult<Self> {
+        let version = service
+            .store
+            .rollout_version(id)
+            .await?
+            .ok_or(ServiceError::NotFound("rollout"))?;
+        if let Some(r) = service
+            .rollout_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .filter(|r| r.version == version)
+        {
+            return Ok(r.clone());
+        }
+        let r = service.rollout(id).await?;
+        r.committed(service);
+        Ok(r)
+    }
+
+    fn is_empty(c: &RolloutCommit) -> bool {
+        c.change == RolloutChange::default() && c.reverse.is_none()
+    }
+
+    fn is_news(c: &RolloutCommit) -> bool {
+        !c.change.updates.is_empty()
+    }
+
+    fn deliveries(
+        &self,
+        service: &Service,
+        c: &RolloutCommit,
+        channels: &[Channel],
+        now: Timestamp,
+    ) -> Vec<NewDelivery> {
+        rollout_deliveries_for(
+            &c.change,
+            channels,
+            crate::ids::idem_key,
+            service.rollout_fold,
+            service.deadline_from(now),
+            now.as_millisecond(),
+        )
+    }
+
+    async fn save(
+        &mut self,
+        service: &Service,
+        before: &Self,
+        c: &RolloutCommit,
+        deliveries: &[NewDelivery],
+        audit: Option<&NewAudit>,
+    ) -> ServiceResult<()> {
+        let changed: Vec<usize> = (0..self.targets.len())
+            .filter(|&i| before.targets.get(i) != Some(&self.targets[i]))
+            .collect();
+        let actor = service.actor.to_string();
+        let commit = Commit {
+            actor: &actor,
+            updates: &c.change.updates,
+            deliveries,
+            audit,
+        };
+        match service
+            .store
+            .save_rollout(self, &changed, &commit, c.reverse.as_ref())
+            .await
+        {
+            Ok((version, reverse)) => {
+                self.version = version;
+                if reverse.is_some() {
+                    self.rolled_back_by = reverse;
+                }
+                Ok(())
+            }
+            Err(StoreError::NotFound) => Err(ValidationError::new(
+                "maintenance_id",
+                "the maintenance window does not exist",
+            )
+            .into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn unchanged(&mut self, service: &Service, c: &RolloutCommit) -> ServiceResult<()> {
+        let now = service.now();
+        if let Some(t) = c
+            .touched
+            .as_deref()
+            .and_then(|name| self.targets.iter_mut().find(|t| t.name == name))
+            && let Some(target_id) = t.id
+        {
+            service.store.touch_target(target_id, now).await?;
+            t.last_report_at = Some(now);
+            self.committed(service);
+            service.changed_minor().await;
+        }
+        Ok(())
+    }
+
+    fn committed(&self, service: &Service) {
+        let mut cache = service
+            .rollout_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= 64 && !cache.contains_key(&self.id) {
+            cache.clear();
+        }
+        cache.insert(self.id, self.clone());
+    }
+
+    fn conflicted(service: &Service, id: i64) {
+        service
+            .rollout_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
     }
 }
 
@@ -90,12 +231,14 @@ impl Service {
     }
 
     /// Plan a rollout; it is pending until its first target reports.
-    pub async fn create_rollout(&self, new: NewRollout, actor: &str) -> ServiceResult<Rollout> {
+    pub async fn create_rollout(&self, new: NewRollout) -> ServiceResult<Rollout> {
         let new = new.validate()?;
         self.check_window(new.maintenance_id).await?;
         let r = self
             .store
-            .create_rollout(&new, self.now())
+            .create_rollout(&new, self.now(), &|id| {
+                self.audit_entry("rollout.create", target(id))
+            })
             .await
             .map_err(|e| match e {
                 StoreError::NotFound => ServiceError::from(ValidationError::new(
@@ -104,204 +247,67 @@ impl Service {
                 )),
                 e => e.into(),
             })?;
-        self.store
-            .audit(
-                actor,
-                "rollout.create",
-                Some(&format!("rollout {}", r.id)),
-                self.now(),
-            )
-            .await?;
         self.changed().await;
         Ok(r)
     }
 
-    /// Load, apply `rule`, commit; again from the start if another change won the race. When
-    /// the rule changes nothing and `touched` names a target, only that target's last-report
-    /// time moves (in the store and in the cached copy, still under the rollout's lock).
+    /// Apply `rule` to rollout `id` through [`Service::commit`], audited as `action` on
+    /// `what` (the rollout, if `None`), or not audited one by one when `action` is `None`.
     async fn change_rollout(
         &self,
         id: i64,
-        actor: &str,
-        touched: Option<&str>,
-        rule: &Rule<'_>,
-    ) -> ServiceResult<Committed> {
-        let _queue = self.rollout_locks[id.rem_euclid(self.rollout_locks.len() as i64) as usize]
-            .lock()
-            .await;
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let before = self.cached_rollout(id).await?;
-            let mut r = before.clone();
-            let (change, reverse) = rule(&mut r, self.now())?;
-            if r == before && change == RolloutChange::default() && reverse.is_none() {
-                let now = self.now();
-                if let Some(t) =
-                    touched.and_then(|name| r.targets.iter_mut().find(|t| t.name == name))
-                    && let Some(target_id) = t.id
-                {
-                    self.store.touch_target(target_id, now).await?;
-                    t.last_report_at = Some(now);
-                    self.cache_rollout(&r);
-                    self.changed_minor().await;
-                }
-                return Ok(Committed {
-                    rollout: r,
-                    reverse: None,
-                });
-            }
-            let changed: Vec<usize> = (0..r.targets.len())
-                .filter(|&i| r.targets[i] != before.targets[i])
-                .collect();
-            // Deliveries run on real time whatever the domain's clock says.
-            let now = Timestamp::now();
-            let channels = self.store.list_channels().await?;
-            let deliveries = rollout_deliveries_for(
-                &change,
-                &channels,
-                crate::ids::idem_key,
-                self.rollout_fold,
-                self.deadline_from(now),
-                now.as_millisecond(),
-            );
-            match self
-                .store
-                .save_rollout(
-                    &r,
-                    &changed,
-                    &change.updates,
-                    actor,
-                    &deliveries,
-                    reverse.as_ref(),
-                )
-                .await
-            {
-                Ok((version, reverse_id)) => {
-                    r.version = version;
-                    if reverse_id.is_some() {
-                        r.rolled_back_by = reverse_id;
-                    }
-                    self.cache_rollout(&r);
-                    if change.updates.is_empty() {
-                        self.changed_minor().await;
-                    } else {
-                        self.changed().await;
-                    }
-                    if !deliveries.is_empty() {
-                        self.wake_outbox().await;
-                    }
-                    return Ok(Committed {
-                        rollout: r,
-                        reverse: reverse_id,
-                    });
-                }
-                Err(StoreError::Conflict) => {
-                    self.forget_rollout(id);
-                    continue;
-                }
-                Err(StoreError::NotFound) => {
-                    return Err(ValidationError::new(
-                        "maintenance_id",
-                        "the maintenance window does not exist",
-                    )
-                    .into());
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(StoreError::Conflict.into())
-    }
-
-    /// The rollout as stored, from this process's copy when the stored version still matches
-    /// (one small query) instead of loading every target again. Changes to a rollout are
-    /// serialised by `rollout_locks`, so the copy is what this process last committed; a
-    /// commit by another process moves the version and forces a reload.
-    async fn cached_rollout(&self, id: i64) -> ServiceResult<Rollout> {
-        let version = self
-            .store
-            .rollout_version(id)
-            .await?
-            .ok_or(ServiceError::NotFound("rollout"))?;
-        if let Some(r) = self
-            .rollout_cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .filter(|r| r.version == version)
-        {
-            return Ok(r.clone());
-        }
-        let r = self.rollout(id).await?;
-        self.cache_rollout(&r);
-        Ok(r)
-    }
-
-    fn cache_rollout(&self, r: &Rollout) {
-        let mut cache = self.rollout_cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= 64 && !cache.contains_key(&r.id) {
-            cache.clear();
-        }
-        cache.insert(r.id, r.clone());
-    }
-
-    fn forget_rollout(&self, id: i64) {
-        self.rollout_cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-    }
-
-    /// A report from a target or its deploy script. The same report twice changes nothing and
-    /// announces nothing; only the target's last-report time moves.
-    pub async fn report(
-        &self,
-        id: i64,
-        name: &str,
-        report: &Report,
-        actor: &str,
+        audit: Option<(&str, Option<String>)>,
+        rule: &(dyn Fn(&mut Rollout, Timestamp) -> ServiceResult<RolloutCommit> + Send + Sync),
     ) -> ServiceResult<Rollout> {
-        let done = self
-            .change_rollout(id, actor, Some(name), &|r, now| {
-                known(r, name)?;
-                let change = r.report(name, report, now)?;
-                if change != RolloutChange::default()
-                    && let Some(t) = r.targets.iter_mut().find(|t| t.name == name)
-                {
-                    t.last_report_at = Some(now);
-                }
-                Ok((change, None))
-            })
-            .await?;
-        Ok(done.rollout)
-    }
-
-    /// A maintainer sets a target's state by hand (or forces it), with a note.
-    pub async fn set_target(
-        &self,
-        id: i64,
-        name: &str,
-        report: &Report,
-        actor: &str,
-    ) -> ServiceResult<Rollout> {
-        let r = self
-            .change_rollout(id, actor, None, &|r, now| {
-                known(r, name)?;
-                Ok((r.report(name, report, now)?, None))
-            })
-            .await?
-            .rollout;
-        let what = if report.forced { " (forced)" } else { "" };
-        self.store
-            .audit(
-                actor,
-                "rollout.target",
-                Some(&format!(
-                    "rollout {id}: {name} → {}{what}",
-                    report.state.as_str()
-                )),
-                self.now(),
+        let (r, _) = self
+            .commit::<Rollout>(
+                id,
+                &|_, _| {
+                    audit.as_ref().map(|(action, what)| {
+                        (
+                            (*action).to_owned(),
+                            what.clone().unwrap_or_else(|| target(id)),
+                        )
+                    })
+                },
+                rule,
             )
             .await?;
         Ok(r)
+    }
+
+    /// A report from a target or its deploy script. The same report twice changes nothing and
+    /// announces nothing; only the target's last-report time moves. Not audited one by one:
+    /// the timeline names who reported.
+    pub async fn report(&self, id: i64, name: &str, report: &Report) -> ServiceResult<Rollout> {
+        self.change_rollout(id, None, &|r, now| {
+            known(r, name)?;
+            let change = r.report(name, report, now)?;
+            if change != RolloutChange::default()
+                && let Some(t) = r.targets.iter_mut().find(|t| t.name == name)
+            {
+                t.last_report_at = Some(now);
+            }
+            Ok(RolloutCommit {
+                touched: Some(name.to_owned()),
+                ..RolloutCommit::of(change)
+            })
+        })
+        .await
+    }
+
+    /// A maintainer sets a target's state by hand (or forces it), with a note.
+    pub async fn set_target(&self, id: i64, name: &str, report: &Report) -> ServiceResult<Rollout> {
+        let what = format!(
+            "rollout {id}: {name} → {}{}",
+            report.state.as_str(),
+            if report.forced { " (forced)" } else { "" }
+        );
+        self.change_rollout(id, Some(("rollout.target", Some(what))), &|r, now| {
+            known(r, name)?;
+            Ok(RolloutCommit::of(r.report(name, report, now)?))
+        })
+        .await
     }
 
     /// A failed target back to pending.
@@ -310,24 +316,13 @@ impl Service {
         id: i64,
         name: &str,
         note: Option<&str>,
-        actor: &str,
     ) -> ServiceResult<Rollout> {
-        let r = self
-            .change_rollout(id, actor, None, &|r, now| {
-                known(r, name)?;
-                Ok((r.retry(name, note, now)?, None))
-            })
-            .await?
-            .rollout;
-        self.store
-            .audit(
-                actor,
-                "rollout.retry",
-                Some(&format!("rollout {id}: {name}")),
-                self.now(),
-            )
-            .await?;
-        Ok(r)
+        let what = format!("rollout {id}: {name}");
+        self.change_rollout(id, Some(("rollout.retry", Some(what))), &|r, now| {
+            known(r, name)?;
+            Ok(RolloutCommit::of(r.retry(name, note, now)?))
+        })
+        .await
     }
 
     /// Pause, resume, abort or roll back. A rollback returns the reverse rollout's id too.
@@ -336,66 +331,44 @@ impl Service {
         id: i64,
         action: RolloutAction,
         note: Option<&str>,
-        actor: &str,
     ) -> ServiceResult<(Rollout, Option<i64>)> {
-        let done = self
-            .change_rollout(id, actor, None, &|r, now| match action {
+        let what = format!("rollout.{}", action.as_str());
+        let r = self
+            .change_rollout(id, Some((&what, None)), &|r, now| match action {
                 RolloutAction::Rollback => {
                     let (change, reverse) = r.rollback(note, now)?;
-                    Ok((change, Some(reverse)))
+                    Ok(RolloutCommit {
+                        reverse: Some(reverse),
+                        ..RolloutCommit::of(change)
+                    })
                 }
-                a => Ok((r.apply(a, note, now)?, None)),
+                a => Ok(RolloutCommit::of(r.apply(a, note, now)?)),
             })
             .await?;
-        self.store
-            .audit(
-                actor,
-                &format!("rollout.{}", action.as_str()),
-                Some(&format!("rollout {id}")),
-                self.now(),
-            )
-            .await?;
-        Ok((done.rollout, done.reverse))
+        let reverse = match action {
+            RolloutAction::Rollback => r.rolled_back_by,
+            _ => None,
+        };
+        Ok((r, reverse))
     }
 
     /// Change what a rollout says or how it is watched.
-    pub async fn edit_rollout(
-        &self,
-        id: i64,
-        edit: &RolloutEdit,
-        actor: &str,
-    ) -> ServiceResult<Rollout> {
+    pub async fn edit_rollout(&self, id: i64, edit: &RolloutEdit) -> ServiceResult<Rollout> {
         if let Some(link) = edit.maintenance_id {
             self.check_window(link).await?;
         }
-        let r = self
-            .change_rollout(id, actor, None, &|r, now| Ok((r.edit(edit, now)?, None)))
-            .await?
-            .rollout;
-        self.store
-            .audit(
-                actor,
-                "rollout.edit",
-                Some(&format!("rollout {id}")),
-                self.now(),
-            )
-            .await?;
-        Ok(r)
+        self.change_rollout(id, Some(("rollout.edit", None)), &|r, now| {
+            Ok(RolloutCommit::of(r.edit(edit, now)?))
+        })
+        .await
     }
 
     /// A free-form timeline entry on a rollout.
-    pub async fn post_rollout_note(
-        &self,
-        id: i64,
-        body: &str,
-        actor: &str,
-    ) -> ServiceResult<Rollout> {
-        Ok(self
-            .change_rollout(id, actor, None, &|r, now| {
-                Ok((r.post_note(body, now)?, None))
-            })
-            .await?
-            .rollout)
+    pub async fn post_rollout_note(&self, id: i64, body: &str) -> ServiceResult<Rollout> {
+        self.change_rollout(id, Some(("rollout.update", None)), &|r, now| {
+            Ok(RolloutCommit::of(r.post_note(body, now)?))
+        })
+        .await
     }
 
     /// Announce every stall that is due (once each). Returns when the next one falls due.
@@ -408,8 +381,9 @@ impl Service {
                     // One rollout that cannot be written must not keep the others' stalls
                     // from being announced.
                     if let Err(e) = self
-                        .change_rollout(r.id, SCHEDULER, None, &|r, now| {
-                            Ok((r.check_stall(now), None))
+                        .acting(Actor::Scheduler)
+                        .change_rollout(r.id, None, &|r, now| {
+                            Ok(RolloutCommit::of(r.check_stall(now)))
                         })
                         .await
                     {

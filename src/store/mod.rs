@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use crate::domain::{
-    ApiToken, AuditEntry, Channel, ChannelSource, Component, Delivery, Maintenance, NewChannel,
-    NewComponent, NewDelivery, NewMaintenance, NewRollout, NewRolloutUpdate, NewUpdate, Role,
-    Rollout, RolloutState, RolloutUpdate, Subject, Thread, Update, User,
+    ApiToken, AuditEntry, Channel, ChannelSource, Component, Delivery, Maintenance, NewAudit,
+    NewChannel, NewComponent, NewDelivery, NewMaintenance, NewRollout, NewRolloutUpdate, NewUpdate,
+    Role, Rollout, RolloutState, RolloutUpdate, Subject, Thread, Update, User,
 };
 
 pub use sql::{Backend, CopyOptions, CopyReport, SqlStore};
@@ -181,21 +181,22 @@ pub trait Windows: Send + Sync {
     async fn create_component(&self, new: &NewComponent, now: Timestamp) -> StoreResult<Component>;
     async fn list_components(&self) -> StoreResult<Vec<Component>>;
 
-    /// Insert a window (as a draft) with its steps and component links.
+    /// Insert a window (as a draft) with its steps and component links, and the audit entry
+    /// `audit` makes of its id, in one transaction.
     async fn create_maintenance(
         &self,
         new: &NewMaintenance,
         now: Timestamp,
+        audit: &Audit<'_>,
     ) -> StoreResult<Maintenance>;
     async fn get_maintenance(&self, id: i64) -> StoreResult<Option<Maintenance>>;
-    /// Write back a changed window with its steps and components, plus the updates its change
-    /// produced and the deliveries announcing them, in one transaction, if its version is
-    /// still `m.version`. Returns the new version.
+    /// Write back a changed window with its steps and components, plus what `commit` holds
+    /// (the updates its change produced, the deliveries announcing them, the audit entry), in
+    /// one transaction, if its version is still `m.version`. Returns the new version.
     async fn save_maintenance(
         &self,
         m: &Maintenance,
-        updates: &[NewUpdate],
-        deliveries: &[NewDelivery],
+        commit: &Commit<'_, NewUpdate>,
     ) -> StoreResult<i64>;
     async fn count_maintenances(&self) -> StoreResult<i64>;
 
@@ -408,6 +409,22 @@ pub trait Outbox: Send + Sync {
     async fn get_update(&self, id: i64) -> StoreResult<Option<Update>>;
 }
 
+/// What a change to an aggregate writes besides the aggregate itself, in its transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Commit<'a, U> {
+    /// Who made the change (timelines name them).
+    pub actor: &'a str,
+    /// The timeline entries the change produced.
+    pub updates: &'a [U],
+    /// The deliveries announcing them.
+    pub deliveries: &'a [NewDelivery],
+    /// The audit-log entry, for changes a person or a script asked for.
+    pub audit: Option<&'a NewAudit>,
+}
+
+/// The audit entry for something being created, made once its id is known.
+pub type Audit<'a> = dyn Fn(i64) -> NewAudit + Send + Sync + 'a;
+
 /// A request as an `Idempotency-Key` names it: whose key, the key, and what was asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyedRequest {
@@ -464,22 +481,27 @@ pub trait Idempotency: Send + Sync {
 /// Rollouts, their targets and timeline.
 #[async_trait]
 pub trait Rollouts: Send + Sync {
-    /// Insert a rollout (pending, every target pending).
-    async fn create_rollout(&self, new: &NewRollout, now: Timestamp) -> StoreResult<Rollout>;
+    /// Insert a rollout (pending, every target pending) and the audit entry `audit` makes of
+    /// its id, in one transaction.
+    async fn create_rollout(
+        &self,
+        new: &NewRollout,
+        now: Timestamp,
+        audit: &Audit<'_>,
+    ) -> StoreResult<Rollout>;
     async fn get_rollout(&self, id: i64) -> StoreResult<Option<Rollout>>;
     /// Just the rollout's optimistic-concurrency version.
     async fn rollout_version(&self, id: i64) -> StoreResult<Option<i64>>;
-    /// Write back a changed rollout (its row and the targets at `changed`), the updates its
-    /// change produced (made by `actor`) and their deliveries, in one transaction, if its
-    /// version is still `r.version`. With `reverse`, also create that rollout (a rollback) and
-    /// link the two. Returns the new version and the reverse rollout's id.
+    /// Write back a changed rollout (its row and the targets at `changed`) with what `commit`
+    /// holds (the updates its change produced, their deliveries, the audit entry), in one
+    /// transaction, if its version is still `r.version`. With `reverse`, also create that
+    /// rollout (a rollback) and link the two. Returns the new version and the reverse
+    /// rollout's id.
     async fn save_rollout(
         &self,
         r: &Rollout,
         changed: &[usize],
-        updates: &[NewRolloutUpdate],
-        actor: &str,
-        deliveries: &[NewDelivery],
+        commit: &Commit<'_, NewRolloutUpdate>,
         reverse: Option<&NewRollout>,
     ) -> StoreResult<(i64, Option<i64>)>;
     /// A report that changed nothing: only the target's last-report time moves (no version

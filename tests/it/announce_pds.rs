@@ -238,26 +238,25 @@ async fn the_reference_pds_threads_rollouts() {
     app.settle(60).await;
     let linked = app
         .service
-        .create_rollout(
-            NewRollout {
-                maintenance_id: Some(window.id),
-                ..NewRollout::new(
-                    "Fishjam v1.4.0",
-                    Some("v1.3.2"),
-                    "v1.4.0",
-                    &["fishjam-1", "fishjam-2"],
-                )
-            },
-            "test",
-        )
+        .create_rollout(NewRollout {
+            maintenance_id: Some(window.id),
+            ..NewRollout::new(
+                "Fishjam v1.4.0",
+                Some("v1.3.2"),
+                "v1.4.0",
+                &["fishjam-1", "fishjam-2"],
+            )
+        })
         .await
         .unwrap();
     let alone = app
         .service
-        .create_rollout(
-            NewRollout::new("Edge 🚀 v9 ñandú", Some("v8"), "v9", &["edge-1"]),
-            "test",
-        )
+        .create_rollout(NewRollout::new(
+            "Edge 🚀 v9 ñandú",
+            Some("v8"),
+            "v9",
+            &["edge-1"],
+        ))
         .await
         .unwrap();
     let report = |state, forced: bool| Report {
@@ -275,7 +274,7 @@ async fn the_reference_pds_threads_rollouts() {
         (linked.id, "fishjam-2", TargetState::Healthy, false),
     ] {
         app.service
-            .report(id, name, &report(state, forced), "test")
+            .report(id, name, &report(state, forced))
             .await
             .unwrap();
     }

@@ -175,6 +175,12 @@ async fn copy_round_trips_the_demo_sqlite_postgres_sqlite() {
                     automation: Default::default(),
                 },
                 jiff::Timestamp::now(),
+                &|id| herald::domain::NewAudit {
+                    actor: "test".into(),
+                    action: "window.create".into(),
+                    target: Some(format!("window {id}")),
+                    at: jiff::Timestamp::now(),
+                },
             )
             .await
             .unwrap();
@@ -189,6 +195,7 @@ async fn copy_round_trips_the_demo_sqlite_postgres_sqlite() {
         for sql in [
             "DELETE FROM steps WHERE maintenance_id = $1",
             "DELETE FROM maintenances WHERE id = $1",
+            "DELETE FROM audit_log WHERE target = 'window ' || $1",
         ] {
             sqlx::query(sql)
                 .bind(m.id)

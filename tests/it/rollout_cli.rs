@@ -515,14 +515,14 @@ async fn herald_rollout_wait_exits_6_on_a_stall() {
         let past = Timestamp::now() - jiff::SignedDuration::from_mins(11);
         let service = Service::with_clock(Arc::new(store), Arc::new(move || past));
         let r = service
-            .create_rollout(NewRollout::new("Stuck", Some("v1"), "v2", &["a"]), "test")
+            .create_rollout(NewRollout::new("Stuck", Some("v1"), "v2", &["a"]))
             .await
             .unwrap();
         let report = Report {
             remaining: Some([("rooms".to_owned(), 3)].into()),
             ..Report::state(TargetState::Draining)
         };
-        service.report(r.id, "a", &report, "test").await.unwrap();
+        service.report(r.id, "a", &report).await.unwrap();
     }
     let h = Herald::start_anywhere(dir.path());
     let token = h.token();

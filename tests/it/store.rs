@@ -90,7 +90,15 @@ async fn a_change_and_its_update_commit_together() {
     assert!(matches!(
         app.service
             .store()
-            .save_maintenance(&stale, &update, &[])
+            .save_maintenance(
+                &stale,
+                &herald::store::Commit {
+                    actor: "test",
+                    updates: &update,
+                    deliveries: &[],
+                    audit: None,
+                },
+            )
             .await,
         Err(StoreError::Conflict)
     ));
@@ -341,4 +349,165 @@ async fn the_channels_table_is_rebuilt_for_webhooks_keeping_deliveries() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// Run one statement on the app's database, behind Herald's back.
+async fn execute(app: &TestApp, sql: &str) {
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&app.url).await.unwrap();
+    sqlx::query(sql).execute(&mut conn).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_change_whose_audit_entry_cannot_be_written_is_not_committed() {
+    use herald::domain::{Actor, ChannelKind, ChannelSecret, NewChannel, NewRollout, Subject};
+    let app = TestApp::new().await;
+    app.add_channel(NewChannel {
+        name: "hook".into(),
+        kind: Some(ChannelKind::Webhook),
+        target: "http://127.0.0.1:9/hook".into(),
+        secret: ChannelSecret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        events: herald::domain::default_events(ChannelKind::Webhook),
+        milestones: herald::domain::default_milestones(),
+        langs: vec!["en".into()],
+        enabled: true,
+        ..NewChannel::default()
+    })
+    .await;
+    let service = app.service.acting(Actor::Token("deploy".into()));
+    let w = app
+        .window("Audited", Schedule::Tentative { hint: None }, 2, vec![])
+        .await;
+    service
+        .window_action(w.id, WindowAction::Announce, None)
+        .await
+        .unwrap();
+    let r = service
+        .create_rollout(NewRollout::new(
+            "Fishjam",
+            Some("v1"),
+            "v2",
+            &["f-1", "f-2"],
+        ))
+        .await
+        .unwrap();
+    // Every change so far is in the audit log, by the typed actor.
+    let audit = app.service.audit_log(50).await.unwrap();
+    let said: Vec<(&str, &str, Option<&str>)> = audit
+        .iter()
+        .map(|e| (e.actor.as_str(), e.action.as_str(), e.target.as_deref()))
+        .collect();
+    assert!(
+        said.contains(&(
+            "token:deploy",
+            "window.announce",
+            Some(&*format!("window {}", w.id))
+        )),
+        "{said:?}"
+    );
+    assert!(
+        said.contains(&(
+            "token:deploy",
+            "rollout.create",
+            Some(&*format!("rollout {}", r.id))
+        )),
+        "{said:?}"
+    );
+
+    let updates = app
+        .service
+        .store()
+        .list_updates(w.id, None)
+        .await
+        .unwrap()
+        .len();
+    let deliveries = app
+        .service
+        .deliveries(Subject::Window(w.id))
+        .await
+        .unwrap()
+        .len();
+    let notes = app.service.rollout_updates(r.id, None).await.unwrap().len();
+    let rollout_deliveries = app
+        .service
+        .deliveries(Subject::Rollout(r.id))
+        .await
+        .unwrap()
+        .len();
+    assert!(deliveries > 0, "the announcement is queued");
+
+    // The audit log cannot be written any more: every audited change fails whole.
+    execute(&app, "DROP TABLE audit_log").await;
+    assert!(
+        service
+            .window_action(w.id, WindowAction::Start, None)
+            .await
+            .is_err()
+    );
+    assert!(service.post_update(w.id, "Half way").await.is_err());
+    assert!(service.post_rollout_note(r.id, "Starting").await.is_err());
+    assert!(
+        service
+            .create_rollout(NewRollout::new("Other", Some("v1"), "v2", &["x"]))
+            .await
+            .is_err()
+    );
+    assert!(
+        service
+            .create_maintenance(NewMaintenance {
+                title: "Lost".into(),
+                description: String::new(),
+                impact: Impact::None,
+                schedule: Schedule::Tentative { hint: None },
+                component_ids: vec![],
+                steps: vec![],
+                automation: Default::default(),
+            })
+            .await
+            .is_err()
+    );
+
+    let after = app.service.maintenance(w.id).await.unwrap();
+    assert_eq!(
+        after.state,
+        WindowState::Planned,
+        "the window did not start"
+    );
+    assert_eq!(
+        after.version,
+        w.version + 1,
+        "only the announcement was committed"
+    );
+    assert_eq!(
+        app.service
+            .store()
+            .list_updates(w.id, None)
+            .await
+            .unwrap()
+            .len(),
+        updates
+    );
+    assert_eq!(
+        app.service
+            .deliveries(Subject::Window(w.id))
+            .await
+            .unwrap()
+            .len(),
+        deliveries
+    );
+    assert_eq!(
+        app.service.rollout_updates(r.id, None).await.unwrap().len(),
+        notes
+    );
+    assert_eq!(
+        app.service
+            .deliveries(Subject::Rollout(r.id))
+            .await
+            .unwrap()
+            .len(),
+        rollout_deliveries
+    );
+    assert_eq!(app.service.rollouts(None, 0, 10).await.unwrap().len(), 1);
+    assert_eq!(app.service.store().count_maintenances().await.unwrap(), 1);
 }

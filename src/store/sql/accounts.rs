@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, FromRow, Row, Transaction};
 
 use super::{SqlStore, opt_ts, parse, secs, ts};
-use crate::domain::{ApiToken, AuditEntry, Role, User};
+use crate::domain::{ApiToken, AuditEntry, NewAudit, Role, User};
 use crate::store::{AccountChange, Accounts, AttemptRule, Attempts, StoreError, StoreResult};
 
 /// An `api_tokens` row as selected by [`TOKEN_COLUMNS`] (never the hash).
@@ -39,6 +39,23 @@ impl TryFrom<TokenRow> for ApiToken {
             revoked_at: opt_ts(r.revoked_at)?,
         })
     }
+}
+
+/// Write an audit entry inside the transaction of the change it records.
+pub(super) async fn insert_audit(
+    tx: &mut Transaction<'_, Any>,
+    audit: &NewAudit,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (actor, action, target, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&audit.actor)
+    .bind(&audit.action)
+    .bind(&audit.target)
+    .bind(secs(audit.at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn token_from(row: &AnyRow) -> StoreResult<ApiToken> {
@@ -246,15 +263,18 @@ impl Accounts for SqlStore {
         target: Option<&str>,
         now: Timestamp,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_log (actor, action, target, created_at) VALUES ($1, $2, $3, $4)",
+        let mut tx = self.pool.begin().await?;
+        insert_audit(
+            &mut tx,
+            &NewAudit {
+                actor: actor.to_owned(),
+                action: action.to_owned(),
+                target: target.map(str::to_owned),
+                at: now,
+            },
         )
-        .bind(actor)
-        .bind(action)
-        .bind(target)
-        .bind(secs(now))
-        .execute(&self.pool)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 

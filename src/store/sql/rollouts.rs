@@ -10,10 +10,10 @@ use tracing::instrument;
 use super::outbox::insert_deliveries;
 use super::{SqlStore, opt_secs, opt_ts, parse, secs, ts};
 use crate::domain::{
-    Counts, NewDelivery, NewRollout, NewRolloutUpdate, Rollout, RolloutState, RolloutUpdate,
-    Sample, Subject, Target, TargetState, UpdateKind,
+    Counts, NewRollout, NewRolloutUpdate, Rollout, RolloutState, RolloutUpdate, Sample, Subject,
+    Target, TargetState, UpdateKind,
 };
-use crate::store::{Page, RolloutSummary, Rollouts, StoreError, StoreResult};
+use crate::store::{Audit, Commit, Page, RolloutSummary, Rollouts, StoreError, StoreResult};
 
 const ROLLOUT_COLUMNS: &str = "r.id, r.title, r.description, r.from_version, r.to_version, \
      r.maintenance_id, r.state, r.progress_deadline, r.stale_after, r.public_names, r.created_at, \
@@ -302,10 +302,16 @@ async fn insert_rollout(
 
 #[async_trait]
 impl Rollouts for SqlStore {
-    #[instrument(skip(self, new), fields(title = %new.title))]
-    async fn create_rollout(&self, new: &NewRollout, now: Timestamp) -> StoreResult<Rollout> {
+    #[instrument(skip(self, new, audit), fields(title = %new.title))]
+    async fn create_rollout(
+        &self,
+        new: &NewRollout,
+        now: Timestamp,
+        audit: &Audit<'_>,
+    ) -> StoreResult<Rollout> {
         let mut tx = self.pool.begin().await?;
         let id = insert_rollout(&mut tx, new, now).await?;
+        super::accounts::insert_audit(&mut tx, &audit(id)).await?;
         tx.commit().await?;
         self.get_rollout(id).await?.ok_or(StoreError::NotFound)
     }
@@ -335,9 +341,7 @@ impl Rollouts for SqlStore {
         &self,
         r: &Rollout,
         changed: &[usize],
-        updates: &[NewRolloutUpdate],
-        actor: &str,
-        deliveries: &[NewDelivery],
+        commit: &Commit<'_, NewRolloutUpdate>,
         reverse: Option<&NewRollout>,
     ) -> StoreResult<(i64, Option<i64>)> {
         let mut tx = self.pool.begin().await?;
@@ -408,8 +412,8 @@ impl Rollouts for SqlStore {
             .execute(&mut *tx)
             .await?;
         }
-        let mut update_ids = Vec::with_capacity(updates.len());
-        for u in updates {
+        let mut update_ids = Vec::with_capacity(commit.updates.len());
+        for u in commit.updates {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO rollout_updates (rollout_id, kind, body, note, target, actor, \
                  created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
@@ -419,13 +423,19 @@ impl Rollouts for SqlStore {
             .bind(&u.body)
             .bind(&u.note)
             .bind(&u.target)
-            .bind(actor)
+            .bind(commit.actor)
             .bind(secs(u.created_at))
             .fetch_one(&mut *tx)
             .await?;
             update_ids.push(id);
         }
-        insert_deliveries(&mut tx, Subject::Rollout(r.id), &update_ids, deliveries).await?;
+        insert_deliveries(
+            &mut tx,
+            Subject::Rollout(r.id),
+            &update_ids,
+            commit.deliveries,
+        )
+        .await?;
         let reverse_id = match reverse {
             Some(new) => {
                 let id = insert_rollout(&mut tx, new, r.updated_at).await?;
@@ -438,6 +448,9 @@ impl Rollouts for SqlStore {
             }
             None => None,
         };
+        if let Some(audit) = commit.audit {
+            super::accounts::insert_audit(&mut tx, audit).await?;
+        }
         tx.commit().await?;
         Ok((r.version + 1, reverse_id))
     }

@@ -6,12 +6,12 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, FromRow, Row, Transaction};
 use tracing::instrument;
 
-use super::{SqlStore, opt_secs, opt_ts, outbox, parse, secs, ts};
+use super::{SqlStore, accounts, opt_secs, opt_ts, outbox, parse, secs, ts};
 use crate::domain::{
-    Automation, Component, Impact, Maintenance, NewComponent, NewDelivery, NewMaintenance,
-    NewUpdate, Schedule, Step, StepState, Subject, Update, UpdateKind, WindowState,
+    Automation, Component, Impact, Maintenance, NewComponent, NewMaintenance, NewUpdate, Schedule,
+    Step, StepState, Subject, Update, UpdateKind, WindowState,
 };
-use crate::store::{MaintenanceSummary, Page, StoreError, StoreResult, Windows};
+use crate::store::{Audit, Commit, MaintenanceSummary, Page, StoreError, StoreResult, Windows};
 
 impl SqlStore {
     /// Windows matching `filter` (SQL over `m`), with steps and components.
@@ -370,11 +370,12 @@ impl Windows for SqlStore {
         .collect()
     }
 
-    #[instrument(skip(self, new), fields(title = %new.title))]
+    #[instrument(skip(self, new, audit), fields(title = %new.title))]
     async fn create_maintenance(
         &self,
         new: &NewMaintenance,
         now: Timestamp,
+        audit: &Audit<'_>,
     ) -> StoreResult<Maintenance> {
         let (starts_at, ends_at, hint) = match &new.schedule {
             Schedule::Tentative { hint } => (None, None, hint.clone()),
@@ -412,6 +413,7 @@ impl Windows for SqlStore {
             .await?;
         }
         replace_components(&mut tx, id, new.component_ids.iter().copied()).await?;
+        accounts::insert_audit(&mut tx, &audit(id)).await?;
         tx.commit().await?;
         self.get_maintenance(id).await?.ok_or(StoreError::NotFound)
     }
@@ -451,12 +453,11 @@ impl Windows for SqlStore {
         Ok(Some(m))
     }
 
-    #[instrument(skip(self, m, updates), fields(id = m.id, version = m.version))]
+    #[instrument(skip(self, m, commit), fields(id = m.id, version = m.version))]
     async fn save_maintenance(
         &self,
         m: &Maintenance,
-        updates: &[NewUpdate],
-        deliveries: &[NewDelivery],
+        commit: &Commit<'_, NewUpdate>,
     ) -> StoreResult<i64> {
         let mut tx = self.pool.begin().await?;
         // Writing first takes the write lock at once (SQLite's database lock, PostgreSQL's row
@@ -538,8 +539,17 @@ impl Windows for SqlStore {
             .await?;
         }
         replace_components(&mut tx, m.id, m.components.iter().map(|c| c.id)).await?;
-        let update_ids = insert_updates(&mut tx, m.id, updates).await?;
-        outbox::insert_deliveries(&mut tx, Subject::Window(m.id), &update_ids, deliveries).await?;
+        let update_ids = insert_updates(&mut tx, m.id, commit.updates).await?;
+        outbox::insert_deliveries(
+            &mut tx,
+            Subject::Window(m.id),
+            &update_ids,
+            commit.deliveries,
+        )
+        .await?;
+        if let Some(audit) = commit.audit {
+            accounts::insert_audit(&mut tx, audit).await?;
+        }
         tx.commit().await?;
         Ok(m.version + 1)
     }

@@ -215,7 +215,8 @@ pub async fn create_rollout(
     };
     match state
         .service
-        .create_rollout(new, &signed_in.actor().to_string())
+        .acting(signed_in.actor())
+        .create_rollout(new)
         .await
     {
         Ok(r) => Ok(Redirect::to(&format!("/admin/rollouts/{}", r.id)).into_response()),
@@ -468,7 +469,8 @@ pub async fn action(
         .ok_or_else(|| AppError::BadRequest(format!("unknown action {:?}", form.action)))?;
     let result = state
         .service
-        .rollout_action(id, action, note(&form.note), &signed_in.actor().to_string())
+        .acting(signed_in.actor())
+        .rollout_action(id, action, note(&form.note))
         .await;
     if let Ok((_, Some(reverse))) = &result {
         return Ok(Redirect::to(&format!("/admin/rollouts/{reverse}")).into_response());
@@ -504,12 +506,9 @@ pub async fn target(
         .find(|t| t.position == position)
         .map(|t| t.name.clone())
         .ok_or(AppError::NotFound)?;
-    let who = signed_in.actor().to_string();
+    let service = state.service.acting(signed_in.actor());
     let result = if form.action == "retry" {
-        state
-            .service
-            .retry_target(id, &name, note(&form.note), &who)
-            .await
+        service.retry_target(id, &name, note(&form.note)).await
     } else {
         let state_to = TargetState::parse(&form.action)
             .ok_or_else(|| AppError::BadRequest(format!("unknown state {:?}", form.action)))?;
@@ -518,7 +517,7 @@ pub async fn target(
             note: note(&form.note).map(str::to_owned),
             ..Report::state(state_to)
         };
-        state.service.set_target(id, &name, &report, &who).await
+        service.set_target(id, &name, &report).await
     };
     let keep = RunState {
         note: form.note.clone(),
@@ -559,7 +558,8 @@ pub async fn edit(
         };
         match state
             .service
-            .edit_rollout(id, &change, &signed_in.actor().to_string())
+            .acting(signed_in.actor())
+            .edit_rollout(id, &change)
             .await
         {
             Ok(_) => {
@@ -601,7 +601,8 @@ pub async fn post_update(
     signed_in.require(Role::Maintainer)?;
     let result = state
         .service
-        .post_rollout_note(id, &form.body, &signed_in.actor().to_string())
+        .acting(signed_in.actor())
+        .post_rollout_note(id, &form.body)
         .await
         .map(drop);
     let keep = RunState {

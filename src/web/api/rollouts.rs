@@ -224,7 +224,11 @@ pub async fn create_rollout(
         public_names: input.public_names.unwrap_or(true),
         rollback_of: None,
     };
-    let r = state.service.create_rollout(new, &bearer.actor()).await?;
+    let r = state
+        .service
+        .acting(bearer.actor_id())
+        .create_rollout(new)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(rollout_json(
@@ -328,7 +332,8 @@ pub async fn patch_rollout(
     };
     let r = state
         .service
-        .edit_rollout(id, &edit, &bearer.actor())
+        .acting(bearer.actor_id())
+        .edit_rollout(id, &edit)
         .await?;
     Ok(Json(rollout_json(
         &r,
@@ -361,7 +366,8 @@ pub async fn rollout_action(
     let action = RolloutAction::parse(&action).ok_or(AppError::NotFound)?;
     let (r, _) = state
         .service
-        .rollout_action(id, action, input.note.as_deref(), &bearer.actor())
+        .acting(bearer.actor_id())
+        .rollout_action(id, action, input.note.as_deref())
         .await?;
     Ok(Json(rollout_json(
         &r,
@@ -395,7 +401,8 @@ pub async fn report_target(
         .map_err(crate::domain::DomainError::from)?;
     let r = state
         .service
-        .report(id, &name, &report, &bearer.actor())
+        .acting(bearer.actor_id())
+        .report(id, &name, &report)
         .await?;
     report_json(&r, &name, state.service.now())
 }
@@ -421,7 +428,8 @@ pub async fn retry_target(
     bearer.require(Role::Maintainer)?;
     let r = state
         .service
-        .retry_target(id, &name, input.note.as_deref(), &bearer.actor())
+        .acting(bearer.actor_id())
+        .retry_target(id, &name, input.note.as_deref())
         .await?;
     report_json(&r, &name, state.service.now())
 }
@@ -462,7 +470,8 @@ pub async fn post_rollout_update(
     bearer.require(Role::Maintainer)?;
     state
         .service
-        .post_rollout_note(id, &input.body, &bearer.actor())
+        .acting(bearer.actor_id())
+        .post_rollout_note(id, &input.body)
         .await?;
     let latest = state.service.rollout_updates(id, Some(1)).await?;
     let update = latest
