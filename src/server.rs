@@ -113,7 +113,11 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
     spawn_metrics_upkeep(&state, &tasks, &token);
     spawn_outbox(&state, &tasks, &token);
-    crate::scheduler::spawn(state.service.clone(), token.clone(), &tasks);
+    crate::scheduler::spawn(
+        state.service.acting(crate::domain::Actor::Scheduler),
+        token.clone(),
+        &tasks,
+    );
     // Other instances on the same database: their changes refresh pages and wake workers here.
     tasks.spawn({
         let (service, token) = (state.service.clone(), token.clone());

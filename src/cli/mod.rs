@@ -213,23 +213,21 @@ pub fn main() -> anyhow::Result<()> {
             match command {
                 UserCommand::Add { name, role } => {
                     let password = read_password()?;
-                    let user = service
-                        .add_user(&name, &password, role.into(), "cli")
-                        .await?;
+                    let user = service.add_user(&name, &password, role.into()).await?;
                     eprintln!("added {} ({})", user.name, user.role.as_str());
                 }
                 UserCommand::Remove { name } => {
-                    service.remove_user(&name, "cli").await?;
+                    service.remove_user(&name).await?;
                     eprintln!("removed {name}; their sessions ended");
                 }
                 UserCommand::Passwd { name } => {
                     let password = read_password()?;
-                    service.set_password(&name, &password, "cli").await?;
+                    service.set_password(&name, &password).await?;
                     eprintln!("set the password of {name}; their sessions ended");
                 }
                 UserCommand::Role { name, role } => {
                     let role: Role = role.into();
-                    service.set_role(&name, role, "cli").await?;
+                    service.set_role(&name, role).await?;
                     eprintln!("{name} is now {}; their sessions ended", role.as_str());
                 }
             }
@@ -238,7 +236,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Token(command) => with_service(&cli.settings, |service| async move {
             match command {
                 TokenCommand::Create { name, role } => {
-                    let new = service.create_token(&name, role.into(), "cli").await?;
+                    let new = service.create_token(&name, role.into()).await?;
                     println!("{}", new.secret.expose());
                     eprintln!(
                         "created token {} ({}, id {}); it is shown only now",
@@ -265,7 +263,7 @@ pub fn main() -> anyhow::Result<()> {
                     }
                 }
                 TokenCommand::Revoke { id } => {
-                    service.revoke_token(id, "cli").await?;
+                    service.revoke_token(id).await?;
                     eprintln!("revoked token {id}");
                 }
             }
@@ -364,7 +362,7 @@ where
         .build()?;
     runtime.block_on(async {
         let store = crate::server::open_store(&settings).await?;
-        f(Service::new(store)).await
+        f(Service::new(store).acting(crate::domain::Actor::Cli)).await
     })
 }
 

@@ -117,29 +117,50 @@ pub struct NewAudit {
     pub at: jiff::Timestamp,
 }
 
-/// Who made a change, as the audit log and timelines name them.
+/// Who made a change, as the audit log and timelines name them, and what they may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     /// A signed-in user of the admin pages.
-    User(String),
+    User { name: String, role: Role },
     /// An API token, by its name.
-    Token(String),
+    Token { name: String, role: Role },
     /// Time-driven changes.
     Scheduler,
-    /// The `herald` command line.
+    /// The `herald` command line (whoever runs it holds the database).
     Cli,
     /// Herald itself (start-up, the demo).
     System,
+    /// Configuration read at start (the first admin, channels, components).
+    Environment,
+    /// The first visitor of `/admin/setup`, holding the setup code.
+    Setup,
+    /// Nobody in particular: a visitor of the public pages. May change nothing.
+    Anonymous,
+}
+
+impl Actor {
+    /// Whether this actor may do what `needed` may. Herald's own actors may do anything; an
+    /// anonymous visitor nothing.
+    pub fn may(&self, needed: Role) -> bool {
+        match self {
+            Self::User { role, .. } | Self::Token { role, .. } => role.allows(needed),
+            Self::Scheduler | Self::Cli | Self::System | Self::Environment | Self::Setup => true,
+            Self::Anonymous => false,
+        }
+    }
 }
 
 impl std::fmt::Display for Actor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::User(name) => write!(f, "user:{name}"),
-            Self::Token(name) => write!(f, "token:{name}"),
+            Self::User { name, .. } => write!(f, "user:{name}"),
+            Self::Token { name, .. } => write!(f, "token:{name}"),
             Self::Scheduler => f.write_str("scheduler"),
             Self::Cli => f.write_str("cli"),
             Self::System => f.write_str("system"),
+            Self::Environment => f.write_str("environment"),
+            Self::Setup => f.write_str("setup"),
+            Self::Anonymous => f.write_str("anonymous"),
         }
     }
 }

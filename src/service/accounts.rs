@@ -6,8 +6,8 @@ use sha2::{Digest, Sha256};
 
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::{
-    ApiToken, AuditEntry, Role, User, ValidationError, validate_password, validate_token_name,
-    validate_user_name,
+    Actor, ApiToken, AuditEntry, Role, User, ValidationError, validate_password,
+    validate_token_name, validate_user_name,
 };
 use crate::store::{AccountChange, StoreError};
 
@@ -73,7 +73,11 @@ impl Service {
         if !self.store.take_setup_code(code.expose()).await? {
             return Ok(None);
         }
-        match self.add_user(name, password, Role::Admin, "setup").await {
+        match self
+            .acting(Actor::Setup)
+            .add_user(name, password, Role::Admin)
+            .await
+        {
             Ok(user) => Ok(Some(user)),
             Err(e) => {
                 self.store.setup_code(code.expose(), self.now()).await?;
@@ -83,12 +87,9 @@ impl Service {
     }
 
     /// Create an API token for automation; `actor` is recorded in the audit log.
-    pub async fn create_token(
-        &self,
-        name: &str,
-        role: Role,
-        actor: &str,
-    ) -> ServiceResult<NewToken> {
+    pub async fn create_token(&self, name: &str, role: Role) -> ServiceResult<NewToken> {
+        self.require(Role::Admin)?;
+        let actor = &self.actor.to_string();
         let name = validate_token_name(name)?;
         let secret = new_secret()?;
         let prefix = &secret[..TOKEN_PREFIX.len() + 6];
@@ -135,10 +136,13 @@ impl Service {
     }
 
     pub async fn tokens(&self) -> ServiceResult<Vec<ApiToken>> {
+        self.require(Role::Admin)?;
         Ok(self.store.list_tokens().await?)
     }
 
-    pub async fn revoke_token(&self, id: i64, actor: &str) -> ServiceResult<()> {
+    pub async fn revoke_token(&self, id: i64) -> ServiceResult<()> {
+        self.require(Role::Admin)?;
+        let actor = &self.actor.to_string();
         let now = self.now();
         if !self.store.revoke_token(id, now).await? {
             return Err(ServiceError::NotFound("live token"));
@@ -150,13 +154,9 @@ impl Service {
     }
 
     /// Add a user; the password is hashed with argon2id off the async threads.
-    pub async fn add_user(
-        &self,
-        name: &str,
-        password: &str,
-        role: Role,
-        actor: &str,
-    ) -> ServiceResult<User> {
+    pub async fn add_user(&self, name: &str, password: &str, role: Role) -> ServiceResult<User> {
+        self.require(Role::Admin)?;
+        let actor = &self.actor.to_string();
         let name = validate_user_name(name)?;
         validate_password(password)?;
         let password = password.to_owned();
@@ -193,7 +193,9 @@ impl Service {
     }
 
     /// Remove a user; their sessions end with them. The last admin stays.
-    pub async fn remove_user(&self, name: &str, actor: &str) -> ServiceResult<()> {
+    pub async fn remove_user(&self, name: &str) -> ServiceResult<()> {
+        self.require(Role::Admin)?;
+        let actor = &self.actor.to_string();
         let outcome = self.store.delete_user(name.trim()).await?;
         self.account_outcome(outcome, "remove")?;
         self.store
@@ -203,7 +205,13 @@ impl Service {
     }
 
     /// A new password; the user's sessions end (signed in elsewhere with the old one).
-    pub async fn set_password(&self, name: &str, password: &str, actor: &str) -> ServiceResult<()> {
+    /// An admin may set anyone's; a user their own.
+    pub async fn set_password(&self, name: &str, password: &str) -> ServiceResult<()> {
+        let own = matches!(&self.actor, Actor::User { name: me, .. } if me == name.trim());
+        if !own {
+            self.require(Role::Admin)?;
+        }
+        let actor = &self.actor.to_string();
         validate_password(password)?;
         let password = password.to_owned();
         let hash = self
@@ -219,7 +227,9 @@ impl Service {
     }
 
     /// A new role; the user's sessions end. The last admin stays an admin.
-    pub async fn set_role(&self, name: &str, role: Role, actor: &str) -> ServiceResult<()> {
+    pub async fn set_role(&self, name: &str, role: Role) -> ServiceResult<()> {
+        self.require(Role::Admin)?;
+        let actor = &self.actor.to_string();
         let outcome = self.store.set_role(name.trim(), role).await?;
         self.account_outcome(outcome, "demote")?;
         self.store
@@ -251,7 +261,8 @@ impl Service {
         if self.store.count_users().await? > 0 {
             return Ok(false);
         }
-        self.add_user(name, password, Role::Admin, "environment")
+        self.acting(Actor::Environment)
+            .add_user(name, password, Role::Admin)
             .await?;
         Ok(true)
     }
@@ -319,6 +330,7 @@ impl Service {
     }
 
     pub async fn users(&self) -> ServiceResult<Vec<User>> {
+        self.require(Role::Admin)?;
         Ok(self.store.list_users().await?)
     }
 
@@ -329,10 +341,12 @@ impl Service {
         actor: Option<&str>,
         target: Option<&str>,
     ) -> ServiceResult<Vec<AuditEntry>> {
+        self.require(Role::Admin)?;
         Ok(self.store.list_audit(limit, actor, target).await?)
     }
 
     pub async fn audit_log(&self, limit: i64) -> ServiceResult<Vec<AuditEntry>> {
+        self.require(Role::Admin)?;
         Ok(self.store.list_audit(limit, None, None).await?)
     }
 }

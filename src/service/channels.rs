@@ -5,7 +5,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::{
-    Channel, ChannelKind, ChannelSecret, ChannelSource, Delivery, NewChannel, Subject,
+    Channel, ChannelKind, ChannelSecret, ChannelSource, Delivery, NewChannel, Role, Subject,
     ValidationError,
 };
 use crate::store::StoreError;
@@ -42,7 +42,8 @@ impl Service {
 
     /// Add a channel. A signed webhook given no secret gets a new one (read it from the
     /// returned channel, once: it is shown nowhere else).
-    pub async fn create_channel(&self, new: NewChannel, actor: &str) -> ServiceResult<Channel> {
+    pub async fn create_channel(&self, new: NewChannel) -> ServiceResult<Channel> {
+        self.require(Role::Admin)?;
         let mut new = new;
         if new.kind == Some(ChannelKind::Webhook) && new.secret.expose().trim().is_empty() {
             new.secret = ChannelSecret::new(crate::ids::webhook_secret());
@@ -54,19 +55,20 @@ impl Service {
             .await
             .map_err(|e| Self::duplicate_name(e, &new.name))?;
         self.store
-            .audit(actor, "channel.create", Some(&channel.name), self.now())
+            .audit(
+                &self.actor.to_string(),
+                "channel.create",
+                Some(&channel.name),
+                self.now(),
+            )
             .await?;
         self.wake_outbox().await;
         Ok(channel)
     }
 
     /// Change a channel; an empty secret keeps the stored one.
-    pub async fn edit_channel(
-        &self,
-        id: i64,
-        new: NewChannel,
-        actor: &str,
-    ) -> ServiceResult<Channel> {
+    pub async fn edit_channel(&self, id: i64, new: NewChannel) -> ServiceResult<Channel> {
+        self.require(Role::Admin)?;
         let current = self.channel(id).await?;
         let mut new = new;
         // The kind is fixed once created: a webhook's deliveries cannot become a bot's.
@@ -114,7 +116,12 @@ impl Service {
             format!("{}: {}", channel.name, changes.join(", "))
         };
         self.store
-            .audit(actor, "channel.edit", Some(&what), self.now())
+            .audit(
+                &self.actor.to_string(),
+                "channel.edit",
+                Some(&what),
+                self.now(),
+            )
             .await?;
         self.wake_outbox().await;
         Ok(channel)
@@ -122,7 +129,8 @@ impl Service {
 
     /// A new signing secret for a signed webhook; the old one stops working at once. Returns
     /// the channel with it (shown once).
-    pub async fn rotate_webhook_secret(&self, id: i64, actor: &str) -> ServiceResult<Channel> {
+    pub async fn rotate_webhook_secret(&self, id: i64) -> ServiceResult<Channel> {
+        self.require(Role::Admin)?;
         let current = self.channel(id).await?;
         if current.kind != ChannelKind::Webhook {
             return Err(ValidationError::new(
@@ -147,7 +155,7 @@ impl Service {
         let channel = self.store.update_channel(id, &new).await?;
         self.store
             .audit(
-                actor,
+                &self.actor.to_string(),
                 "channel.rotate_secret",
                 Some(&channel.name),
                 self.now(),
@@ -157,11 +165,17 @@ impl Service {
         Ok(channel)
     }
 
-    pub async fn delete_channel(&self, id: i64, actor: &str) -> ServiceResult<()> {
+    pub async fn delete_channel(&self, id: i64) -> ServiceResult<()> {
+        self.require(Role::Admin)?;
         let channel = self.channel(id).await?;
         self.store.delete_channel(id).await?;
         self.store
-            .audit(actor, "channel.delete", Some(&channel.name), self.now())
+            .audit(
+                &self.actor.to_string(),
+                "channel.delete",
+                Some(&channel.name),
+                self.now(),
+            )
             .await?;
         self.wake_outbox().await;
         Ok(())
@@ -218,7 +232,8 @@ impl Service {
     }
 
     /// Try a failed delivery again, with a fresh deadline.
-    pub async fn retry_delivery(&self, id: i64, actor: &str) -> ServiceResult<Delivery> {
+    pub async fn retry_delivery(&self, id: i64) -> ServiceResult<Delivery> {
+        self.require(Role::Maintainer)?;
         let now = Timestamp::now();
         if !self
             .store
@@ -228,19 +243,30 @@ impl Service {
             return Err(self.not_failed(id).await);
         }
         self.store
-            .audit(actor, "delivery.retry", Some(&id.to_string()), self.now())
+            .audit(
+                &self.actor.to_string(),
+                "delivery.retry",
+                Some(&id.to_string()),
+                self.now(),
+            )
             .await?;
         self.wake_outbox().await;
         self.delivery(id).await
     }
 
     /// Give up a failed delivery for good, so the window's later deliveries may go.
-    pub async fn skip_delivery(&self, id: i64, actor: &str) -> ServiceResult<Delivery> {
+    pub async fn skip_delivery(&self, id: i64) -> ServiceResult<Delivery> {
+        self.require(Role::Maintainer)?;
         if !self.store.skip_delivery(id).await? {
             return Err(self.not_failed(id).await);
         }
         self.store
-            .audit(actor, "delivery.skip", Some(&id.to_string()), self.now())
+            .audit(
+                &self.actor.to_string(),
+                "delivery.skip",
+                Some(&id.to_string()),
+                self.now(),
+            )
             .await?;
         self.wake_outbox().await;
         self.delivery(id).await

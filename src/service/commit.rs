@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use super::{Service, ServiceError, ServiceResult};
-use crate::domain::{Channel, NewAudit, NewDelivery};
+use crate::domain::{Channel, NewAudit, NewDelivery, Role};
 use crate::store::StoreError;
 
 /// How often a change is retried when another change to the same aggregate won the race.
@@ -83,15 +83,18 @@ pub(super) type RuleOf<'a, A> =
     dyn Fn(&mut A, Timestamp) -> ServiceResult<<A as Aggregate>::Change> + Send + Sync + 'a;
 
 impl Service {
-    /// Load aggregate `id`, apply `rule`, commit it with its timeline entries, deliveries and
+    /// Refuse unless this handle's actor may do what `needed` may; then load aggregate `id`,
+    /// apply `rule`, commit it with its timeline entries, deliveries and
     /// the audit entry `audit` names, in this handle's actor's name; again from the start if
     /// another change won the race.
     pub(super) async fn commit<A: Aggregate>(
         &self,
         id: i64,
+        needed: Role,
         audit: &AuditOf<'_, A>,
         rule: &RuleOf<'_, A>,
     ) -> ServiceResult<(A, A::Change)> {
+        self.require(needed)?;
         let _queue = self.stripe(A::KIND, id).lock().await;
         for _ in 0..MAX_CONFLICT_RETRIES {
             let before = A::load(self, id).await?;

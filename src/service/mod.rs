@@ -10,13 +10,16 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::watch;
 
-use crate::domain::{Component, DomainError, NewComponent, ValidationError};
+use crate::domain::{Component, DomainError, NewComponent, Role, ValidationError};
 use crate::store::{Change, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The actor's role may not do this.
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// Too much at once (every password-hashing slot taken): try again shortly.
     #[error("{0}")]
     Busy(&'static str),
@@ -118,6 +121,19 @@ impl Service {
         &self.actor
     }
 
+    /// Refuse unless this handle's actor may do what `needed` may. Every change checks here,
+    /// whatever entry point (page, API, CLI, scheduler) it came through.
+    pub fn require(&self, needed: Role) -> ServiceResult<()> {
+        if self.actor.may(needed) {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(match needed {
+                Role::Admin => "only an admin may do this",
+                Role::Maintainer => "only a maintainer may do this",
+            }))
+        }
+    }
+
     pub fn with_delivery_deadline(mut self, deadline: Duration) -> Self {
         self.delivery_deadline = deadline;
         self
@@ -217,6 +233,7 @@ impl Service {
     }
 
     pub async fn create_component(&self, new: NewComponent) -> ServiceResult<Component> {
+        self.require(Role::Admin)?;
         let new = new.validate()?;
         let component = self
             .store
@@ -230,6 +247,14 @@ impl Service {
                 .into(),
                 e => ServiceError::Store(e),
             })?;
+        self.store
+            .audit(
+                &self.actor.to_string(),
+                "component.create",
+                Some(&component.slug),
+                self.now(),
+            )
+            .await?;
         self.changed().await;
         Ok(component)
     }
@@ -248,12 +273,16 @@ impl Service {
             {
                 return Ok(existing);
             }
-            match self.create_component(new.clone()).await {
-                Err(ServiceError::Store(StoreError::Duplicate(_))) => continue,
+            let configured = self.acting(crate::domain::Actor::Environment);
+            match configured.create_component(new.clone()).await {
+                // Taken since the look above: look again.
+                Err(ServiceError::Domain(DomainError::Invalid(v))) if v.field == "slug" => continue,
                 created => return created,
             }
         }
-        self.create_component(new).await
+        self.acting(crate::domain::Actor::Environment)
+            .create_component(new)
+            .await
     }
 
     /// Rename, describe or regroup a component (the slug stays: links and API clients use it).
@@ -263,8 +292,8 @@ impl Service {
         name: &str,
         description: &str,
         group: &str,
-        actor: &str,
     ) -> ServiceResult<Component> {
+        self.require(Role::Admin)?;
         let mut c = self
             .components()
             .await?
@@ -283,14 +312,20 @@ impl Service {
         c.group_name = checked.group_name;
         self.store.update_component(&c).await?;
         self.store
-            .audit(actor, "component.edit", Some(&c.slug), self.now())
+            .audit(
+                &self.actor.to_string(),
+                "component.edit",
+                Some(&c.slug),
+                self.now(),
+            )
             .await?;
         self.changed().await;
         Ok(c)
     }
 
     /// Move a component one place up (`-1`) or down (`1`) in the order shown.
-    pub async fn move_component(&self, slug: &str, by: i64, actor: &str) -> ServiceResult<()> {
+    pub async fn move_component(&self, slug: &str, by: i64) -> ServiceResult<()> {
+        self.require(Role::Admin)?;
         let all = self.components().await?;
         let Some(i) = all.iter().position(|c| c.slug == slug) else {
             return Err(ServiceError::NotFound("component"));
@@ -312,7 +347,12 @@ impl Service {
         };
         self.store.swap_components(&a, &b).await?;
         self.store
-            .audit(actor, "component.move", Some(slug), self.now())
+            .audit(
+                &self.actor.to_string(),
+                "component.move",
+                Some(slug),
+                self.now(),
+            )
             .await?;
         self.changed().await;
         Ok(())

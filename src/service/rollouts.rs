@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use super::commit::Aggregate;
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::{
-    Actor, Channel, NewAudit, NewDelivery, NewRollout, Report, Rollout, RolloutAction,
+    Actor, Channel, NewAudit, NewDelivery, NewRollout, Report, Role, Rollout, RolloutAction,
     RolloutChange, RolloutEdit, RolloutState, RolloutUpdate, ValidationError,
     rollout_deliveries_for,
 };
@@ -232,6 +232,7 @@ impl Service {
 
     /// Plan a rollout; it is pending until its first target reports.
     pub async fn create_rollout(&self, new: NewRollout) -> ServiceResult<Rollout> {
+        self.require(Role::Maintainer)?;
         let new = new.validate()?;
         self.check_window(new.maintenance_id).await?;
         let r = self
@@ -256,12 +257,14 @@ impl Service {
     async fn change_rollout(
         &self,
         id: i64,
+        needed: Role,
         audit: Option<(&str, Option<String>)>,
         rule: &(dyn Fn(&mut Rollout, Timestamp) -> ServiceResult<RolloutCommit> + Send + Sync),
     ) -> ServiceResult<Rollout> {
         let (r, _) = self
             .commit::<Rollout>(
                 id,
+                needed,
                 &|_, _| {
                     audit.as_ref().map(|(action, what)| {
                         (
@@ -280,7 +283,7 @@ impl Service {
     /// announces nothing; only the target's last-report time moves. Not audited one by one:
     /// the timeline names who reported.
     pub async fn report(&self, id: i64, name: &str, report: &Report) -> ServiceResult<Rollout> {
-        self.change_rollout(id, None, &|r, now| {
+        self.change_rollout(id, Role::Maintainer, None, &|r, now| {
             known(r, name)?;
             let change = r.report(name, report, now)?;
             if change != RolloutChange::default()
@@ -303,10 +306,15 @@ impl Service {
             report.state.as_str(),
             if report.forced { " (forced)" } else { "" }
         );
-        self.change_rollout(id, Some(("rollout.target", Some(what))), &|r, now| {
-            known(r, name)?;
-            Ok(RolloutCommit::of(r.report(name, report, now)?))
-        })
+        self.change_rollout(
+            id,
+            Role::Maintainer,
+            Some(("rollout.target", Some(what))),
+            &|r, now| {
+                known(r, name)?;
+                Ok(RolloutCommit::of(r.report(name, report, now)?))
+            },
+        )
         .await
     }
 
@@ -318,10 +326,15 @@ impl Service {
         note: Option<&str>,
     ) -> ServiceResult<Rollout> {
         let what = format!("rollout {id}: {name}");
-        self.change_rollout(id, Some(("rollout.retry", Some(what))), &|r, now| {
-            known(r, name)?;
-            Ok(RolloutCommit::of(r.retry(name, note, now)?))
-        })
+        self.change_rollout(
+            id,
+            Role::Maintainer,
+            Some(("rollout.retry", Some(what))),
+            &|r, now| {
+                known(r, name)?;
+                Ok(RolloutCommit::of(r.retry(name, note, now)?))
+            },
+        )
         .await
     }
 
@@ -334,16 +347,21 @@ impl Service {
     ) -> ServiceResult<(Rollout, Option<i64>)> {
         let what = format!("rollout.{}", action.as_str());
         let r = self
-            .change_rollout(id, Some((&what, None)), &|r, now| match action {
-                RolloutAction::Rollback => {
-                    let (change, reverse) = r.rollback(note, now)?;
-                    Ok(RolloutCommit {
-                        reverse: Some(reverse),
-                        ..RolloutCommit::of(change)
-                    })
-                }
-                a => Ok(RolloutCommit::of(r.apply(a, note, now)?)),
-            })
+            .change_rollout(
+                id,
+                Role::Maintainer,
+                Some((&what, None)),
+                &|r, now| match action {
+                    RolloutAction::Rollback => {
+                        let (change, reverse) = r.rollback(note, now)?;
+                        Ok(RolloutCommit {
+                            reverse: Some(reverse),
+                            ..RolloutCommit::of(change)
+                        })
+                    }
+                    a => Ok(RolloutCommit::of(r.apply(a, note, now)?)),
+                },
+            )
             .await?;
         let reverse = match action {
             RolloutAction::Rollback => r.rolled_back_by,
@@ -357,17 +375,23 @@ impl Service {
         if let Some(link) = edit.maintenance_id {
             self.check_window(link).await?;
         }
-        self.change_rollout(id, Some(("rollout.edit", None)), &|r, now| {
-            Ok(RolloutCommit::of(r.edit(edit, now)?))
-        })
+        self.change_rollout(
+            id,
+            Role::Maintainer,
+            Some(("rollout.edit", None)),
+            &|r, now| Ok(RolloutCommit::of(r.edit(edit, now)?)),
+        )
         .await
     }
 
     /// A free-form timeline entry on a rollout.
     pub async fn post_rollout_note(&self, id: i64, body: &str) -> ServiceResult<Rollout> {
-        self.change_rollout(id, Some(("rollout.update", None)), &|r, now| {
-            Ok(RolloutCommit::of(r.post_note(body, now)?))
-        })
+        self.change_rollout(
+            id,
+            Role::Maintainer,
+            Some(("rollout.update", None)),
+            &|r, now| Ok(RolloutCommit::of(r.post_note(body, now)?)),
+        )
         .await
     }
 
@@ -382,7 +406,7 @@ impl Service {
                     // from being announced.
                     if let Err(e) = self
                         .acting(Actor::Scheduler)
-                        .change_rollout(r.id, None, &|r, now| {
+                        .change_rollout(r.id, Role::Maintainer, None, &|r, now| {
                             Ok(RolloutCommit::of(r.check_stall(now)))
                         })
                         .await

@@ -8,7 +8,7 @@ use super::commit::Aggregate;
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::{
     Actor, Channel, Edit, Maintenance, NewAudit, NewDelivery, NewMaintenance, NewUpdate, PlanEdit,
-    Schedule, ScheduleChange, StepAction, ValidationError, WindowAction, deliveries_for,
+    Role, Schedule, ScheduleChange, StepAction, ValidationError, WindowAction, deliveries_for,
 };
 use crate::store::{Commit, StoreError};
 
@@ -82,6 +82,7 @@ fn target(id: i64, step: Option<i64>) -> String {
 impl Service {
     /// Plan a new window; it starts as a draft.
     pub async fn create_maintenance(&self, new: NewMaintenance) -> ServiceResult<Maintenance> {
+        self.require(Role::Maintainer)?;
         let new = new.validate()?;
         let m = self
             .store
@@ -121,6 +122,7 @@ impl Service {
         let (m, _) = self
             .commit::<Maintenance>(
                 id,
+                Role::Maintainer,
                 &|_, _| Some((action.to_owned(), target(id, step))),
                 &|m, now| Ok(rule(m, now)?),
             )
@@ -219,6 +221,7 @@ impl Service {
                     let ticked = scheduler
                         .commit::<Maintenance>(
                             id,
+                            Role::Maintainer,
                             &|_, updates| {
                                 let what = updates.first().map_or("none", |u| u.kind.as_str());
                                 Some((format!("window.{what}"), target(id, None)))

@@ -64,7 +64,15 @@ pub struct SignedIn {
 impl SignedIn {
     /// Who the audit log names for this user.
     pub fn actor(&self) -> crate::domain::Actor {
-        crate::domain::Actor::User(self.user.name.clone())
+        crate::domain::Actor::User {
+            name: self.user.name.clone(),
+            role: self.user.role,
+        }
+    }
+
+    /// The service, changing things in this user's name and with this user's role.
+    pub fn service(&self, state: &crate::web::AppState) -> crate::service::Service {
+        state.service.acting(self.actor())
     }
 
     /// Refuse a form whose CSRF token is not this session's.

@@ -57,6 +57,7 @@ impl From<ServiceError> for AppError {
         match e {
             ServiceError::NotFound(_) => Self::NotFound,
             ServiceError::Busy(why) => Self::TooManyRequests(why.to_owned()),
+            ServiceError::Forbidden(why) => Self::Forbidden(why.to_owned()),
             ServiceError::Domain(d) => Self::Domain(d),
             ServiceError::Store(s) => s.into(),
         }

@@ -76,7 +76,9 @@ impl AppState {
         Self(Arc::new(Inner {
             logins: auth::LoginThrottle::new(service.store().clone()),
             setup_code,
-            service,
+            // Handlers change things as someone: `service.acting(signed_in.actor())`. One that
+            // forgets is refused by the service, never let through.
+            service: service.acting(crate::domain::Actor::Anonymous),
             site: view::Site::from_settings(&settings),
             settings,
             pages: cache::PageCache::new(PAGE_MAX_AGE),

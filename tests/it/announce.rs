@@ -397,11 +397,7 @@ async fn unauthorized_fails_at_once_and_retry_succeeds_once_fixed() {
         Some(s.discord.base()),
     );
     fixed.enabled = true;
-    s.app
-        .service
-        .edit_channel(s.bot.id, fixed, "test")
-        .await
-        .unwrap();
+    s.app.service.edit_channel(s.bot.id, fixed).await.unwrap();
     let r = s
         .app
         .post_form(
@@ -577,10 +573,10 @@ async fn a_channel_that_cannot_send_fails_its_deliveries_with_the_reason() {
     let held = app.service.deliveries(Subject::Window(m.id)).await.unwrap();
     assert_eq!(held[1].state, DeliveryState::Pending);
     assert_eq!(held[1].attempts, 0);
-    let skipped = app.service.skip_delivery(held[0].id, "test").await.unwrap();
+    let skipped = app.service.skip_delivery(held[0].id).await.unwrap();
     assert_eq!(skipped.state, DeliveryState::Skipped);
     assert!(
-        app.service.skip_delivery(held[0].id, "test").await.is_err(),
+        app.service.skip_delivery(held[0].id).await.is_err(),
         "only failed ones"
     );
     let after = app.settle(30).await;

@@ -272,7 +272,7 @@ async fn tokens_are_required_and_checked() {
 
     // Revoked: 401 from then on.
     let token = app.service.tokens().await.unwrap()[0].clone();
-    app.service.revoke_token(token.id, "test").await.unwrap();
+    app.service.revoke_token(token.id).await.unwrap();
     let (status, e) = api.call(Method::GET, COMPONENTS, COMPONENTS, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(e["error"]["message"].as_str().unwrap().contains("revoked"));

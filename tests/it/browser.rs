@@ -369,20 +369,18 @@ async fn maintainer_runs_a_window_in_a_real_browser() {
     ] {
         state
             .service
-            .create_channel(
-                herald::domain::NewChannel {
-                    name: name.into(),
-                    kind: Some(kind),
-                    target,
-                    secret: herald::domain::ChannelSecret::new(secret),
-                    api_url: Some(api),
-                    events: herald::domain::DEFAULT_EVENTS.to_vec(),
-                    milestones: herald::domain::DEFAULT_MILESTONES.to_vec(),
-                    enabled: true,
-                    ..Default::default()
-                },
-                "test",
-            )
+            .acting(herald::domain::Actor::System)
+            .create_channel(herald::domain::NewChannel {
+                name: name.into(),
+                kind: Some(kind),
+                target,
+                secret: herald::domain::ChannelSecret::new(secret),
+                api_url: Some(api),
+                events: herald::domain::DEFAULT_EVENTS.to_vec(),
+                milestones: herald::domain::DEFAULT_MILESTONES.to_vec(),
+                enabled: true,
+                ..Default::default()
+            })
             .await
             .unwrap();
     }
@@ -391,11 +389,11 @@ async fn maintainer_runs_a_window_in_a_real_browser() {
     herald::server::spawn_outbox(&state, &outbox_tasks, &outbox_token);
     state
         .service
+        .acting(herald::domain::Actor::System)
         .add_user(
             "alice",
             "correct horse battery",
             herald::domain::Role::Admin,
-            "test",
         )
         .await
         .unwrap();

@@ -174,7 +174,7 @@ async fn changing_where_a_channel_sends_needs_the_secret_again() {
     moved.secret = herald::domain::ChannelSecret::new("");
     let e = app
         .service
-        .edit_channel(c.id, moved.clone(), "user:alice")
+        .edit_channel(c.id, moved.clone())
         .await
         .unwrap_err();
     assert!(
@@ -189,10 +189,7 @@ async fn changing_where_a_channel_sends_needs_the_secret_again() {
     let mut renamed = bot(&discord, &discord.base());
     renamed.secret = herald::domain::ChannelSecret::new("");
     renamed.name = "bot two".into();
-    app.service
-        .edit_channel(c.id, renamed, "user:alice")
-        .await
-        .unwrap();
+    app.service.edit_channel(c.id, renamed).await.unwrap();
     assert!(
         app.service
             .store()
@@ -203,10 +200,7 @@ async fn changing_where_a_channel_sends_needs_the_secret_again() {
     );
     // With the secret entered again the move is made, and the old session dropped.
     moved.secret = herald::domain::ChannelSecret::new(discord.bot_token());
-    app.service
-        .edit_channel(c.id, moved, "user:alice")
-        .await
-        .unwrap();
+    app.service.edit_channel(c.id, moved).await.unwrap();
     assert_eq!(
         app.service.channel(c.id).await.unwrap().api_url.as_deref(),
         Some("http://198.51.100.9:1")
@@ -242,7 +236,7 @@ async fn changing_where_a_channel_sends_needs_the_secret_again() {
     elsewhere.name = "Discord bot".into();
     let e = app
         .service
-        .edit_channel(env.id, elsewhere, "user:alice")
+        .edit_channel(env.id, elsewhere)
         .await
         .unwrap_err();
     assert!(e.to_string().contains("comes from the environment"), "{e}");

@@ -89,7 +89,7 @@ async fn user_remove_passwd_and_role_end_sessions_and_keep_an_admin() {
     let service = herald::service::Service::new(Arc::new(store));
     let role = herald::domain::Role::Admin;
     let alice = service
-        .add_user("alice", "correct horse battery", role, "test")
+        .add_user("alice", "correct horse battery", role)
         .await
         .unwrap();
     let bob = service
@@ -97,7 +97,6 @@ async fn user_remove_passwd_and_role_end_sessions_and_keep_an_admin() {
             "bob",
             "correct horse battery",
             herald::domain::Role::Maintainer,
-            "test",
         )
         .await
         .unwrap();

@@ -70,30 +70,27 @@ async fn copy_round_trips_the_demo_sqlite_postgres_sqlite() {
         let state = herald::server::build(&Settings::for_database(&a), false)
             .await
             .unwrap();
-        let service = &state.service;
+        let service = &state.service.acting(herald::domain::Actor::System);
         let channel = service
-            .create_channel(
-                NewChannel {
-                    name: "Bluesky".into(),
-                    kind: Some(ChannelKind::Bluesky),
-                    target: "status.decapi.me".into(),
-                    secret: ChannelSecret::new("app-password"),
-                    events: DEFAULT_EVENTS.to_vec(),
-                    langs: vec!["en".into()],
-                    enabled: true,
-                    ..NewChannel::default()
-                },
-                "test",
-            )
+            .create_channel(NewChannel {
+                name: "Bluesky".into(),
+                kind: Some(ChannelKind::Bluesky),
+                target: "status.decapi.me".into(),
+                secret: ChannelSecret::new("app-password"),
+                events: DEFAULT_EVENTS.to_vec(),
+                langs: vec!["en".into()],
+                enabled: true,
+                ..NewChannel::default()
+            })
             .await
             .unwrap();
         herald::demo::seed(service).await.unwrap();
         service
-            .add_user("ops", "correct horse battery staple", Role::Admin, "test")
+            .add_user("ops", "correct horse battery staple", Role::Admin)
             .await
             .unwrap();
         service
-            .create_token("deploy", Role::Maintainer, "test")
+            .create_token("deploy", Role::Maintainer)
             .await
             .unwrap();
         let store = service.store();
@@ -241,7 +238,7 @@ async fn backup_while_writes_go_on_is_consistent() {
     let state = herald::server::build(&Settings::for_database(&url), false)
         .await
         .unwrap();
-    let service = state.service.clone();
+    let service = state.service.acting(herald::domain::Actor::System);
     let stop = Arc::new(AtomicBool::new(false));
     // Windows of three steps each, one after the other, as fast as they commit.
     let writer = tokio::spawn({

@@ -450,11 +450,7 @@ async fn signed_webhooks_verify_with_the_reference_library_and_tampering_does_no
     assert_eq!(last["update"]["kind"], "step_started");
 
     // A new secret: the old one no longer verifies what is sent next.
-    let rotated = app
-        .service
-        .rotate_webhook_secret(channel.id, "test")
-        .await
-        .unwrap();
+    let rotated = app.service.rotate_webhook_secret(channel.id).await.unwrap();
     let new_secret = rotated.secret.expose().to_owned();
     assert_ne!(new_secret, secret);
     app.step(m.id, 1, StepAction::Done).await;

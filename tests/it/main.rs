@@ -17,6 +17,7 @@ mod fakes;
 mod idempotency;
 mod instances;
 mod pages;
+mod roles;
 mod rollout_cli;
 mod rollouts;
 mod scheduler;

@@ -684,7 +684,7 @@ async fn a_live_message_is_posted_once_when_its_first_delivery_is_retried() {
     only_failures.milestones = vec![UpdateKind::TargetFailed];
     // Only this channel: the others are removed so the count below is about it.
     for c in s.app.service.channels().await.unwrap() {
-        s.app.service.delete_channel(c.id, "test").await.unwrap();
+        s.app.service.delete_channel(c.id).await.unwrap();
     }
     s.app.add_channel(only_failures).await;
     s.discord.push_fault(

@@ -326,22 +326,19 @@ async fn the_channels_table_is_rebuilt_for_webhooks_keeping_deliveries() {
     assert_eq!(after.len(), before.len(), "no delivery lost");
     assert_eq!(after[0].channel_id, channel.id);
     let hook = service
-        .create_channel(
-            NewChannel {
-                name: "hooks".into(),
-                kind: Some(ChannelKind::Webhook),
-                target: "https://hooks.example.com/".into(),
-                events: DEFAULT_EVENTS.to_vec(),
-                enabled: true,
-                ..NewChannel::default()
-            },
-            "test",
-        )
+        .create_channel(NewChannel {
+            name: "hooks".into(),
+            kind: Some(ChannelKind::Webhook),
+            target: "https://hooks.example.com/".into(),
+            events: DEFAULT_EVENTS.to_vec(),
+            enabled: true,
+            ..NewChannel::default()
+        })
         .await
         .unwrap();
     assert_eq!(hook.kind, ChannelKind::Webhook);
     // Deleting a channel still cascades to its deliveries: the foreign keys are back on.
-    service.delete_channel(channel.id, "test").await.unwrap();
+    service.delete_channel(channel.id).await.unwrap();
     assert!(
         service
             .deliveries(Subject::Window(m.id))
@@ -375,7 +372,10 @@ async fn a_change_whose_audit_entry_cannot_be_written_is_not_committed() {
         ..NewChannel::default()
     })
     .await;
-    let service = app.service.acting(Actor::Token("deploy".into()));
+    let service = app.service.acting(Actor::Token {
+        name: "deploy".into(),
+        role: herald::domain::Role::Maintainer,
+    });
     let w = app
         .window("Audited", Schedule::Tentative { hint: None }, 2, vec![])
         .await;

@@ -32,8 +32,8 @@ async fn tokens_page(
     error: Option<String>,
     name: String,
 ) -> Result<Response, AppError> {
-    let tokens = state
-        .service
+    let tokens = signed_in
+        .service(state)
         .tokens()
         .await?
         .into_iter()
@@ -87,10 +87,12 @@ pub async fn create_token(
     State(state): State<AppState>,
     CsrfForm { signed_in, form }: CsrfForm<TokenForm>,
 ) -> Result<Response, AppError> {
-    signed_in.require(Role::Admin)?;
     let role = Role::parse(&form.role).unwrap_or(Role::Maintainer);
-    let actor = signed_in.actor().to_string();
-    match state.service.create_token(&form.name, role, &actor).await {
+    match signed_in
+        .service(&state)
+        .create_token(&form.name, role)
+        .await
+    {
         Ok(new) => {
             let secret = new.secret.expose().to_owned();
             tokens_page(
@@ -124,11 +126,7 @@ pub async fn revoke_token(
     Path(id): Path<i64>,
     CsrfForm { signed_in, .. }: CsrfForm,
 ) -> Result<Response, AppError> {
-    signed_in.require(Role::Admin)?;
-    state
-        .service
-        .revoke_token(id, &signed_in.actor().to_string())
-        .await?;
+    signed_in.service(&state).revoke_token(id).await?;
     Ok(Redirect::to("/admin/tokens").into_response())
 }
 
@@ -174,8 +172,8 @@ pub async fn audit(
                 .map_err(|_| AppError::BadRequest("window is a window's number".to_owned()))?
         )),
     };
-    let entries = state
-        .service
+    let entries = signed_in
+        .service(&state)
         .audit_filtered(200, actor, window.as_deref())
         .await?
         .into_iter()
@@ -240,8 +238,8 @@ async fn users_page_with(
     row_error: Option<(String, String)>,
     notice: Option<String>,
 ) -> Result<Response, AppError> {
-    let users = state
-        .service
+    let users = signed_in
+        .service(state)
         .users()
         .await?
         .into_iter()
@@ -283,12 +281,10 @@ pub async fn add_user(
     State(state): State<AppState>,
     CsrfForm { signed_in, form }: CsrfForm<UserForm>,
 ) -> Result<Response, AppError> {
-    signed_in.require(Role::Admin)?;
     let role = Role::parse(&form.role).unwrap_or(Role::Maintainer);
-    let actor = signed_in.actor().to_string();
-    match state
-        .service
-        .add_user(&form.name, &form.password, role, &actor)
+    match signed_in
+        .service(&state)
+        .add_user(&form.name, &form.password, role)
         .await
     {
         Ok(_) => Ok(Redirect::to("/admin/users").into_response()),
@@ -324,24 +320,19 @@ pub async fn account_action(
     Path(name): Path<String>,
     CsrfForm { signed_in, form }: CsrfForm<AccountForm>,
 ) -> Result<Response, AppError> {
-    signed_in.require(Role::Admin)?;
-    let actor = signed_in.actor().to_string();
-    let service = &state.service;
+    let service = signed_in.service(&state);
     let (result, done) = match form.action.as_str() {
-        "remove" => (
-            service.remove_user(&name, &actor).await,
-            format!("Removed {name}."),
-        ),
+        "remove" => (service.remove_user(&name).await, format!("Removed {name}.")),
         "role" => {
             let role = Role::parse(&form.role)
                 .ok_or_else(|| AppError::BadRequest(format!("unknown role {:?}", form.role)))?;
             (
-                service.set_role(&name, role, &actor).await,
+                service.set_role(&name, role).await,
                 format!("{name} is now {}; their sessions ended.", role.as_str()),
             )
         }
         "password" => (
-            service.set_password(&name, &form.password, &actor).await,
+            service.set_password(&name, &form.password).await,
             format!("Set a new password for {name}; their sessions ended."),
         ),
         other => return Err(AppError::BadRequest(format!("unknown action {other:?}"))),
@@ -419,7 +410,6 @@ pub async fn change_password(
     State(state): State<AppState>,
     CsrfForm { signed_in, form }: CsrfForm<PasswordForm>,
 ) -> Result<Response, AppError> {
-    signed_in.require(Role::Maintainer)?;
     let again = |status, field: &'static str, why: String| {
         page(
             status,
@@ -452,9 +442,9 @@ pub async fn change_password(
             "The two new passwords differ.".to_owned(),
         );
     }
-    match state
-        .service
-        .set_password(&name, &form.password, &signed_in.actor().to_string())
+    match signed_in
+        .service(&state)
+        .set_password(&name, &form.password)
         .await
     {
         Ok(()) => Ok(Redirect::to("/admin/login").into_response()),

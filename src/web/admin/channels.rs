@@ -234,7 +234,6 @@ pub async fn create_channel(
     State(state): State<AppState>,
     CsrfForm { signed_in, form }: CsrfForm<Vec<(String, String)>>,
 ) -> Result<Response, AppError> {
-    signed_in.require(Role::Admin)?;
     let (mut new, draft) = parse_form(form);
     new.enabled = true;
     // The add form starts with Discord's rollout events (every move redraws its live
@@ -256,8 +255,7 @@ pub async fn create_channel(
     {
         new.events = default_events(ChannelKind::Webhook);
     }
-    let actor = signed_in.actor().to_string();
-    match state.service.create_channel(new, &actor).await {
+    match signed_in.service(&state).create_channel(new).await {
         Ok(c) if c.kind == ChannelKind::Webhook => {
             let shown = (c.name.clone(), c.secret.expose().to_owned());
             channels_page_with(
@@ -294,10 +292,8 @@ pub async fn edit_channel(
     Path(id): Path<i64>,
     CsrfForm { signed_in, form }: CsrfForm<Vec<(String, String)>>,
 ) -> Result<Response, AppError> {
-    signed_in.require(Role::Admin)?;
     let (new, _) = parse_form(form);
-    let actor = signed_in.actor().to_string();
-    match state.service.edit_channel(id, new, &actor).await {
+    match signed_in.service(&state).edit_channel(id, new).await {
         Ok(c) => {
             channels_page(
                 &state,
@@ -332,9 +328,7 @@ pub async fn rotate_channel_secret(
     Path(id): Path<i64>,
     CsrfForm { signed_in, .. }: CsrfForm,
 ) -> Result<Response, AppError> {
-    signed_in.require(Role::Admin)?;
-    let actor = signed_in.actor().to_string();
-    match state.service.rotate_webhook_secret(id, &actor).await {
+    match signed_in.service(&state).rotate_webhook_secret(id).await {
         Ok(c) => {
             let shown = (c.name.clone(), c.secret.expose().to_owned());
             channels_page_with(
@@ -373,9 +367,7 @@ pub async fn delete_channel(
     Path(id): Path<i64>,
     CsrfForm { signed_in, .. }: CsrfForm,
 ) -> Result<Response, AppError> {
-    signed_in.require(Role::Admin)?;
-    let actor = signed_in.actor().to_string();
-    state.service.delete_channel(id, &actor).await?;
+    signed_in.service(&state).delete_channel(id).await?;
     Ok(Redirect::to("/admin/channels").into_response())
 }
 
@@ -548,7 +540,6 @@ pub async fn delivery_action(
     Path((window, id)): Path<(i64, i64)>,
     CsrfForm { signed_in, form }: CsrfForm<DeliveryForm>,
 ) -> Result<Response, AppError> {
-    signed_in.require(Role::Maintainer)?;
     let result = decide_delivery(&state, &signed_in, Subject::Window(window), id, &form).await?;
     super::after(
         &state,
@@ -572,10 +563,10 @@ pub(crate) async fn decide_delivery(
     if delivery.subject != subject {
         return Err(ServiceError::NotFound("delivery").into());
     }
-    let actor = signed_in.actor().to_string();
+    let service = signed_in.service(state);
     Ok(match form.action.as_str() {
-        "retry" => state.service.retry_delivery(id, &actor).await.map(drop),
-        "skip" => state.service.skip_delivery(id, &actor).await.map(drop),
+        "retry" => service.retry_delivery(id).await.map(drop),
+        "skip" => service.skip_delivery(id).await.map(drop),
         other => return Err(AppError::BadRequest(format!("unknown action {other:?}"))),
     })
 }

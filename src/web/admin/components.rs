@@ -94,27 +94,14 @@ pub async fn create_component(
     State(state): State<AppState>,
     CsrfForm { signed_in, form }: CsrfForm<ComponentForm>,
 ) -> Result<Response, AppError> {
-    signed_in.require(Role::Admin)?;
     let new = crate::domain::NewComponent {
         slug: form.slug.clone(),
         name: form.name.clone(),
         description: Some(form.description.clone()),
         group_name: Some(form.group.clone()),
     };
-    match state.service.create_component(new).await {
-        Ok(c) => {
-            state
-                .service
-                .store()
-                .audit(
-                    &signed_in.actor().to_string(),
-                    "component.create",
-                    Some(&c.slug),
-                    state.service.now(),
-                )
-                .await?;
-            Ok(Redirect::to("/admin/components").into_response())
-        }
+    match signed_in.service(&state).create_component(new).await {
+        Ok(_) => Ok(Redirect::to("/admin/components").into_response()),
         Err(ServiceError::Domain(DomainError::Invalid(e))) => {
             components_page(
                 &state,
@@ -134,14 +121,12 @@ pub async fn edit_component(
     Path(slug): Path<String>,
     CsrfForm { signed_in, form }: CsrfForm<ComponentForm>,
 ) -> Result<Response, AppError> {
-    signed_in.require(Role::Admin)?;
-    let actor = signed_in.actor().to_string();
+    let service = signed_in.service(&state);
     let result = match form.op.as_str() {
-        "up" => state.service.move_component(&slug, -1, &actor).await,
-        "down" => state.service.move_component(&slug, 1, &actor).await,
-        _ => state
-            .service
-            .edit_component(&slug, &form.name, &form.description, &form.group, &actor)
+        "up" => service.move_component(&slug, -1).await,
+        "down" => service.move_component(&slug, 1).await,
+        _ => service
+            .edit_component(&slug, &form.name, &form.description, &form.group)
             .await
             .map(drop),
     };

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use super::channels::{DeliveryForm, DeliveryRow, decide_delivery, delivery_rows};
 use super::{Me, field_error, me, page};
 use crate::domain::{
-    DEFAULT_PROGRESS_DEADLINE, DEFAULT_STALE_AFTER, DomainError, NewRollout, Report, Role,
-    RolloutAction, RolloutEdit, Subject, TargetState, ValidationError,
+    DEFAULT_PROGRESS_DEADLINE, DEFAULT_STALE_AFTER, DomainError, NewRollout, Report, RolloutAction,
+    RolloutEdit, Subject, TargetState, ValidationError,
 };
 use crate::service::ServiceError;
 use crate::web::AppState;
@@ -135,7 +135,6 @@ pub async fn new_rollout(
     State(state): State<AppState>,
     signed_in: SignedIn,
 ) -> Result<Response, AppError> {
-    signed_in.require(Role::Maintainer)?;
     let form = NewRolloutForm {
         progress_deadline: minutes_text(DEFAULT_PROGRESS_DEADLINE),
         stale_after: minutes_text(DEFAULT_STALE_AFTER),
@@ -208,7 +207,6 @@ pub async fn create_rollout(
     State(state): State<AppState>,
     CsrfForm { signed_in, form }: CsrfForm<NewRolloutForm>,
 ) -> Result<Response, AppError> {
-    signed_in.require(Role::Maintainer)?;
     let new = match parse_new(&form) {
         Ok(new) => new,
         Err(errors) => return new_page(&state, &signed_in, form, errors).await,
@@ -464,7 +462,6 @@ pub async fn action(
     Path(id): Path<i64>,
     CsrfForm { signed_in, form }: CsrfForm<ActionForm>,
 ) -> Result<Response, AppError> {
-    signed_in.require(Role::Maintainer)?;
     let action = RolloutAction::parse(&form.action)
         .ok_or_else(|| AppError::BadRequest(format!("unknown action {:?}", form.action)))?;
     let result = state
@@ -498,7 +495,6 @@ pub async fn target(
     Path((id, position)): Path<(i64, i64)>,
     CsrfForm { signed_in, form }: CsrfForm<TargetForm>,
 ) -> Result<Response, AppError> {
-    signed_in.require(Role::Maintainer)?;
     let r = state.service.rollout(id).await?;
     let name = r
         .targets
@@ -532,7 +528,6 @@ pub async fn edit(
     Path(id): Path<i64>,
     CsrfForm { signed_in, form }: CsrfForm<EditFields>,
 ) -> Result<Response, AppError> {
-    signed_in.require(Role::Maintainer)?;
     let mut errors = Vec::new();
     let mut duration = |field, value: &str| minutes(field, value).map_err(|e| errors.push(e)).ok();
     let progress_deadline = duration("progress_deadline_seconds", &form.progress_deadline);
@@ -598,7 +593,6 @@ pub async fn post_update(
     Path(id): Path<i64>,
     CsrfForm { signed_in, form }: CsrfForm<UpdateForm>,
 ) -> Result<Response, AppError> {
-    signed_in.require(Role::Maintainer)?;
     let result = state
         .service
         .acting(signed_in.actor())
@@ -618,7 +612,6 @@ pub async fn delivery(
     Path((id, delivery)): Path<(i64, i64)>,
     CsrfForm { signed_in, form }: CsrfForm<DeliveryForm>,
 ) -> Result<Response, AppError> {
-    signed_in.require(Role::Maintainer)?;
     let result = decide_delivery(&state, &signed_in, Subject::Rollout(id), delivery, &form).await?;
     after(&state, &signed_in, id, result, RunState::default()).await
 }

@@ -189,8 +189,16 @@ impl Bearer {
         self.actor_id().to_string()
     }
 
+    /// The service, changing things in this token's name and with its role.
+    pub fn service(&self, state: &AppState) -> crate::service::Service {
+        state.service.acting(self.actor_id())
+    }
+
     pub fn actor_id(&self) -> crate::domain::Actor {
-        crate::domain::Actor::Token(self.0.name.clone())
+        crate::domain::Actor::Token {
+            name: self.0.name.clone(),
+            role: self.0.role,
+        }
     }
 }
 

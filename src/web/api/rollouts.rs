@@ -15,8 +15,8 @@ use super::v1::{
 };
 use super::{ApiResult, Bearer, ErrorBody};
 use crate::domain::{
-    Counts, NewRollout, Report, Role, Rollout, RolloutAction, RolloutEdit, RolloutState,
-    TargetState, ValidationError, limits,
+    Counts, NewRollout, Report, Rollout, RolloutAction, RolloutEdit, RolloutState, TargetState,
+    ValidationError, limits,
 };
 use crate::web::AppState;
 use crate::web::error::AppError;
@@ -205,7 +205,6 @@ pub async fn create_rollout(
     bearer: Bearer,
     Body(input): Body<CreateRollout>,
 ) -> ApiResult<(StatusCode, Json<RolloutJson>)> {
-    bearer.require(Role::Maintainer)?;
     let new = NewRollout {
         title: input.title,
         description: input.description.unwrap_or_default(),
@@ -319,7 +318,6 @@ pub async fn patch_rollout(
     Params(id): Params<i64>,
     Body(input): Body<PatchRollout>,
 ) -> ApiResult<Json<RolloutJson>> {
-    bearer.require(Role::Maintainer)?;
     let edit = RolloutEdit {
         title: input.title,
         description: input.description,
@@ -362,7 +360,6 @@ pub async fn rollout_action(
     Params((id, action)): Params<(i64, String)>,
     OptionalBody(input): OptionalBody<NoteInput>,
 ) -> ApiResult<Json<RolloutJson>> {
-    bearer.require(Role::Maintainer)?;
     let action = RolloutAction::parse(&action).ok_or(AppError::NotFound)?;
     let (r, _) = state
         .service
@@ -395,7 +392,6 @@ pub async fn report_target(
     Params((id, name)): Params<(i64, String)>,
     Body(input): Body<TargetReport>,
 ) -> ApiResult<Json<ReportJson>> {
-    bearer.require(Role::Maintainer)?;
     let report = input
         .into_report()
         .map_err(crate::domain::DomainError::from)?;
@@ -425,7 +421,6 @@ pub async fn retry_target(
     Params((id, name)): Params<(i64, String)>,
     OptionalBody(input): OptionalBody<NoteInput>,
 ) -> ApiResult<Json<ReportJson>> {
-    bearer.require(Role::Maintainer)?;
     let r = state
         .service
         .acting(bearer.actor_id())
@@ -467,7 +462,6 @@ pub async fn post_rollout_update(
     Params(id): Params<i64>,
     Body(input): Body<UpdateInput>,
 ) -> ApiResult<(StatusCode, Json<RolloutUpdateJson>)> {
-    bearer.require(Role::Maintainer)?;
     state
         .service
         .acting(bearer.actor_id())

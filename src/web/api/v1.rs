@@ -14,8 +14,8 @@ use utoipa_axum::routes;
 
 use super::{ApiError, ApiResult, Bearer, ErrorBody};
 use crate::domain::{
-    self, ComponentStatus, Edit, NewComponent, NewMaintenance, NewStep, Role, Schedule,
-    ScheduleChange, StepAction, WindowAction,
+    self, ComponentStatus, Edit, NewComponent, NewMaintenance, NewStep, Schedule, ScheduleChange,
+    StepAction, WindowAction,
 };
 use crate::web::AppState;
 use crate::web::error::AppError;
@@ -319,7 +319,6 @@ async fn create_maintenance(
     bearer: Bearer,
     Body(input): Body<CreateMaintenance>,
 ) -> ApiResult<(StatusCode, Json<MaintenanceJson>)> {
-    bearer.require(Role::Maintainer)?;
     let service = &state.service.acting(bearer.actor_id());
     let schedule = Schedule::from_parts(
         input.starts_at,
@@ -399,7 +398,6 @@ async fn patch_maintenance(
     Params(id): Params<i64>,
     Body(input): Body<PatchMaintenance>,
 ) -> ApiResult<Json<MaintenanceJson>> {
-    bearer.require(Role::Maintainer)?;
     let service = &state.service.acting(bearer.actor_id());
     let components = match input.components {
         Some(list) => Some(service.components_by_slug(&slugs(Some(list))).await?),
@@ -450,7 +448,6 @@ async fn window_action(
     Params((id, action)): Params<(i64, String)>,
     OptionalBody(input): OptionalBody<NoteInput>,
 ) -> ApiResult<Json<MaintenanceJson>> {
-    bearer.require(Role::Maintainer)?;
     let action = WindowAction::parse(&action).ok_or(AppError::NotFound)?;
     let m = state
         .service
@@ -484,7 +481,6 @@ async fn step_action(
     Params((id, position, action)): Params<(i64, i64, String)>,
     OptionalBody(input): OptionalBody<NoteInput>,
 ) -> ApiResult<Json<MaintenanceJson>> {
-    bearer.require(Role::Maintainer)?;
     let action = StepAction::parse(&action).ok_or(AppError::NotFound)?;
     let m = state
         .service
@@ -531,7 +527,6 @@ async fn post_update(
     Params(id): Params<i64>,
     Body(input): Body<UpdateInput>,
 ) -> ApiResult<(StatusCode, Json<UpdateJson>)> {
-    bearer.require(Role::Maintainer)?;
     state
         .service
         .acting(bearer.actor_id())
@@ -584,25 +579,14 @@ async fn create_component(
     bearer: Bearer,
     Body(input): Body<ComponentInput>,
 ) -> ApiResult<(StatusCode, Json<ComponentJson>)> {
-    bearer.require(Role::Admin)?;
-    let c = state
-        .service
+    let c = bearer
+        .service(&state)
         .create_component(NewComponent {
             slug: input.slug,
             name: input.name,
             description: input.description,
             group_name: input.group,
         })
-        .await?;
-    state
-        .service
-        .store()
-        .audit(
-            &bearer.actor(),
-            "component.create",
-            Some(&c.slug),
-            state.service.now(),
-        )
         .await?;
     Ok((
         StatusCode::CREATED,

@@ -262,7 +262,7 @@ impl TestApp {
 
     pub async fn token(&self, role: herald::domain::Role) -> String {
         self.service
-            .create_token("test", role, "test")
+            .create_token("test", role)
             .await
             .unwrap()
             .secret
@@ -309,7 +309,7 @@ pub struct Browser {
 impl TestApp {
     pub async fn user(&self, name: &str, role: herald::domain::Role) {
         self.service
-            .add_user(name, "correct horse battery", role, "test")
+            .add_user(name, "correct horse battery", role)
             .await
             .unwrap();
     }
@@ -423,7 +423,7 @@ impl TestApp {
     }
 
     pub async fn add_channel(&self, new: herald::domain::NewChannel) -> herald::domain::Channel {
-        self.service.create_channel(new, "test").await.unwrap()
+        self.service.create_channel(new).await.unwrap()
     }
 
     /// Wait until no delivery is pending (sent, failed or skipped), at most `secs` seconds.

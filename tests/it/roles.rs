@@ -1,0 +1,268 @@
+//! Who may change what, for every route that changes something: a user or token whose role
+//! lacks the right is refused with 403 and nothing changes. The route tables below are checked
+//! against the router's source and the OpenAPI document, so a new route that changes
+//! something cannot be added without saying who may use it.
+
+use axum::http::{Method, StatusCode};
+use herald::domain::{
+    Actor, ChannelKind, ChannelSecret, NewChannel, NewMaintenance, Role, default_events,
+    default_milestones,
+};
+use herald::service::ServiceError;
+use serde_json::{Value, json};
+
+use crate::common::TestApp;
+
+/// Admin form posts only an admin may send (`{id}` is a real channel, `{name}` a real user).
+const ADMIN_POSTS: &[&str] = &[
+    "/admin/tokens",
+    "/admin/tokens/{id}/revoke",
+    "/admin/components",
+    "/admin/components/{slug}",
+    "/admin/users",
+    "/admin/users/{name}",
+    "/admin/channels",
+    "/admin/channels/{id}",
+    "/admin/channels/{id}/delete",
+    "/admin/channels/{id}/test",
+    "/admin/channels/{id}/rotate",
+];
+
+/// Admin form posts every signed-in user (a maintainer at least) may send.
+const MAINTAINER_POSTS: &[&str] = &[
+    "/admin/maintenances",
+    "/admin/maintenances/{id}/action",
+    "/admin/maintenances/{id}/steps/{position}",
+    "/admin/maintenances/{id}/updates",
+    "/admin/maintenances/{id}/schedule",
+    "/admin/maintenances/{id}/edit",
+    "/admin/maintenances/{id}/plan",
+    "/admin/maintenances/{id}/deliveries/{delivery}",
+    "/admin/password",
+    "/admin/rollouts",
+    "/admin/rollouts/{id}/action",
+    "/admin/rollouts/{id}/targets/{position}",
+    "/admin/rollouts/{id}/edit",
+    "/admin/rollouts/{id}/updates",
+    "/admin/rollouts/{id}/deliveries/{delivery}",
+];
+
+/// Posts before or without a session: signing in and out, the first-run setup.
+const SESSION_POSTS: &[&str] = &["/admin/login", "/admin/logout", "/admin/setup"];
+
+/// API writes only an admin token may make.
+const ADMIN_API: &[(&str, &str)] = &[("post", "/api/v1/components")];
+
+/// Every path the router answers POST on, read from its source.
+fn router_posts() -> Vec<String> {
+    let source = include_str!("../../src/web/mod.rs");
+    source
+        .split(".route(")
+        .skip(1)
+        .filter(|chunk| {
+            let call = chunk.split(".route(").next().unwrap_or("");
+            call.contains("post(")
+        })
+        .filter_map(|chunk| chunk.split('"').nth(1).map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn every_admin_post_says_who_may_send_it() {
+    let posts = router_posts();
+    assert!(
+        posts.len() > 20,
+        "the router's posts were not found: {posts:?}"
+    );
+    for path in &posts {
+        assert!(
+            ADMIN_POSTS.contains(&path.as_str())
+                || MAINTAINER_POSTS.contains(&path.as_str())
+                || SESSION_POSTS.contains(&path.as_str()),
+            "POST {path} is in no table of tests/it/roles.rs: say who may send it"
+        );
+    }
+}
+
+/// A maintainer signed in, a channel, a user and a component to aim the admin posts at.
+async fn setup() -> (TestApp, crate::common::Browser, i64) {
+    let app = TestApp::new().await;
+    app.component("api", "API").await;
+    app.user("ada", Role::Admin).await;
+    app.user("mo", Role::Maintainer).await;
+    let channel = app
+        .add_channel(NewChannel {
+            name: "hook".into(),
+            kind: Some(ChannelKind::Webhook),
+            target: "http://127.0.0.1:9/hook".into(),
+            secret: ChannelSecret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            events: default_events(ChannelKind::Webhook),
+            milestones: default_milestones(),
+            langs: vec!["en".into()],
+            enabled: true,
+            ..NewChannel::default()
+        })
+        .await;
+    app.token(Role::Maintainer).await;
+    let me = app.sign_in("mo").await;
+    (app, me, channel.id)
+}
+
+#[tokio::test]
+async fn a_maintainer_cannot_post_any_admin_form() {
+    let (app, me, channel) = setup().await;
+    let audit = app.service.audit_log(1000).await.unwrap().len();
+    for template in ADMIN_POSTS {
+        let path = template
+            .replace("{id}", &channel.to_string())
+            .replace("{slug}", "api")
+            .replace("{name}", "ada");
+        let r = app
+            .post_form(
+                &path,
+                Some(&me.cookie),
+                &[
+                    ("csrf", &me.csrf),
+                    ("name", "x-new"),
+                    ("slug", "x-new"),
+                    ("password", "correct horse battery staple"),
+                    ("role", "admin"),
+                    ("action", "role"),
+                    ("kind", "webhook"),
+                    ("target", "http://127.0.0.1:9/other"),
+                ],
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "POST {path}: {}", r.text());
+    }
+    // Nothing changed: no token, user, component or channel more or less, no role raised.
+    assert_eq!(app.service.audit_log(1000).await.unwrap().len(), audit);
+    assert_eq!(app.service.tokens().await.unwrap().len(), 1);
+    let users = app.service.users().await.unwrap();
+    assert_eq!(users.len(), 2);
+    assert!(
+        users
+            .iter()
+            .any(|u| u.name == "mo" && u.role == Role::Maintainer)
+    );
+    assert_eq!(app.service.components().await.unwrap().len(), 1);
+    let channels = app.service.channels().await.unwrap();
+    assert_eq!(channels.len(), 1);
+    assert_eq!(channels[0].target, "http://127.0.0.1:9/hook");
+}
+
+#[tokio::test]
+async fn a_maintainer_token_cannot_make_admin_changes_through_the_api() {
+    let app = TestApp::new().await;
+    let token = app.token(Role::Maintainer).await;
+    let doc: Value = serde_json::from_slice(&app.get("/api/openapi.json").await.body).unwrap();
+    let mut writes = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in ["post", "put", "patch", "delete"] {
+            if item[method].is_object() {
+                writes.push((method, path.clone()));
+            }
+        }
+    }
+    assert!(writes.len() >= 10, "{writes:?}");
+    for (method, path) in &writes {
+        let admin_only = ADMIN_API.contains(&(*method, path.as_str()));
+        let concrete = path
+            .replace("{id}", "1")
+            .replace("{position}", "1")
+            .replace("{name}", "t-1")
+            .replace("{action}", "announce");
+        let (status, body, _) = app
+            .api(
+                Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
+                &concrete,
+                Some(&token),
+                Some(if path.ends_with("/components") {
+                    json!({"slug": "x", "name": "X"})
+                } else {
+                    json!({"title": "T", "body": "b", "to_version": "v2", "targets": ["t-1"],
+                        "state": "draining"})
+                }),
+            )
+            .await;
+        if admin_only {
+            assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {body}");
+            assert_eq!(body["error"]["code"], "forbidden");
+        } else {
+            assert_ne!(status, StatusCode::FORBIDDEN, "{method} {path}: {body}");
+        }
+    }
+    assert!(app.service.components().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_service_refuses_whoever_may_not() {
+    let app = TestApp::new().await;
+    let window = NewMaintenance {
+        title: "T".into(),
+        description: String::new(),
+        impact: herald::domain::Impact::None,
+        schedule: herald::domain::Schedule::Tentative { hint: None },
+        component_ids: vec![],
+        steps: vec![],
+        automation: Default::default(),
+    };
+    // What the web handlers hold before they name who is asking: it may change nothing.
+    let anonymous = &app.state.service;
+    assert_eq!(anonymous.actor(), &Actor::Anonymous);
+    assert!(matches!(
+        anonymous.create_maintenance(window.clone()).await,
+        Err(ServiceError::Forbidden(_))
+    ));
+    let id = app
+        .service
+        .create_maintenance(window.clone())
+        .await
+        .unwrap()
+        .id;
+    app.act(id, herald::domain::WindowAction::Announce).await;
+    assert!(matches!(
+        anonymous.post_update(id, "x").await,
+        Err(ServiceError::Forbidden(_))
+    ));
+    assert!(matches!(
+        anonymous
+            .create_rollout(herald::domain::NewRollout::new("R", None, "v2", &["a"]))
+            .await,
+        Err(ServiceError::Forbidden(_))
+    ));
+    // A maintainer runs windows but does not manage accounts or components.
+    let maintainer = app.service.acting(Actor::Token {
+        name: "deploy".into(),
+        role: Role::Maintainer,
+    });
+    maintainer.post_update(id, "Fine").await.unwrap();
+    for refused in [
+        maintainer.create_token("x", Role::Admin).await.err(),
+        maintainer
+            .add_user("eve", "correct horse battery", Role::Admin)
+            .await
+            .err(),
+        maintainer.set_role("eve", Role::Admin).await.err(),
+        maintainer.move_component("api", 1).await.err(),
+    ]
+    .map(|r| r.map(|e| matches!(e, ServiceError::Forbidden(_))))
+    {
+        assert_eq!(refused, Some(true));
+    }
+    // A user may set their own password, and no one else's.
+    app.user("mo", Role::Maintainer).await;
+    app.user("ada", Role::Admin).await;
+    let mo = app.service.acting(Actor::User {
+        name: "mo".into(),
+        role: Role::Maintainer,
+    });
+    mo.set_password("mo", "another horse battery")
+        .await
+        .unwrap();
+    assert!(matches!(
+        mo.set_password("ada", "another horse battery").await,
+        Err(ServiceError::Forbidden(_))
+    ));
+}
