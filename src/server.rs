@@ -20,7 +20,7 @@ use crate::domain::{
 use crate::notify::{NotifySettings, Outbox};
 use crate::service::Service;
 use crate::store::{SqlStore, Store};
-use crate::web::{AppState, Web};
+use crate::web::AppState;
 
 /// Open the database the URL names and bring its schema up to date.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
@@ -129,7 +129,7 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     };
     run(
         listener,
-        Web::new(state.clone()),
+        crate::web::router(state.clone()),
         state.draining.clone(),
         drain,
         tasks,
@@ -225,7 +225,7 @@ pub struct Drain {
 /// runtime.
 pub async fn run(
     listener: TcpListener,
-    app: Web,
+    app: axum::Router,
     draining: Arc<AtomicBool>,
     drain: Drain,
     tasks: TaskTracker,
@@ -322,7 +322,7 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// connection), told to finish its current request and close when `stopped`.
 fn serve_on_this_thread(
     listener: TcpListener,
-    app: Web,
+    app: axum::Router,
     stopped: CancellationToken,
 ) -> anyhow::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -360,7 +360,16 @@ fn serve_on_this_thread(
                     }
                 },
             };
-            let service = TowerToHyperService::new(app.for_peer(peer));
+            // The peer's address for the handlers that want it (the sign-in throttle).
+            let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+                app.clone(),
+                move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    request
+                },
+            ));
             let builder = builder.clone();
             let stopped = stopped.clone();
             connections.spawn(async move {

@@ -56,12 +56,6 @@ impl Assets {
         Self { by_hashed, urls }
     }
 
-    /// The asset whose URL is exactly `target` (`/static/style.3f2a9c1d12ab.css`), for the
-    /// HTTP workers' direct answers (`web::Web`); other spellings go through the router.
-    pub fn at(&self, target: &str) -> Option<&CachedPage> {
-        self.by_hashed.get(target.strip_prefix("/static/")?)
-    }
-
     /// The URL of asset `name` (e.g. `style.css`).
     pub fn url(&self, name: &str) -> &str {
         self.urls

@@ -4,12 +4,10 @@
 //! relative times such as "running for 40 min"). When a page cannot be rendered (the database
 //! is away), the last rendering is served, however old.
 //!
-//! A page's key is its canonical request target (the path and query a link to it has). Once
-//! the router has answered a GET for exactly that target from the entry, the route is noted
-//! on the entry, and the HTTP workers answer further GETs for it straight from here while it
-//! is fresh ([`PageCache::fresh_page`], used by `web::Web`), without the router and the
-//! middleware stack: during the spike of visitors an outage brings, that stack was a fifth of
-//! the CPU time of serving a cached page (bench/README.md).
+//! A page's key is its canonical request target (the path and query a link to it has). The
+//! router's innermost layer ([`serve_fresh`]) answers a GET for exactly a fresh page's key from
+//! here, before the handler and its extractors run; every other layer (request id, metrics,
+//! security headers, error pages) applies to that answer as to any other.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -221,9 +219,6 @@ struct Entry {
     /// What the page was rendered from.
     data: Freshness,
     rendered: Instant,
-    /// The route (as the router names it) that answered a GET for exactly this key from this
-    /// entry: known, the page may be served without the router.
-    route: Option<Arc<str>>,
 }
 
 /// How long a page may lag behind minor changes (drain counts, report times).
@@ -264,34 +259,9 @@ impl PageCache {
             && (now.clock - entry.data.clock).abs() < age
     }
 
-    /// The page whose key is exactly `target`, with the route that serves it, if the router
-    /// has served it from here before and it is still fresh; otherwise the request must go
-    /// through the router (which renders, notes the route, or answers something else).
-    pub fn fresh_page(&self, target: &str, now: Freshness) -> Option<(Arc<CachedPage>, Arc<str>)> {
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        let entry = entries.get(target)?;
-        let route = entry.route.clone()?;
-        self.is_fresh(entry, now)
-            .then(|| (entry.page.clone(), route))
-    }
-
-    /// The router answered a GET for `target` with success through `route`: if a page is kept
-    /// under exactly that key, it is that route's page, and [`fresh_page`](Self::fresh_page)
-    /// may serve it from now on. Keys are canonical targets, so no other route can have
-    /// answered for one.
-    pub fn note_route(&self, target: &str, route: &str) {
-        let known = |entries: &HashMap<String, Entry>| {
-            entries
-                .get(target)
-                .is_none_or(|e| e.route.as_deref() == Some(route))
-        };
-        if known(&self.entries.read().unwrap_or_else(|e| e.into_inner())) {
-            return;
-        }
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = entries.get_mut(target) {
-            entry.route = Some(route.into());
-        }
+    /// The page whose key is exactly `target`, if it is fresh.
+    pub fn fresh_page(&self, target: &str, now: Freshness) -> Option<Arc<CachedPage>> {
+        self.fresh(target, now)
     }
 
     /// The page at `key` for the data as `now` describes it, rendering it with `render` if
@@ -343,19 +313,35 @@ impl PageCache {
                 entries.clear();
             }
         }
-        // A new rendering of the same page is served by the same route.
-        let route = entries.get(key).and_then(|e| e.route.clone());
         entries.insert(
             key.to_owned(),
             Entry {
                 page: page.clone(),
                 data: now,
                 rendered: Instant::now(),
-                route,
             },
         );
         Ok(page)
     }
+}
+
+/// The router's innermost layer: a GET for exactly the key of a fresh cached page is answered
+/// from memory without running the handler. During
+/// the spike of visitors an outage brings, nearly every request is one of these.
+pub async fn serve_fresh(
+    axum::extract::State(state): axum::extract::State<super::AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.method() == axum::http::Method::GET
+        && let Some(target) = request.uri().path_and_query()
+        && let Some(page) = state
+            .pages
+            .fresh_page(target.as_str(), state.service.freshness())
+    {
+        return page.respond(request.headers());
+    }
+    next.run(request).await
 }
 
 #[cfg(test)]

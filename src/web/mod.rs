@@ -267,139 +267,12 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     }
     error::render_page(&mut response, &state.site);
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    if method == Method::GET && matches!(status, StatusCode::OK | StatusCode::NOT_MODIFIED) {
-        // If that was a cached page, the next GET for it need not come through here.
-        if let Some(target) = uri.path_and_query() {
-            state.pages.note_route(target.as_str(), route);
-        }
-    }
-    finish(&mut response, id, route, &method, started);
-    response
-}
-
-/// The route of the static assets, also their metric label when answered directly.
-const ASSET_ROUTE: &str = "/static/{file}";
-
-/// What every answer gets last, through the router or not: the security headers, the request
-/// id, the request's metrics.
-fn finish(
-    response: &mut Response,
-    id: HeaderValue,
-    route: &str,
-    method: &Method,
-    started: Instant,
-) {
     let status = response.status().as_u16();
     tracing::debug!(request_id = ?id, status, elapsed = ?started.elapsed(), "answered");
-    security_headers(response);
+    security_headers(&mut response);
     response.headers_mut().insert(X_REQUEST_ID.clone(), id);
-    RouteMetrics::record(route, method, status, started.elapsed());
-}
-
-/// What the HTTP workers serve: a GET for a static asset, or for a public page still fresh in
-/// the page cache, is answered from memory directly, as the router would answer it (same
-/// headers, request id and metrics, through [`finish`]); everything else goes through the
-/// router. One value per connection, carrying the peer's address for the handlers that want
-/// it.
-#[derive(Clone)]
-pub struct Web {
-    state: AppState,
-    router: Router,
-    peer: Option<std::net::SocketAddr>,
-}
-
-impl Web {
-    /// The whole application: [`router`] behind the page cache.
-    pub fn new(state: AppState) -> Self {
-        Self::with_router(state.clone(), router(state))
-    }
-
-    /// `router` (which should be built on `state`) behind `state`'s page cache.
-    pub fn with_router(state: AppState, router: Router) -> Self {
-        Self {
-            state,
-            router,
-            peer: None,
-        }
-    }
-
-    /// This service for one connection from `peer` (`ConnectInfo` for the handlers).
-    pub fn for_peer(&self, peer: std::net::SocketAddr) -> Self {
-        Self {
-            peer: Some(peer),
-            ..self.clone()
-        }
-    }
-
-    /// The answer from the static assets or the page cache, or `None` when the request
-    /// needs the router.
-    fn answer_from_cache<B>(&self, request: &axum::http::Request<B>) -> Option<Response> {
-        if request.method() != Method::GET {
-            return None;
-        }
-        let started = Instant::now();
-        let target = request.uri().path_and_query()?.as_str();
-        let page;
-        let (mut response, route) = match assets::ASSETS.at(target) {
-            // Each new visitor of a spike fetches the stylesheet and script too.
-            Some(asset) => (asset.respond(request.headers()), ASSET_ROUTE),
-            None => {
-                page = self
-                    .state
-                    .pages
-                    .fresh_page(target, self.state.service.freshness())?;
-                (page.0.respond(request.headers()), &*page.1)
-            }
-        };
-        // As axum's router does for every answer with a known length (hyper would add it on
-        // the wire anyway): the same headers either way.
-        if let Some(length) = axum::body::HttpBody::size_hint(response.body()).exact() {
-            response
-                .headers_mut()
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-        }
-        finish(
-            &mut response,
-            request_id(request.headers()),
-            route,
-            &Method::GET,
-            started,
-        );
-        Some(response)
-    }
-}
-
-impl<B> tower::Service<axum::http::Request<B>> for Web
-where
-    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    type Response = Response;
-    type Error = std::convert::Infallible;
-    type Future = futures_util::future::Either<
-        std::future::Ready<Result<Response, Self::Error>>,
-        axum::routing::future::RouteFuture<Self::Error>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        tower::Service::<axum::http::Request<B>>::poll_ready(&mut self.router, cx)
-    }
-
-    fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
-        use futures_util::future::Either;
-        if let Some(response) = self.answer_from_cache(&request) {
-            return Either::Left(std::future::ready(Ok(response)));
-        }
-        if let Some(peer) = self.peer {
-            request
-                .extensions_mut()
-                .insert(axum::extract::ConnectInfo(peer));
-        }
-        Either::Right(self.router.call(request))
-    }
+    RouteMetrics::record(route, &method, status, started.elapsed());
+    response
 }
 
 async fn not_found() -> error::AppError {
@@ -477,7 +350,7 @@ pub fn router(state: AppState) -> Router {
                 feeds::component(s, p, h, feeds::Format::Badge)
             }),
         )
-        .route(ASSET_ROUTE, get(assets::serve))
+        .route("/static/{file}", get(assets::serve))
         .route("/admin", get(admin::dashboard))
         .route("/admin/login", get(admin::login_page).post(admin::login))
         .route("/admin/logout", post(admin::logout))
@@ -553,6 +426,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            cache::serve_fresh,
+        ))
         .layer(CatchPanicLayer::custom(|_| {
             error::AppError::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))

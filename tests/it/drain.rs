@@ -177,7 +177,7 @@ async fn in_flight_handler_completes_before_run_returns() {
     let (trigger, shutdown) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(run(
         listener,
-        herald::web::Web::with_router(app.state.clone(), router),
+        router,
         app.state.draining.clone(),
         Drain {
             delay: Duration::from_millis(300),
@@ -224,7 +224,7 @@ async fn headers_trickled_in_are_cut_off() {
     let (trigger, shutdown) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(run(
         listener,
-        herald::web::Web::new(app.state.clone()),
+        herald::web::router(app.state.clone()),
         app.state.draining.clone(),
         Drain {
             delay: Duration::ZERO,

@@ -19,7 +19,7 @@ use herald::domain::{
 };
 use herald::service::Service;
 use herald::store::{SqlStore, Store};
-use herald::web::{AppState, Web, router};
+use herald::web::{AppState, router};
 use jiff::{SignedDuration, Timestamp};
 use tower::ServiceExt;
 
@@ -30,8 +30,6 @@ pub struct TestApp {
     pub service: Service,
     pub state: AppState,
     pub router: Router,
-    /// What the HTTP workers serve: the router behind the page cache's direct answers.
-    pub web: Web,
     clock: Arc<AtomicI64>,
     pub start: Timestamp,
 }
@@ -89,14 +87,12 @@ impl TestApp {
         settings.announce.delivery_timeout = std::time::Duration::from_secs(1);
         let state = AppState::new(service.clone(), settings);
         let router = router(state.clone());
-        let web = Web::with_router(state.clone(), router.clone());
         Self {
             dir,
             url,
             service,
             state,
             router,
-            web,
             clock,
             start,
         }
@@ -120,14 +116,8 @@ impl TestApp {
         self.send(request.body(Body::empty()).unwrap()).await
     }
 
-    /// Send a request as the HTTP workers would (a fresh cached page straight from the cache,
-    /// the rest through the router) and collect the whole reply.
+    /// Send a request through the router, as the HTTP workers do, and collect the whole reply.
     pub async fn send(&self, request: Request<Body>) -> Reply {
-        Self::collect(self.web.clone().oneshot(request).await.unwrap()).await
-    }
-
-    /// Send a request through the router alone, never answered by the page cache directly.
-    pub async fn route(&self, request: Request<Body>) -> Reply {
         Self::collect(self.router.clone().oneshot(request).await.unwrap()).await
     }
 
@@ -237,7 +227,7 @@ impl TestApp {
             None => Body::empty(),
         };
         let response = self
-            .web
+            .router
             .clone()
             .oneshot(request.body(body).unwrap())
             .await
