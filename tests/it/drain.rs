@@ -305,3 +305,127 @@ async fn headers_trickled_in_are_cut_off() {
     trigger.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// PostgreSQL and the real binary, whatever database the rest of the suite runs on: API calls
+/// spread over every HTTP worker (each its own connection), then SIGTERM while a Discord
+/// delivery is in flight. The delivery finishes, is recorded sent once, the message exists
+/// once, and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_postgresql_finishes_the_delivery_in_flight() {
+    use crate::common::fake_discord::{FakeDiscord, Fault};
+    use herald::domain::{Actor, DeliveryState, Role, Subject};
+    use herald::store::{Outbox as _, SqlStore, Store as _};
+
+    let pg = crate::common::PostgresServer::get();
+    let scratch = tempfile::tempdir().unwrap();
+    let url = crate::common::postgres_database(
+        &pg.url,
+        &format!("{}/drain-pg", scratch.path().display()),
+    );
+    let store = SqlStore::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let token = herald::service::Service::new(std::sync::Arc::new(store))
+        .acting(Actor::Cli)
+        .create_token("deploy", Role::Maintainer)
+        .await
+        .unwrap()
+        .secret
+        .expose()
+        .to_owned();
+    let discord = FakeDiscord::start().await;
+    let webhook = discord.webhook_url();
+    let mut herald = tokio::task::block_in_place(|| {
+        Herald::start(&[
+            ("HERALD_DATABASE_URL", &url),
+            ("HERALD_DISCORD_WEBHOOK_URL", &webhook),
+            ("HERALD_SHUTDOWN_DELAY", "0s"),
+            ("HERALD_DRAIN_TIMEOUT", "20s"),
+        ])
+    });
+    let base = format!("http://{}/api/v1", herald.addr);
+    // A connection per request, so the calls land on every worker's accept loop.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let call = |path: String, body: serde_json::Value| {
+        let client = client.clone();
+        let token = token.clone();
+        async move {
+            let r = client
+                .post(path)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert!(status.is_success(), "{status}: {body}");
+            body
+        }
+    };
+    let windows = futures_util::future::join_all((0..8).map(|i| {
+        call(
+            format!("{base}/maintenances"),
+            serde_json::json!({"title": format!("Window {i}"), "steps": [{"title": "One"}]}),
+        )
+    }))
+    .await;
+    let id = windows[0]["id"].as_i64().unwrap();
+    call(
+        format!("{base}/maintenances/{id}/announce"),
+        serde_json::json!({}),
+    )
+    .await;
+    // Let the announcement go out, then hold the next delivery at Discord.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while discord.messages().is_empty() {
+        assert!(Instant::now() < deadline, "the announcement did not arrive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    discord.push_fault(Fault::Hang(Duration::from_millis(1500)), Some("/webhooks/"));
+    futures_util::future::join_all((0..4).map(|i| {
+        call(
+            format!("{base}/maintenances/{id}/updates"),
+            serde_json::json!({"body": format!("Progress note {i}")}),
+        )
+    }))
+    .await;
+    while discord.pending_faults() > 0 {
+        assert!(Instant::now() < deadline, "no delivery reached Discord");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A delivery is in flight at Discord: stop now.
+    herald.signal(Signal::SIGTERM);
+    let status = tokio::task::block_in_place(|| herald.wait(Duration::from_secs(30)));
+    assert_eq!(status.code(), Some(0), "{status:?}");
+
+    // The held delivery finished and is recorded sent, once; its message exists once.
+    let store = SqlStore::connect(&url).await.unwrap();
+    let deliveries = store.list_deliveries(Subject::Window(id)).await.unwrap();
+    let sent: Vec<_> = deliveries
+        .iter()
+        .filter(|d| d.state == DeliveryState::Sent)
+        .collect();
+    assert!(sent.len() >= 2, "{deliveries:#?}");
+    for d in &sent {
+        assert_eq!(d.attempts, 1, "sent in one attempt: {d:#?}");
+    }
+    let held = discord
+        .requests()
+        .into_iter()
+        .find(|r| matches!(r.fault, Some(Fault::Hang(_))))
+        .expect("the held request was answered");
+    assert_eq!(held.status, Some(200));
+    let texts: Vec<String> = discord
+        .messages()
+        .iter()
+        .map(|m| format!("{} {}", m.content, m.embeds))
+        .collect();
+    for i in 0..4 {
+        let note = format!("Progress note {i}");
+        let n = texts.iter().filter(|t| t.contains(&note)).count();
+        assert!(n <= 1, "{note} posted {n} times");
+    }
+}
