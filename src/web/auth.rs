@@ -24,20 +24,20 @@ pub const COOKIE: &str = "herald_session";
 pub const HOST_COOKIE: &str = "__Host-herald_session";
 
 /// The session cookie a request carries, under either name.
-pub fn session_from(headers: &HeaderMap) -> Option<&str> {
+pub fn session_from(headers: &HeaderMap) -> Option<String> {
     cookie(headers, HOST_COOKIE).or_else(|| cookie(headers, COOKIE))
 }
 
-/// The value of cookie `name` in the request.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// The value of cookie `name` in the request (every `Cookie` header, as browsers write them).
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value_trimmed().to_owned())
 }
 
 /// `Set-Cookie` for a session: HttpOnly, SameSite=Lax; behind https `__Host-` prefixed and
@@ -98,8 +98,9 @@ impl SignedIn {
     }
 }
 
+/// Whether two secrets are equal, in time that does not depend on where they differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 /// Not signed in: go to the login page, then come back.
@@ -107,20 +108,16 @@ pub struct SignInFirst(String);
 
 impl IntoResponse for SignInFirst {
     fn into_response(self) -> Response {
-        let next: String = form_urlencoded_byte_serialize(&self.0);
+        /// A query value; `/` stays readable (`next=/admin/rollouts/3`).
+        const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~')
+            .remove(b'/');
+        let next = percent_encoding::utf8_percent_encode(&self.0, QUERY_VALUE).to_string();
         Redirect::to(&format!("/admin/login?next={next}")).into_response()
     }
-}
-
-fn form_urlencoded_byte_serialize(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 impl FromRequestParts<AppState> for SignedIn {
@@ -131,7 +128,7 @@ impl FromRequestParts<AppState> for SignedIn {
         let Some(value) = session_from(&parts.headers) else {
             return Err(SignInFirst(here).into_response());
         };
-        match state.service.session(value).await {
+        match state.service.session(&value).await {
             Ok(Some((user, csrf))) => Ok(Self {
                 user,
                 csrf,

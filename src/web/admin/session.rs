@@ -223,7 +223,7 @@ pub async fn logout(
     _: CsrfForm,
 ) -> Result<Response, AppError> {
     if let Some(cookie) = auth::session_from(&headers) {
-        state.service.close_session(cookie).await?;
+        state.service.close_session(&cookie).await?;
     }
     let mut r = Redirect::to("/admin/login").into_response();
     let secure = state.settings.public_url.starts_with("https://");
