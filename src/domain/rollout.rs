@@ -48,6 +48,43 @@ pub enum TargetState {
     Failed,
 }
 
+/// What a report moving a target from one state to another is, by the transition table of a
+/// rolling update alone (what else a report must satisfy is checked by [`Rollout::report`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    /// The same state: no transition (a report of new counts or a version).
+    Stay,
+    /// Along the drain: pending → draining → drained → updating → healthy (skipping
+    /// updating, or draining from pending straight to drained), or to failed from anywhere.
+    Forward,
+    /// Past a drain that has not finished (to updating or healthy from pending or draining):
+    /// only when the report says `forced`.
+    SkipsDrain,
+    /// Out of failed: the target is retried first (back to pending), then reports again.
+    RetryFirst,
+    /// Back to pending: never by a report (a retry does that for a failed target).
+    BackToPending,
+    /// Back along the drain: never.
+    Backwards,
+}
+
+/// The transition table: how a target may move from `from` to `to`.
+pub fn target_move(from: TargetState, to: TargetState) -> Move {
+    use TargetState::{Drained, Draining, Failed, Healthy, Pending, Updating};
+    match (from, to) {
+        (a, b) if a == b => Move::Stay,
+        (Failed, _) => Move::RetryFirst,
+        (_, Failed) => Move::Forward,
+        (_, Pending) => Move::BackToPending,
+        (Pending, Draining)
+        | (Pending | Draining, Drained)
+        | (Drained, Updating | Healthy)
+        | (Updating, Healthy) => Move::Forward,
+        (Pending | Draining, Updating | Healthy) => Move::SkipsDrain,
+        _ => Move::Backwards,
+    }
+}
+
 impl TargetState {
     pub const ALL: [Self; 6] = [
         Self::Pending,
@@ -1057,53 +1094,43 @@ impl Rollout {
                 String::new()
             }
         };
-        let mut forced = false;
-        match (current, new) {
-            (TargetState::Failed, _) => {
+        let forced = match target_move(current, new) {
+            Move::Forward => false,
+            Move::SkipsDrain if report.forced => true,
+            Move::SkipsDrain => {
+                let why = if current == TargetState::Draining {
+                    format!("{name} is still draining{}", draining_left())
+                } else {
+                    format!("{name} has not drained yet")
+                };
                 return Err(RuleError::new(format!(
-                    "{name} failed; retry it first (POST …/targets/{{name}}/retry) before reporting {}",
+                    "{why}: report drained first, or send forced: true to take it down anyway"
+                ))
+                .into());
+            }
+            Move::RetryFirst => {
+                return Err(RuleError::new(format!(
+                    "{name} failed; retry it first, then report {}",
                     new.as_str()
                 ))
                 .into());
             }
-            (_, TargetState::Failed) => {}
-            (_, TargetState::Pending) => {
+            Move::BackToPending => {
                 return Err(RuleError::new(format!(
                     "{name} is {}; a target cannot go back to pending (retry is for a failed target)",
                     current.as_str()
                 ))
                 .into());
             }
-            (TargetState::Pending, TargetState::Draining)
-            | (TargetState::Pending | TargetState::Draining, TargetState::Drained)
-            | (TargetState::Drained, TargetState::Updating | TargetState::Healthy)
-            | (TargetState::Updating, TargetState::Healthy) => {}
-            (
-                TargetState::Pending | TargetState::Draining,
-                TargetState::Updating | TargetState::Healthy,
-            ) => {
-                if !report.forced {
-                    let why = if current == TargetState::Draining {
-                        format!("{name} is still draining{}", draining_left())
-                    } else {
-                        format!("{name} has not drained yet")
-                    };
-                    return Err(RuleError::new(format!(
-                        "{why}: report drained first, or send forced: true to take it down anyway"
-                    ))
-                    .into());
-                }
-                forced = true;
-            }
-            (from, to) => {
+            Move::Backwards | Move::Stay => {
                 return Err(RuleError::new(format!(
                     "{name} is already {}; it cannot go back to {}",
-                    from.as_str(),
-                    to.as_str()
+                    current.as_str(),
+                    new.as_str()
                 ))
                 .into());
             }
-        }
+        };
 
         let to_version = self.to_version.clone();
         let t = &mut self.targets[index];

@@ -569,3 +569,96 @@ fn names_made_private_later_are_hidden_in_old_texts() {
         "instance 2 of 2 is draining: rooms 1."
     );
 }
+
+#[test]
+fn the_transition_table_covers_every_pair_of_states() {
+    use Move::*;
+    use TargetState::*;
+    // Rows: from; columns: to, in the order of TargetState::ALL
+    // (pending, draining, drained, updating, healthy, failed).
+    let table: [(TargetState, [Move; 6]); 6] = [
+        (
+            Pending,
+            [Stay, Forward, Forward, SkipsDrain, SkipsDrain, Forward],
+        ),
+        (
+            Draining,
+            [
+                BackToPending,
+                Stay,
+                Forward,
+                SkipsDrain,
+                SkipsDrain,
+                Forward,
+            ],
+        ),
+        (
+            Drained,
+            [BackToPending, Backwards, Stay, Forward, Forward, Forward],
+        ),
+        (
+            Updating,
+            [BackToPending, Backwards, Backwards, Stay, Forward, Forward],
+        ),
+        (
+            Healthy,
+            [
+                BackToPending,
+                Backwards,
+                Backwards,
+                Backwards,
+                Stay,
+                Forward,
+            ],
+        ),
+        (
+            Failed,
+            [
+                RetryFirst, RetryFirst, RetryFirst, RetryFirst, RetryFirst, Stay,
+            ],
+        ),
+    ];
+    for (from, row) in table {
+        for (to, expected) in TargetState::ALL.into_iter().zip(row) {
+            assert_eq!(target_move(from, to), expected, "{from:?} → {to:?}");
+        }
+    }
+}
+
+/// `Rollout::report` does what the table says for every pair: a move the table allows (or
+/// allows when forced, and the report is forced) is accepted; any other is refused, changing
+/// nothing.
+#[test]
+fn reports_follow_the_transition_table() {
+    for from in TargetState::ALL {
+        for to in TargetState::ALL {
+            for forced in [false, true] {
+                let mut r = fishjam();
+                r.report("fishjam-2", &Report::state(TargetState::Draining), at(0))
+                    .unwrap();
+                r.targets[0].state = from;
+                let before = r.clone();
+                let report = Report {
+                    forced,
+                    ..Report::state(to)
+                };
+                let outcome = r.report("fishjam-1", &report, at(1));
+                let allowed = match target_move(from, to) {
+                    Move::Stay | Move::Forward => true,
+                    Move::SkipsDrain => forced,
+                    Move::RetryFirst | Move::BackToPending | Move::Backwards => false,
+                };
+                assert_eq!(
+                    outcome.is_ok(),
+                    allowed,
+                    "{from:?} → {to:?} (forced: {forced}): {outcome:?}"
+                );
+                if allowed {
+                    assert_eq!(r.targets[0].state, to, "{from:?} → {to:?}");
+                } else {
+                    assert_eq!(r, before, "a refused report changes nothing");
+                }
+            }
+        }
+    }
+}
