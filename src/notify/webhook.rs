@@ -96,14 +96,15 @@ impl Webhook {
 #[async_trait]
 impl Sender for Webhook {
     async fn send(&self, job: &Job<'_>, _: &dyn Progress) -> Result<Sent, SendError> {
-        let now = jiff::Timestamp::now();
         let public_url = &self.settings.public_url;
+        // What changes with time (a drain's length, staleness) is told as of the event, not
+        // as of the delivery, which may come later (a retry, an outage of the receiver).
         let body = match job.about {
             About::Window { window, update } => json!({
                 "type": format!("maintenance.{}", update.kind.as_str()),
                 "timestamp": update.created_at,
                 "data": {
-                    "maintenance": crate::wire::maintenance_json(window, public_url, now),
+                    "maintenance": crate::wire::maintenance_json(window, public_url, update.created_at),
                     "update": crate::wire::update_json(update),
                 },
             }),
@@ -114,7 +115,7 @@ impl Sender for Webhook {
                 "type": format!("rollout.{}", update.kind.as_str()),
                 "timestamp": update.created_at,
                 "data": {
-                    "rollout": crate::wire::rollout_json(rollout, public_url, now),
+                    "rollout": crate::wire::rollout_json(rollout, public_url, update.created_at),
                     "update": crate::wire::rollout_update_json(update),
                 },
             }),

@@ -21,4 +21,5 @@ mod roles;
 mod rollout_cli;
 mod rollouts;
 mod scheduler;
+mod snapshots;
 mod store;
