@@ -7,7 +7,8 @@
 # WARMUP (default 2s), CONNECTIONS (default "64 256"), WRK_THREADS (default "1 2"),
 # CARGO_TARGET_DIR (default ~/.cache/herald-target). See bench/README.md.
 #
-# It builds Herald in release mode, starts it on a throwaway SQLite database with the demo
+# It builds Herald in release mode (PROFILE=dist for the dist profile), starts it on a
+# throwaway SQLite database with the demo
 # data, saves `/` as served to a client without Accept-Encoding, serves that file with nginx,
 # and runs wrk against both, alternating, on 127.0.0.1 only. It prints medians per connection
 # count, Herald's peak RSS and PASS/FAIL against the targets. It exits 0 whatever the numbers
@@ -15,6 +16,7 @@
 set -euo pipefail
 
 DURATION="${DURATION:-10s}"
+PROFILE="${PROFILE:-release}" # or dist (fat LTO, README "Release build")
 ROUNDS="${ROUNDS:-3}"
 WARMUP="${WARMUP:-2s}"
 CONNECTIONS="${CONNECTIONS:-64 256}"
@@ -105,9 +107,9 @@ fi
 
 # --- build -----------------------------------------------------------------------------------
 
-log "== cargo build --release (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-(cd "$REPO" && cargo build --release >&2) || die "cargo build --release failed"
-HERALD_BIN="$CARGO_TARGET_DIR/release/herald"
+log "== cargo build --profile $PROFILE (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+(cd "$REPO" && cargo build --profile "$PROFILE" >&2) || die "cargo build --profile $PROFILE failed"
+HERALD_BIN="$CARGO_TARGET_DIR/$PROFILE/herald"
 [[ -x "$HERALD_BIN" ]] || die "no binary at $HERALD_BIN"
 
 # --- scratch space and cleanup ---------------------------------------------------------------
@@ -367,7 +369,7 @@ echo
 echo "Herald status page vs nginx (same bytes from a file) — $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine: $(nproc) CPUs, ${cpu_model:-unknown CPU}; wrk runs on the same machine"
 echo "page: GET / identity, $PAGE_BYTES bytes; wrk -d$DURATION × $ROUNDS rounds per server, medians"
-echo "herald: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO" && git diff --quiet HEAD -- 2>/dev/null || echo ' (+ uncommitted changes)'), release build"
+echo "herald: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO" && git diff --quiet HEAD -- 2>/dev/null || echo ' (+ uncommitted changes)'), $PROFILE build"
 
 bad_responses=0
 declare -A RATIO

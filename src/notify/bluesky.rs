@@ -349,6 +349,26 @@ impl Bluesky {
 
 #[async_trait::async_trait]
 impl super::Sender for Bluesky {
+    /// A rollout that belongs to a window is told in the window's thread, when the window has
+    /// one on this channel: one thread for the whole maintenance.
+    async fn rollout_thread(
+        &self,
+        store: &dyn Store,
+        channel_id: i64,
+        rollout: &crate::domain::Rollout,
+    ) -> crate::store::StoreResult<(crate::domain::Subject, Option<Thread>)> {
+        use crate::domain::Subject;
+        if let Some(window) = rollout.maintenance_id
+            && let Some(thread) = store
+                .get_thread(channel_id, Subject::Window(window))
+                .await?
+        {
+            return Ok((Subject::Window(window), Some(thread)));
+        }
+        let own = Subject::Rollout(rollout.id);
+        Ok((own, store.get_thread(channel_id, own).await?))
+    }
+
     async fn send(&self, job: &Job<'_>, progress: &dyn Progress) -> Result<Sent, SendError> {
         let d = job.delivery;
         let rkey = Tid::new(d.idem_key.clone())

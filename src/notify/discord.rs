@@ -499,7 +499,6 @@ impl super::Sender for Discord {
     async fn send(&self, job: &Job<'_>, progress: &dyn Progress) -> Result<Sent, SendError> {
         let place = self.place().await?.clone();
         let d = job.delivery;
-        let now = jiff::Timestamp::now();
         let milestone = self.channel.posts_milestone(d.kind);
         let (embed, content, mention) = match job.about {
             About::Window { window, update } => {
@@ -512,7 +511,10 @@ impl super::Sender for Discord {
                         .unwrap_or_default();
                     discord_message(window, update, &job.page_url, &prefix)
                 });
-                let embed = discord_embed(window, &job.page_url, &self.site_name, now);
+                // As of the event (its time in the embed, how long things took), not of the
+                // delivery, which may come later.
+                let embed =
+                    discord_embed(window, &job.page_url, &self.site_name, update.created_at);
                 (embed, content, mention)
             }
             // Rollouts mention nobody: a deploy is not a call to arms.
@@ -520,7 +522,8 @@ impl super::Sender for Discord {
                 let content = update
                     .filter(|_| milestone)
                     .map(|u| discord_rollout_message(rollout, u, &job.page_url));
-                let embed = discord_rollout_embed(rollout, &job.page_url, &self.site_name, now);
+                let as_of = update.map_or(rollout.updated_at, |u| u.created_at);
+                let embed = discord_rollout_embed(rollout, &job.page_url, &self.site_name, as_of);
                 (embed, content, None)
             }
         };

@@ -197,6 +197,17 @@ pub trait Progress: Send + Sync {
 #[async_trait]
 pub trait Sender: Send + Sync {
     async fn send(&self, job: &Job<'_>, progress: &dyn Progress) -> Result<Sent, SendError>;
+    /// The thread a rollout's announcements continue on channel `channel_id`, and the subject
+    /// it is kept under: by default the rollout's own.
+    async fn rollout_thread(
+        &self,
+        store: &dyn Store,
+        channel_id: i64,
+        rollout: &Rollout,
+    ) -> crate::store::StoreResult<(Subject, Option<Thread>)> {
+        let own = Subject::Rollout(rollout.id);
+        Ok((own, store.get_thread(channel_id, own).await?))
+    }
     /// Post a test message; returns a link or id to show.
     async fn test(&self, text: &str) -> Result<String, SendError>;
 }
@@ -502,56 +513,10 @@ impl Worker {
         }
     }
 
+    /// One delivery: load what it announces, attempt it, record the outcome.
     async fn deliver(&self, sender: &dyn Sender, d: Delivery) {
         let store = self.store.as_ref();
-        // Metrics name channels as the admin UI does.
-        let channel = self.channel.name.clone();
-        let started = Instant::now();
-        let channel_kind = self.channel.kind;
-        let loaded = async {
-            Ok::<_, crate::store::StoreError>(match d.subject {
-                Subject::Window(id) => {
-                    let update = match d.update_id {
-                        Some(u) => store.get_update(u).await?,
-                        None => None,
-                    };
-                    let window = store.get_maintenance(id).await?;
-                    let thread = store.get_thread(d.channel_id, d.subject).await?;
-                    match (window, update) {
-                        (Some(w), Some(u)) => Some((Loaded::Window(w, u), d.subject, thread)),
-                        _ => None,
-                    }
-                }
-                Subject::Rollout(id) => match store.get_rollout(id).await? {
-                    None => None,
-                    Some(r) => {
-                        let update = match d.update_id {
-                            Some(u) => match store.get_rollout_update(u).await? {
-                                Some(u) => Some(u),
-                                None => return Ok(None),
-                            },
-                            None => None,
-                        };
-                        // Bluesky: a rollout that belongs to a window is told in the window's
-                        // thread, if the window has one on this channel.
-                        let window_thread = match r.maintenance_id {
-                            Some(w) if channel_kind == ChannelKind::Bluesky => store
-                                .get_thread(d.channel_id, Subject::Window(w))
-                                .await?
-                                .map(|t| (Subject::Window(w), t)),
-                            _ => None,
-                        };
-                        let (key, thread) = match window_thread {
-                            Some((key, t)) => (key, Some(t)),
-                            None => (d.subject, store.get_thread(d.channel_id, d.subject).await?),
-                        };
-                        Some((Loaded::Rollout(r, update), key, thread))
-                    }
-                },
-            })
-        }
-        .await;
-        let (loaded, thread_key, thread) = match loaded {
+        let (loaded, thread_key, thread) = match self.load(sender, &d).await {
             Ok(Some(found)) => found,
             Ok(None) => {
                 logged(
@@ -593,6 +558,54 @@ impl Worker {
             thread_key,
             page_url,
         };
+        let result = self.attempt(sender, &job).await;
+        self.record(&d, thread_key, result).await;
+    }
+
+    /// What delivery `d` announces, the subject of the thread it continues and that thread;
+    /// `None` when what it announces is gone.
+    async fn load(
+        &self,
+        sender: &dyn Sender,
+        d: &Delivery,
+    ) -> crate::store::StoreResult<Option<(Loaded, Subject, Option<Thread>)>> {
+        let store = self.store.as_ref();
+        Ok(match d.subject {
+            Subject::Window(id) => {
+                let update = match d.update_id {
+                    Some(u) => store.get_update(u).await?,
+                    None => None,
+                };
+                let window = store.get_maintenance(id).await?;
+                let thread = store.get_thread(d.channel_id, d.subject).await?;
+                match (window, update) {
+                    (Some(w), Some(u)) => Some((Loaded::Window(w, u), d.subject, thread)),
+                    _ => None,
+                }
+            }
+            Subject::Rollout(id) => {
+                let Some(r) = store.get_rollout(id).await? else {
+                    return Ok(None);
+                };
+                let update = match d.update_id {
+                    Some(u) => match store.get_rollout_update(u).await? {
+                        Some(u) => Some(u),
+                        None => return Ok(None),
+                    },
+                    None => None,
+                };
+                let (key, thread) = sender.rollout_thread(store, d.channel_id, &r).await?;
+                Some((Loaded::Rollout(r, update), key, thread))
+            }
+        })
+    }
+
+    /// One attempt at sending `job`, counted and timed. One bad payload (or a bug in a sender)
+    /// must not end the channel's worker: a panic fails this delivery with the reason, and the
+    /// worker goes on with the next.
+    async fn attempt(&self, sender: &dyn Sender, job: &Job<'_>) -> Result<Sent, SendError> {
+        let d = job.delivery;
+        let started = Instant::now();
         let progress = DeliveryProgress {
             store: self.store.as_ref(),
             id: d.id,
@@ -600,9 +613,7 @@ impl Worker {
             channel_id: d.channel_id,
             thread_key: job.thread_key,
         };
-        // One bad payload (or a bug in a sender) must not end the channel's worker: a panic
-        // fails this delivery with the reason, and the worker goes on with the next.
-        let result = match std::panic::AssertUnwindSafe(sender.send(&job, &progress))
+        let result = match std::panic::AssertUnwindSafe(sender.send(job, &progress))
             .catch_unwind()
             .await
         {
@@ -619,10 +630,20 @@ impl Worker {
                 )))
             }
         };
+        let channel = self.channel.name.clone();
         metrics::counter!("herald_delivery_attempts_total", "channel" => channel.clone())
             .increment(1);
-        metrics::histogram!("herald_delivery_attempt_seconds", "channel" => channel.clone())
+        metrics::histogram!("herald_delivery_attempt_seconds", "channel" => channel)
             .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Record an attempt's outcome: sent (with the thread it started or continued), failed for
+    /// good, or to be retried after a backoff (failed once past the deadline).
+    async fn record(&self, d: &Delivery, thread_key: Subject, result: Result<Sent, SendError>) {
+        let store = self.store.as_ref();
+        // Metrics name channels as the admin UI does.
+        let channel = self.channel.name.clone();
         let outcome = match result {
             Ok(sent) => {
                 let recorded = store
@@ -631,7 +652,7 @@ impl Worker {
                         d.attempts,
                         &sent.remote_id,
                         sent.remote_url.as_deref(),
-                        sent.thread.as_ref().map(|t| (job.thread_key, t)),
+                        sent.thread.as_ref().map(|t| (thread_key, t)),
                         Timestamp::now(),
                     )
                     .await;
