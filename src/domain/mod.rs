@@ -29,12 +29,14 @@ mod account;
 mod channel;
 mod maintenance;
 mod rollout;
+mod sign_in;
 mod timed;
 
 pub use account::*;
 pub use channel::*;
 pub use maintenance::*;
 pub use rollout::*;
+pub use sign_in::*;
 pub use timed::*;
 
 /// A broken rule, in words a maintainer can act on.

@@ -66,6 +66,8 @@ pub struct Service {
     actor: crate::domain::Actor,
     /// When this process last deleted expired idempotency keys (unix seconds).
     keys_pruned: Arc<std::sync::atomic::AtomicI64>,
+    /// Sign-in attempts, counted in the database on this service's clock.
+    sign_ins: Arc<sign_in::SignInThrottle>,
 }
 
 /// Where the data behind a public page stands. A page rendered for an older `generation` is
@@ -87,6 +89,7 @@ impl Service {
     /// A service whose notion of "now" comes from `clock` (the demo seeds a past with it).
     pub fn with_clock(store: Arc<dyn Store>, clock: Clock) -> Self {
         Self {
+            sign_ins: Arc::new(sign_in::SignInThrottle::new(store.clone(), clock.clone())),
             store,
             clock,
             generation: Arc::new(AtomicU64::new(1)),
@@ -186,6 +189,11 @@ impl Service {
                 }
             }
         }
+    }
+
+    /// The sign-in throttle every sign-in and setup attempt goes through.
+    pub fn sign_ins(&self) -> &SignInThrottle {
+        &self.sign_ins
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -398,7 +406,9 @@ mod channels;
 mod commit;
 mod idempotency;
 mod rollouts;
+mod sign_in;
 mod windows;
 
 pub use accounts::{NewSession, NewToken, SESSION_LIFETIME};
 pub use idempotency::KEY_LIFETIME;
+pub use sign_in::SignInThrottle;

@@ -100,16 +100,7 @@ pub struct RolloutSummary {
 
 /// What an account change came to.
 /// One counter of the sign-in throttle, as [`Accounts::count_attempts`] hands it to a rule.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct Attempts {
-    #[sqlx(rename = "attempt_key")]
-    pub key: String,
-    /// Attempts counted since `since_ms`.
-    pub n: i64,
-    pub since_ms: i64,
-    /// When the latest was counted.
-    pub last_ms: i64,
-}
+pub use crate::domain::Attempts;
 
 /// Decides on a sign-in attempt from its counters: changes them and accepts, or says how long
 /// to wait (then nothing is written).

@@ -1,9 +1,8 @@
 //! Admin UI sign-in: session cookies, the signed-in user as an extractor, CSRF checks for every
-//! state-changing form, and login throttling per account and per client address.
+//! state-changing form, and the client's address the sign-in throttle counts by (the throttle
+//! itself is `service::SignInThrottle`, its rule `domain::SignInRule`).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
@@ -15,8 +14,6 @@ use super::AppState;
 use super::error::AppError;
 use crate::domain::{Role, User};
 use crate::service::SESSION_LIFETIME;
-use crate::store::{Attempts, Store};
-use sha2::{Digest, Sha256};
 
 pub const COOKIE: &str = "herald_session";
 /// Behind https the cookie carries the `__Host-` prefix: browsers then accept it only when
@@ -291,258 +288,9 @@ pub fn wait_text(wait: Duration) -> String {
     }
 }
 
-/// What a throttled attempt is for: sign-in names and the setup code never share counters
-/// (an account called `setup` is just an account).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scope {
-    Login,
-    Setup,
-}
-
-/// Sign-in attempts within a window, counted in the database so that every instance on it
-/// throttles as one. An attempt is counted *before* its password is checked (the check and
-/// the count are one step), so a burst of concurrent attempts checks at most the limit's
-/// worth of passwords, however the burst is spread over instances; a success takes its
-/// attempt back.
-pub struct LoginThrottle {
-    store: Arc<dyn Store>,
-    window: Duration,
-    per_pair: i64,
-    per_address: i64,
-    /// Past this many failures on one account from anywhere, each further attempt waits a
-    /// growing delay (1 s, 2 s, 4 s … up to a minute) after the one before.
-    account_slowdown: i64,
-    /// When counters past the window were last dropped (unix ms).
-    swept_ms: AtomicI64,
-}
-
-/// How often old counters are dropped.
-const SWEEP_MS: i64 = 60_000;
-
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
-}
-
-impl LoginThrottle {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self {
-            store,
-            window: Duration::from_secs(15 * 60),
-            per_pair: 5,
-            per_address: 20,
-            account_slowdown: 20,
-            swept_ms: AtomicI64::new(0),
-        }
-    }
-
-    /// The three counters an attempt counts against: one account from one address (the limit
-    /// a guesser hits), one address with any account (a spray from one place), and one
-    /// account from any address (slowed down past its cap, never locked, so nobody can keep
-    /// the admin out by guessing from elsewhere). The typed name is hashed: it may be a
-    /// password typed into the wrong field, and it has no length limit.
-    fn keys(scope: Scope, name: &str, ip: Option<IpAddr>) -> Vec<String> {
-        let scope = match scope {
-            Scope::Login => "login",
-            Scope::Setup => "setup",
-        };
-        let account: String = Sha256::digest(name.trim().to_lowercase().as_bytes())
-            .iter()
-            .take(16)
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let ip = ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
-        vec![
-            format!("{scope} pair {ip} {account}"),
-            format!("{scope} address {ip}"),
-            format!("{scope} account {account}"),
-        ]
-    }
-
-    fn window_ms(&self) -> i64 {
-        self.window.as_millis() as i64
-    }
-
-    /// Count an attempt, or say how long to wait when it is over a limit (then nothing is
-    /// counted and no password may be checked).
-    pub async fn begin(
-        &self,
-        scope: Scope,
-        name: &str,
-        ip: Option<IpAddr>,
-    ) -> Result<Result<(), Duration>, AppError> {
-        let now = now_ms();
-        self.sweep(now).await;
-        let window = self.window_ms();
-        let rule = |counts: &mut [Attempts]| {
-            for c in counts.iter_mut() {
-                if c.since_ms <= now - window || c.n == 0 {
-                    // Past the window (or taken back to nothing): a fresh count.
-                    c.n = 0;
-                    c.since_ms = now;
-                }
-            }
-            let wait_out = |c: &Attempts, limit: i64| {
-                (c.n >= limit)
-                    .then(|| Duration::from_millis((c.since_ms + window - now).max(0) as u64))
-            };
-            let [pair, address, account] = counts else {
-                // Not the three counters asked for: refuse rather than guess.
-                return Err(self.window);
-            };
-            if let Some(wait) = wait_out(pair, self.per_pair)
-                .into_iter()
-                .chain(wait_out(address, self.per_address))
-                .max()
-            {
-                return Err(wait);
-            }
-            if account.n >= self.account_slowdown {
-                let over = (account.n - self.account_slowdown).min(6);
-                let delay = (1000i64 << over).min(60_000);
-                let since_last = now - account.last_ms;
-                if since_last < delay {
-                    return Err(Duration::from_millis((delay - since_last) as u64));
-                }
-            }
-            for c in counts.iter_mut() {
-                c.n += 1;
-                c.last_ms = now;
-            }
-            Ok(())
-        };
-        Ok(self
-            .store
-            .count_attempts(&Self::keys(scope, name, ip), now, &rule)
-            .await?)
-    }
-
-    /// The attempt begun for `name` from `ip` never had its password checked (no slot was
-    /// free): it does not count.
-    pub async fn cancel(&self, scope: Scope, name: &str, ip: Option<IpAddr>) {
-        self.take_back(scope, name, ip, false).await
-    }
-
-    /// The attempt begun for `name` from `ip` was right: it was no failure, and that account
-    /// from that address starts afresh.
-    pub async fn succeeded(&self, scope: Scope, name: &str, ip: Option<IpAddr>) {
-        self.take_back(scope, name, ip, true).await
-    }
-
-    async fn take_back(&self, scope: Scope, name: &str, ip: Option<IpAddr>, clear_pair: bool) {
-        let rule = |counts: &mut [Attempts]| {
-            for (i, c) in counts.iter_mut().enumerate() {
-                c.n = if clear_pair && i == 0 {
-                    0
-                } else {
-                    (c.n - 1).max(0)
-                };
-            }
-            Ok(())
-        };
-        // Taking back is a kindness, not a safeguard: a failure only leaves a count too high.
-        if let Err(e) = self
-            .store
-            .count_attempts(&Self::keys(scope, name, ip), now_ms(), &rule)
-            .await
-        {
-            tracing::warn!(error = %e, "could not take back a sign-in attempt");
-        }
-    }
-
-    /// Drop counters past the window, at most once a minute per instance.
-    async fn sweep(&self, now: i64) {
-        let last = self.swept_ms.load(Ordering::Relaxed);
-        if now - last < SWEEP_MS
-            || self
-                .swept_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return;
-        }
-        if let Err(e) = self.store.forget_attempts(now - self.window_ms()).await {
-            tracing::warn!(error = %e, "could not drop old sign-in counters");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ip(last: u8) -> Option<IpAddr> {
-        Some(IpAddr::from([192, 0, 2, last]))
-    }
-
-    async fn throttle() -> LoginThrottle {
-        let store = crate::store::SqlStore::connect("sqlite::memory:")
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
-        LoginThrottle::new(Arc::new(store))
-    }
-
-    async fn allowed(t: &LoginThrottle, scope: Scope, name: &str, ip: Option<IpAddr>) -> bool {
-        t.begin(scope, name, ip).await.unwrap().is_ok()
-    }
-
-    #[tokio::test]
-    async fn a_guesser_is_stopped_without_locking_the_owner_out() {
-        let t = throttle().await;
-        for _ in 0..5 {
-            assert!(allowed(&t, Scope::Login, "alice", ip(1)).await);
-        }
-        assert!(
-            !allowed(&t, Scope::Login, "alice", ip(1)).await,
-            "the pair is over its limit"
-        );
-        // The owner, elsewhere, is not locked out.
-        assert!(allowed(&t, Scope::Login, "Alice ", ip(2)).await);
-        t.succeeded(Scope::Login, "alice", ip(2)).await;
-        // The setup code's counters are its own.
-        assert!(allowed(&t, Scope::Setup, "alice", ip(1)).await);
-    }
-
-    #[tokio::test]
-    async fn a_cancelled_attempt_does_not_count() {
-        let t = throttle().await;
-        for _ in 0..20 {
-            assert!(allowed(&t, Scope::Login, "bob", ip(3)).await);
-            t.cancel(Scope::Login, "bob", ip(3)).await;
-        }
-        assert!(allowed(&t, Scope::Login, "bob", ip(3)).await);
-    }
-
-    #[tokio::test]
-    async fn many_addresses_slow_an_account_down_instead_of_locking_it() {
-        let t = throttle().await;
-        for i in 0..20 {
-            assert!(allowed(&t, Scope::Login, "admin", ip(i)).await);
-        }
-        // Past the cap: the next attempt right away must wait; it is not refused for 15 min.
-        let wait = t
-            .begin(Scope::Login, "admin", ip(100))
-            .await
-            .unwrap()
-            .unwrap_err();
-        assert!(wait <= Duration::from_secs(1), "{wait:?}");
-        tokio::time::sleep(wait + Duration::from_millis(20)).await;
-        let counted = std::time::Instant::now();
-        assert!(allowed(&t, Scope::Login, "admin", ip(101)).await);
-        let wait = t
-            .begin(Scope::Login, "admin", ip(102))
-            .await
-            .unwrap()
-            .unwrap_err();
-        // The delay doubled to 2 s after the attempt just counted; however slow this machine
-        // was between the two calls, what is left plus what passed is those 2 s.
-        let passed = counted.elapsed();
-        assert!(wait <= Duration::from_secs(2), "{wait:?}");
-        assert!(
-            wait + passed + Duration::from_millis(5) >= Duration::from_secs(2),
-            "{wait:?} left after {passed:?}"
-        );
-    }
 
     fn from(peer: &str, headers: &[(&str, &str)], trusted: &[&str]) -> Option<IpAddr> {
         let mut ext = axum::http::Extensions::new();
@@ -670,15 +418,5 @@ mod tests {
         assert!("localhost".parse::<crate::config::Cidr>().is_err());
         let all: crate::config::Cidr = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains("192.0.2.1".parse().unwrap()));
-    }
-
-    #[tokio::test]
-    async fn one_address_spraying_accounts_is_stopped() {
-        let t = throttle().await;
-        for i in 0..20 {
-            assert!(allowed(&t, Scope::Login, &format!("user{i}"), ip(7)).await);
-        }
-        assert!(!allowed(&t, Scope::Login, "user99", ip(7)).await);
-        assert!(allowed(&t, Scope::Login, "user99", ip(8)).await);
     }
 }

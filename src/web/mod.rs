@@ -45,7 +45,6 @@ pub struct Inner {
     /// Set on the first shutdown signal: `/readyz` answers 503 from then on.
     pub draining: Arc<AtomicBool>,
     pub metrics: PrometheusHandle,
-    pub logins: auth::LoginThrottle,
     /// While no user exists: the code that lets the first visitor of `/admin/setup` become
     /// admin (printed in the log at start).
     pub setup_code: Option<crate::config::Secret>,
@@ -74,7 +73,6 @@ impl AppState {
         setup_code: Option<crate::config::Secret>,
     ) -> Self {
         Self(Arc::new(Inner {
-            logins: auth::LoginThrottle::new(service.store().clone()),
             setup_code,
             // Handlers change things as someone: `service.acting(signed_in.actor())`. One that
             // forgets is refused by the service, never let through.

@@ -41,6 +41,26 @@ impl TryFrom<TokenRow> for ApiToken {
     }
 }
 
+/// A sign-in counter as stored.
+#[derive(FromRow)]
+struct AttemptsRow {
+    attempt_key: String,
+    n: i64,
+    since_ms: i64,
+    last_ms: i64,
+}
+
+impl From<AttemptsRow> for Attempts {
+    fn from(r: AttemptsRow) -> Self {
+        Self {
+            key: r.attempt_key,
+            n: r.n,
+            since_ms: r.since_ms,
+            last_ms: r.last_ms,
+        }
+    }
+}
+
 /// Write an audit entry inside the transaction of the change it records.
 pub(super) async fn insert_audit(
     tx: &mut Transaction<'_, Any>,
@@ -457,7 +477,7 @@ impl Accounts for SqlStore {
         let mut found: Vec<Option<Attempts>> = vec![None; keys.len()];
         for i in order {
             found[i] = Some(
-                sqlx::query_as::<_, Attempts>(
+                sqlx::query_as::<_, AttemptsRow>(
                     "INSERT INTO login_attempts (attempt_key, n, since_ms, last_ms) \
                      VALUES ($1, 0, $2, $2) \
                      ON CONFLICT (attempt_key) DO UPDATE SET n = login_attempts.n \
@@ -466,7 +486,8 @@ impl Accounts for SqlStore {
                 .bind(&keys[i])
                 .bind(now_ms)
                 .fetch_one(&mut *tx)
-                .await?,
+                .await?
+                .into(),
             );
         }
         let before: Vec<Attempts> = found.into_iter().flatten().collect();

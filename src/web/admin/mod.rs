@@ -15,9 +15,10 @@ use jiff::Timestamp;
 use serde::Deserialize;
 
 use super::AppState;
-use super::auth::{self, CsrfForm, LoginThrottle, Scope, SignedIn};
+use super::auth::{self, CsrfForm, SignedIn};
 use super::error::{AppError, Form, Path, Query};
 use super::view::{Site, TimeView, WindowView, time, window_view};
+use crate::domain::Scope;
 use crate::domain::{
     Automation, DomainError, Impact, NewMaintenance, NewStep, Role, Schedule, StepAction,
     StepState, ValidationError, WindowAction, WindowState,

@@ -89,7 +89,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
             },
         )
     };
-    let throttle: &LoginThrottle = &state.logins;
+    let throttle = state.service.sign_ins();
     if let Err(wait) = throttle.begin(Scope::Login, &form.name, ip).await? {
         return again(
             StatusCode::TOO_MANY_REQUESTS,
@@ -180,7 +180,7 @@ pub async fn setup(State(state): State<AppState>, request: Request) -> Result<Re
             },
         )
     };
-    if let Err(wait) = state.logins.begin(Scope::Setup, "", ip).await? {
+    if let Err(wait) = state.service.sign_ins().begin(Scope::Setup, "", ip).await? {
         return again(
             StatusCode::TOO_MANY_REQUESTS,
             format!("Too many wrong codes. Try again {}.", auth::wait_text(wait)),
