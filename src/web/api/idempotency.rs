@@ -13,10 +13,12 @@
 //! Answers that say "try again" (401, 408, 429, 5xx) are not kept: the key is released, and the
 //! retry runs the request afresh.
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -35,9 +37,44 @@ pub const REPLAYED: &str = "idempotent-replayed";
 /// How long a retry waits for the first request with its key to be answered.
 const WAIT_FOR_FIRST: Duration = Duration::from_secs(10);
 
-/// The methods a key applies to: every write.
-fn keyed(method: &Method) -> bool {
-    [Method::POST, Method::PUT, Method::PATCH].contains(method)
+/// The operations a key applies to: every write the API declares (by method and route
+/// template), so that any other method on a route still answers 405 before a key is looked
+/// at.
+#[derive(Clone)]
+pub struct Keyed {
+    state: AppState,
+    writes: Arc<HashSet<(Method, String)>>,
+}
+
+impl Keyed {
+    pub fn new(state: AppState, api: &utoipa::openapi::OpenApi) -> Self {
+        let mut writes = HashSet::new();
+        for (path, item) in &api.paths.paths {
+            for (method, operation) in [
+                (Method::POST, &item.post),
+                (Method::PUT, &item.put),
+                (Method::PATCH, &item.patch),
+            ] {
+                if operation.is_some() {
+                    writes.insert((method, path.clone()));
+                }
+            }
+        }
+        Self {
+            state,
+            writes: Arc::new(writes),
+        }
+    }
+
+    fn applies(&self, request: &Request) -> bool {
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .is_some_and(|route| {
+                self.writes
+                    .contains(&(request.method().clone(), route.as_str().to_owned()))
+            })
+    }
 }
 
 /// The key as sent: a plain token (Stripe) or a quoted string (the draft's sf-string).
@@ -62,10 +99,11 @@ fn kept(status: StatusCode) -> bool {
 }
 
 /// The middleware, on every `/api/v1` route.
-pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if !keyed(request.method()) {
+pub async fn layer(State(keyed): State<Keyed>, request: Request, next: Next) -> Response {
+    if !keyed.applies(&request) {
         return next.run(request).await;
     }
+    let state = keyed.state;
     let Some(value) = request.headers().get(HEADER) else {
         return next.run(request).await;
     };

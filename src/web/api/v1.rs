@@ -662,7 +662,7 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         router
             .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
             .layer(axum::middleware::from_fn_with_state(
-                state.clone(),
+                super::idempotency::Keyed::new(state.clone(), &api),
                 super::idempotency::layer,
             ))
             .route("/api/v1/{*rest}", axum::routing::any(super::not_found)),
