@@ -7,7 +7,7 @@
 # WARMUP (default 2s), CONNECTIONS (default "64 256"), WRK_THREADS (default "1 2"),
 # CARGO_TARGET_DIR (default ~/.cache/herald-target). See bench/README.md.
 #
-# It builds Herald in release mode (PROFILE=dist for the dist profile), starts it on a
+# It builds Herald in release mode (or the cargo profile PROFILE names), starts it on a
 # throwaway SQLite database with the demo
 # data, saves `/` as served to a client without Accept-Encoding, serves that file with nginx,
 # and runs wrk against both, alternating, on 127.0.0.1 only. It prints medians per connection
@@ -16,7 +16,7 @@
 set -euo pipefail
 
 DURATION="${DURATION:-10s}"
-PROFILE="${PROFILE:-release}" # or dist (fat LTO, README "Release build")
+PROFILE="${PROFILE:-release}" # another cargo profile to compare, e.g. one with fat LTO
 ROUNDS="${ROUNDS:-3}"
 WARMUP="${WARMUP:-2s}"
 CONNECTIONS="${CONNECTIONS:-64 256}"
