@@ -511,10 +511,10 @@ impl super::Sender for Discord {
                         .unwrap_or_default();
                     discord_message(window, update, &job.page_url, &prefix)
                 });
-                // As of the event (its time in the embed, how long things took), not of the
-                // delivery, which may come later.
-                let embed =
-                    discord_embed(window, &job.page_url, &self.site_name, update.created_at);
+                // As of the last change to what is shown (loaded at delivery), not of the
+                // delivery itself, which may come later.
+                let as_of = window.updated_at.max(update.created_at);
+                let embed = discord_embed(window, &job.page_url, &self.site_name, as_of);
                 (embed, content, mention)
             }
             // Rollouts mention nobody: a deploy is not a call to arms.
@@ -522,7 +522,8 @@ impl super::Sender for Discord {
                 let content = update
                     .filter(|_| milestone)
                     .map(|u| discord_rollout_message(rollout, u, &job.page_url));
-                let as_of = update.map_or(rollout.updated_at, |u| u.created_at);
+                let as_of =
+                    update.map_or(rollout.updated_at, |u| rollout.updated_at.max(u.created_at));
                 let embed = discord_rollout_embed(rollout, &job.page_url, &self.site_name, as_of);
                 (embed, content, None)
             }

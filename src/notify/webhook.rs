@@ -97,14 +97,15 @@ impl Webhook {
 impl Sender for Webhook {
     async fn send(&self, job: &Job<'_>, _: &dyn Progress) -> Result<Sent, SendError> {
         let public_url = &self.settings.public_url;
-        // What changes with time (a drain's length, staleness) is told as of the event, not
-        // as of the delivery, which may come later (a retry, an outage of the receiver).
+        // What changes with time (a drain's length, staleness) is told as of the last change
+        // to what is sent, not as of the delivery, which may come later (a retry, an outage
+        // of the receiver): the state is loaded at delivery, so the time goes with it.
         let body = match job.about {
             About::Window { window, update } => json!({
                 "type": format!("maintenance.{}", update.kind.as_str()),
                 "timestamp": update.created_at,
                 "data": {
-                    "maintenance": crate::wire::maintenance_json(window, public_url, update.created_at),
+                    "maintenance": crate::wire::maintenance_json(window, public_url, window.updated_at.max(update.created_at)),
                     "update": crate::wire::update_json(update),
                 },
             }),
@@ -115,7 +116,7 @@ impl Sender for Webhook {
                 "type": format!("rollout.{}", update.kind.as_str()),
                 "timestamp": update.created_at,
                 "data": {
-                    "rollout": crate::wire::rollout_json(rollout, public_url, update.created_at),
+                    "rollout": crate::wire::rollout_json(rollout, public_url, rollout.updated_at.max(update.created_at)),
                     "update": crate::wire::rollout_update_json(update),
                 },
             }),

@@ -22,6 +22,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument as _;
 
 use super::ApiError;
 use super::v1::BODY_LIMIT;
@@ -144,15 +145,24 @@ pub async fn layer(State(keyed): State<Keyed>, request: Request, next: Next) -> 
         }
     }
     let request = Request::from_parts(parts, Body::from(bytes));
-    let service = service.clone();
-    // Its own task: the answer is stored even when the client hangs up first.
-    let answered = tokio::spawn(async move {
-        let response = next.run(request).await;
-        settle(&service, &keyed, response).await
+    // Its own task: the answer is stored even when the client hangs up first. The request's
+    // span goes with it, so the handler's logs keep their request id.
+    let answered = tokio::spawn({
+        let (service, keyed) = (service.clone(), keyed.clone());
+        async move {
+            let response = next.run(request).await;
+            settle(&service, &keyed, response).await
+        }
+        .instrument(tracing::Span::current())
     });
     match answered.await {
         Ok(response) => response,
         Err(e) => {
+            // A panic in the handler: no answer to keep, so a retry may run it again now
+            // rather than wait out the claim.
+            if let Err(e) = service.release_key(&keyed).await {
+                tracing::warn!(error = %e, "could not release an idempotency key");
+            }
             tracing::error!(error = %e, "a keyed API request's task ended without an answer");
             ApiError::App(crate::web::error::AppError::Internal(anyhow::anyhow!(
                 "the request's task ended: {e}"

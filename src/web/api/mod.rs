@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{AppError, ErrorCause};
-use crate::domain::{ApiToken, DomainError, Role};
+use crate::domain::{ApiToken, DomainError};
 
 /// A failure on an API route.
 #[derive(Debug)]
@@ -175,20 +175,6 @@ impl IntoResponse for ApiError {
 pub struct Bearer(pub ApiToken);
 
 impl Bearer {
-    /// Refuse unless the token's role allows `needed`.
-    pub fn require(&self, needed: Role) -> ApiResult<()> {
-        if self.0.role.allows(needed) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden("this token's role may not do this"))
-        }
-    }
-
-    /// Who the audit log names for this token.
-    pub fn actor(&self) -> String {
-        self.actor_id().to_string()
-    }
-
     /// The service, changing things in this token's name and with its role.
     pub fn service(&self, state: &AppState) -> crate::service::Service {
         state.service.acting(self.actor_id())
