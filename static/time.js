@@ -38,7 +38,11 @@
       var date = new Date(el.getAttribute("datetime"));
       if (isNaN(date)) continue;
       if (!el.hasAttribute("data-utc")) el.setAttribute("data-utc", el.getAttribute("title") || el.textContent);
-      el.textContent = format(date, el.getAttribute("data-style"));
+      var style = el.getAttribute("data-style");
+      // An end shown as a time of day only when it falls on its start's day where the reader is.
+      var start = el.hasAttribute("data-same-day") && new Date(el.getAttribute("data-same-day"));
+      if (start && !isNaN(start) && wallClock(start, zone()).slice(0, 10) !== wallClock(date, zone()).slice(0, 10)) style = "full";
+      el.textContent = format(date, style);
       el.setAttribute("title", el.getAttribute("data-utc"));
     }
     var note = document.getElementById("zone-note");
@@ -61,13 +65,47 @@
     }
   }
 
-  // Forms that take times in a named zone start with the reader's own zone (UTC without script).
+  // A date and time as a datetime-local field holds it ("2026-12-13T02:00"), in zone `tz`.
+  function wallClock(date, tz) {
+    var p = {};
+    new Intl.DateTimeFormat("en-US", {
+      year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+      hourCycle: "h23", timeZone: tz
+    }).formatToParts(date).forEach(function (part) { p[part.type] = part.value; });
+    return p.year + "-" + p.month + "-" + p.day + "T" + p.hour + ":" + p.minute;
+  }
+
+  // Forms that take times in a named zone arrive in UTC (what a page without script shows).
+  // The script moves the whole form to the reader's zone: the zone's name and every time in
+  // it together, so the times still mean the same instants and saving unchanged changes
+  // nothing. A form whose times cannot all be read is left as it came.
   function preferLocalZone() {
-    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    var local = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (!local || local === "UTC") return;
     var fields = document.querySelectorAll("input[name='time_zone']");
     for (var i = 0; i < fields.length; i++) {
-      if (zone && fields[i].value === "UTC" && fields[i].defaultValue === "UTC") fields[i].value = zone;
+      var field = fields[i];
+      if (field.value !== "UTC" || !field.form) continue;
+      var inputs = field.form.querySelectorAll("input[type='datetime-local']");
+      var moved = [], readable = true;
+      for (var j = 0; j < inputs.length; j++) {
+        if (!inputs[j].value) continue;
+        var at = new Date(inputs[j].value.slice(0, 16) + ":00Z");
+        if (isNaN(at)) { readable = false; break; }
+        moved.push([inputs[j], wallClock(at, local)]);
+      }
+      if (!readable) continue;
+      moved.forEach(function (m) { m[0].value = m[1]; });
+      field.value = local;
     }
+  }
+
+  // Typing a date means "at a set time": choose it, so the date is not dropped.
+  function dateChoosesFixed(event) {
+    var input = event.target;
+    if (!input || input.type !== "datetime-local" || !input.form || !input.value) return;
+    var fixed = input.form.querySelector("input[name='when'][value='fixed']");
+    if (fixed) fixed.checked = true;
   }
 
   // Regions marked data-live (an admin page watching a rollout) are refreshed from the server
@@ -93,8 +131,51 @@
       .catch(function () { /* the next round tries again */ });
   }
 
+  // Buttons that only work with script are shown by it: Copy (a one-time token), Show/Hide (a
+  // secret field), and a slug suggested from the name until someone types one.
+  function enhanceForms() {
+    var copies = document.querySelectorAll("[data-copy]");
+    for (var i = 0; i < copies.length; i++) {
+      if (!navigator.clipboard) continue;
+      copies[i].hidden = false;
+      copies[i].addEventListener("click", function (event) {
+        var button = event.currentTarget;
+        var source = document.getElementById(button.getAttribute("data-copy"));
+        navigator.clipboard.writeText(source.textContent.trim()).then(function () {
+          button.textContent = "Copied";
+        }, function () { button.textContent = "Select and copy it"; });
+      });
+    }
+    var reveals = document.querySelectorAll("[data-reveal]");
+    for (var j = 0; j < reveals.length; j++) {
+      reveals[j].hidden = false;
+      reveals[j].addEventListener("click", function (event) {
+        var button = event.currentTarget;
+        var field = document.getElementById(button.getAttribute("data-reveal"));
+        var show = field.type === "password";
+        field.type = show ? "text" : "password";
+        button.textContent = show ? "Hide" : "Show";
+        button.setAttribute("aria-pressed", show ? "true" : "false");
+      });
+    }
+    var slug = document.querySelector("input[data-slug-from]");
+    if (slug) {
+      var name = document.getElementById(slug.getAttribute("data-slug-from"));
+      var touched = slug.value !== "";
+      slug.addEventListener("input", function () { touched = slug.value !== ""; });
+      if (name) name.addEventListener("input", function () {
+        if (touched) return;
+        slug.value = name.value.toLowerCase().normalize("NFKD").replace(/[\u0300-\u036f]/g, "")
+          .replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 64);
+      });
+    }
+  }
+
+  document.addEventListener("input", dateChoosesFixed);
+  document.addEventListener("change", dateChoosesFixed);
   document.addEventListener("DOMContentLoaded", function () {
     preferLocalZone();
+    enhanceForms();
     render();
     tick();
     setInterval(tick, 30000);

@@ -589,9 +589,64 @@ fn clean_note(note: Option<&str>) -> Result<Option<String>, ValidationError> {
     }
 }
 
+/// How the update that gives an undated window its first date begins ("Rescheduled" is for
+/// moving a date already announced).
+pub const DATE_SET: &str = "Date set.";
+
 /// A compact UTC rendering used in generated update texts.
 pub fn format_utc(t: Timestamp) -> String {
     t.strftime("%a %-d %b %Y, %H:%M UTC").to_string()
+}
+
+/// The times written by [`format_utc`] in a text (an update's body, a note), as byte ranges
+/// and instants, in order: the text is where an update keeps its times, and each reader
+/// shows them its own way (the page in the reader's zone, Discord as its timestamp tags). Only
+/// exact renderings count, weekday included, so other text is never taken for a time.
+pub fn utc_times(text: &str) -> Vec<(std::ops::Range<usize>, Timestamp)> {
+    const DAYS: [&str; 7] = ["Mon ", "Tue ", "Wed ", "Thu ", "Fri ", "Sat ", "Sun "];
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < text.len() {
+        let rest = &text[i..];
+        let hit = DAYS.iter().any(|d| rest.starts_with(d)).then(|| {
+            [26, 25].into_iter().find_map(|len| {
+                let candidate = rest.get(..len)?;
+                let civil = jiff::civil::DateTime::strptime(
+                    "%a %d %b %Y, %H:%M UTC",
+                    candidate,
+                )
+                .ok()?;
+                let t = civil.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+                (format_utc(t) == candidate).then_some((len, t))
+            })
+        });
+        match hit.flatten() {
+            Some((len, t)) => {
+                found.push((i..i + len, t));
+                i += len;
+            }
+            None => i += rest.chars().next().map_or(1, char::len_utf8),
+        }
+    }
+    found
+}
+
+/// `text` with each of its [`utc_times`] replaced by `render(time)` and every other part by
+/// `other(part)`.
+pub fn map_utc_times(
+    text: &str,
+    mut other: impl FnMut(&str) -> String,
+    mut render: impl FnMut(Timestamp) -> String,
+) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (range, t) in utc_times(text) {
+        out.push_str(&other(&text[at..range.start]));
+        out.push_str(&render(t));
+        at = range.end;
+    }
+    out.push_str(&other(&text[at..]));
+    out
 }
 
 impl Maintenance {
@@ -753,12 +808,17 @@ impl Maintenance {
             // A draft is not public; its changes make no timeline entry.
             return Ok(Vec::new());
         }
+        let first_date = self.state == WindowState::Planned && self.starts_at.is_some();
         self.state = if self.starts_at.is_some() {
             WindowState::Scheduled
         } else {
             WindowState::Planned
         };
-        let body = format!("Rescheduled. {}", self.schedule_text());
+        let body = if first_date {
+            format!("{DATE_SET} {}", self.schedule_text())
+        } else {
+            format!("Rescheduled. {}", self.schedule_text())
+        };
         Ok(vec![self.update(UpdateKind::Rescheduled, body, now)])
     }
 

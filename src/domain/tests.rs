@@ -726,3 +726,24 @@ fn after_a_tick_nothing_is_due_until_later() {
         }
     }
 }
+
+#[test]
+fn times_in_texts_are_found_exactly() {
+    let t: Timestamp = "2026-12-13T01:00:00Z".parse().unwrap();
+    let t2: Timestamp = "2026-12-05T22:30:00Z".parse().unwrap();
+    let text = format!(
+        "Rescheduled. Scheduled for {} until {}. Not a time: Sun 14 Dec 2026, 01:00 UTC (wrong weekday), Mon 99 Dec.",
+        format_utc(t),
+        format_utc(t2)
+    );
+    let found = utc_times(&text);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0].1, t);
+    assert_eq!(&text[found[0].0.clone()], "Sun 13 Dec 2026, 01:00 UTC");
+    assert_eq!(found[1].1, t2);
+    assert_eq!(&text[found[1].0.clone()], "Sat 5 Dec 2026, 22:30 UTC");
+    let tagged = map_utc_times(&text, str::to_owned, |t| format!("<t:{}:F>", t.as_second()));
+    assert!(tagged.starts_with(&format!("Rescheduled. Scheduled for <t:{}:F> until <t:{}:F>.", t.as_second(), t2.as_second())), "{tagged}");
+    assert!(tagged.contains("Sun 14 Dec 2026, 01:00 UTC"));
+    assert!(utc_times("ünïcödé Sun ").is_empty());
+}

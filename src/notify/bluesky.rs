@@ -413,7 +413,7 @@ impl super::Sender for Bluesky {
             return Ok(Sent {
                 remote_url: Some(Self::web_url(&session, rkey.as_str())),
                 thread: Some(thread_after(&uri, &cid)),
-                remote_id: uri,
+                remote_id: Some(uri),
             });
         }
 
@@ -463,7 +463,7 @@ impl super::Sender for Bluesky {
                     return Ok(Sent {
                         remote_url: Some(Self::web_url(&session, rkey.as_str())),
                         thread: Some(thread_after(&uri, &cid)),
-                        remote_id: uri,
+                        remote_id: Some(uri),
                     });
                 }
                 return Err(e.into_send_error("posting"));
@@ -477,7 +477,7 @@ impl super::Sender for Bluesky {
         let url = Self::web_url(&session, rkey.as_str());
         progress.posted(uri, Some(&url)).await;
         Ok(Sent {
-            remote_id: uri.to_owned(),
+            remote_id: Some(uri.to_owned()),
             remote_url: Some(url),
             thread: Some(thread_after(uri, cid)),
         })

@@ -237,12 +237,17 @@ impl Discord {
         if !status.is_success() {
             return Err(classify(status, &headers, &body, what));
         }
-        if body.is_empty() {
-            return Ok(None);
+        // Any 2xx is done: asking again would post again. An answer without a readable body
+        // (a relay or proxy answering 204) only means Herald does not learn what was made.
+        match serde_json::from_slice(&body) {
+            Ok(value) => Ok(Some(value)),
+            Err(e) => {
+                if !body.is_empty() {
+                    tracing::warn!(what, error = %e, "Discord's success answer is unreadable");
+                }
+                Ok(None)
+            }
         }
-        serde_json::from_slice(&body)
-            .map(Some)
-            .map_err(|e| SendError::transient(format!("{what}: unreadable answer: {e}")))
     }
 
     /// Before a request: wait while Discord's bucket is empty, or give the attempt back with
@@ -280,10 +285,9 @@ impl Discord {
         }
     }
 
-    fn message_from(value: Option<serde_json::Value>, what: &str) -> Result<MessageRef, SendError> {
-        value
-            .and_then(|v| serde_json::from_value(v).ok())
-            .ok_or_else(|| SendError::transient(format!("{what}: Discord's answer has no message")))
+    /// The message an answer describes; `None` when it describes none (a 2xx without a body).
+    fn message_from(value: Option<serde_json::Value>) -> Option<MessageRef> {
+        value.and_then(|v| serde_json::from_value(v).ok())
     }
 
     fn json<T: serde::Serialize>(body: &T) -> Option<Vec<u8>> {
@@ -332,14 +336,15 @@ impl Discord {
     }
 
     /// Post a message: content and/or the embed. Bot messages carry `nonce`, so a repeat
-    /// within Discord's window returns the first message instead of a second one.
+    /// within Discord's window returns the first message instead of a second one. `None`: the
+    /// post was accepted without the answer saying which message it made.
     async fn post(
         &self,
         content: Option<String>,
         embed: Option<CreateEmbed>,
         nonce: &str,
         mention: Option<RoleId>,
-    ) -> Result<MessageRef, SendError> {
+    ) -> Result<Option<MessageRef>, SendError> {
         let mut allowed = CreateAllowedMentions::new();
         if let Some(role) = mention {
             allowed = allowed.roles([role]);
@@ -383,7 +388,7 @@ impl Discord {
                 .params(Some(vec![("wait", "true".to_owned())]))
             }
         };
-        Self::message_from(self.call(request, "posting").await?, "posting")
+        Ok(Self::message_from(self.call(request, "posting").await?))
     }
 
     /// Replace the announcement's embed. A message deleted in Discord is not an error: there
@@ -485,9 +490,20 @@ impl Discord {
         }
     }
 
+    /// Delivered, but the answer did not say which message it made: nothing to link to or to
+    /// edit later. Without a thread of its own, the window's next delivery posts a new live
+    /// message rather than editing this one.
+    fn sent_unknown(thread: Option<Thread>) -> Sent {
+        Sent {
+            remote_id: None,
+            remote_url: None,
+            thread,
+        }
+    }
+
     fn sent(&self, place: &Place, message: &MessageRef, thread: Thread) -> Sent {
         Sent {
-            remote_id: message.id.clone(),
+            remote_id: Some(message.id.clone()),
             remote_url: self.link(place, message),
             thread: Some(thread),
         }
@@ -547,9 +563,12 @@ impl super::Sender for Discord {
                 let message = match posted {
                     Some(m) => m,
                     None => {
-                        let m = self
+                        let Some(m) = self
                             .post(content, Some(embed), &d.idem_key, mention)
-                            .await?;
+                            .await?
+                        else {
+                            return Ok(Self::sent_unknown(None));
+                        };
                         let link = self.link(&place, &m);
                         progress.posted(&m.id, link.as_deref()).await;
                         progress
@@ -588,7 +607,10 @@ impl super::Sender for Discord {
                 let message = match posted {
                     Some(m) => m,
                     None => {
-                        let m = self.post(Some(content), None, &d.idem_key, mention).await?;
+                        let Some(m) = self.post(Some(content), None, &d.idem_key, mention).await?
+                        else {
+                            return Ok(Self::sent_unknown(Some(thread.clone())));
+                        };
                         let link = self.link(&place, &m);
                         progress.posted(&m.id, link.as_deref()).await;
                         m
@@ -603,8 +625,10 @@ impl super::Sender for Discord {
     async fn test(&self, text: &str) -> Result<String, SendError> {
         let place = self.place().await?.clone();
         let nonce = format!("t{}", crate::ids::random_hex(20));
-        let m = self.post(Some(text.to_owned()), None, &nonce, None).await?;
-        Ok(self.link(&place, &m).unwrap_or(m.id))
+        match self.post(Some(text.to_owned()), None, &nonce, None).await? {
+            Some(m) => Ok(self.link(&place, &m).unwrap_or(m.id)),
+            None => Ok("delivered (the answer did not say which message it made)".to_owned()),
+        }
     }
 }
 

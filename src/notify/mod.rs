@@ -143,8 +143,9 @@ impl SendError {
 /// A confirmed delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
-    /// Message id or record URI.
-    pub remote_id: String,
+    /// Message id or record URI; `None` when the receiver accepted the post without saying
+    /// which it is (a relay answering 204): delivered, but it cannot be edited later.
+    pub remote_id: Option<String>,
     /// Where a person can see it.
     pub remote_url: Option<String>,
     /// The thread as it stands after this delivery.
@@ -650,7 +651,7 @@ impl Worker {
                     .delivery_sent(
                         d.id,
                         d.attempts,
-                        &sent.remote_id,
+                        sent.remote_id.as_deref(),
                         sent.remote_url.as_deref(),
                         sent.thread.as_ref().map(|t| (thread_key, t)),
                         Timestamp::now(),

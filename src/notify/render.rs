@@ -48,6 +48,8 @@ pub struct Event {
     /// Discord: the expected end as a relative `<t:…:R>` tag, or empty.
     pub ends_discord: String,
     pub components: String,
+    /// A rescheduling that gave an undated window its first date.
+    pub date_set: bool,
 }
 
 #[derive(Template)]
@@ -182,11 +184,24 @@ impl Event {
         let step = update
             .step_position
             .and_then(|p| window.steps.iter().find(|s| s.position == p));
+        // Times in a text reach Discord as its timestamp tags, which each reader sees in their
+        // own zone; elsewhere they stay as written, in UTC.
+        let timed = |s: &str| {
+            if markdown {
+                crate::domain::map_utc_times(s, escape_markdown, |t| {
+                    format!("<t:{}:F>", t.as_second())
+                })
+            } else {
+                s.to_owned()
+            }
+        };
         Self {
             kind: update.kind.as_str(),
             title: text(&window.title),
-            body: text(&update.body),
-            note: update.note.as_deref().map(text),
+            body: timed(&update.body),
+            note: update.note.as_deref().map(timed),
+            date_set: update.kind == crate::domain::UpdateKind::Rescheduled
+                && update.body.starts_with(crate::domain::DATE_SET),
             step: step.map(|s| text(&s.title)).unwrap_or_default(),
             position: update.step_position.unwrap_or(0),
             done: window.steps_done(),

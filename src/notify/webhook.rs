@@ -129,7 +129,7 @@ impl Sender for Webhook {
         let id = &job.delivery.idem_key;
         self.post(id, body.to_string()).await?;
         Ok(Sent {
-            remote_id: id.clone(),
+            remote_id: Some(id.clone()),
             remote_url: None,
             thread: None,
         })

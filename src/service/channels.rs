@@ -254,10 +254,14 @@ impl Service {
         self.delivery(id).await
     }
 
-    /// Give up a failed delivery for good, so the window's later deliveries may go.
+    /// Give up a failed or waiting delivery for good, so the window's later deliveries may go.
     pub async fn skip_delivery(&self, id: i64) -> ServiceResult<Delivery> {
         self.require(Role::Maintainer)?;
-        if !self.store.skip_delivery(id).await? {
+        if !self
+            .store
+            .skip_delivery(id, Timestamp::now().as_millisecond())
+            .await?
+        {
             return Err(self.not_failed(id).await);
         }
         self.store
@@ -272,6 +276,29 @@ impl Service {
         self.delivery(id).await
     }
 
+    /// Hold a waiting delivery (one that keeps failing for a while, or whose post should wait)
+    /// until Retry or Skip; the window's later deliveries on that channel wait behind it.
+    pub async fn pause_delivery(&self, id: i64) -> ServiceResult<Delivery> {
+        self.require(Role::Maintainer)?;
+        let reason = format!("Paused by {}: Retry sends it, Skip drops it.", self.actor);
+        if !self
+            .store
+            .pause_delivery(id, Timestamp::now().as_millisecond(), &reason)
+            .await?
+        {
+            return Err(self.not_failed(id).await);
+        }
+        self.store
+            .audit(
+                &self.actor.to_string(),
+                "delivery.pause",
+                Some(&id.to_string()),
+                self.now(),
+            )
+            .await?;
+        self.delivery(id).await
+    }
+
     pub async fn delivery(&self, id: i64) -> ServiceResult<Delivery> {
         self.store
             .get_delivery(id)
@@ -283,7 +310,7 @@ impl Service {
         match self.delivery(id).await {
             Ok(d) => ServiceError::Domain(
                 crate::domain::RuleError::new(format!(
-                    "only a failed delivery can be retried or skipped; this one is {}",
+                    "only a failed or waiting delivery can be retried, skipped or paused, and not while it is being sent; this one is {}",
                     d.state.as_str()
                 ))
                 .into(),

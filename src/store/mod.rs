@@ -13,6 +13,7 @@ use crate::domain::{
 };
 
 pub use sql::{Backend, CopyOptions, CopyReport, SqlStore};
+pub(crate) use sql::outbox::HELD_MS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -349,7 +350,7 @@ pub trait Outbox: Send + Sync {
         &self,
         id: i64,
         attempt: i64,
-        remote_id: &str,
+        remote_id: Option<&str>,
         remote_url: Option<&str>,
         thread: Option<(Subject, &Thread)>,
         now: Timestamp,
@@ -374,10 +375,14 @@ pub trait Outbox: Send + Sync {
     async fn delivery_failed(&self, id: i64, attempt: i64, error: &str) -> StoreResult<()>;
     /// Fail pending deliveries whose deadline passed; returns how many.
     async fn expire_deliveries(&self, now: Timestamp) -> StoreResult<Vec<Delivery>>;
-    /// A failed delivery back to pending with a new deadline (the admin's Retry).
+    /// A failed delivery back to pending with a new deadline, or a pending one not in flight
+    /// tried at once (the admin's Retry).
     async fn retry_delivery(&self, id: i64, now_ms: i64, deadline: Timestamp) -> StoreResult<bool>;
-    /// A failed delivery given up for good, so the window's later ones may go (Skip).
-    async fn skip_delivery(&self, id: i64) -> StoreResult<bool>;
+    /// A failed delivery, or a pending one not in flight, given up for good, so the window's
+    /// later ones may go (Skip).
+    async fn skip_delivery(&self, id: i64, now_ms: i64) -> StoreResult<bool>;
+    /// A pending delivery not in flight held until Retry or Skip (Pause), with the reason shown.
+    async fn pause_delivery(&self, id: i64, now_ms: i64, reason: &str) -> StoreResult<bool>;
     async fn get_delivery(&self, id: i64) -> StoreResult<Option<Delivery>>;
     /// A window's or a rollout's deliveries on every channel, oldest first.
     async fn list_deliveries(&self, subject: Subject) -> StoreResult<Vec<Delivery>>;

@@ -49,6 +49,26 @@ pub fn session_cookie(value: &str, secure: bool, max_age: Option<i64>) -> Header
     HeaderValue::from_str(&text).expect("hex and fixed text are a valid header value")
 }
 
+/// A one-time message for the next page at `path` (a secret to show once after a form, so the
+/// form's answer can be a redirect that a reload does not repeat): short-lived, never sent to
+/// scripts or to other paths. `value` empty clears it.
+pub fn flash_cookie(name: &str, value: &str, path: &str, secure: bool) -> HeaderValue {
+    let value = percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC);
+    let max_age = if value.to_string().is_empty() { 0 } else { 300 };
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path={path}; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .expect("percent-encoded text is a valid header value")
+}
+
+/// A flash cookie's value, decoded.
+pub fn flash(headers: &HeaderMap, name: &str) -> Option<String> {
+    cookie(headers, name)
+        .filter(|v| !v.is_empty())
+        .map(|v| percent_encoding::percent_decode_str(&v).decode_utf8_lossy().into_owned())
+}
+
 /// The signed-in user of an admin page.
 #[derive(Debug, Clone)]
 pub struct SignedIn {
@@ -56,6 +76,10 @@ pub struct SignedIn {
     pub csrf: String,
     /// HERALD_PUBLIC_URL, which a form's Origin may match.
     pub public_url: String,
+    /// The path of the page asked for (the menu marks where the user is).
+    pub here: String,
+    /// `?done=` of a page reached after a change: which notice to show.
+    pub done: Option<String>,
 }
 
 impl SignedIn {
@@ -121,17 +145,33 @@ impl FromRequestParts<AppState> for SignedIn {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let here = parts.uri.path().to_owned();
+        match Self::lookup(parts, state).await? {
+            Some(signed_in) => Ok(signed_in),
+            None => Err(SignInFirst(parts.uri.path().to_owned()).into_response()),
+        }
+    }
+}
+
+impl SignedIn {
+    /// The live session the request carries, if any.
+    async fn lookup(parts: &Parts, state: &AppState) -> Result<Option<Self>, Response> {
         let Some(value) = session_from(&parts.headers) else {
-            return Err(SignInFirst(here).into_response());
+            return Ok(None);
         };
         match state.service.session(&value).await {
-            Ok(Some((user, csrf))) => Ok(Self {
+            Ok(found) => Ok(found.map(|(user, csrf)| Self {
                 user,
                 csrf,
                 public_url: state.settings.public_url.clone(),
-            }),
-            Ok(None) => Err(SignInFirst(here).into_response()),
+                here: parts.uri.path().to_owned(),
+                done: parts.uri.query().and_then(|q| {
+                    serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+                        .ok()?
+                        .into_iter()
+                        .find(|(k, _)| k == "done")
+                        .map(|(_, v)| v)
+                }),
+            })),
             Err(e) => Err(AppError::from(e).into_response()),
         }
     }
@@ -166,13 +206,23 @@ impl<T: serde::de::DeserializeOwned + Send> axum::extract::FromRequest<AppState>
         request: axum::extract::Request,
         state: &AppState,
     ) -> Result<Self, Response> {
-        let (mut parts, body) = request.into_parts();
-        let signed_in = SignedIn::from_request_parts(&mut parts, state).await?;
+        let (parts, body) = request.into_parts();
+        let signed_in = SignedIn::lookup(&parts, state).await?;
         same_origin(&parts.headers, &state.settings.public_url)
             .map_err(IntoResponse::into_response)?;
         let bytes = axum::body::to_bytes(body, FORM_LIMIT).await.map_err(|_| {
             AppError::BadRequest("The form is larger than 1 MiB.".to_owned()).into_response()
         })?;
+        // The session ended while the page was open: sign in first, keeping the form (a
+        // redirect would drop it, and lead to a GET of an address that only takes forms).
+        let Some(signed_in) = signed_in else {
+            return Err(crate::web::admin::sign_in_to_resume(
+                state,
+                parts.uri.path(),
+                &parts.headers,
+                &bytes,
+            ));
+        };
         let unreadable =
             |e: serde_urlencoded::de::Error| AppError::BadRequest(format!("Unreadable form: {e}."));
         let csrf: CsrfField =

@@ -277,6 +277,96 @@ async fn not_found() -> error::AppError {
     error::AppError::NotFound
 }
 
+/// The admin pages and the addresses their forms post to. A GET of a form's address (a
+/// bookmark, a sign-in that came back to it) goes to the page the form is on rather than to a
+/// bare 405.
+fn admin_routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin", get(admin::dashboard))
+        .route("/admin/login", get(admin::login_page).post(admin::login))
+        .route("/admin/logout", post(admin::logout))
+        .route("/admin/setup", get(admin::setup_page).post(admin::setup))
+        .route("/admin/maintenances/new", get(admin::new_window))
+        .route("/admin/maintenances", post(admin::create_window))
+        .route("/admin/maintenances/{id}", get(admin::run))
+        .route(
+            "/admin/maintenances/{id}/action",
+            post(admin::window_action),
+        )
+        .route(
+            "/admin/maintenances/{id}/steps/{position}",
+            post(admin::step_action),
+        )
+        .route("/admin/maintenances/{id}/updates", post(admin::post_update))
+        .route("/admin/maintenances/{id}/schedule", post(admin::reschedule))
+        .route(
+            "/admin/maintenances/{id}/edit",
+            get(admin::edit).post(admin::save_edit),
+        )
+        .route("/admin/maintenances/{id}/plan", post(admin::edit_plan))
+        .route(
+            "/admin/tokens",
+            get(admin::tokens).post(admin::create_token),
+        )
+        .route("/admin/tokens/{id}/revoke", post(admin::revoke_token))
+        .route("/admin/audit", get(admin::audit))
+        .route(
+            "/admin/components",
+            get(admin::components).post(admin::create_component),
+        )
+        .route("/admin/components/{slug}", post(admin::edit_component))
+        .route("/admin/users", get(admin::users).post(admin::add_user))
+        .route("/admin/users/{name}", post(admin::account_action))
+        .route(
+            "/admin/password",
+            get(admin::password_page).post(admin::change_password),
+        )
+        .route(
+            "/admin/channels",
+            get(admin::channels).post(admin::create_channel),
+        )
+        .route("/admin/channels/{id}", post(admin::edit_channel))
+        .route("/admin/channels/{id}/delete", post(admin::delete_channel))
+        .route("/admin/channels/{id}/test", post(admin::test_channel))
+        .route(
+            "/admin/channels/{id}/rotate",
+            post(admin::rotate_channel_secret),
+        )
+        .route(
+            "/admin/maintenances/{id}/deliveries/{delivery}",
+            post(admin::delivery_action),
+        )
+        .route("/admin/rollouts/new", get(admin::rollouts::new_rollout))
+        .route("/admin/rollouts", post(admin::rollouts::create_rollout))
+        .route("/admin/rollouts/{id}", get(admin::rollouts::run))
+        .route("/admin/rollouts/{id}/action", post(admin::rollouts::action))
+        .route(
+            "/admin/rollouts/{id}/targets/{position}",
+            post(admin::rollouts::target),
+        )
+        .route("/admin/rollouts/{id}/edit", post(admin::rollouts::edit))
+        .route(
+            "/admin/rollouts/{id}/updates",
+            post(admin::rollouts::post_update),
+        )
+        .route(
+            "/admin/rollouts/{id}/deliveries/{delivery}",
+            post(admin::rollouts::delivery),
+        )
+        .method_not_allowed_fallback(|method: Method, uri: axum::http::Uri| async move {
+            if method == Method::GET || method == Method::HEAD {
+                axum::response::Redirect::to(&admin::form_page(uri.path())).into_response()
+            } else {
+                let mut r = error::AppError::BadRequest(format!(
+                    "This address does not take {method} requests."
+                ))
+                .into_response();
+                *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+                r
+            }
+        })
+}
+
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     let (api_v1, openapi) = api::v1::routes(&state);
@@ -349,77 +439,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/static/{file}", get(assets::serve))
-        .route("/admin", get(admin::dashboard))
-        .route("/admin/login", get(admin::login_page).post(admin::login))
-        .route("/admin/logout", post(admin::logout))
-        .route("/admin/setup", get(admin::setup_page).post(admin::setup))
-        .route("/admin/maintenances/new", get(admin::new_window))
-        .route("/admin/maintenances", post(admin::create_window))
-        .route("/admin/maintenances/{id}", get(admin::run))
-        .route(
-            "/admin/maintenances/{id}/action",
-            post(admin::window_action),
-        )
-        .route(
-            "/admin/maintenances/{id}/steps/{position}",
-            post(admin::step_action),
-        )
-        .route("/admin/maintenances/{id}/updates", post(admin::post_update))
-        .route("/admin/maintenances/{id}/schedule", post(admin::reschedule))
-        .route(
-            "/admin/maintenances/{id}/edit",
-            get(admin::edit).post(admin::save_edit),
-        )
-        .route("/admin/maintenances/{id}/plan", post(admin::edit_plan))
-        .route(
-            "/admin/tokens",
-            get(admin::tokens).post(admin::create_token),
-        )
-        .route("/admin/tokens/{id}/revoke", post(admin::revoke_token))
-        .route("/admin/audit", get(admin::audit))
-        .route(
-            "/admin/components",
-            get(admin::components).post(admin::create_component),
-        )
-        .route("/admin/components/{slug}", post(admin::edit_component))
-        .route("/admin/users", get(admin::users).post(admin::add_user))
-        .route("/admin/users/{name}", post(admin::account_action))
-        .route(
-            "/admin/password",
-            get(admin::password_page).post(admin::change_password),
-        )
-        .route(
-            "/admin/channels",
-            get(admin::channels).post(admin::create_channel),
-        )
-        .route("/admin/channels/{id}", post(admin::edit_channel))
-        .route("/admin/channels/{id}/delete", post(admin::delete_channel))
-        .route("/admin/channels/{id}/test", post(admin::test_channel))
-        .route(
-            "/admin/channels/{id}/rotate",
-            post(admin::rotate_channel_secret),
-        )
-        .route(
-            "/admin/maintenances/{id}/deliveries/{delivery}",
-            post(admin::delivery_action),
-        )
-        .route("/admin/rollouts/new", get(admin::rollouts::new_rollout))
-        .route("/admin/rollouts", post(admin::rollouts::create_rollout))
-        .route("/admin/rollouts/{id}", get(admin::rollouts::run))
-        .route("/admin/rollouts/{id}/action", post(admin::rollouts::action))
-        .route(
-            "/admin/rollouts/{id}/targets/{position}",
-            post(admin::rollouts::target),
-        )
-        .route("/admin/rollouts/{id}/edit", post(admin::rollouts::edit))
-        .route(
-            "/admin/rollouts/{id}/updates",
-            post(admin::rollouts::post_update),
-        )
-        .route(
-            "/admin/rollouts/{id}/deliveries/{delivery}",
-            post(admin::rollouts::delivery),
-        )
+        .merge(admin_routes())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -235,8 +235,11 @@ fn update_view(r: &Rollout, u: &RolloutUpdate) -> UpdateView {
     UpdateView {
         kind: u.kind.as_str(),
         label: u.kind.label(),
-        body: r.public_text(&u.body),
-        note: u.note.as_deref().map(|n| r.public_text(n)),
+        body: crate::web::view::text_with_times(&r.public_text(&u.body)),
+        note: u
+            .note
+            .as_deref()
+            .map(|n| crate::web::view::text_with_times(&r.public_text(n))),
         at: time(u.created_at),
     }
 }

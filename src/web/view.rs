@@ -163,6 +163,22 @@ impl TimeView {
         )
     }
 
+    /// This time as the end of something that began at `start`: only the time of day when
+    /// both fall on one day, else the date too. The server judges in UTC; the page script
+    /// judges again in the reader's zone (`data-same-day`), where the days may differ.
+    pub fn end_after(&self, start: Option<&TimeView>) -> String {
+        match start {
+            Some(s) if s.iso.get(..10) == self.iso.get(..10) => {
+                let clock = self.iso.get(11..16).unwrap_or_default();
+                format!(
+                    "<time datetime=\"{}\" data-style=\"clockzone\" data-same-day=\"{}\" title=\"{}\">{clock} UTC</time>",
+                    self.iso, s.iso, self.text
+                )
+            }
+            _ => self.full(),
+        }
+    }
+
     /// `<time>` showing only the time of day (the date is in the title).
     pub fn clock(&self) -> String {
         let clock = self.iso.get(11..16).unwrap_or_default();
@@ -251,7 +267,9 @@ pub(super) fn step_view(step: &Step, current: Option<i64>) -> StepView {
 pub struct UpdateView {
     pub kind: &'static str,
     pub label: &'static str,
+    /// HTML: the text, escaped, with its times as `<time>` elements.
     pub body: String,
+    /// HTML, as `body`.
     pub note: Option<String>,
     pub at: TimeView,
 }
@@ -259,11 +277,27 @@ pub struct UpdateView {
 pub(super) fn update_view(u: &Update) -> UpdateView {
     UpdateView {
         kind: u.kind.as_str(),
-        label: u.kind.label(),
-        body: u.body.clone(),
-        note: u.note.clone(),
+        label: if u.kind == crate::domain::UpdateKind::Rescheduled
+            && u.body.starts_with(crate::domain::DATE_SET)
+        {
+            "Date set"
+        } else {
+            u.kind.label()
+        },
+        body: text_with_times(&u.body),
+        note: u.note.as_deref().map(text_with_times),
         at: time(u.created_at),
     }
+}
+
+/// Plain text as HTML, its times (as Herald writes them, in UTC) as `<time>` elements that
+/// the page shows in the reader's zone like every other time on it.
+pub fn text_with_times(text: &str) -> String {
+    crate::domain::map_utc_times(
+        text,
+        |part| askama::filters::escape(part, askama::filters::Html).map_or_else(|_| String::new(), |e| e.to_string()),
+        |t| time(t).full(),
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -280,8 +314,6 @@ pub struct WindowView {
     pub tentative: bool,
     pub starts_at: Option<TimeView>,
     pub ends_at: Option<TimeView>,
-    /// The expected end falls on the start's (UTC) day: show only its time.
-    pub ends_same_day: bool,
     /// "in 2 d 4 h" for windows that have not started.
     pub starts_in: Option<String>,
     pub started_at: Option<TimeView>,
@@ -298,6 +330,25 @@ pub struct WindowView {
     pub has_failed_step: bool,
     pub description_html: String,
     pub updates: Vec<UpdateView>,
+}
+
+impl WindowView {
+    /// The expected end after the planned start (the schedule as announced).
+    pub fn end_after_planned(&self) -> String {
+        self.ends_at
+            .as_ref()
+            .map(|e| e.end_after(self.starts_at.as_ref()))
+            .unwrap_or_default()
+    }
+
+    /// The expected end after the start shown beside it: the actual one once started (a
+    /// window started days early ends on a day of its own).
+    pub fn end_after_start(&self) -> String {
+        self.ends_at
+            .as_ref()
+            .map(|e| e.end_after(self.started_at.as_ref().or(self.starts_at.as_ref())))
+            .unwrap_or_default()
+    }
 }
 
 pub fn window_view(m: &Maintenance, updates: &[Update], now: Timestamp) -> WindowView {
@@ -331,13 +382,6 @@ pub fn window_view(m: &Maintenance, updates: &[Update], now: Timestamp) -> Windo
         tentative: m.starts_at.is_none(),
         starts_at: m.starts_at.map(time),
         ends_at: m.ends_at.map(time),
-        ends_same_day: match (m.starts_at.or(m.started_at), m.ends_at) {
-            (Some(s), Some(e)) => {
-                s.to_zoned(jiff::tz::TimeZone::UTC).date()
-                    == e.to_zoned(jiff::tz::TimeZone::UTC).date()
-            }
-            _ => false,
-        },
         starts_in: m.starts_at.filter(|_| m.state.is_upcoming()).map(|s| {
             match s.duration_since(now) {
                 d if d.is_positive() => format!("in {}", human_duration(d)),

@@ -608,7 +608,7 @@ impl herald::notify::Sender for PanicsOnce {
         }
         self.delivered.lock().unwrap().push(job.delivery.id);
         Ok(herald::notify::Sent {
-            remote_id: format!("m{}", job.delivery.id),
+            remote_id: Some(format!("m{}", job.delivery.id)),
             remote_url: None,
             thread: Some(herald::domain::Thread {
                 root_id: format!("m{}", job.delivery.id),

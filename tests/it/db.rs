@@ -108,7 +108,7 @@ async fn copy_round_trips_the_demo_sqlite_postgres_sqlite() {
             .delivery_sent(
                 d.id,
                 d.attempts,
-                "at://did:plc:decapi/app.bsky.feed.post/3kabc",
+                Some("at://did:plc:decapi/app.bsky.feed.post/3kabc"),
                 None,
                 None,
                 now,

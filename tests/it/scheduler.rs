@@ -129,15 +129,28 @@ async fn a_window_starts_and_completes_by_itself_and_tells_each_channel_once() {
         .get_as(&format!("/admin/maintenances/{}", m.id), &mo.cookie)
         .await
         .text();
+    // Times are written in UTC and marked up, so the page shows them in the reader's zone.
+    let time = |iso: &str, text: &str| {
+        format!("<time datetime=\"{iso}\" data-style=\"full\">{text}</time>")
+    };
     assert!(
-        run.contains("Starts by itself at Thu 28 May 2026, 23:26 UTC."),
+        run.contains(&format!(
+            "Starts by itself at {}.",
+            time("2026-05-28T23:26:00Z", "Thu 28 May 2026, 23:26 UTC")
+        )),
         "{run}"
     );
     assert!(
-        run.contains("1 d before (done); 1 h before, at Thu 28 May 2026, 22:26 UTC"),
+        run.contains(&format!(
+            "1 d before (done); 1 h before, at {}",
+            time("2026-05-28T22:26:00Z", "Thu 28 May 2026, 22:26 UTC")
+        )),
         "{run}"
     );
-    assert!(run.contains("Completes by itself at Fri 29 May 2026, 01:26 UTC if no step is left."));
+    assert!(run.contains(&format!(
+        "Completes by itself at {} if no step is left.",
+        time("2026-05-29T01:26:00Z", "Fri 29 May 2026, 01:26 UTC")
+    )));
 
     app.at(3 * HOUR - 1);
     app.service.check_windows().await.unwrap();

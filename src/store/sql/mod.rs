@@ -20,7 +20,7 @@ use super::{Change, ChangeFeed, Page, Store, StoreError, StoreResult};
 mod accounts;
 mod copy;
 mod idempotency;
-mod outbox;
+pub(crate) mod outbox;
 mod postgres;
 mod rollouts;
 mod sqlite;

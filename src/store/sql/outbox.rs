@@ -21,6 +21,14 @@ const DELIVERY_COLUMNS: &str = "id, channel_id, maintenance_id, update_id, rollo
      rollout_update_id, kind, state, attempts, next_attempt_ms, deadline_at, idem_key, remote_id, \
      remote_url, last_error, created_ms, sent_at";
 
+/// A delivery an admin may act on (`$1` is now in ms): failed, or pending and not leased to a
+/// worker right now (an attempt in flight finishes, or fails, on its own).
+const NOT_IN_FLIGHT: &str = "(state = 'failed' OR (state = 'pending' AND \
+     (lease_until_ms IS NULL OR lease_until_ms < $1)))";
+
+/// `next_attempt_ms` of a paused delivery: no worker picks it before Retry or Skip.
+pub const HELD_MS: i64 = 1 << 60;
+
 /// A delivery waits while an earlier one of the same window or rollout on the same channel is
 /// pending or failed; refreshes of the live rollout message never hold anything up.
 const EARLIER_UNSENT: &str = "EXISTS (SELECT 1 FROM deliveries e \
@@ -452,7 +460,7 @@ impl Outbox for SqlStore {
         &self,
         id: i64,
         attempt: i64,
-        remote_id: &str,
+        remote_id: Option<&str>,
         remote_url: Option<&str>,
         thread: Option<(Subject, &Thread)>,
         now: Timestamp,
@@ -550,10 +558,10 @@ impl Outbox for SqlStore {
     }
 
     async fn retry_delivery(&self, id: i64, now_ms: i64, deadline: Timestamp) -> StoreResult<bool> {
-        let done = sqlx::query(
+        let done = sqlx::query(&format!(
             "UPDATE deliveries SET state = 'pending', next_attempt_ms = $1, deadline_at = $2, \
-             lease_until_ms = NULL, lease_owner = NULL WHERE id = $3 AND state = 'failed'",
-        )
+             lease_until_ms = NULL, lease_owner = NULL WHERE id = $3 AND {NOT_IN_FLIGHT}"
+        ))
         .bind(now_ms)
         .bind(secs(deadline))
         .bind(id)
@@ -562,10 +570,25 @@ impl Outbox for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn skip_delivery(&self, id: i64) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE deliveries SET state = 'skipped' WHERE id = $1 AND state = 'failed'",
-        )
+    async fn skip_delivery(&self, id: i64, now_ms: i64) -> StoreResult<bool> {
+        let done = sqlx::query(&format!(
+            "UPDATE deliveries SET state = 'skipped', lease_until_ms = NULL, lease_owner = NULL \
+             WHERE id = $2 AND {NOT_IN_FLIGHT}"
+        ))
+        .bind(now_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn pause_delivery(&self, id: i64, now_ms: i64, reason: &str) -> StoreResult<bool> {
+        let done = sqlx::query(&format!(
+            "UPDATE deliveries SET next_attempt_ms = {HELD_MS}, last_error = $2 \
+             WHERE id = $3 AND state = 'pending' AND {NOT_IN_FLIGHT}"
+        ))
+        .bind(now_ms)
+        .bind(reason)
         .bind(id)
         .execute(&self.pool)
         .await?;

@@ -59,20 +59,36 @@ async fn tokens_page(
     )
 }
 
+/// The cookie that carries a new token's secret from the form's redirect to the page that
+/// shows it, once.
+const NEW_TOKEN: &str = "herald_new_token";
+
 pub async fn tokens(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     signed_in: SignedIn,
 ) -> Result<Response, AppError> {
     signed_in.require(Role::Admin)?;
-    tokens_page(
+    let created = auth::flash(&headers, NEW_TOKEN);
+    let mut r = tokens_page(
         &state,
         &signed_in,
         StatusCode::OK,
-        None,
+        created.clone(),
         None,
         String::new(),
     )
-    .await
+    .await?;
+    if created.is_some() {
+        let secure = state.settings.public_url.starts_with("https://");
+        r.headers_mut().insert(
+            header::SET_COOKIE,
+            auth::flash_cookie(NEW_TOKEN, "", "/admin/tokens", secure),
+        );
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    }
+    Ok(r)
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,16 +110,15 @@ pub async fn create_token(
         .await
     {
         Ok(new) => {
-            let secret = new.secret.expose().to_owned();
-            tokens_page(
-                &state,
-                &signed_in,
-                StatusCode::CREATED,
-                Some(secret),
-                None,
-                String::new(),
-            )
-            .await
+            // Shown once by the page the redirect leads to: a reload shows the list, and
+            // makes no second token.
+            let secure = state.settings.public_url.starts_with("https://");
+            let mut r = done("/admin/tokens", "token_created");
+            r.headers_mut().insert(
+                header::SET_COOKIE,
+                auth::flash_cookie(NEW_TOKEN, new.secret.expose(), "/admin/tokens", secure),
+            );
+            Ok(r)
         }
         Err(ServiceError::Domain(DomainError::Invalid(e))) => {
             let error = Some(format!("The {} {}.", e.field, e.message));
@@ -127,7 +142,7 @@ pub async fn revoke_token(
     CsrfForm { signed_in, .. }: CsrfForm,
 ) -> Result<Response, AppError> {
     signed_in.service(&state).revoke_token(id).await?;
-    Ok(Redirect::to("/admin/tokens").into_response())
+    Ok(done("/admin/tokens", "token_revoked"))
 }
 
 pub struct AuditRow {

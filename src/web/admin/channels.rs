@@ -2,6 +2,7 @@
 //! the per-window delivery list with Retry and Skip, and previews of what each channel gets.
 
 use askama::Template;
+use jiff::Timestamp;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -167,21 +168,77 @@ async fn channels_page_with(
     )
 }
 
+/// What a form about channels leaves for the page its redirect leads to, once (the outcome
+/// of a test message, a signing secret to show): a reload shows the page, and neither sends
+/// another test nor makes another secret.
+#[derive(Debug, Default, serde::Serialize, Deserialize)]
+struct Flash {
+    notice: Option<String>,
+    /// (channel id, what went wrong with its test message)
+    test_error: Option<(i64, String)>,
+    /// (channel name, signing secret)
+    secret: Option<(String, String)>,
+}
+
+const FLASH: &str = "herald_channels_flash";
+
+/// Back to the channels page, carrying `flash` to it.
+fn with_flash(state: &AppState, flash: &Flash) -> Response {
+    let secure = state.settings.public_url.starts_with("https://");
+    let mut r = Redirect::to("/admin/channels").into_response();
+    let json = serde_json::to_string(flash).expect("a flash serialises");
+    r.headers_mut().insert(
+        axum::http::header::SET_COOKIE,
+        crate::web::auth::flash_cookie(FLASH, &json, "/admin/channels", secure),
+    );
+    r
+}
+
 pub async fn channels(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     signed_in: SignedIn,
 ) -> Result<Response, AppError> {
     signed_in.require(Role::Admin)?;
-    channels_page(
+    let flash: Option<Flash> = crate::web::auth::flash(&headers, FLASH)
+        .and_then(|json| serde_json::from_str(&json).ok());
+    let Some(flash) = flash else {
+        return channels_page(
+            &state,
+            &signed_in,
+            StatusCode::OK,
+            Draft::default(),
+            None,
+            vec![],
+            None,
+        )
+        .await;
+    };
+    let (error_for, errors) = match flash.test_error {
+        Some((id, reason)) => (Some(id), vec![ValidationError::new("test", reason)]),
+        None => (None, vec![]),
+    };
+    let mut r = channels_page_with(
         &state,
         &signed_in,
         StatusCode::OK,
         Draft::default(),
-        None,
-        vec![],
-        None,
+        error_for,
+        errors,
+        flash.notice,
+        flash.secret,
     )
-    .await
+    .await?;
+    let secure = state.settings.public_url.starts_with("https://");
+    r.headers_mut().insert(
+        axum::http::header::SET_COOKIE,
+        crate::web::auth::flash_cookie(FLASH, "", "/admin/channels", secure),
+    );
+    r.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(r)
 }
 
 /// The channel form, as urlencoded pairs (checkbox groups repeat a name).
@@ -256,21 +313,18 @@ pub async fn create_channel(
         new.events = default_events(ChannelKind::Webhook);
     }
     match signed_in.service(&state).create_channel(new).await {
-        Ok(c) if c.kind == ChannelKind::Webhook => {
-            let shown = (c.name.clone(), c.secret.expose().to_owned());
-            channels_page_with(
+        Ok(c) => {
+            let secret = (c.kind == ChannelKind::Webhook)
+                .then(|| (c.name.clone(), c.secret.expose().to_owned()));
+            Ok(with_flash(
                 &state,
-                &signed_in,
-                StatusCode::OK,
-                Draft::default(),
-                None,
-                vec![],
-                Some(format!("Added {}.", c.name)),
-                Some(shown),
-            )
-            .await
+                &Flash {
+                    notice: Some(format!("Added {}.", c.name)),
+                    secret,
+                    ..Flash::default()
+                },
+            ))
         }
-        Ok(_) => Ok(Redirect::to("/admin/channels").into_response()),
         Err(e) => {
             let errors = validation(e)?;
             channels_page(
@@ -329,23 +383,17 @@ pub async fn rotate_channel_secret(
     CsrfForm { signed_in, .. }: CsrfForm,
 ) -> Result<Response, AppError> {
     match signed_in.service(&state).rotate_webhook_secret(id).await {
-        Ok(c) => {
-            let shown = (c.name.clone(), c.secret.expose().to_owned());
-            channels_page_with(
-                &state,
-                &signed_in,
-                StatusCode::OK,
-                Draft::default(),
-                None,
-                vec![],
-                Some(format!(
+        Ok(c) => Ok(with_flash(
+            &state,
+            &Flash {
+                notice: Some(format!(
                     "{} has a new signing secret; the old one no longer verifies.",
                     c.name
                 )),
-                Some(shown),
-            )
-            .await
-        }
+                secret: Some((c.name.clone(), c.secret.expose().to_owned())),
+                ..Flash::default()
+            },
+        )),
         Err(e) => {
             let errors = validation(e)?;
             channels_page(
@@ -367,8 +415,15 @@ pub async fn delete_channel(
     Path(id): Path<i64>,
     CsrfForm { signed_in, .. }: CsrfForm,
 ) -> Result<Response, AppError> {
+    let name = state.service.channel(id).await?.name;
     signed_in.service(&state).delete_channel(id).await?;
-    Ok(Redirect::to("/admin/channels").into_response())
+    Ok(with_flash(
+        &state,
+        &Flash {
+            notice: Some(format!("Removed {name}.")),
+            ..Flash::default()
+        },
+    ))
 }
 
 /// "Send test message": posts at once (not through the outbox) and says what happened.
@@ -388,28 +443,17 @@ pub async fn test_channel(
         Ok(sender) => sender.test(&text).await,
         Err(e) => Err(e),
     };
-    let (status, notice, errors) = match outcome {
-        Ok(link) => (
-            StatusCode::OK,
-            Some(format!("Test message sent to {}: {link}", channel.name)),
-            vec![],
-        ),
-        Err(e) => (
-            StatusCode::BAD_GATEWAY,
-            None,
-            vec![ValidationError::new("test", e.reason().to_owned())],
-        ),
+    let flash = match outcome {
+        Ok(link) => Flash {
+            notice: Some(format!("Test message sent to {}: {link}", channel.name)),
+            ..Flash::default()
+        },
+        Err(e) => Flash {
+            test_error: Some((id, e.reason().to_owned())),
+            ..Flash::default()
+        },
     };
-    channels_page(
-        &state,
-        &signed_in,
-        status,
-        Draft::default(),
-        Some(id),
-        errors,
-        notice,
-    )
-    .await
+    Ok(with_flash(&state, &flash))
 }
 
 // ----- deliveries and previews on the run view ---------------------------------------------
@@ -423,8 +467,15 @@ pub struct DeliveryRow {
     pub last_error: String,
     pub remote_url: Option<String>,
     pub sent_at: Option<TimeView>,
+    /// Failed: Retry and Skip.
     pub can_retry: bool,
-    /// Where Retry and Skip post.
+    /// Waiting to be sent (or retried): Send now, Skip and Pause.
+    pub waiting: bool,
+    /// Held by a maintainer until Retry or Skip.
+    pub paused: bool,
+    /// Sent, but the receiver did not say what it made: it cannot be edited later.
+    pub blind: bool,
+    /// Where Retry, Skip and Pause post.
     pub action: String,
 }
 
@@ -455,6 +506,11 @@ pub fn delivery_rows(
                 .filter(|u| u.starts_with("https://") || u.starts_with("http://")),
             sent_at: d.sent_at.map(time),
             can_retry: d.state == crate::domain::DeliveryState::Failed,
+            waiting: d.state == crate::domain::DeliveryState::Pending
+                && d.next_attempt_ms < crate::store::HELD_MS,
+            paused: d.state == crate::domain::DeliveryState::Pending
+                && d.next_attempt_ms >= crate::store::HELD_MS,
+            blind: d.state == crate::domain::DeliveryState::Sent && d.remote_id.is_none(),
         })
         .collect()
 }
@@ -464,12 +520,67 @@ pub struct Preview {
     pub channel: String,
     pub kind_label: &'static str,
     pub is_discord: bool,
-    /// Discord: the live message's embed.
+    /// Discord: the live message's embed (description and field values as HTML, shown as
+    /// Discord shows them).
     pub title: String,
     pub description: String,
     pub fields: Vec<(String, String)>,
-    /// Discord: the milestone message; Bluesky: the post text.
+    /// Discord: the milestone message (HTML, as Discord shows it); Bluesky: the post text.
     pub text: String,
+}
+
+/// Discord's markdown as Discord shows it, for previews: bold, links, backslash escapes and
+/// timestamp tags (`<t:…>`, as `<time>` in the reader's zone, which is what Discord does);
+/// everything else as text.
+pub fn discord_html(text: &str) -> String {
+    let esc = |s: &str| {
+        askama::filters::escape(s, askama::filters::Html)
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut bold = false;
+    let mut i = 0;
+    while i < text.len() {
+        let rest = &text[i..];
+        if let Some(tag) = rest.strip_prefix("<t:")
+            && let Some(end) = tag.find('>').filter(|&e| e <= 24)
+            && let Some(t) = tag[..end]
+                .split(':')
+                .next()
+                .and_then(|n| n.parse::<i64>().ok())
+                .and_then(|n| Timestamp::from_second(n).ok())
+        {
+            out.push_str(&time(t).full());
+            i += 3 + end + 1;
+        } else if rest.starts_with("**") {
+            out.push_str(if bold { "</strong>" } else { "<strong>" });
+            bold = !bold;
+            i += 2;
+        } else if let Some(link) = rest.strip_prefix('[')
+            && let Some(close) = link.find("](")
+            && let Some(end) = link[close + 2..].find(')')
+            && link[close + 2..].starts_with("http")
+        {
+            let label = &link[..close];
+            let href = &link[close + 2..close + 2 + end];
+            out.push_str(&format!("<a href=\"{}\">{}</a>", esc(href), esc(label)));
+            i += 1 + close + 2 + end + 1;
+        } else if let Some(escaped) = rest.strip_prefix('\\')
+            && let Some(c) = escaped.chars().next().filter(|c| c.is_ascii_punctuation())
+        {
+            out.push_str(&esc(&c.to_string()));
+            i += 1 + c.len_utf8();
+        } else {
+            let c = rest.chars().next().expect("not at the end");
+            out.push_str(&esc(&c.to_string()));
+            i += c.len_utf8();
+        }
+    }
+    if bold {
+        out.push_str("</strong>");
+    }
+    out
 }
 
 /// Previews for every enabled channel: for a draft the announcement it would post, else what
@@ -491,6 +602,12 @@ pub fn previews(
         created_at: state.service.now(),
     };
     let update = latest.filter(|_| m.is_public()).unwrap_or(&announce);
+    // A draft is previewed as announcing will make it (planned, or scheduled), not as a draft.
+    let mut shown = m.clone();
+    if !m.is_public() {
+        let _ = shown.apply(crate::domain::WindowAction::Announce, None, state.service.now());
+    }
+    let m = &shown;
     channels
         .iter()
         .filter(|c| c.enabled)
@@ -514,13 +631,17 @@ pub fn previews(
                 .unwrap_or_default();
                 let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
                 p.title = s(&embed["title"]);
-                p.description = s(&embed["description"]);
+                p.description = discord_html(&s(&embed["description"]));
                 p.fields = embed["fields"]
                     .as_array()
-                    .map(|f| f.iter().map(|f| (s(&f["name"]), s(&f["value"]))).collect())
+                    .map(|f| {
+                        f.iter()
+                            .map(|f| (s(&f["name"]), discord_html(&s(&f["value"]))))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 if c.posts_milestone(update.kind) {
-                    p.text = discord_message(m, update, &url, "");
+                    p.text = discord_html(&discord_message(m, update, &url, ""));
                 }
             } else {
                 p.text = bluesky_post(m, update, &url, update.kind == UpdateKind::Announced).text;
@@ -547,8 +668,18 @@ pub async fn delivery_action(
         window,
         result.map(drop),
         super::RunState::default(),
+        delivery_done(&form.action),
     )
     .await
+}
+
+/// The notice after an action on a delivery.
+pub(crate) fn delivery_done(action: &str) -> &'static str {
+    match action {
+        "skip" => "skipped",
+        "pause" => "paused",
+        _ => "retried",
+    }
 }
 
 /// An admin's Retry or Skip of a delivery about `subject`. A refusal comes back to show.
@@ -567,6 +698,7 @@ pub(crate) async fn decide_delivery(
     Ok(match form.action.as_str() {
         "retry" => service.retry_delivery(id).await.map(drop),
         "skip" => service.skip_delivery(id).await.map(drop),
+        "pause" => service.pause_delivery(id).await.map(drop),
         other => return Err(AppError::BadRequest(format!("unknown action {other:?}"))),
     })
 }

@@ -50,6 +50,19 @@ pub struct Me {
     pub name: String,
     pub csrf: String,
     pub is_admin: bool,
+    /// The page's path, for the menu's `aria-current`.
+    pub here: String,
+    /// What the change that led here did, said once where the eye is.
+    pub notice: Option<&'static str>,
+}
+
+impl Me {
+    /// Whether the menu entry `href` is the page shown (or the section it is in).
+    pub fn at(&self, href: &str) -> bool {
+        self.here == href
+            || (href != "/admin" && self.here.starts_with(&format!("{href}/")))
+            || (href == "/admin" && self.here.starts_with("/admin/maintenances/") && !self.here.ends_with("/new"))
+    }
 }
 
 fn me(s: &SignedIn) -> Me {
@@ -57,7 +70,51 @@ fn me(s: &SignedIn) -> Me {
         name: s.user.name.clone(),
         csrf: s.csrf.clone(),
         is_admin: s.user.role.allows(Role::Admin),
+        here: s.here.clone(),
+        notice: s.done.as_deref().and_then(done_notice),
     }
+}
+
+/// The notice a page shows after a change (`?done=` on the redirect that follows it, so a
+/// reload shows the page, not the change again).
+fn done_notice(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "created" => "Saved as a draft: nothing is public until you announce it.",
+        "announced" => "Announced: the window is public and its announcement is on its way.",
+        "started" => "Started.",
+        "completed" => "Completed.",
+        "cancelled" => "Cancelled.",
+        "step_started" => "Step started.",
+        "step_done" => "Step marked done.",
+        "step_failed" => "Step marked failed.",
+        "step_skipped" => "Step skipped.",
+        "scheduled" => "Schedule saved.",
+        "posted" => "Update posted.",
+        "saved" => "Saved.",
+        "done" => "Done.",
+        "plan" => "Plan saved.",
+        "retried" => "Sending it again now.",
+        "skipped" => "Skipped: the posts after it may go.",
+        "paused" => "Paused: it waits until you press Retry or Skip.",
+        "channel_added" => "Channel added.",
+        "channel_saved" => "Channel saved.",
+        "channel_removed" => "Channel removed.",
+        "token_created" => "Token created.",
+        "token_revoked" => "Token revoked: it stops working at once.",
+        "component_added" => "Component added.",
+        "component_saved" => "Component saved.",
+        "component_removed" => "Component removed.",
+        "user_added" => "User added.",
+        "user_changed" => "User changed.",
+        "password" => "Password changed.",
+        "rollout_created" => "Rollout created.",
+        _ => return None,
+    })
+}
+
+/// Where to go after a change: `page`, saying what was done.
+pub(crate) fn done(page: &str, code: &str) -> Response {
+    Redirect::to(&format!("{page}?done={code}")).into_response()
 }
 
 fn page(status: StatusCode, t: &impl Template) -> Result<Response, AppError> {

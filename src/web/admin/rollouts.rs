@@ -427,7 +427,7 @@ async fn after(
     keep: RunState,
 ) -> Result<Response, AppError> {
     match result {
-        Ok(()) => Ok(Redirect::to(&format!("/admin/rollouts/{id}")).into_response()),
+        Ok(()) => Ok(super::done(&format!("/admin/rollouts/{id}"), "done")),
         Err(ServiceError::Domain(e)) => {
             let (status, error) = super::refusal(&e);
             let error = Some(error);

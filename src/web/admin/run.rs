@@ -13,7 +13,9 @@ struct RunPage {
     w: WindowView,
     public: bool,
     current: Option<crate::web::view::StepView>,
-    actions: Vec<(&'static str, &'static str, bool)>,
+    actions: Vec<ActionView>,
+    /// Why Complete is not offered, while the window runs.
+    complete_blocked: Option<String>,
     step_actions: Vec<(&'static str, &'static str, &'static str)>,
     error: Option<String>,
     notice: Option<String>,
@@ -23,12 +25,65 @@ struct RunPage {
     can_reschedule: bool,
     /// The schedule form was just refused: show it open.
     schedule_open: bool,
+    schedule_errors: Vec<ValidationError>,
     deliveries: Vec<channels::DeliveryRow>,
     /// Deliveries not yet sent (pending, failed, skipped): listed first, the rest folded.
     unsent_count: usize,
     previews: Vec<channels::Preview>,
-    /// What the window will do by itself, in sentences.
+    /// What the window will do by itself, in sentences (HTML: their times as `<time>`).
     automation: Vec<String>,
+}
+
+/// A window action as the run view offers it.
+struct ActionView {
+    action: &'static str,
+    label: &'static str,
+    /// Asks first (with an optional note) before doing it.
+    confirm: bool,
+    /// What the confirmation says before the button, if anything needs saying.
+    warning: Option<String>,
+}
+
+/// What a maintainer should know before confirming `action` on `m`: starting days before the
+/// scheduled start, or completing with steps that have not run.
+fn action_warning(
+    m: &crate::domain::Maintenance,
+    action: WindowAction,
+    now: Timestamp,
+) -> Option<String> {
+    match action {
+        WindowAction::Start => {
+            let start = m.starts_at?;
+            let ahead = start.duration_since(now);
+            (ahead > jiff::SignedDuration::from_hours(1)).then(|| {
+                format!(
+                    "This window is scheduled for {}, {} from now: starting now starts it early, and says so publicly.",
+                    crate::domain::format_utc(start),
+                    crate::domain::human_duration(ahead)
+                )
+            })
+        }
+        WindowAction::Complete => {
+            let left: Vec<String> = m
+                .steps
+                .iter()
+                .filter(|s| s.state == StepState::Pending)
+                .map(|s| format!("{}. {}", s.position, s.title))
+                .collect();
+            (!left.is_empty()).then(|| {
+                format!(
+                    "{} not run and will be marked \"not run\": {}.",
+                    if left.len() == 1 {
+                        "1 step has".to_owned()
+                    } else {
+                        format!("{} steps have", left.len())
+                    },
+                    left.join("; ")
+                )
+            })
+        }
+        _ => None,
+    }
 }
 
 /// What the scheduler will do with `m`, for the maintainer running it.
@@ -81,6 +136,7 @@ pub(crate) struct RunState {
     note: String,
     update_body: String,
     schedule: Option<ScheduleFields>,
+    schedule_errors: Vec<ValidationError>,
 }
 
 /// The form fields showing a window's current schedule (in UTC).
@@ -114,16 +170,35 @@ async fn run_page(
     let updates = state.service.store().list_updates(id, None).await?;
     let w = window_view(&m, &updates, state.service.now());
     // What to offer comes from the rules themselves; only the wording is decided here.
+    let now = state.service.now();
     let actions = m
         .allowed_actions()
         .into_iter()
-        .map(|a| match a {
-            WindowAction::Announce => ("announce", "Announce", false),
-            WindowAction::Start => ("start", "Start", true),
-            WindowAction::Complete => ("complete", "Complete", true),
-            WindowAction::Cancel => ("cancel", "Cancel", true),
+        .map(|a| {
+            let (action, label, confirm) = match a {
+                WindowAction::Announce => ("announce", "Announce", false),
+                WindowAction::Start => ("start", "Start", true),
+                WindowAction::Complete => ("complete", "Complete", true),
+                WindowAction::Cancel => ("cancel", "Cancel window", true),
+            };
+            ActionView {
+                action,
+                label,
+                confirm,
+                warning: action_warning(&m, a, now),
+            }
         })
         .collect();
+    // Complete is missing while a step runs: say why rather than leave a gap.
+    let complete_blocked = (m.state == WindowState::InProgress
+        && !m.allowed_actions().contains(&WindowAction::Complete))
+    .then(|| {
+        m.clone()
+            .apply(WindowAction::Complete, None, now)
+            .err()
+            .map(|e| format!("Complete is not offered yet: {e}."))
+    })
+    .flatten();
     // The step to act on: the one running, a failed one, else the next pending one.
     let target = (m.state == WindowState::InProgress)
         .then(|| {
@@ -166,18 +241,23 @@ async fn run_page(
             public: m.is_public(),
             current,
             actions,
+            complete_blocked,
             step_actions,
             error: extra.error,
             notice: extra.notice,
             note: extra.note,
             update_body: extra.update_body,
             schedule_open: extra.schedule.is_some(),
+            schedule_errors: extra.schedule_errors,
             schedule: extra.schedule.unwrap_or_else(|| schedule_fields(&m)),
             can_reschedule: m.state.is_open(),
             unsent_count: deliveries.iter().filter(|d| d.state != "sent").count(),
             deliveries,
             previews,
-            automation: automation_lines(&m),
+            automation: automation_lines(&m)
+                .iter()
+                .map(|l| crate::web::view::text_with_times(l))
+                .collect(),
             w,
         },
     )
@@ -206,9 +286,10 @@ pub(crate) async fn after(
     id: i64,
     result: Result<(), ServiceError>,
     keep: RunState,
+    done_code: &str,
 ) -> Result<Response, AppError> {
     match result {
-        Ok(()) => Ok(Redirect::to(&format!("/admin/maintenances/{id}")).into_response()),
+        Ok(()) => Ok(done(&format!("/admin/maintenances/{id}"), done_code)),
         Err(ServiceError::Domain(e)) => {
             let (status, error) = refusal(&e);
             let error = Some(error);
@@ -239,7 +320,13 @@ pub async fn window_action(
         note: form.note.clone(),
         ..RunState::default()
     };
-    after(&state, &signed_in, id, result, keep).await
+    let code = match action {
+        WindowAction::Announce => "announced",
+        WindowAction::Start => "started",
+        WindowAction::Complete => "completed",
+        WindowAction::Cancel => "cancelled",
+    };
+    after(&state, &signed_in, id, result, keep, code).await
 }
 
 pub async fn step_action(
@@ -259,7 +346,13 @@ pub async fn step_action(
         note: form.note.clone(),
         ..RunState::default()
     };
-    after(&state, &signed_in, id, result, keep).await
+    let code = match action {
+        StepAction::Start => "step_started",
+        StepAction::Done => "step_done",
+        StepAction::Fail => "step_failed",
+        StepAction::Skip => "step_skipped",
+    };
+    after(&state, &signed_in, id, result, keep, code).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,25 +366,32 @@ pub async fn reschedule(
     Path(id): Path<i64>,
     CsrfForm { signed_in, form }: CsrfForm<RescheduleForm>,
 ) -> Result<Response, AppError> {
+    let m = state.service.maintenance(id).await?;
     let mut errors = Vec::new();
-    let result = match parse_schedule(&form.schedule, &mut errors) {
+    let schedule = parse_schedule(&form.schedule, &mut errors, (m.starts_at, m.ends_at));
+    let result = match schedule {
         Some(schedule) if errors.is_empty() => state
             .service
             .acting(signed_in.actor())
             .reschedule(id, schedule)
             .await
             .map(drop),
-        _ => Err(ServiceError::from(
-            errors.into_iter().next().unwrap_or_else(|| {
-                ValidationError::new("starts_at", "give the start, or choose \"No date yet\"")
-            }),
-        )),
+        _ => {
+            // Each refused field is named next to it, and the form stays open as typed.
+            let keep = RunState {
+                error: Some("Not saved: please correct the schedule below.".to_owned()),
+                schedule: Some(form.schedule),
+                schedule_errors: errors,
+                ..RunState::default()
+            };
+            return run_page(&state, &signed_in, id, StatusCode::UNPROCESSABLE_ENTITY, keep).await;
+        }
     };
     let keep = RunState {
         schedule: Some(form.schedule),
         ..RunState::default()
     };
-    after(&state, &signed_in, id, result, keep).await
+    after(&state, &signed_in, id, result, keep, "scheduled").await
 }
 
 #[derive(Debug, Deserialize)]
@@ -315,5 +415,5 @@ pub async fn post_update(
         update_body: form.body.clone(),
         ..RunState::default()
     };
-    after(&state, &signed_in, id, result, keep).await
+    after(&state, &signed_in, id, result, keep, "posted").await
 }

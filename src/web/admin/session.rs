@@ -11,6 +11,120 @@ struct LoginPage {
     error: Option<String>,
     name: String,
     next: String,
+    resume: Option<Resume>,
+}
+
+/// A form sent after its session ended, carried through the sign-in page (as hidden fields) so
+/// that nothing typed is lost: once signed in, it is offered again, to send or leave.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct Resume {
+    /// Where the form posts.
+    #[serde(default)]
+    resume_to: String,
+    /// The page the form was on.
+    #[serde(default)]
+    resume_from: String,
+    /// The form's fields, URL-encoded, without its CSRF token.
+    #[serde(default)]
+    resume: String,
+}
+
+impl Resume {
+    /// A resume that points inside the admin area, or none.
+    fn checked(self) -> Option<Self> {
+        let inside = |p: &str| safe_next(Some(p)) == p;
+        (inside(&self.resume_to) && inside(&self.resume_from)).then_some(self)
+    }
+
+    /// The kept fields, for showing and sending again.
+    fn fields(&self) -> Vec<(String, String)> {
+        serde_urlencoded::from_str(&self.resume).unwrap_or_default()
+    }
+}
+
+/// The admin page a form at `path` (a POST-only address) belongs to: where a person who
+/// followed that address, or whose form could not be kept, is sent.
+pub fn form_page(path: &str) -> String {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["admin", "maintenances", id, "plan"] => format!("/admin/maintenances/{id}/edit"),
+        ["admin", section @ ("maintenances" | "rollouts"), id, ..]
+            if id.parse::<i64>().is_ok() =>
+        {
+            format!("/admin/{section}/{id}")
+        }
+        ["admin", section @ ("maintenances" | "rollouts")] => format!("/admin/{section}/new"),
+        ["admin", section @ ("components" | "users" | "channels" | "tokens" | "password"), ..] => {
+            format!("/admin/{section}")
+        }
+        _ => "/admin".to_owned(),
+    }
+}
+
+/// A signed-out browser posted an admin form (the session expired while the page was open):
+/// the sign-in page, carrying the form, instead of a redirect that would drop it.
+pub fn sign_in_to_resume(
+    state: &AppState,
+    path: &str,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Response {
+    let from = headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| {
+            let origin = r.split_once("://").map(|(_, rest)| rest)?;
+            let (host, path) = origin.split_at(origin.find('/')?);
+            let host_ok = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .is_some_and(|h| h == host)
+                || state.settings.public_url.contains(&format!("://{host}"));
+            let path = path.split(['?', '#']).next().unwrap_or(path);
+            (host_ok && safe_next(Some(path)) == path).then(|| path.to_owned())
+        })
+        .unwrap_or_else(|| form_page(path));
+    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
+    let kept: Vec<(String, String)> = fields.into_iter().filter(|(k, _)| k != "csrf").collect();
+    let resume = Resume {
+        resume_to: path.to_owned(),
+        resume_from: from,
+        resume: serde_urlencoded::to_string(&kept).unwrap_or_default(),
+    }
+    .checked();
+    page(
+        StatusCode::UNAUTHORIZED,
+        &LoginPage {
+            site: state.site.clone(),
+            error: None,
+            name: String::new(),
+            next: resume
+                .as_ref()
+                .map_or_else(|| "/admin".to_owned(), |r| r.resume_from.clone()),
+            resume,
+        },
+    )
+    .unwrap_or_else(IntoResponse::into_response)
+}
+
+#[derive(Template)]
+#[template(path = "admin/resume.html")]
+struct ResumePage {
+    site: Site,
+    me: Me,
+    resume: Resume,
+    fields: Vec<(String, String)>,
+}
+
+impl ResumePage {
+    /// A field as a person reads it: `schedule_hint` → "Schedule hint".
+    fn label(name: &str) -> String {
+        let mut words = name.replace('_', " ");
+        if let Some(first) = words.get_mut(..1) {
+            first.make_ascii_uppercase();
+        }
+        words
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -27,6 +141,38 @@ async fn signed_in_at(
     let session = state.service.open_session(user).await?;
     let secure = state.settings.public_url.starts_with("https://");
     let mut r = Redirect::to(to).into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        auth::session_cookie(session.cookie.expose(), secure, None),
+    );
+    Ok(r)
+}
+
+/// Signed in with a form kept from the expired session: the form again, with the new
+/// session's token, to send or to leave for the page it was on.
+async fn resume_page(
+    state: &AppState,
+    user: crate::domain::User,
+    resume: Resume,
+) -> Result<Response, AppError> {
+    let session = state.service.open_session(user).await?;
+    let secure = state.settings.public_url.starts_with("https://");
+    let me = Me {
+        name: session.user.name.clone(),
+        csrf: session.csrf.clone(),
+        is_admin: session.user.role.allows(Role::Admin),
+        here: String::new(),
+        notice: None,
+    };
+    let mut r = page(
+        StatusCode::OK,
+        &ResumePage {
+            site: state.site.clone(),
+            me,
+            fields: resume.fields(),
+            resume,
+        },
+    )?;
     r.headers_mut().insert(
         header::SET_COOKIE,
         auth::session_cookie(session.cookie.expose(), secure, None),
@@ -58,6 +204,7 @@ pub async fn login_page(
             error: None,
             name: String::new(),
             next: safe_next(q.next.as_deref()),
+            resume: None,
         },
     )
 }
@@ -67,6 +214,8 @@ pub struct LoginForm {
     name: String,
     password: String,
     next: Option<String>,
+    #[serde(flatten)]
+    resume: Resume,
 }
 
 pub async fn login(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
@@ -78,6 +227,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
     );
     let Form(form) = Form::<LoginForm>::from_request(request, &state).await?;
     let next = safe_next(form.next.as_deref());
+    let resume = form.resume.clone().checked();
     let again = |status, error: String| {
         page(
             status,
@@ -86,6 +236,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
                 error: Some(error),
                 name: form.name.clone(),
                 next: next.clone(),
+                resume: resume.clone(),
             },
         )
     };
@@ -113,7 +264,10 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
         ),
         Some(user) => {
             throttle.succeeded(Scope::Login, &form.name, ip).await;
-            signed_in_at(&state, user, &next).await
+            match resume {
+                Some(resume) => resume_page(&state, user, resume).await,
+                None => signed_in_at(&state, user, &next).await,
+            }
         }
     }
 }
@@ -126,6 +280,8 @@ struct SetupPage {
     site: Site,
     error: Option<String>,
     name: String,
+    /// The code as typed: kept when only the passwords were wrong.
+    code: String,
 }
 
 /// `GET /admin/setup`: only while nobody can sign in.
@@ -139,6 +295,7 @@ pub async fn setup_page(State(state): State<AppState>) -> Result<Response, AppEr
             site: state.site.clone(),
             error: None,
             name: String::new(),
+            code: String::new(),
         },
     )
 }
@@ -170,6 +327,7 @@ pub async fn setup(State(state): State<AppState>, request: Request) -> Result<Re
     if state.service.store().count_users().await? > 0 {
         return Ok(Redirect::to("/admin/login").into_response());
     }
+    let code_right = auth::constant_time_eq(form.code.trim().as_bytes(), code.expose().as_bytes());
     let again = |status, error: String| {
         page(
             status,
@@ -177,6 +335,11 @@ pub async fn setup(State(state): State<AppState>, request: Request) -> Result<Re
                 site: state.site.clone(),
                 error: Some(error),
                 name: form.name.clone(),
+                code: if code_right {
+                    form.code.clone()
+                } else {
+                    String::new()
+                },
             },
         )
     };
@@ -186,7 +349,7 @@ pub async fn setup(State(state): State<AppState>, request: Request) -> Result<Re
             format!("Too many wrong codes. Try again {}.", auth::wait_text(wait)),
         );
     }
-    if !auth::constant_time_eq(form.code.trim().as_bytes(), code.expose().as_bytes()) {
+    if !code_right {
         return again(
             StatusCode::UNAUTHORIZED,
             "That is not the setup code in Herald's log.".to_owned(),

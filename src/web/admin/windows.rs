@@ -185,20 +185,41 @@ pub struct ScheduleFields {
     pub(crate) time_zone: String,
 }
 
+/// The schedule a form asks for. `current` is the window's schedule as it stands (start,
+/// end): dates sent with "No date yet" are refused unless they are just those, left in the
+/// form (a window being undated again), so a date typed without choosing "At a set time" is
+/// never dropped without a word.
 pub(crate) fn parse_schedule(
     f: &ScheduleFields,
     errors: &mut Vec<ValidationError>,
+    current: (Option<Timestamp>, Option<Timestamp>),
 ) -> Option<Schedule> {
-    if f.when != "fixed" {
-        return Schedule::from_parts(None, None, Some(&f.schedule_hint))
-            .map_err(|e| errors.push(e))
-            .ok();
-    }
     let zone = if f.time_zone.trim().is_empty() {
         "UTC"
     } else {
         &f.time_zone
     };
+    if f.when != "fixed" {
+        for (field, value, now) in [
+            ("starts_at", &f.starts_at, current.0),
+            ("ends_at", &f.ends_at, current.1),
+        ] {
+            let typed = !value.trim().is_empty();
+            let leftover = now.is_some() && local_time(field, value, zone).ok() == now;
+            if typed && !leftover {
+                errors.push(ValidationError::new(
+                    field,
+                    "this date is not used while \"No date yet\" is chosen: choose \"At a set time\" to use it, or clear it",
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return None;
+        }
+        return Schedule::from_parts(None, None, Some(&f.schedule_hint))
+            .map_err(|e| errors.push(e))
+            .ok();
+    }
     let start = if f.starts_at.trim().is_empty() {
         errors.push(ValidationError::new(
             "starts_at",
@@ -229,7 +250,7 @@ fn parse_new(
 ) -> Result<NewMaintenance, Vec<ValidationError>> {
     let mut errors = Vec::new();
     let impact = Impact::parse(&form.impact).unwrap_or_default();
-    let schedule = parse_schedule(&form.schedule, &mut errors);
+    let schedule = parse_schedule(&form.schedule, &mut errors, (None, None));
     let automation = form
         .automation
         .parse()
@@ -287,7 +308,7 @@ pub async fn create_window(
         .create_maintenance(new)
         .await
     {
-        Ok(m) => Ok(Redirect::to(&format!("/admin/maintenances/{}", m.id)).into_response()),
+        Ok(m) => Ok(done(&format!("/admin/maintenances/{}", m.id), "created")),
         Err(ServiceError::Domain(DomainError::Invalid(e))) => {
             new_page(&state, &signed_in, form, vec![e]).await
         }
@@ -441,7 +462,7 @@ pub async fn save_edit(
         }
     };
     match result {
-        Ok(_) => Ok(Redirect::to(&format!("/admin/maintenances/{id}")).into_response()),
+        Ok(_) => Ok(done(&format!("/admin/maintenances/{id}"), "saved")),
         Err(ServiceError::Domain(e)) => {
             let (status, message) = refusal(&e);
             edit_page(
@@ -501,7 +522,7 @@ pub async fn edit_plan(
         .edit_plan(id, edit)
         .await
     {
-        Ok(_) => Ok(Redirect::to(&format!("/admin/maintenances/{id}/edit")).into_response()),
+        Ok(_) => Ok(done(&format!("/admin/maintenances/{id}/edit"), "plan")),
         Err(ServiceError::Domain(e)) => {
             let (status, message) = refusal(&e);
             let keep = if form.op == "add" {
