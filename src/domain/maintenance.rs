@@ -611,11 +611,8 @@ pub fn utc_times(text: &str) -> Vec<(std::ops::Range<usize>, Timestamp)> {
         let hit = DAYS.iter().any(|d| rest.starts_with(d)).then(|| {
             [26, 25].into_iter().find_map(|len| {
                 let candidate = rest.get(..len)?;
-                let civil = jiff::civil::DateTime::strptime(
-                    "%a %d %b %Y, %H:%M UTC",
-                    candidate,
-                )
-                .ok()?;
+                let civil =
+                    jiff::civil::DateTime::strptime("%a %d %b %Y, %H:%M UTC", candidate).ok()?;
                 let t = civil.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
                 (format_utc(t) == candidate).then_some((len, t))
             })

@@ -161,7 +161,8 @@ pub struct NewComponent {
 
 impl NewComponent {
     pub fn validate(self) -> Result<Self, ValidationError> {
-        let slug = self.slug.trim().to_owned();
+        // Slugs are lowercase; one typed in capitals is taken as meant, not refused.
+        let slug = self.slug.trim().to_ascii_lowercase();
         if slug.is_empty() || slug.len() > limits::SLUG_MAX {
             return Err(ValidationError::new(
                 "slug",

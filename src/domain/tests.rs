@@ -743,7 +743,14 @@ fn times_in_texts_are_found_exactly() {
     assert_eq!(found[1].1, t2);
     assert_eq!(&text[found[1].0.clone()], "Sat 5 Dec 2026, 22:30 UTC");
     let tagged = map_utc_times(&text, str::to_owned, |t| format!("<t:{}:F>", t.as_second()));
-    assert!(tagged.starts_with(&format!("Rescheduled. Scheduled for <t:{}:F> until <t:{}:F>.", t.as_second(), t2.as_second())), "{tagged}");
+    assert!(
+        tagged.starts_with(&format!(
+            "Rescheduled. Scheduled for <t:{}:F> until <t:{}:F>.",
+            t.as_second(),
+            t2.as_second()
+        )),
+        "{tagged}"
+    );
     assert!(tagged.contains("Sun 14 Dec 2026, 01:00 UTC"));
     assert!(utc_times("ünïcödé Sun ").is_empty());
 }

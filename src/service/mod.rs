@@ -64,6 +64,9 @@ pub struct Service {
     password_checks: Arc<AtomicU64>,
     /// Who the changes made through this handle are by (see [`Service::acting`]).
     actor: crate::domain::Actor,
+    /// Whether changes made through this handle are announced on the channels (see
+    /// [`Service::quietly`]); the page, feeds and API show them either way.
+    announce: bool,
     /// When this process last deleted expired idempotency keys (unix seconds).
     keys_pruned: Arc<std::sync::atomic::AtomicI64>,
     /// Sign-in attempts, counted in the database on this service's clock.
@@ -102,6 +105,7 @@ impl Service {
             hashing: Arc::new(accounts::Hashing::new()),
             password_checks: Arc::default(),
             actor: crate::domain::Actor::System,
+            announce: true,
             keys_pruned: Arc::default(),
         }
     }
@@ -116,6 +120,15 @@ impl Service {
     pub fn acting(&self, actor: crate::domain::Actor) -> Self {
         Self {
             actor,
+            ..self.clone()
+        }
+    }
+
+    /// This handle, but its changes to windows are not announced on any channel: the page
+    /// still changes ("don't announce" on a form, `"announce": false` in the API).
+    pub fn quietly(&self, quiet: bool) -> Self {
+        Self {
+            announce: self.announce && !quiet,
             ..self.clone()
         }
     }
@@ -332,6 +345,41 @@ impl Service {
     }
 
     /// Move a component one place up (`-1`) or down (`1`) in the order shown.
+    /// Remove a component that no window names; one that a window names stays, for that
+    /// window's history (rename it instead).
+    pub async fn delete_component(&self, slug: &str) -> ServiceResult<()> {
+        self.require(Role::Admin)?;
+        let used = self
+            .store
+            .delete_component(slug)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => ServiceError::NotFound("component"),
+                e => ServiceError::Store(e),
+            })?;
+        if used > 0 {
+            return Err(ServiceError::Domain(DomainError::Rule(
+                crate::domain::RuleError::new(format!(
+                    "{used} window{} name{} this component, and keep{} it in {} history; rename it instead",
+                    if used == 1 { "" } else { "s" },
+                    if used == 1 { "s" } else { "" },
+                    if used == 1 { "s" } else { "" },
+                    if used == 1 { "its" } else { "their" },
+                )),
+            )));
+        }
+        self.store
+            .audit(
+                &self.actor.to_string(),
+                "component.delete",
+                Some(slug),
+                self.now(),
+            )
+            .await?;
+        self.changed().await;
+        Ok(())
+    }
+
     pub async fn move_component(&self, slug: &str, by: i64) -> ServiceResult<()> {
         self.require(Role::Admin)?;
         let all = self.components().await?;

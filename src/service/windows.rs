@@ -36,6 +36,9 @@ impl Aggregate for Maintenance {
         channels: &[Channel],
         now: Timestamp,
     ) -> Vec<NewDelivery> {
+        if !service.announce {
+            return Vec::new();
+        }
         deliveries_for(
             self.is_public(),
             updates,
@@ -119,11 +122,16 @@ impl Service {
         + Send
         + Sync,
     ) -> ServiceResult<Maintenance> {
+        let quiet = if self.announce {
+            ""
+        } else {
+            " (not announced)"
+        };
         let (m, _) = self
             .commit::<Maintenance>(
                 id,
                 Role::Maintainer,
-                &|_, _| Some((action.to_owned(), target(id, step))),
+                &|_, _| Some((action.to_owned(), format!("{}{quiet}", target(id, step)))),
                 &|m, now| Ok(rule(m, now)?),
             )
             .await?;

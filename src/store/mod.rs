@@ -12,8 +12,8 @@ use crate::domain::{
     Role, Rollout, RolloutState, RolloutUpdate, Subject, Thread, Update, User,
 };
 
-pub use sql::{Backend, CopyOptions, CopyReport, SqlStore};
 pub(crate) use sql::outbox::HELD_MS;
+pub use sql::{Backend, CopyOptions, CopyReport, SqlStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -172,6 +172,9 @@ pub trait Store:
 pub trait Windows: Send + Sync {
     async fn create_component(&self, new: &NewComponent, now: Timestamp) -> StoreResult<Component>;
     async fn list_components(&self) -> StoreResult<Vec<Component>>;
+    /// Remove a component no window names: `Ok(0)` when removed, else how many windows name
+    /// it (and nothing is removed: their history keeps it). `NotFound` when there is none.
+    async fn delete_component(&self, slug: &str) -> StoreResult<i64>;
 
     /// Insert a window (as a draft) with its steps and component links, and the audit entry
     /// `audit` makes of its id, in one transaction.

@@ -64,9 +64,11 @@ pub fn flash_cookie(name: &str, value: &str, path: &str, secure: bool) -> Header
 
 /// A flash cookie's value, decoded.
 pub fn flash(headers: &HeaderMap, name: &str) -> Option<String> {
-    cookie(headers, name)
-        .filter(|v| !v.is_empty())
-        .map(|v| percent_encoding::percent_decode_str(&v).decode_utf8_lossy().into_owned())
+    cookie(headers, name).filter(|v| !v.is_empty()).map(|v| {
+        percent_encoding::percent_decode_str(&v)
+            .decode_utf8_lossy()
+            .into_owned()
+    })
 }
 
 /// The signed-in user of an admin page.

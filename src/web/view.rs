@@ -295,7 +295,10 @@ pub(super) fn update_view(u: &Update) -> UpdateView {
 pub fn text_with_times(text: &str) -> String {
     crate::domain::map_utc_times(
         text,
-        |part| askama::filters::escape(part, askama::filters::Html).map_or_else(|_| String::new(), |e| e.to_string()),
+        |part| {
+            askama::filters::escape(part, askama::filters::Html)
+                .map_or_else(|_| String::new(), |e| e.to_string())
+        },
         |t| time(t).full(),
     )
 }

@@ -95,15 +95,17 @@ async fn channels_are_managed_from_the_admin_ui_with_secrets_write_only() {
 
     // The test message goes out at once.
     let r = app
-        .post_form(
+        .submit(
             &format!("/admin/channels/{}/test", channel.id),
-            Some(&me.cookie),
+            &me.cookie,
             &[("csrf", &me.csrf)],
-            &[],
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert!(r.text().contains("Test message sent"));
+    // Shown once: a reload shows the page and sends nothing.
+    let again = app.get_as("/admin/channels", &me.cookie).await.text();
+    assert!(!again.contains("Test message sent"));
     let messages = discord.messages();
     assert_eq!(messages.len(), 1);
     assert!(messages[0].content.contains("Test message"));
@@ -315,7 +317,9 @@ async fn a_signed_webhook_shows_its_secret_once_and_rotates_it() {
             .contains("give the http:// or https:// URL to send to")
     );
 
-    let r = add("https://hooks.example.com/herald").await;
+    let r = app
+        .follow(add("https://hooks.example.com/herald").await, &me.cookie)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let text = r.text();
     let secret = app.service.channels().await.unwrap()[0]
@@ -332,11 +336,10 @@ async fn a_signed_webhook_shows_its_secret_once_and_rotates_it() {
     assert!(again.contains("New signing secret"));
 
     let r = app
-        .post_form(
+        .submit(
             "/admin/channels/1/rotate",
-            Some(&me.cookie),
+            &me.cookie,
             &[("csrf", &me.csrf)],
-            &[],
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);

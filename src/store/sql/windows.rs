@@ -359,6 +359,31 @@ impl Windows for SqlStore {
     }
 
     #[instrument(skip(self))]
+    async fn delete_component(&self, slug: &str) -> StoreResult<i64> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar("SELECT id FROM components WHERE slug = $1")
+            .bind(slug)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let used: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM maintenance_components WHERE component_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if used > 0 {
+            return Ok(used);
+        }
+        sqlx::query("DELETE FROM components WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(0)
+    }
+
+    #[instrument(skip(self))]
     async fn list_components(&self) -> StoreResult<Vec<Component>> {
         sqlx::query(&format!(
             "SELECT {COMPONENT_COLUMNS} FROM components c ORDER BY c.position, c.id"

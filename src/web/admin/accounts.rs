@@ -85,8 +85,10 @@ pub async fn tokens(
             header::SET_COOKIE,
             auth::flash_cookie(NEW_TOKEN, "", "/admin/tokens", secure),
         );
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+        r.headers_mut().insert(
+            header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        );
     }
     Ok(r)
 }

@@ -2,10 +2,10 @@
 //! the per-window delivery list with Retry and Skip, and previews of what each channel gets.
 
 use askama::Template;
-use jiff::Timestamp;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use jiff::Timestamp;
 use serde::Deserialize;
 
 use super::{Me, me, page};
@@ -200,8 +200,8 @@ pub async fn channels(
     signed_in: SignedIn,
 ) -> Result<Response, AppError> {
     signed_in.require(Role::Admin)?;
-    let flash: Option<Flash> = crate::web::auth::flash(&headers, FLASH)
-        .and_then(|json| serde_json::from_str(&json).ok());
+    let flash: Option<Flash> =
+        crate::web::auth::flash(&headers, FLASH).and_then(|json| serde_json::from_str(&json).ok());
     let Some(flash) = flash else {
         return channels_page(
             &state,
@@ -605,7 +605,11 @@ pub fn previews(
     // A draft is previewed as announcing will make it (planned, or scheduled), not as a draft.
     let mut shown = m.clone();
     if !m.is_public() {
-        let _ = shown.apply(crate::domain::WindowAction::Announce, None, state.service.now());
+        let _ = shown.apply(
+            crate::domain::WindowAction::Announce,
+            None,
+            state.service.now(),
+        );
     }
     let m = &shown;
     channels

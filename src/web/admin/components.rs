@@ -1,4 +1,4 @@
-//! Components (admins): add, rename, regroup, reorder.
+//! Components (admins): add, rename, regroup, reorder, remove.
 
 use super::*;
 
@@ -61,7 +61,10 @@ async fn components_page(
             description: c.description.unwrap_or_default(),
         })
         .collect();
-    let error = (!errors.is_empty()).then(|| "Please correct the fields marked below.".to_owned());
+    let error = match errors.iter().find(|e| e.field == "row") {
+        Some(refused) => Some(refused.message.clone()),
+        None => (!errors.is_empty()).then(|| "Please correct the fields marked below.".to_owned()),
+    };
     page(
         status,
         &ComponentsPage {
@@ -94,14 +97,20 @@ pub async fn create_component(
     State(state): State<AppState>,
     CsrfForm { signed_in, form }: CsrfForm<ComponentForm>,
 ) -> Result<Response, AppError> {
+    // No slug typed: the name's, as the page script suggests it.
+    let slug = if form.slug.trim().is_empty() {
+        slug_from(&form.name)
+    } else {
+        form.slug.clone()
+    };
     let new = crate::domain::NewComponent {
-        slug: form.slug.clone(),
+        slug,
         name: form.name.clone(),
         description: Some(form.description.clone()),
         group_name: Some(form.group.clone()),
     };
     match signed_in.service(&state).create_component(new).await {
-        Ok(_) => Ok(Redirect::to("/admin/components").into_response()),
+        Ok(_) => Ok(done("/admin/components", "component_added")),
         Err(ServiceError::Domain(DomainError::Invalid(e))) => {
             components_page(
                 &state,
@@ -123,6 +132,7 @@ pub async fn edit_component(
 ) -> Result<Response, AppError> {
     let service = signed_in.service(&state);
     let result = match form.op.as_str() {
+        "delete" => service.delete_component(&slug).await,
         "up" => service.move_component(&slug, -1).await,
         "down" => service.move_component(&slug, 1).await,
         _ => service
@@ -130,8 +140,12 @@ pub async fn edit_component(
             .await
             .map(drop),
     };
+    let code = match form.op.as_str() {
+        "delete" => "component_removed",
+        _ => "component_saved",
+    };
     match result {
-        Ok(()) => Ok(Redirect::to("/admin/components").into_response()),
+        Ok(()) => Ok(done("/admin/components", code)),
         Err(ServiceError::Domain(DomainError::Invalid(e))) => {
             components_page(
                 &state,
@@ -142,6 +156,40 @@ pub async fn edit_component(
             )
             .await
         }
+        Err(ServiceError::Domain(e @ DomainError::Rule(_))) => {
+            let (status, message) = refusal(&e);
+            components_page(
+                &state,
+                &signed_in,
+                status,
+                ComponentForm::default(),
+                vec![ValidationError::new("row", message)],
+            )
+            .await
+        }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A slug made from a name: lowercase ASCII letters and digits, other runs as one `-`.
+fn slug_from(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+    }
+    slug.trim_end_matches('-').chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slugs_come_from_names() {
+        assert_eq!(super::slug_from("Public API (v2)"), "public-api-v2");
+        assert_eq!(super::slug_from("  Łódź gateway "), "d-gateway");
+        assert_eq!(super::slug_from("***"), "");
     }
 }

@@ -61,7 +61,9 @@ impl Me {
     pub fn at(&self, href: &str) -> bool {
         self.here == href
             || (href != "/admin" && self.here.starts_with(&format!("{href}/")))
-            || (href == "/admin" && self.here.starts_with("/admin/maintenances/") && !self.here.ends_with("/new"))
+            || (href == "/admin"
+                && self.here.starts_with("/admin/maintenances/")
+                && !self.here.ends_with("/new"))
     }
 }
 

@@ -42,6 +42,22 @@ struct ActionView {
     confirm: bool,
     /// What the confirmation says before the button, if anything needs saying.
     warning: Option<String>,
+    /// Where it will be posted (public windows, and announcing).
+    posted_to: Option<String>,
+}
+
+/// The channels a change will be posted on, in a sentence.
+fn posted_to(channels: &[crate::domain::Channel]) -> String {
+    let names: Vec<String> = channels
+        .iter()
+        .filter(|c| c.enabled)
+        .map(|c| format!("{} ({})", c.name, c.kind.label()))
+        .collect();
+    match names.len() {
+        0 => "No channel is set up: only the page changes.".to_owned(),
+        1 => format!("It is posted on 1 channel: {}.", names[0]),
+        n => format!("It is posted on {n} channels: {}.", names.join(", ")),
+    }
 }
 
 /// What a maintainer should know before confirming `action` on `m`: starting days before the
@@ -171,12 +187,14 @@ async fn run_page(
     let w = window_view(&m, &updates, state.service.now());
     // What to offer comes from the rules themselves; only the wording is decided here.
     let now = state.service.now();
+    let all_channels = state.service.channels().await?;
+    let posted_to = posted_to(&all_channels);
     let actions = m
         .allowed_actions()
         .into_iter()
         .map(|a| {
             let (action, label, confirm) = match a {
-                WindowAction::Announce => ("announce", "Announce", false),
+                WindowAction::Announce => ("announce", "Announce", true),
                 WindowAction::Start => ("start", "Start", true),
                 WindowAction::Complete => ("complete", "Complete", true),
                 WindowAction::Cancel => ("cancel", "Cancel window", true),
@@ -186,6 +204,8 @@ async fn run_page(
                 label,
                 confirm,
                 warning: action_warning(&m, a, now),
+                posted_to: (m.is_public() || a == WindowAction::Announce)
+                    .then(|| posted_to.clone()),
             }
         })
         .collect();
@@ -223,7 +243,6 @@ async fn run_page(
         })
         .unwrap_or_default();
     let current = target.and_then(|t| w.steps.iter().find(|s| s.position == t.position).cloned());
-    let all_channels = state.service.channels().await?;
     let deliveries = channels::delivery_rows(
         &state
             .service
@@ -276,6 +295,9 @@ pub struct ActionForm {
     action: String,
     #[serde(default)]
     note: String,
+    /// `on`: change the page but post nothing on the channels.
+    #[serde(default)]
+    quiet: String,
 }
 
 /// After a change: back to the run view (so a reload does not post again); a refusal shows
@@ -313,6 +335,7 @@ pub async fn window_action(
     let result = state
         .service
         .acting(signed_in.actor())
+        .quietly(form.quiet == "on")
         .window_action(id, action, note(&form.note))
         .await
         .map(drop);
@@ -339,6 +362,7 @@ pub async fn step_action(
     let result = state
         .service
         .acting(signed_in.actor())
+        .quietly(form.quiet == "on")
         .step_action(id, position, action, note(&form.note))
         .await
         .map(drop);
@@ -359,6 +383,8 @@ pub async fn step_action(
 pub struct RescheduleForm {
     #[serde(flatten)]
     schedule: ScheduleFields,
+    #[serde(default)]
+    quiet: String,
 }
 
 pub async fn reschedule(
@@ -373,6 +399,7 @@ pub async fn reschedule(
         Some(schedule) if errors.is_empty() => state
             .service
             .acting(signed_in.actor())
+            .quietly(form.quiet == "on")
             .reschedule(id, schedule)
             .await
             .map(drop),
@@ -384,7 +411,14 @@ pub async fn reschedule(
                 schedule_errors: errors,
                 ..RunState::default()
             };
-            return run_page(&state, &signed_in, id, StatusCode::UNPROCESSABLE_ENTITY, keep).await;
+            return run_page(
+                &state,
+                &signed_in,
+                id,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                keep,
+            )
+            .await;
         }
     };
     let keep = RunState {
@@ -398,6 +432,8 @@ pub async fn reschedule(
 pub struct UpdateForm {
     #[serde(default)]
     body: String,
+    #[serde(default)]
+    quiet: String,
 }
 
 pub async fn post_update(
@@ -408,6 +444,7 @@ pub async fn post_update(
     let result = state
         .service
         .acting(signed_in.actor())
+        .quietly(form.quiet == "on")
         .post_update(id, &form.body)
         .await
         .map(drop);

@@ -325,6 +325,31 @@ impl TestApp {
             .await
     }
 
+    /// Follow a form's redirect (`303`) as a browser does: a GET of its `Location` with the
+    /// session and the one-time cookies the redirect set. Anything else is returned as it is.
+    pub async fn follow(&self, reply: Reply, cookie: &str) -> Reply {
+        if reply.status != StatusCode::SEE_OTHER {
+            return reply;
+        }
+        let location = reply
+            .header("location")
+            .expect("a redirect has a Location")
+            .to_owned();
+        let mut cookies = vec![format!("herald_session={cookie}")];
+        for set in reply.headers.get_all("set-cookie") {
+            let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
+            cookies.push(pair);
+        }
+        self.request(Method::GET, &location, &[("cookie", &cookies.join("; "))])
+            .await
+    }
+
+    /// `post_form` as a signed-in browser, following the redirect that answers it.
+    pub async fn submit(&self, path: &str, cookie: &str, pairs: &[(&str, &str)]) -> Reply {
+        let reply = self.post_form(path, Some(cookie), pairs, &[]).await;
+        self.follow(reply, cookie).await
+    }
+
     pub async fn get_as(&self, path: &str, cookie: &str) -> Reply {
         let cookie = format!("herald_session={cookie}");
         self.request(Method::GET, path, &[("cookie", &cookie)])
