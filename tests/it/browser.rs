@@ -14,7 +14,7 @@ use herald::config::Settings;
 use serde_json::json;
 use thirtyfour::prelude::*;
 
-struct Driver(Child);
+pub(crate) struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -23,7 +23,7 @@ impl Drop for Driver {
     }
 }
 
-fn start_chromedriver() -> (Driver, String) {
+pub(crate) fn start_chromedriver() -> (Driver, String) {
     let port = crate::common::free_port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
@@ -56,13 +56,13 @@ async fn start_herald(dir: &tempfile::TempDir) -> SocketAddr {
     addr
 }
 
-fn screenshot_dir() -> PathBuf {
+pub(crate) fn screenshot_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-async fn browser(driver_url: &str, profile: &tempfile::TempDir) -> WebDriver {
+pub(crate) async fn browser(driver_url: &str, profile: &tempfile::TempDir) -> WebDriver {
     let mut caps = DesiredCapabilities::chrome();
     caps.set_binary("/usr/bin/chromium").unwrap();
     for arg in [
@@ -86,7 +86,7 @@ async fn browser(driver_url: &str, profile: &tempfile::TempDir) -> WebDriver {
 }
 
 /// Save a screenshot of the whole page (not just the viewport) at `width` CSS pixels.
-async fn full_page_screenshot(driver: &WebDriver, width: u32, height: u32, name: &str) -> PathBuf {
+pub(crate) async fn full_page_screenshot(driver: &WebDriver, width: u32, height: u32, name: &str) -> PathBuf {
     driver
         .cdp()
         .send_raw(
@@ -113,7 +113,7 @@ async fn full_page_screenshot(driver: &WebDriver, width: u32, height: u32, name:
     path
 }
 
-async fn assert_clean(driver: &WebDriver, origin: &str) {
+pub(crate) async fn assert_clean(driver: &WebDriver, origin: &str) {
     let severe: Vec<String> = driver
         .browser_log()
         .await
@@ -312,7 +312,7 @@ async fn demo_page_in_a_real_browser() {
     result.unwrap();
 }
 
-async fn find_button(driver: &WebDriver, text: &str) -> WebDriverResult<WebElement> {
+pub(crate) async fn find_button(driver: &WebDriver, text: &str) -> WebDriverResult<WebElement> {
     driver
         .find(By::XPath(format!(
             "//button[normalize-space()='{text}'] | //summary[normalize-space()='{text}']"
@@ -321,12 +321,12 @@ async fn find_button(driver: &WebDriver, text: &str) -> WebDriverResult<WebEleme
 }
 
 /// Open a `<details>` (or press a button that does not leave the page).
-async fn click_button(driver: &WebDriver, text: &str) -> WebDriverResult<()> {
+pub(crate) async fn click_button(driver: &WebDriver, text: &str) -> WebDriverResult<()> {
     find_button(driver, text).await?.click().await
 }
 
 /// Press a submit button and wait until the browser has left that page.
-async fn submit(driver: &WebDriver, text: &str) -> WebDriverResult<()> {
+pub(crate) async fn submit(driver: &WebDriver, text: &str) -> WebDriverResult<()> {
     let button = find_button(driver, text).await?;
     button.click().await?;
     button.wait_until().stale().await

@@ -7,6 +7,7 @@ mod announce_crash;
 mod announce_pds;
 mod api;
 mod browser;
+mod browser_admin;
 mod channels;
 mod cli;
 mod common;

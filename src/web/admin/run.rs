@@ -14,6 +14,8 @@ struct RunPage {
     public: bool,
     current: Option<crate::web::view::StepView>,
     actions: Vec<ActionView>,
+    /// Where a change is posted, in a sentence.
+    posted_to: String,
     /// Why Complete is not offered, while the window runs.
     complete_blocked: Option<String>,
     step_actions: Vec<(&'static str, &'static str, &'static str)>,
@@ -260,6 +262,7 @@ async fn run_page(
             public: m.is_public(),
             current,
             actions,
+            posted_to,
             complete_blocked,
             step_actions,
             error: extra.error,

@@ -45,6 +45,9 @@ pub enum Fault {
     DropBeforeProcessing,
     /// Act on the request (e.g. create the message), then close the connection unanswered.
     DropAfterProcessing,
+    /// Act on the request, then answer `204 No Content` with no body, as a relay or proxy in
+    /// front of the service may.
+    NoContent,
 }
 
 /// One request as the fake received it.
@@ -218,6 +221,10 @@ async fn handle<B: Backend>(backend: Arc<B>, req: Req) -> Outcome {
         Some(Fault::DropAfterProcessing) => {
             backend.process(&req);
             Outcome::Drop
+        }
+        Some(Fault::NoContent) => {
+            backend.process(&req);
+            Outcome::Reply(Reply::empty(204))
         }
     };
     backend.record(Recorded {
