@@ -1251,3 +1251,243 @@ async fn window_changes_are_audited_with_their_actor() {
         .text();
     assert!(!other.contains("step.start"));
 }
+
+/// Dates sent with "No date yet" are refused next to their field, never dropped; dates that
+/// are only the window's own schedule left in the form undate it.
+#[tokio::test]
+async fn dates_under_no_date_yet_are_refused_not_dropped() {
+    let app = TestApp::new().await;
+    app.user("mo", Role::Maintainer).await;
+    let me = app.sign_in("mo").await;
+    let r = app
+        .post_form(
+            "/admin/maintenances",
+            Some(&me.cookie),
+            &[
+                ("csrf", &me.csrf),
+                ("title", "Database cluster migration"),
+                ("when", "tentative"),
+                ("starts_at", "2030-01-05T02:00"),
+                ("time_zone", "Europe/Warsaw"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let html = r.text();
+    assert!(html.contains("id=\"starts_at-error\""), "{html}");
+    assert!(
+        html.contains("choose &#34;At a set time&#34; to use it"),
+        "{html}"
+    );
+    assert!(
+        html.contains("value=\"2030-01-05T02:00\""),
+        "what was typed is kept"
+    );
+    assert_eq!(app.service.store().count_maintenances().await.unwrap(), 0);
+
+    // A dated window: its own dates left in the form with "No date yet" undate it.
+    let r = app
+        .post_form(
+            "/admin/maintenances",
+            Some(&me.cookie),
+            &[
+                ("csrf", &me.csrf),
+                ("title", "Database cluster migration"),
+                ("when", "fixed"),
+                ("starts_at", "2030-01-05T02:00"),
+                ("ends_at", "2030-01-05T04:00"),
+                ("time_zone", "Europe/Warsaw"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.header("location"),
+        Some("/admin/maintenances/1?done=created")
+    );
+    let undate = |start: &'static str| {
+        let (app, me) = (&app, &me);
+        async move {
+            app.post_form(
+                "/admin/maintenances/1/schedule",
+                Some(&me.cookie),
+                &[
+                    ("csrf", &me.csrf),
+                    ("when", "tentative"),
+                    ("schedule_hint", "next week"),
+                    ("starts_at", start),
+                    ("ends_at", "2030-01-05T04:00"),
+                    ("time_zone", "Europe/Warsaw"),
+                ],
+                &[],
+            )
+            .await
+        }
+    };
+    let r = undate("2030-01-06T02:00").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().contains("id=\"starts_at-error\""));
+    assert!(
+        app.service
+            .maintenance(1)
+            .await
+            .unwrap()
+            .starts_at
+            .is_some()
+    );
+    let r = undate("2030-01-05T02:00").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(app.service.maintenance(1).await.unwrap().starts_at, None);
+}
+
+/// A form sent after its session ended comes back after sign-in with what was typed, to send
+/// or leave; the form's own address, asked for with GET, leads to its page.
+#[tokio::test]
+async fn a_form_sent_after_the_session_ended_is_kept_through_sign_in() {
+    let app = TestApp::new().await;
+    app.user("mo", Role::Maintainer).await;
+    let m = app
+        .window(
+            "DecAPI migration",
+            herald::domain::Schedule::Tentative { hint: None },
+            2,
+            vec![],
+        )
+        .await;
+    let path = format!("/admin/maintenances/{}/steps/1", m.id);
+    let r = app
+        .post_form(
+            &path,
+            Some("0000000000000000000000000000000000000000000000000000000000000000"),
+            &[
+                ("csrf", "stale"),
+                ("action", "start"),
+                ("note", "LB drained"),
+            ],
+            &[(
+                "referer",
+                &format!("http://localhost/admin/maintenances/{}", m.id),
+            )],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let html = r.text();
+    assert!(
+        html.contains("Your session ended before this was done"),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("name=\"resume_to\" value=\"{path}\"")),
+        "{html}"
+    );
+    assert!(
+        html.contains("LB+drained") || html.contains("LB%20drained"),
+        "{html}"
+    );
+    assert!(!html.contains("stale"), "the old CSRF token is not carried");
+
+    let resume = html
+        .split("name=\"resume\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .replace("&#43;", "+")
+        .replace("&#38;", "&")
+        .replace("&amp;", "&")
+        .replace("&#61;", "=");
+    let r = app
+        .post_form(
+            "/admin/login",
+            None,
+            &[
+                ("name", "mo"),
+                ("password", "correct horse battery"),
+                ("resume_to", &path),
+                ("resume_from", &format!("/admin/maintenances/{}", m.id)),
+                ("resume", &resume),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.header("set-cookie")
+            .is_some_and(|c| c.contains("herald_session="))
+    );
+    let html = r.text();
+    assert!(html.contains("LB drained"), "{html}");
+    assert!(html.contains(&format!("action=\"{path}\"")), "{html}");
+    assert!(html.contains("Back to the page without sending"));
+
+    // Followed as a link, a form's address leads to the page the form is on.
+    let me = app.sign_in("mo").await;
+    let r = app.get_as(&path, &me.cookie).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/admin/maintenances/{}", m.id).as_str())
+    );
+    let r = app.get_as("/admin/maintenances/1/plan", &me.cookie).await;
+    assert_eq!(r.header("location"), Some("/admin/maintenances/1/edit"));
+}
+
+/// Components: capitals in a slug are taken as lowercase, an empty slug comes from the name,
+/// and a component can be removed unless a window names it.
+#[tokio::test]
+async fn components_are_removed_unless_a_window_names_them() {
+    let app = TestApp::new().await;
+    app.user("alice", Role::Admin).await;
+    let me = app.sign_in("alice").await;
+    for (slug, name) in [("API", "Public API"), ("", "Web Dashboard")] {
+        let r = app
+            .post_form(
+                "/admin/components",
+                Some(&me.cookie),
+                &[("csrf", &me.csrf), ("slug", slug), ("name", name)],
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    }
+    let slugs: Vec<String> = app
+        .service
+        .components()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.slug)
+        .collect();
+    assert_eq!(slugs, ["api", "web-dashboard"]);
+    let api = app.service.components().await.unwrap()[0].id;
+    app.window(
+        "Upgrade",
+        herald::domain::Schedule::Tentative { hint: None },
+        1,
+        vec![api],
+    )
+    .await;
+    let remove = |slug: &'static str| {
+        let (app, me) = (&app, &me);
+        async move {
+            app.post_form(
+                &format!("/admin/components/{slug}"),
+                Some(&me.cookie),
+                &[("csrf", &me.csrf), ("op", "delete")],
+                &[],
+            )
+            .await
+        }
+    };
+    let r = remove("api").await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(
+        r.text().contains("1 window names this component"),
+        "{}",
+        r.text()
+    );
+    let r = remove("web-dashboard").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(app.service.components().await.unwrap().len(), 1);
+}

@@ -86,7 +86,12 @@ pub(crate) async fn browser(driver_url: &str, profile: &tempfile::TempDir) -> We
 }
 
 /// Save a screenshot of the whole page (not just the viewport) at `width` CSS pixels.
-pub(crate) async fn full_page_screenshot(driver: &WebDriver, width: u32, height: u32, name: &str) -> PathBuf {
+pub(crate) async fn full_page_screenshot(
+    driver: &WebDriver,
+    width: u32,
+    height: u32,
+    name: &str,
+) -> PathBuf {
     driver
         .cdp()
         .send_raw(

@@ -14,7 +14,7 @@ use thirtyfour::prelude::*;
 use crate::browser::{
     assert_clean, browser, click_button, full_page_screenshot, start_chromedriver, submit,
 };
-use crate::common::fake_discord::{Fault, FakeDiscord};
+use crate::common::fake_discord::{FakeDiscord, Fault};
 
 /// One reader: the viewport's width and height, and the zone the browser is in.
 struct Reader {
@@ -194,7 +194,10 @@ async fn settled(state: &herald::web::AppState) {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "deliveries still pending: {unsent:?}");
+        assert!(
+            Instant::now() < deadline,
+            "deliveries still pending: {unsent:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -216,7 +219,11 @@ fn axe_script() -> String {
 }
 
 async fn sign_in(driver: &WebDriver) -> WebDriverResult<()> {
-    driver.find(By::Id("name")).await?.send_keys("alice").await?;
+    driver
+        .find(By::Id("name"))
+        .await?
+        .send_keys("alice")
+        .await?;
     driver
         .find(By::Id("password"))
         .await?
@@ -420,6 +427,18 @@ async fn a_maintainers_day(reader: Reader, axe: &str) {
         let contrast: Vec<String> = contrast.convert().unwrap();
         assert_ne!(contrast[0], contrast[1], "{contrast:?}");
         assert_accessible(&driver, axe, "the run view with a failed step").await?;
+
+        // A new token is shown once, with a Copy button, after a redirect: a reload shows the
+        // list without it and makes no second token.
+        driver.goto(format!("{origin}/admin/tokens")).await?;
+        driver.find(By::Id("name")).await?.send_keys("deploy-bot").await?;
+        submit(&driver, "Create token").await?;
+        let token = driver.find(By::Id("new-token")).await?.text().await?;
+        assert!(token.starts_with("hrld_"));
+        assert!(driver.find(By::Css("button[data-copy]")).await?.is_displayed().await?);
+        driver.refresh().await?;
+        assert!(!main_text(&driver).await?.contains(&token));
+        assert_eq!(service.acting(Actor::System).tokens().await.unwrap().len(), 1);
 
         for (path, what) in [
             ("/admin/channels", "channels"),
