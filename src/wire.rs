@@ -101,6 +101,9 @@ pub struct UpdateJson {
     pub note: Option<String>,
     pub step_position: Option<i64>,
     pub created_at: Timestamp,
+    /// When its text or note was last corrected after it went out; absent if never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<Timestamp>,
 }
 
 pub fn maintenance_json(m: &Maintenance, public_url: &str, now: Timestamp) -> MaintenanceJson {
@@ -151,6 +154,7 @@ pub fn update_json(u: &Update) -> UpdateJson {
         note: u.note.clone(),
         step_position: u.step_position,
         created_at: u.created_at,
+        edited_at: u.edited_at,
     }
 }
 

@@ -527,6 +527,34 @@ impl DeliveryState {
     }
 }
 
+/// What a delivery does on its channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeliveryAction {
+    /// Post the update (the usual).
+    #[default]
+    Post,
+    /// The update was edited after it went out: send the new text where it was posted.
+    Edit,
+    /// The update was withdrawn: take the post down where the network allows it.
+    Withdraw,
+}
+
+impl DeliveryAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Post => "post",
+            Self::Edit => "edit",
+            Self::Withdraw => "withdraw",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Post, Self::Edit, Self::Withdraw]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
 /// What an announcement is about, and what a thread of posts belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Subject {
@@ -571,6 +599,24 @@ pub struct Delivery {
     pub last_error: Option<String>,
     pub created_ms: i64,
     pub sent_at: Option<Timestamp>,
+    pub action: DeliveryAction,
+    /// An edit or withdrawal: the delivery it corrects.
+    pub corrects: Option<i64>,
+}
+
+/// A correction to insert: `action` on channel `channel_id` for the delivery `corrects` of
+/// update `update_id` of window `window_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCorrection {
+    pub window_id: i64,
+    pub update_id: i64,
+    pub kind: UpdateKind,
+    pub channel_id: i64,
+    pub action: DeliveryAction,
+    pub corrects: i64,
+    pub idem_key: String,
+    pub deadline_at: Timestamp,
+    pub created_ms: i64,
 }
 
 /// A delivery to insert with the change that caused it: `update` indexes the change's updates

@@ -443,6 +443,8 @@ pub struct Update {
     pub note: Option<String>,
     pub step_position: Option<i64>,
     pub created_at: Timestamp,
+    /// When its text (or note) was last corrected, after it went out.
+    pub edited_at: Option<Timestamp>,
 }
 
 /// A maintenance window with its plan: the aggregate every rule works on.
@@ -1127,6 +1129,49 @@ impl Maintenance {
             .into());
         }
         Ok(vec![self.update(UpdateKind::Note, body, now)])
+    }
+}
+
+impl Update {
+    /// What a maintainer wrote in this entry, which they may correct: a free-form update's
+    /// text, or the note given with a step or window action. Texts Herald writes (a step's
+    /// name, the schedule) follow the window and are not corrected by hand.
+    pub fn written(&self) -> Option<&str> {
+        if self.kind == UpdateKind::Note {
+            Some(&self.body)
+        } else {
+            self.note.as_deref()
+        }
+    }
+
+    /// This entry's (body, note) with what the maintainer wrote replaced by `text`; an empty
+    /// `text` removes a note (an update's own text cannot be empty: withdraw it instead).
+    pub fn corrected(&self, text: &str) -> Result<(String, Option<String>), DomainError> {
+        if self.written().is_none() {
+            return Err(RuleError::new(
+                "only what a maintainer wrote (an update, or a note) can be corrected",
+            )
+            .into());
+        }
+        if self.kind == UpdateKind::Note {
+            let body = clean_text("body", text, limits::UPDATE_MAX, true)?.unwrap_or_default();
+            Ok((body, self.note.clone()))
+        } else {
+            Ok((self.body.clone(), clean_note(Some(text))?))
+        }
+    }
+
+    /// Whether the whole entry may be withdrawn: a free-form update may; a step's or the
+    /// window's own change stays (its note can be removed instead).
+    pub fn withdrawable(&self) -> Result<(), DomainError> {
+        if self.kind == UpdateKind::Note {
+            Ok(())
+        } else {
+            Err(RuleError::new(
+                "only a posted update can be withdrawn; a step's or the window's change stays (remove its note instead)",
+            )
+            .into())
+        }
     }
 }
 

@@ -483,6 +483,75 @@ impl super::Sender for Bluesky {
         })
     }
 
+    /// A post cannot be edited on Bluesky: an edit is a reply in the thread saying what was
+    /// meant; a withdrawal deletes the post.
+    async fn correct(
+        &self,
+        job: &Job<'_>,
+        original: &crate::domain::Delivery,
+        progress: &dyn Progress,
+    ) -> Result<Sent, SendError> {
+        let super::About::Window { window, update } = job.about else {
+            return Err(SendError::Permanent(
+                "only a window's updates are corrected".into(),
+            ));
+        };
+        if job.delivery.action == crate::domain::DeliveryAction::Withdraw {
+            let Some(rkey) = original
+                .remote_id
+                .as_deref()
+                .and_then(|uri| uri.rsplit('/').next())
+            else {
+                return Err(SendError::Permanent(
+                    "the post's address is not known".into(),
+                ));
+            };
+            let session = self.session().await?;
+            let body = json!({ "repo": session.did, "collection": POST, "rkey": rkey });
+            let (_, result) = self
+                .authed("com.atproto.repo.deleteRecord", Some(&body), &[])
+                .await?;
+            result.map_err(|e| e.into_send_error("deleting the post"))?;
+            return Ok(Sent {
+                remote_id: original.remote_id.clone(),
+                remote_url: None,
+                thread: job.thread.cloned(),
+            });
+        }
+        let text = if update.kind == UpdateKind::Note {
+            update.body.clone()
+        } else {
+            let step = update
+                .step_position
+                .map(|p| format!(" (step {p})"))
+                .unwrap_or_default();
+            format!(
+                "the note on \"{}{step}\" now reads: {}",
+                update.kind.label(),
+                update.note.as_deref().unwrap_or("(removed)")
+            )
+        };
+        // Written as of the edit, so every attempt makes the same record.
+        let correction = crate::domain::Update {
+            kind: UpdateKind::Note,
+            body: format!("Correction: {text}"),
+            note: None,
+            created_at: update.edited_at.unwrap_or(update.created_at),
+            ..update.clone()
+        };
+        let fixed = Job {
+            delivery: job.delivery,
+            about: super::About::Window {
+                window,
+                update: &correction,
+            },
+            thread: job.thread,
+            thread_key: job.thread_key,
+            page_url: job.page_url.clone(),
+        };
+        self.send(&fixed, progress).await
+    }
+
     async fn test(&self, text: &str) -> Result<String, SendError> {
         let session = self.session().await?;
         let rkey = crate::ids::new_tid();

@@ -442,6 +442,86 @@ impl Discord {
         }
     }
 
+    /// Replace a message's text (a corrected update's own message).
+    async fn edit_content(&self, message_id: &str, content: String) -> Result<(), SendError> {
+        let Ok(mid) = message_id.parse::<u64>() else {
+            return Ok(());
+        };
+        let mid = MessageId::new(mid.max(1));
+        let request = match &self.mode {
+            Mode::Bot { channel, .. } => Request::new(
+                Route::ChannelMessage {
+                    channel_id: *channel,
+                    message_id: mid,
+                },
+                LightMethod::Patch,
+            )
+            .body(Self::json(
+                &EditMessage::new()
+                    .content(content)
+                    .allowed_mentions(CreateAllowedMentions::new()),
+            )),
+            Mode::Webhook { id, token } => Request::new(
+                Route::WebhookMessage {
+                    webhook_id: *id,
+                    token,
+                    message_id: mid,
+                },
+                LightMethod::Patch,
+            )
+            .body(Self::json(
+                &EditWebhookMessage::new()
+                    .content(content)
+                    .allowed_mentions(CreateAllowedMentions::new()),
+            )),
+        };
+        self.gone_is_fine(self.call(request, "editing the message").await, message_id)
+    }
+
+    /// Delete a message (a withdrawn update's own message).
+    async fn delete(&self, message_id: &str) -> Result<(), SendError> {
+        let Ok(mid) = message_id.parse::<u64>() else {
+            return Ok(());
+        };
+        let mid = MessageId::new(mid.max(1));
+        let request = match &self.mode {
+            Mode::Bot { channel, .. } => Request::new(
+                Route::ChannelMessage {
+                    channel_id: *channel,
+                    message_id: mid,
+                },
+                LightMethod::Delete,
+            ),
+            Mode::Webhook { id, token } => Request::new(
+                Route::WebhookMessage {
+                    webhook_id: *id,
+                    token,
+                    message_id: mid,
+                },
+                LightMethod::Delete,
+            ),
+        };
+        self.gone_is_fine(self.call(request, "deleting the message").await, message_id)
+    }
+
+    /// A message deleted in Discord already is not an error for an edit or a deletion.
+    fn gone_is_fine(
+        &self,
+        result: Result<Option<serde_json::Value>, SendError>,
+        message_id: &str,
+    ) -> Result<(), SendError> {
+        match result {
+            Ok(_) => Ok(()),
+            Err(SendError::Permanent(reason))
+                if reason.contains(&format!("(code {UNKNOWN_MESSAGE})")) =>
+            {
+                tracing::warn!(message_id, "the message was deleted in Discord already");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Publish a message to the channels following this announcement channel.
     async fn crosspost(&self, place: &Place, message: &MessageRef) -> Result<(), SendError> {
         let Mode::Bot { channel, .. } = &self.mode else {
@@ -620,6 +700,44 @@ impl super::Sender for Discord {
                 Ok(self.sent(&place, &message, thread.clone()))
             }
         }
+    }
+
+    async fn correct(
+        &self,
+        job: &Job<'_>,
+        original: &crate::domain::Delivery,
+        _: &dyn Progress,
+    ) -> Result<Sent, SendError> {
+        let About::Window { window, update } = job.about else {
+            return Err(SendError::Permanent(
+                "only a window's updates are corrected".into(),
+            ));
+        };
+        let Some(message_id) = original.remote_id.as_deref() else {
+            return Err(SendError::Permanent(
+                "Discord did not say which message it made, so it cannot be corrected".into(),
+            ));
+        };
+        let withdraw = job.delivery.action == crate::domain::DeliveryAction::Withdraw;
+        if job.thread.is_some_and(|t| t.root_id == message_id) {
+            // The update had no message of its own: the live message shows the window as it
+            // is now, so drawing it again is the correction.
+            let as_of = window
+                .updated_at
+                .max(update.edited_at.unwrap_or(update.created_at));
+            let embed = discord_embed(window, &job.page_url, &self.site_name, as_of);
+            self.edit(message_id, embed).await?;
+        } else if withdraw {
+            self.delete(message_id).await?;
+        } else {
+            let content = discord_message(window, update, &job.page_url, "");
+            self.edit_content(message_id, content).await?;
+        }
+        Ok(Sent {
+            remote_id: Some(message_id.to_owned()),
+            remote_url: original.remote_url.clone().filter(|_| !withdraw),
+            thread: job.thread.cloned(),
+        })
     }
 
     async fn test(&self, text: &str) -> Result<String, SendError> {

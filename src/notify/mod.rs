@@ -32,7 +32,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::domain::{
-    Channel, ChannelKind, Delivery, Maintenance, Rollout, RolloutUpdate, Subject, Thread, Update,
+    Channel, ChannelKind, Delivery, DeliveryAction, Maintenance, Rollout, RolloutUpdate, Subject,
+    Thread, Update,
 };
 use crate::store::Store;
 
@@ -211,6 +212,15 @@ pub trait Sender: Send + Sync {
     }
     /// Post a test message; returns a link or id to show.
     async fn test(&self, text: &str) -> Result<String, SendError>;
+    /// Carry a correction of `original`, which this channel sent earlier (`job.delivery`'s
+    /// action says which): the new text where the network lets a post be edited, else a
+    /// correction in the thread; a withdrawal takes the post down where it can.
+    async fn correct(
+        &self,
+        job: &Job<'_>,
+        original: &Delivery,
+        progress: &dyn Progress,
+    ) -> Result<Sent, SendError>;
 }
 
 /// A channel whose sender cannot be built: every attempt fails with the reason.
@@ -223,6 +233,15 @@ impl Sender for Broken {
     }
 
     async fn test(&self, _: &str) -> Result<String, SendError> {
+        Err(SendError::Permanent(self.0.clone()))
+    }
+
+    async fn correct(
+        &self,
+        _: &Job<'_>,
+        _: &Delivery,
+        _: &dyn Progress,
+    ) -> Result<Sent, SendError> {
         Err(SendError::Permanent(self.0.clone()))
     }
 }
@@ -614,10 +633,24 @@ impl Worker {
             channel_id: d.channel_id,
             thread_key: job.thread_key,
         };
-        let result = match std::panic::AssertUnwindSafe(sender.send(job, &progress))
-            .catch_unwind()
-            .await
-        {
+        let sent = async {
+            match (d.action, d.corrects) {
+                (DeliveryAction::Post, _) => sender.send(job, &progress).await,
+                (_, Some(original)) => match self.store.get_delivery(original).await {
+                    Ok(Some(original)) => sender.correct(job, &original, &progress).await,
+                    Ok(None) => Err(SendError::Permanent(
+                        "the post it corrects is no longer known".into(),
+                    )),
+                    Err(e) => Err(SendError::transient(format!(
+                        "loading the post it corrects: {e}"
+                    ))),
+                },
+                (_, None) => Err(SendError::Permanent(
+                    "a correction that names no post".into(),
+                )),
+            }
+        };
+        let result = match std::panic::AssertUnwindSafe(sent).catch_unwind().await {
             Ok(result) => result,
             Err(panic) => {
                 let what = panic

@@ -135,6 +135,41 @@ impl Sender for Webhook {
         })
     }
 
+    async fn correct(
+        &self,
+        job: &Job<'_>,
+        original: &crate::domain::Delivery,
+        _: &dyn Progress,
+    ) -> Result<Sent, SendError> {
+        let About::Window { window, update } = job.about else {
+            return Err(SendError::Permanent(
+                "only a window's updates are corrected".into(),
+            ));
+        };
+        let what = match job.delivery.action {
+            crate::domain::DeliveryAction::Withdraw => "update_withdrawn",
+            _ => "update_edited",
+        };
+        let at = update.edited_at.unwrap_or(update.created_at);
+        let body = json!({
+            "type": format!("maintenance.{what}"),
+            "timestamp": at,
+            "data": {
+                "maintenance": crate::wire::maintenance_json(window, &self.settings.public_url, window.updated_at.max(at)),
+                "update": crate::wire::update_json(update),
+                // The delivery it corrects, as the receiver got it (its webhook-id).
+                "corrects": original.idem_key,
+            },
+        });
+        let id = &job.delivery.idem_key;
+        self.post(id, body.to_string()).await?;
+        Ok(Sent {
+            remote_id: Some(id.clone()),
+            remote_url: None,
+            thread: None,
+        })
+    }
+
     async fn test(&self, text: &str) -> Result<String, SendError> {
         let id = crate::ids::webhook_message_id();
         let body = json!({

@@ -216,6 +216,110 @@ impl Service {
             .await
     }
 
+    /// Correct update `update_id` of window `id` after it went out: `Some(text)` replaces what
+    /// the maintainer wrote (an update's text, a note), `None` withdraws the update. The page
+    /// shows it at once; each channel that posted it gets the correction (Discord edits or
+    /// deletes its message, Bluesky replies with a correction or deletes the post, a webhook
+    /// receives the event), unless this handle is quiet.
+    pub async fn correct_update(
+        &self,
+        id: i64,
+        update_id: i64,
+        text: Option<&str>,
+    ) -> ServiceResult<()> {
+        use crate::domain::{DeliveryAction, DeliveryState, NewCorrection, Subject};
+        self.require(Role::Maintainer)?;
+        let update = self
+            .store
+            .get_update(update_id)
+            .await?
+            .filter(|u| u.maintenance_id == id)
+            .ok_or(ServiceError::NotFound("update"))?;
+        let (body, note, action) = match text {
+            Some(text) => {
+                let (body, note) = update.corrected(text)?;
+                if body == update.body && note == update.note {
+                    return Ok(());
+                }
+                (body, note, DeliveryAction::Edit)
+            }
+            None => {
+                update.withdrawable()?;
+                (
+                    update.body.clone(),
+                    update.note.clone(),
+                    DeliveryAction::Withdraw,
+                )
+            }
+        };
+        let now = Timestamp::now();
+        let channels = self.store.list_channels().await?;
+        let posted = if self.announce {
+            self.store.list_deliveries(Subject::Window(id)).await?
+        } else {
+            Vec::new()
+        };
+        // What each channel made of it: the post, and (to withdraw) the corrections it
+        // posted since, each once.
+        let mut seen = std::collections::HashSet::new();
+        let deliveries: Vec<NewCorrection> = posted
+            .iter()
+            .filter(|d| {
+                d.update_id == Some(update_id)
+                    && d.state == DeliveryState::Sent
+                    && (d.action == DeliveryAction::Post
+                        || (action == DeliveryAction::Withdraw && d.action == DeliveryAction::Edit))
+                    && seen.insert((d.channel_id, d.remote_id.clone()))
+            })
+            .filter_map(|d| {
+                let channel = channels
+                    .iter()
+                    .find(|c| c.id == d.channel_id && c.enabled)?;
+                Some(NewCorrection {
+                    window_id: id,
+                    update_id,
+                    kind: update.kind,
+                    channel_id: channel.id,
+                    action,
+                    corrects: d.id,
+                    idem_key: crate::ids::idem_key(channel.kind),
+                    deadline_at: self.deadline_from(now),
+                    created_ms: now.as_millisecond(),
+                })
+            })
+            .collect();
+        let what = match action {
+            DeliveryAction::Withdraw => "update.withdraw",
+            _ => "update.edit",
+        };
+        let quiet = if self.announce {
+            ""
+        } else {
+            " (not announced)"
+        };
+        let audit = self.audit_entry(what, format!("window {id} update {update_id}{quiet}"));
+        self.store
+            .correct_update(&crate::store::Correction {
+                update_id,
+                withdraw: action == DeliveryAction::Withdraw,
+                body: &body,
+                note: note.as_deref(),
+                at: self.now(),
+                deliveries: &deliveries,
+                audit: &audit,
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => ServiceError::NotFound("update"),
+                e => ServiceError::Store(e),
+            })?;
+        self.changed().await;
+        if !deliveries.is_empty() {
+            self.wake_outbox().await;
+        }
+        Ok(())
+    }
+
     /// Do what time made due on every public window (see [`crate::domain::Maintenance::tick`]),
     /// in the scheduler's name. Returns when something next falls due.
     pub async fn check_windows(&self) -> ServiceResult<Option<Timestamp>> {

@@ -405,7 +405,24 @@ pub trait Outbox: Send + Sync {
     /// Drop the leases instance `owner` holds: at its start, none of its workers holds one
     /// (they were a previous run's). Other instances' leases stay.
     async fn release_leases(&self, owner: &str) -> StoreResult<u64>;
+    /// A window's timeline entry (withdrawn or not: a withdrawal's delivery needs it).
     async fn get_update(&self, id: i64) -> StoreResult<Option<Update>>;
+    /// Edit or withdraw a posted update, with the deliveries that carry the correction and
+    /// the audit entry, in one transaction. `NotFound` when it is gone or withdrawn.
+    async fn correct_update(&self, c: &Correction<'_>) -> StoreResult<()>;
+}
+
+/// An update corrected after it went out (see [`Outbox::correct_update`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Correction<'a> {
+    pub update_id: i64,
+    /// Withdraw it (else `body` and `note` replace its text).
+    pub withdraw: bool,
+    pub body: &'a str,
+    pub note: Option<&'a str>,
+    pub at: Timestamp,
+    pub deliveries: &'a [crate::domain::NewCorrection],
+    pub audit: &'a NewAudit,
 }
 
 /// What a change to an aggregate writes besides the aggregate itself, in its transaction.

@@ -298,6 +298,10 @@ fn admin_routes() -> Router<AppState> {
             post(admin::step_action),
         )
         .route("/admin/maintenances/{id}/updates", post(admin::post_update))
+        .route(
+            "/admin/maintenances/{id}/updates/{update}",
+            post(admin::correct_update),
+        )
         .route("/admin/maintenances/{id}/schedule", post(admin::reschedule))
         .route(
             "/admin/maintenances/{id}/edit",

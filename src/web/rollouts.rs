@@ -240,6 +240,10 @@ fn update_view(r: &Rollout, u: &RolloutUpdate) -> UpdateView {
             .note
             .as_deref()
             .map(|n| crate::web::view::text_with_times(&r.public_text(n))),
+        id: u.id,
+        written: None,
+        withdrawable: false,
+        edited: None,
         at: time(u.created_at),
     }
 }

@@ -271,6 +271,12 @@ pub struct UpdateView {
     pub body: String,
     /// HTML, as `body`.
     pub note: Option<String>,
+    pub id: i64,
+    /// What a maintainer wrote in it (its text or note), which the run view lets them correct.
+    pub written: Option<String>,
+    /// The update is a free-form one, which may be withdrawn.
+    pub withdrawable: bool,
+    pub edited: Option<TimeView>,
     pub at: TimeView,
 }
 
@@ -286,6 +292,10 @@ pub(super) fn update_view(u: &Update) -> UpdateView {
         },
         body: text_with_times(&u.body),
         note: u.note.as_deref().map(text_with_times),
+        id: u.id,
+        written: u.written().map(str::to_owned),
+        withdrawable: u.withdrawable().is_ok(),
+        edited: u.edited_at.map(time),
         at: time(u.created_at),
     }
 }

@@ -620,6 +620,15 @@ impl herald::notify::Sender for PanicsOnce {
     async fn test(&self, _: &str) -> Result<String, herald::notify::SendError> {
         Ok(String::new())
     }
+
+    async fn correct(
+        &self,
+        job: &herald::notify::Job<'_>,
+        _: &herald::domain::Delivery,
+        progress: &dyn herald::notify::Progress,
+    ) -> Result<herald::notify::Sent, herald::notify::SendError> {
+        self.send(job, progress).await
+    }
 }
 
 #[tokio::test]
@@ -687,4 +696,91 @@ async fn a_panicking_sender_fails_one_delivery_and_the_worker_goes_on() {
     token.cancel();
     tracker.close();
     tracker.wait().await;
+}
+
+/// A posted update corrected: Discord's messages are edited, Bluesky gets a correction in the
+/// thread (a post cannot be edited there); withdrawn, both take the posts down. The page shows
+/// the new text marked edited, then nothing.
+#[tokio::test]
+async fn corrections_edit_discord_and_reply_on_bluesky_and_withdrawals_take_posts_down() {
+    let s = setup().await;
+    let outbox = s.app.start_outbox();
+    let id = run_decapi(&s.app, "DecAPI infrastructure migration").await;
+    assert!(s.app.settle(30).await.is_empty());
+    let note = s
+        .app
+        .service
+        .store()
+        .list_updates(id, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|u| u.kind == UpdateKind::Note)
+        .unwrap();
+    let records_before = s.bluesky.records().len();
+    let service = s.app.service.acting(herald::domain::Actor::System);
+    service
+        .correct_update(id, note.id, Some("Dump imported; checksums match."))
+        .await
+        .unwrap();
+    assert!(s.app.settle(30).await.is_empty());
+
+    // Discord: the note's own message, edited in place on the webhook and the bot channel.
+    let edited: Vec<_> = s
+        .discord
+        .messages()
+        .into_iter()
+        .filter(|m| m.content.contains("Dump imported; checksums match."))
+        .collect();
+    assert_eq!(edited.len(), 2, "{:#?}", s.discord.messages());
+    assert!(edited.iter().all(|m| m.edits == 1));
+    assert!(
+        !s.discord
+            .messages()
+            .iter()
+            .any(|m| m.content.contains(&note.body)),
+        "the old text is gone"
+    );
+    // Bluesky: one more post, a reply in the window's thread saying what was meant.
+    let records = s.bluesky.records();
+    assert_eq!(records.len(), records_before + 1);
+    let correction = records.last().unwrap();
+    let text = correction.value["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("📣 Correction: Dump imported; checksums match."),
+        "{text}"
+    );
+    assert_eq!(
+        correction.value["reply"]["root"]["uri"].as_str(),
+        Some(records[0].uri.as_str())
+    );
+    let page = s.app.get(&format!("/maintenance/{id}")).await.text();
+    assert!(page.contains("Dump imported; checksums match."));
+    assert!(page.contains("edited"), "{page}");
+
+    // Withdrawn: Discord deletes both messages, Bluesky the post and its correction.
+    service.correct_update(id, note.id, None).await.unwrap();
+    assert!(s.app.settle(30).await.is_empty());
+    assert_eq!(s.discord.deleted().len(), 2);
+    assert_eq!(s.bluesky.records().len(), records_before - 1);
+    let page = s.app.get(&format!("/maintenance/{id}")).await.text();
+    assert!(!page.contains("checksums match"), "{page}");
+    // Only a maintainer's own words are corrected; Herald's texts follow the window.
+    let started = s
+        .app
+        .service
+        .store()
+        .list_updates(id, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|u| u.kind == UpdateKind::Started && u.note.is_none())
+        .unwrap();
+    assert!(
+        service
+            .correct_update(id, started.id, Some("x"))
+            .await
+            .is_err()
+    );
+    outbox.stop().await;
 }

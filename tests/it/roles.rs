@@ -34,6 +34,7 @@ const MAINTAINER_POSTS: &[&str] = &[
     "/admin/maintenances/{id}/action",
     "/admin/maintenances/{id}/steps/{position}",
     "/admin/maintenances/{id}/updates",
+    "/admin/maintenances/{id}/updates/{update}",
     "/admin/maintenances/{id}/schedule",
     "/admin/maintenances/{id}/edit",
     "/admin/maintenances/{id}/plan",

@@ -9,8 +9,8 @@ use sqlx::{Any, FromRow, Row, Transaction};
 use super::windows::update_from;
 use super::{SqlStore, opt_ts, parse, secs, ts};
 use crate::domain::{
-    Channel, ChannelKind, ChannelSecret, ChannelSource, Delivery, DeliveryState, NewChannel,
-    NewDelivery, Subject, Thread, Update, UpdateKind, join_kinds, parse_kinds,
+    Channel, ChannelKind, ChannelSecret, ChannelSource, Delivery, DeliveryAction, DeliveryState,
+    NewChannel, NewDelivery, Subject, Thread, Update, UpdateKind, join_kinds, parse_kinds,
 };
 use crate::store::{Outbox, StoreError, StoreResult};
 
@@ -19,7 +19,7 @@ const CHANNEL_COLUMNS: &str = "id, name, kind, target, secret, api_url, events, 
 
 const DELIVERY_COLUMNS: &str = "id, channel_id, maintenance_id, update_id, rollout_id, \
      rollout_update_id, kind, state, attempts, next_attempt_ms, deadline_at, idem_key, remote_id, \
-     remote_url, last_error, created_ms, sent_at";
+     remote_url, last_error, created_ms, sent_at, action, corrects_id";
 
 /// A delivery an admin may act on (`$1` is now in ms): failed, or pending and not leased to a
 /// worker right now (an attempt in flight finishes, or fails, on its own).
@@ -104,6 +104,8 @@ struct DeliveryRow {
     last_error: Option<String>,
     created_ms: i64,
     sent_at: Option<i64>,
+    action: String,
+    corrects_id: Option<i64>,
 }
 
 impl TryFrom<DeliveryRow> for Delivery {
@@ -135,6 +137,8 @@ impl TryFrom<DeliveryRow> for Delivery {
             last_error: r.last_error,
             created_ms: r.created_ms,
             sent_at: opt_ts(r.sent_at)?,
+            action: parse(&r.action, "delivery action", DeliveryAction::parse)?,
+            corrects: r.corrects_id,
         })
     }
 }
@@ -229,6 +233,71 @@ pub(super) async fn insert_deliveries(
     Ok(())
 }
 
+/// Correct update `c.update_id` in one transaction: its new text (or note), or its withdrawal
+/// (pending posts of it skipped); the deliveries that carry the correction to where it was
+/// posted; the audit entry.
+pub(super) async fn correct_update(
+    pool: &sqlx::AnyPool,
+    c: &crate::store::Correction<'_>,
+) -> StoreResult<()> {
+    let mut tx = pool.begin().await?;
+    let changed = if c.withdraw {
+        sqlx::query("UPDATE updates SET withdrawn_at = $1 WHERE id = $2 AND withdrawn_at IS NULL")
+            .bind(secs(c.at))
+            .bind(c.update_id)
+            .execute(&mut *tx)
+            .await?
+    } else {
+        sqlx::query(
+            "UPDATE updates SET body = $1, note = $2, edited_at = $3 \
+             WHERE id = $4 AND withdrawn_at IS NULL",
+        )
+        .bind(c.body)
+        .bind(c.note)
+        .bind(secs(c.at))
+        .bind(c.update_id)
+        .execute(&mut *tx)
+        .await?
+    };
+    if changed.rows_affected() != 1 {
+        return Err(StoreError::NotFound);
+    }
+    if c.withdraw {
+        // Not sent yet: it never will be.
+        sqlx::query(
+            "UPDATE deliveries SET state = 'skipped', last_error = 'withdrawn before it was sent' \
+             WHERE update_id = $1 AND action = 'post' AND state IN ('pending', 'failed') \
+               AND (lease_until_ms IS NULL OR lease_until_ms < $2)",
+        )
+        .bind(c.update_id)
+        .bind(c.at.as_millisecond())
+        .execute(&mut *tx)
+        .await?;
+    }
+    for d in c.deliveries {
+        sqlx::query(
+            "INSERT INTO deliveries (channel_id, maintenance_id, update_id, kind, state, \
+             next_attempt_ms, deadline_at, idem_key, created_ms, action, corrects_id) \
+             VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(d.channel_id)
+        .bind(d.window_id)
+        .bind(d.update_id)
+        .bind(d.kind.as_str())
+        .bind(d.created_ms)
+        .bind(secs(d.deadline_at))
+        .bind(&d.idem_key)
+        .bind(d.created_ms)
+        .bind(d.action.as_str())
+        .bind(d.corrects)
+        .execute(&mut *tx)
+        .await?;
+    }
+    super::accounts::insert_audit(&mut tx, c.audit).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Write where a window's or rollout's posts on a channel hang together.
 async fn upsert_thread(
     tx: &mut Transaction<'_, Any>,
@@ -272,6 +341,10 @@ async fn upsert_thread(
 
 #[async_trait]
 impl Outbox for SqlStore {
+    async fn correct_update(&self, c: &crate::store::Correction<'_>) -> StoreResult<()> {
+        correct_update(&self.pool, c).await
+    }
+
     async fn put_thread(
         &self,
         channel_id: i64,
@@ -671,8 +744,8 @@ impl Outbox for SqlStore {
 
     async fn get_update(&self, id: i64) -> StoreResult<Option<Update>> {
         sqlx::query(
-            "SELECT id, maintenance_id, kind, body, note, step_position, created_at FROM updates \
-             WHERE id = $1",
+            "SELECT id, maintenance_id, kind, body, note, step_position, created_at, edited_at \
+             FROM updates WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)

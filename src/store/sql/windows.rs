@@ -236,6 +236,7 @@ struct UpdateRow {
     note: Option<String>,
     step_position: Option<i64>,
     created_at: i64,
+    edited_at: Option<i64>,
 }
 
 impl TryFrom<UpdateRow> for Update {
@@ -250,6 +251,7 @@ impl TryFrom<UpdateRow> for Update {
             note: r.note,
             step_position: r.step_position,
             created_at: ts(r.created_at)?,
+            edited_at: r.edited_at.map(ts).transpose()?,
         })
     }
 }
@@ -640,8 +642,9 @@ impl Windows for SqlStore {
         limit: Option<i64>,
     ) -> StoreResult<Vec<Update>> {
         sqlx::query(
-            "SELECT id, maintenance_id, kind, body, note, step_position, created_at FROM updates \
-             WHERE maintenance_id = $1 ORDER BY id DESC LIMIT $2",
+            "SELECT id, maintenance_id, kind, body, note, step_position, created_at, edited_at \
+             FROM updates WHERE maintenance_id = $1 AND withdrawn_at IS NULL \
+             ORDER BY id DESC LIMIT $2",
         )
         .bind(maintenance_id)
         .bind(limit.unwrap_or(i64::MAX))

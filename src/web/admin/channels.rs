@@ -600,6 +600,7 @@ pub fn previews(
         note: None,
         step_position: None,
         created_at: state.service.now(),
+        edited_at: None,
     };
     let update = latest.filter(|_| m.is_public()).unwrap_or(&announce);
     // A draft is previewed as announcing will make it (planned, or scheduled), not as a draft.

@@ -92,6 +92,10 @@ fn done_notice(code: &str) -> Option<&'static str> {
         "step_skipped" => "Step skipped.",
         "scheduled" => "Schedule saved.",
         "posted" => "Update posted.",
+        "corrected" => {
+            "Corrected: the page shows the new text, and each channel that posted it gets the correction."
+        }
+        "withdrawn" => "Withdrawn: it is off the page, and taken down where each channel allows.",
         "saved" => "Saved.",
         "done" => "Done.",
         "plan" => "Plan saved.",

@@ -457,3 +457,38 @@ pub async fn post_update(
     };
     after(&state, &signed_in, id, result, keep, "posted").await
 }
+
+#[derive(Debug, Deserialize)]
+pub struct CorrectForm {
+    /// `edit` (with `text`) or `withdraw`.
+    op: String,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    quiet: String,
+}
+
+/// Edit or withdraw a posted update (or the note on a step) from the run view's timeline.
+pub async fn correct_update(
+    State(state): State<AppState>,
+    Path((id, update)): Path<(i64, i64)>,
+    CsrfForm { signed_in, form }: CsrfForm<CorrectForm>,
+) -> Result<Response, AppError> {
+    let text = match form.op.as_str() {
+        "edit" => Some(form.text.as_str()),
+        "withdraw" => None,
+        other => return Err(AppError::BadRequest(format!("unknown change {other:?}"))),
+    };
+    let result = state
+        .service
+        .acting(signed_in.actor())
+        .quietly(form.quiet == "on")
+        .correct_update(id, update, text)
+        .await;
+    let code = if text.is_some() {
+        "corrected"
+    } else {
+        "withdrawn"
+    };
+    after(&state, &signed_in, id, result, RunState::default(), code).await
+}

@@ -247,6 +247,7 @@ impl Backend for BskyBackend {
             | "com.atproto.server.refreshSession"
             | "com.atproto.repo.createRecord"
             | "com.atproto.repo.putRecord"
+            | "com.atproto.repo.deleteRecord"
             | "com.atproto.repo.uploadBlob" => Method::POST,
             _ => return xrpc_error(501, "MethodNotImplemented", "Method Not Implemented"),
         };
@@ -269,6 +270,7 @@ impl Backend for BskyBackend {
             "com.atproto.server.getSession" => call.get_session(),
             "com.atproto.repo.createRecord" => call.create_record(),
             "com.atproto.repo.putRecord" => call.put_record(),
+            "com.atproto.repo.deleteRecord" => call.delete_record(),
             "com.atproto.repo.getRecord" => call.get_record(),
             "com.atproto.repo.uploadBlob" => call.upload_blob(),
             _ => unreachable!(),
@@ -629,6 +631,21 @@ impl Call<'_> {
         let out = json!({"uri": record.uri, "cid": record.cid, "commit": commit, "validationStatus": status});
         self.st.records.push(record);
         Ok(Reply::json(200, out))
+    }
+
+    /// `com.atproto.repo.deleteRecord`: removes the record; deleting one that is not there
+    /// succeeds too, as on the reference PDS.
+    fn delete_record(&mut self) -> Res {
+        self.access()?;
+        let input = self.input()?;
+        let repo = self.string(&input, "repo")?;
+        let collection = self.string(&input, "collection")?;
+        let rkey = self.string(&input, "rkey")?;
+        self.check_repo(&repo)?;
+        self.st
+            .records
+            .retain(|r| !(r.collection == collection && r.rkey == rkey));
+        Ok(Reply::json(200, json!({})))
     }
 
     fn put_record(&mut self) -> Res {

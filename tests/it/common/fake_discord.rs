@@ -393,6 +393,8 @@ struct DiscordState {
     bot_token: String,
     channels: Vec<Channel>,
     messages: Vec<Message>,
+    /// Ids of the messages deleted.
+    deleted: Vec<u64>,
     last_id: u64,
     schema_errors: Vec<SchemaError>,
     requests: Vec<Recorded>,
@@ -431,6 +433,7 @@ impl FakeDiscord {
                     },
                 ],
                 messages: Vec::new(),
+                deleted: Vec::new(),
                 last_id: 0,
                 schema_errors: Vec::new(),
                 requests: Vec::new(),
@@ -486,6 +489,11 @@ impl FakeDiscord {
     }
 
     /// Messages in creation order.
+    /// Ids of the messages deleted (`DELETE …/messages/{id}`).
+    pub fn deleted(&self) -> Vec<u64> {
+        lock(&self.backend.state).deleted.clone()
+    }
+
     pub fn messages(&self) -> Vec<Message> {
         lock(&self.backend.state).messages.clone()
     }
@@ -659,6 +667,7 @@ impl DiscordBackend {
             ["channels", channel, "messages", message] => match *m {
                 Method::PATCH => self.bot(req, || self.edit_message(req, channel, message)),
                 Method::GET => self.bot(req, || self.get_message(channel, message)),
+                Method::DELETE => self.bot(req, || self.delete_message(channel, message)),
                 _ => method_not_allowed(),
             },
             ["channels", channel, "messages", message, "crosspost"] => {
@@ -675,6 +684,16 @@ impl DiscordBackend {
             ["webhooks", id, token, "messages", message] => match *m {
                 Method::GET => self.webhook_message(id, token, message, None),
                 Method::PATCH => self.webhook_message(id, token, message, Some(req)),
+                Method::DELETE => {
+                    if let Err(r) = self.webhook(id, token) {
+                        return r;
+                    }
+                    match self.find_message(TEXT_CHANNEL, message) {
+                        Ok(m) if m.webhook => self.remove_message(m.id),
+                        Ok(_) => unknown_message(),
+                        Err(r) => r,
+                    }
+                }
                 _ => method_not_allowed(),
             },
             _ => not_found(),
@@ -867,6 +886,25 @@ impl DiscordBackend {
             return discord_error(403, 50005, "Cannot edit a message authored by another user");
         }
         self.apply_edit(message.id, &body)
+    }
+
+    /// `DELETE /channels/{c}/messages/{m}`: 204, as Discord answers.
+    fn delete_message(&self, raw_channel: &str, raw_message: &str) -> Reply {
+        let channel = match self.channel(raw_channel) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        match self.find_message(channel.id, raw_message) {
+            Ok(m) => self.remove_message(m.id),
+            Err(r) => r,
+        }
+    }
+
+    fn remove_message(&self, id: u64) -> Reply {
+        let mut state = lock(&self.state);
+        state.messages.retain(|m| m.id != id);
+        state.deleted.push(id);
+        Reply::empty(204)
     }
 
     fn apply_edit(&self, id: u64, body: &Value) -> Reply {
