@@ -720,13 +720,22 @@ impl super::Sender for Discord {
         };
         let withdraw = job.delivery.action == crate::domain::DeliveryAction::Withdraw;
         if job.thread.is_some_and(|t| t.root_id == message_id) {
-            // The update had no message of its own: the live message shows the window as it
-            // is now, so drawing it again is the correction.
+            // It went out as (or in) the live message, which shows the window as it is now:
+            // drawing it again is the correction, and its words, if it carried them, are
+            // replaced (or removed, for a withdrawal).
             let as_of = window
                 .updated_at
                 .max(update.edited_at.unwrap_or(update.created_at));
             let embed = discord_embed(window, &job.page_url, &self.site_name, as_of);
             self.edit(message_id, embed).await?;
+            if self.channel.posts_milestone(update.kind) {
+                let content = if withdraw {
+                    String::new()
+                } else {
+                    discord_message(window, update, &job.page_url, "")
+                };
+                self.edit_content(message_id, content).await?;
+            }
         } else if withdraw {
             self.delete(message_id).await?;
         } else {

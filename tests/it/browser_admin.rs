@@ -14,6 +14,7 @@ use thirtyfour::prelude::*;
 use crate::browser::{
     assert_clean, browser, click_button, full_page_screenshot, start_chromedriver, submit,
 };
+use crate::common::fake_bluesky::FakeBluesky;
 use crate::common::fake_discord::{FakeDiscord, Fault};
 
 /// One reader: the viewport's width and height, and the zone the browser is in.
@@ -43,6 +44,7 @@ struct Herald {
     state: herald::web::AppState,
     origin: String,
     discord: FakeDiscord,
+    bluesky: FakeBluesky,
     _dir: tempfile::TempDir,
 }
 
@@ -53,7 +55,22 @@ async fn start_herald() -> Herald {
     settings.site_name = "DecAPI status".into();
     let state = herald::server::build(&settings, false).await.unwrap();
     let discord = FakeDiscord::start().await;
+    let bluesky = FakeBluesky::start().await;
     let system = state.service.acting(Actor::System);
+    system
+        .create_channel(herald::domain::NewChannel {
+            name: "Bluesky".into(),
+            kind: Some(ChannelKind::Bluesky),
+            target: bluesky.handle(),
+            secret: herald::domain::ChannelSecret::new(bluesky.password()),
+            api_url: Some(bluesky.url()),
+            events: herald::domain::DEFAULT_EVENTS.to_vec(),
+            milestones: herald::domain::DEFAULT_MILESTONES.to_vec(),
+            enabled: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     system
         .create_channel(herald::domain::NewChannel {
             name: "#announcements".into(),
@@ -101,6 +118,7 @@ async fn start_herald() -> Herald {
         state,
         origin: format!("http://{addr}"),
         discord,
+        bluesky,
         _dir: dir,
     }
 }
@@ -318,7 +336,7 @@ async fn a_maintainers_day(reader: Reader, axe: &str) {
         assert!(
             main_text(&driver)
                 .await?
-                .contains("It is posted on 1 channel: #announcements (Discord bot).")
+                .contains("It is posted on 2 channels:")
         );
         // A relay in front of Discord answers the announcement 204 without a body: it is
         // delivered once, not posted again and again.
@@ -330,7 +348,7 @@ async fn a_maintainers_day(reader: Reader, axe: &str) {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(herald.discord.messages().len(), 1, "posted once");
         driver.goto(&run).await?;
-        click_button(&driver, "All 1 delivered").await?;
+        click_button(&driver, "All 2 delivered").await?;
         assert!(
             main_text(&driver)
                 .await?
@@ -379,6 +397,43 @@ async fn a_maintainers_day(reader: Reader, axe: &str) {
         settled(&herald.state).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(herald.discord.requests().len(), posted, "nothing posted");
+
+        // An update posted, then corrected from the timeline: Discord's message is edited,
+        // Bluesky gets a correction in the thread.
+        driver
+            .find(By::Id("update-body"))
+            .await?
+            .send_keys("Backups verified at 02:10.")
+            .await?;
+        submit(&driver, "Post update").await?;
+        settled(&herald.state).await;
+        let posts = herald.bluesky.records().len();
+        click_button(&driver, "Correct or withdraw…").await?;
+        let field = driver.find(By::Css("details.correct[open] textarea")).await?;
+        field.clear().await?;
+        field.send_keys("Backups verified at 02:15.").await?;
+        submit(&driver, "Save correction").await?;
+        assert!(main_text(&driver).await?.contains("Backups verified at 02:15."));
+        settled(&herald.state).await;
+        let edited: Vec<_> = herald
+            .discord
+            .messages()
+            .into_iter()
+            .filter(|m| m.content.contains("Backups verified at 02:15."))
+            .collect();
+        assert_eq!(edited.len(), 1, "{:#?}", herald.discord.messages());
+        assert!(edited[0].edits >= 1);
+        let records = herald.bluesky.records();
+        assert_eq!(records.len(), posts + 1);
+        let reply = &records.last().unwrap().value;
+        assert!(
+            reply["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("📣 Correction: Backups verified at 02:15."),
+            "{reply}"
+        );
+        assert!(reply["reply"]["root"]["uri"].is_string());
 
         // Start the window; the session ends while the maintainer types a step's note.
         click_button(&driver, "Start…").await?;
