@@ -162,6 +162,49 @@ async fn the_reference_pds_holds_one_valid_thread_per_window() {
             assert!(text.contains("👨‍👩‍👧‍👦") && text.contains("של"), "{text}");
         }
     }
+
+    // A posted update corrected: the reference PDS takes the correction as a valid reply in
+    // the window's thread; withdrawn, the post and its correction are deleted.
+    let note = app
+        .service
+        .store()
+        .list_updates(ids[0], None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|u| u.kind == herald::domain::UpdateKind::Note)
+        .unwrap();
+    let service = app.service.acting(herald::domain::Actor::System);
+    service
+        .correct_update(ids[0], note.id, Some("Dump imported; checksums match."))
+        .await
+        .unwrap();
+    assert!(app.settle(60).await.is_empty());
+    let posts = list_posts(&pds, &did).await;
+    assert_eq!(posts.len(), 21);
+    let correction = posts
+        .iter()
+        .find(|r| {
+            r["value"]["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("📣 Correction: Dump imported; checksums match."))
+        })
+        .expect("the correction is on the PDS");
+    let first = records
+        .iter()
+        .find(|r| {
+            r["value"]["facets"][0]["features"][0]["uri"]
+                == format!("http://127.0.0.1:8080/maintenance/{}", ids[0]).as_str()
+        })
+        .unwrap();
+    assert_eq!(correction["value"]["reply"]["root"]["uri"], first["uri"]);
+    service.correct_update(ids[0], note.id, None).await.unwrap();
+    assert!(app.settle(60).await.is_empty());
+    assert_eq!(
+        list_posts(&pds, &did).await.len(),
+        19,
+        "the note and its correction are gone"
+    );
     outbox.stop().await;
 }
 
