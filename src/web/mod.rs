@@ -263,6 +263,18 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
             );
         }
     }
+    // A page address asked with a method it does not take answers a page saying so, not a
+    // bare 405 (the API keeps its own JSON answers).
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && !uri.path().starts_with("/api")
+        && response.extensions().get::<error::ErrorMessage>().is_none()
+    {
+        response
+            .extensions_mut()
+            .insert(error::ErrorMessage(format!(
+                "This address does not take {method} requests."
+            )));
+    }
     error::render_page(&mut response, &state.site);
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let status = response.status().as_u16();

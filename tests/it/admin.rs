@@ -453,6 +453,27 @@ async fn first_admin_from_the_setup_code_once() {
     ]))
     .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Passwords that differ: the right code stays in the form (a wrong one never does).
+    let r = send(post(&[
+        ("code", code.expose()),
+        ("name", "alice"),
+        ("password", "correct horse battery"),
+        ("again", "correct horse battery staple"),
+    ]))
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = String::from_utf8(
+        axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(html.contains("The two passwords differ."), "{html}");
+    assert!(
+        html.contains(&format!("value=\"{}\"", code.expose())),
+        "{html}"
+    );
     let r = send(post(&[
         ("code", code.expose()),
         ("name", "alice"),
@@ -1431,6 +1452,13 @@ async fn a_form_sent_after_the_session_ended_is_kept_through_sign_in() {
     );
     let r = app.get_as("/admin/maintenances/1/plan", &me.cookie).await;
     assert_eq!(r.header("location"), Some("/admin/maintenances/1/edit"));
+    // No address answers a bare error: a page that takes no form says so in a page.
+    let r = app.post_form("/history", None, &[], &[]).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(
+        r.text()
+            .contains("This address does not take POST requests.")
+    );
 }
 
 /// Components: capitals in a slug are taken as lowercase, an empty slug comes from the name,

@@ -784,3 +784,57 @@ async fn corrections_edit_discord_and_reply_on_bluesky_and_withdrawals_take_post
     );
     outbox.stop().await;
 }
+
+/// A waiting delivery (not failed yet) can be paused, sent at once or skipped from the run
+/// view; one being sent cannot be touched.
+#[tokio::test]
+async fn waiting_deliveries_can_be_paused_sent_now_or_skipped() {
+    let s = setup().await;
+    let id = run_decapi(&s.app, "DecAPI infrastructure migration").await;
+    let waiting: Vec<_> = s
+        .app
+        .service
+        .deliveries(Subject::Window(id))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.channel_id == s.bot.id)
+        .collect();
+    assert!(waiting.iter().all(|d| d.state == DeliveryState::Pending));
+    let first = waiting[0].id;
+    let paused = s.app.service.pause_delivery(first).await.unwrap();
+    assert_eq!(paused.state, DeliveryState::Pending);
+    assert!(paused.last_error.unwrap().starts_with("Paused by system"));
+    s.app.user("mo", herald::domain::Role::Maintainer).await;
+    let me = s.app.sign_in("mo").await;
+    let page = s
+        .app
+        .get_as(&format!("/admin/maintenances/{id}"), &me.cookie)
+        .await
+        .text();
+    assert!(page.contains(">paused</span>"), "{page}");
+    assert!(page.contains("Send now"), "the others wait: {page}");
+
+    // Paused, nothing takes it: the outbox sends what other channels have, and this one's
+    // queue waits behind it.
+    let outbox = s.app.start_outbox();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let d = s.app.service.delivery(first).await.unwrap();
+    assert_eq!(d.state, DeliveryState::Pending);
+    assert_eq!(d.attempts, 0);
+    assert!(
+        s.discord
+            .messages()
+            .iter()
+            .all(|m| m.channel_id != s.discord.announcement_channel())
+    );
+    // Skipped: the rest of its queue goes.
+    let skipped = s.app.service.skip_delivery(first).await.unwrap();
+    assert_eq!(skipped.state, DeliveryState::Skipped);
+    assert!(s.app.settle(30).await.is_empty());
+    assert!(
+        s.app.service.retry_delivery(first).await.is_err(),
+        "skipped is final"
+    );
+    outbox.stop().await;
+}

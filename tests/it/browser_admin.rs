@@ -272,6 +272,7 @@ async fn a_maintainers_day(reader: Reader, axe: &str) {
             assert!(summary.is_displayed().await?);
             assert!(!driver.find(By::Css("nav.menu-bar")).await?.is_displayed().await?);
             summary.click().await?;
+            full_page_screenshot(&driver, reader.width, reader.height, "admin-menu-phone.png").await;
         }
         let current = driver
             .find(By::Css("nav a[aria-current='page']"))
