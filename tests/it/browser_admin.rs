@@ -496,7 +496,39 @@ async fn a_maintainers_day(reader: Reader, axe: &str) {
         assert!(!main_text(&driver).await?.contains(&token));
         assert_eq!(service.acting(Actor::System).tokens().await.unwrap().len(), 1);
 
+        // A rollout, to look at its pages too.
+        service
+            .acting(Actor::System)
+            .create_rollout(herald::domain::NewRollout {
+                title: "Fishjam v1.4.0".into(),
+                description: String::new(),
+                from_version: Some("v1.3.2".into()),
+                to_version: "v1.4.0".into(),
+                targets: vec!["fishjam-1".into(), "fishjam-2".into(), "fishjam-3".into()],
+                maintenance_id: Some(1),
+                progress_deadline: herald::domain::DEFAULT_PROGRESS_DEADLINE,
+                stale_after: herald::domain::DEFAULT_STALE_AFTER,
+                public_names: true,
+                rollback_of: None,
+            })
+            .await
+            .unwrap();
+        // The run view with every delivery unfolded still fits.
+        driver.goto(&run).await?;
+        driver
+            .execute(
+                "document.querySelectorAll('details').forEach(d => d.open = true)",
+                vec![],
+            )
+            .await?;
+        assert_fits(&driver, "the run view, everything unfolded").await?;
+
         for (path, what) in [
+            ("/admin/maintenances/1/edit", "the edit page"),
+            ("/admin/maintenances/new", "the new-window form"),
+            ("/admin/rollouts/new", "the new-rollout form"),
+            ("/admin/rollouts/1", "the rollout view"),
+            ("/admin/password", "the password page"),
             ("/admin/channels", "channels"),
             ("/admin/tokens", "tokens"),
             ("/admin/audit", "the audit log"),
@@ -510,7 +542,7 @@ async fn a_maintainers_day(reader: Reader, axe: &str) {
                 &driver,
                 reader.width,
                 reader.height,
-                &format!("admin-{}-{}.png", path.trim_start_matches("/admin/"), reader.name),
+                &format!("admin-{}-{}.png", path.trim_start_matches("/admin/").replace('/', "-"), reader.name),
             )
             .await;
         }
