@@ -833,3 +833,112 @@ async fn new_rollouts_are_checked() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+/// `"announce": false` changes the window without posting; a posted update is corrected with
+/// PATCH and withdrawn with DELETE; Herald's own texts are not.
+#[tokio::test]
+async fn updates_can_be_quiet_corrected_and_withdrawn() {
+    let app = TestApp::new().await;
+    app.add_channel(herald::domain::NewChannel {
+        name: "hook".into(),
+        kind: Some(herald::domain::ChannelKind::Webhook),
+        target: "https://hooks.example.com/herald".into(),
+        events: herald::domain::DEFAULT_EVENTS.to_vec(),
+        enabled: true,
+        ..Default::default()
+    })
+    .await;
+    let token = app.token(Role::Maintainer).await;
+    let (status, m, _) = app
+        .api(
+            Method::POST,
+            "/api/v1/maintenances",
+            Some(&token),
+            Some(json!({"title": "Database cluster migration", "steps": [{"title": "Dump"}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{m}");
+    let id = m["id"].as_i64().unwrap();
+    let deliveries = |app: &TestApp| {
+        let app = app.service.clone();
+        async move {
+            app.deliveries(herald::domain::Subject::Window(id))
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    let (status, _, _) = app
+        .api(
+            Method::POST,
+            &format!("/api/v1/maintenances/{id}/announce"),
+            Some(&token),
+            Some(json!({"announce": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(deliveries(&app).await, 0, "announced on the page only");
+    let (status, u, _) = app
+        .api(
+            Method::POST,
+            &format!("/api/v1/maintenances/{id}/updates"),
+            Some(&token),
+            Some(json!({"body": "Backups verified at 02:10."})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{u}");
+    assert_eq!(deliveries(&app).await, 1);
+    let update = u["id"].as_i64().unwrap();
+
+    let path = format!("/api/v1/maintenances/{id}/updates/{update}");
+    let (status, fixed, _) = app
+        .api(
+            Method::PATCH,
+            &path,
+            Some(&token),
+            Some(json!({"body": "Backups verified at 02:15."})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{fixed}");
+    assert_eq!(fixed["body"], "Backups verified at 02:15.");
+    assert!(fixed["edited_at"].is_string());
+    // The webhook never got the first post (no outbox runs here): nothing to correct.
+    let (status, _, _) = app
+        .api(
+            Method::PATCH,
+            &format!("/api/v1/maintenances/{id}/updates/999"),
+            Some(&token),
+            Some(json!({"body": "x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = app.api(Method::DELETE, &path, Some(&token), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, list, _) = app
+        .api(
+            Method::GET,
+            &format!("/api/v1/maintenances/{id}/updates"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert!(
+        list.as_array().unwrap().iter().all(|u| u["id"] != update),
+        "{list}"
+    );
+    let (status, _, _) = app.api(Method::DELETE, &path, Some(&token), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "withdrawn once");
+    // The announcement is Herald's text: it stays.
+    let announced = list.as_array().unwrap().last().unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let (status, e, _) = app
+        .api(
+            Method::PATCH,
+            &format!("/api/v1/maintenances/{id}/updates/{announced}"),
+            Some(&token),
+            Some(json!({"body": "x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{e}");
+}

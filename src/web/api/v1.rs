@@ -266,6 +266,9 @@ pub struct PatchMaintenance {
     #[serde(default, deserialize_with = "whole_list")]
     #[schema(value_type = Option<Vec<i64>>, max_items = 5)]
     pub reminders: Option<Vec<i64>>,
+    /// `false`: change the window (a new date included) without posting on any channel.
+    /// Default `true`.
+    pub announce: Option<bool>,
 }
 
 /// An optional note with a transition. The body may be empty.
@@ -274,6 +277,9 @@ pub struct PatchMaintenance {
 pub struct NoteInput {
     #[schema(max_length = 2000, pattern = "^[^\\u0000]*$")]
     pub note: Option<String>,
+    /// `false`: change the window (its page, feeds and API) without posting on any channel.
+    /// Default `true`.
+    pub announce: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -286,6 +292,21 @@ pub struct UpdateInput {
         pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
     )]
     pub body: String,
+    /// `false`: post it on the page only, not on any channel. Default `true`.
+    pub announce: Option<bool>,
+}
+
+/// The corrected text of a posted update (or of the note given with a step or window action,
+/// where an empty text removes the note).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CorrectionInput {
+    #[schema(max_length = 5000, pattern = "^[^\\u0000]*$")]
+    pub body: String,
+    /// `false`: correct the page only; the channels keep what they posted. Default `true`:
+    /// Discord edits its message, Bluesky replies with a correction, webhooks get
+    /// `maintenance.update_edited`.
+    pub announce: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -398,7 +419,10 @@ async fn patch_maintenance(
     Params(id): Params<i64>,
     Body(input): Body<PatchMaintenance>,
 ) -> ApiResult<Json<MaintenanceJson>> {
-    let service = &state.service.acting(bearer.actor_id());
+    let service = &state
+        .service
+        .acting(bearer.actor_id())
+        .quietly(input.announce == Some(false));
     let components = match input.components {
         Some(list) => Some(service.components_by_slug(&slugs(Some(list))).await?),
         None => None,
@@ -452,6 +476,7 @@ async fn window_action(
     let m = state
         .service
         .acting(bearer.actor_id())
+        .quietly(input.announce == Some(false))
         .window_action(id, action, input.note.as_deref())
         .await?;
     Ok(Json(maintenance_json(
@@ -485,6 +510,7 @@ async fn step_action(
     let m = state
         .service
         .acting(bearer.actor_id())
+        .quietly(input.announce == Some(false))
         .step_action(id, position, action, input.note.as_deref())
         .await?;
     Ok(Json(maintenance_json(
@@ -530,6 +556,7 @@ async fn post_update(
     state
         .service
         .acting(bearer.actor_id())
+        .quietly(input.announce == Some(false))
         .post_update(id, &input.body)
         .await?;
     let latest = state.service.store().list_updates(id, Some(1)).await?;
@@ -537,6 +564,66 @@ async fn post_update(
         .first()
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("the update just posted is missing")))?;
     Ok((StatusCode::CREATED, Json(update_json(update))))
+}
+
+/// Correct a posted update: its text, or the note given with a step or window action. The
+/// page shows the new text (with `edited_at`); each channel that posted it gets the correction.
+#[utoipa::path(patch, path = "/maintenances/{id}/updates/{update_id}", tag = "updates",
+    params(
+        ("id" = i64, Path, description = "Window id", minimum = 1),
+        ("update_id" = i64, Path, description = "Update id", minimum = 1),
+    ),
+    request_body = CorrectionInput,
+    responses(
+        (status = 200, description = "The update as corrected", body = UpdateJson),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+async fn correct_update(
+    State(state): State<AppState>,
+    bearer: Bearer,
+    Params((id, update_id)): Params<(i64, i64)>,
+    Body(input): Body<CorrectionInput>,
+) -> ApiResult<Json<UpdateJson>> {
+    state
+        .service
+        .acting(bearer.actor_id())
+        .quietly(input.announce == Some(false))
+        .correct_update(id, update_id, Some(&input.body))
+        .await?;
+    let update = state
+        .service
+        .store()
+        .get_update(update_id)
+        .await?
+        .ok_or(crate::service::ServiceError::NotFound("update"))?;
+    Ok(Json(update_json(&update)))
+}
+
+/// Withdraw a posted free-form update: it leaves the page, and each channel that posted it
+/// takes it down where it can (Discord deletes the message, Bluesky the post; webhooks get
+/// `maintenance.update_withdrawn`). Steps' and the window's own changes cannot be withdrawn.
+#[utoipa::path(delete, path = "/maintenances/{id}/updates/{update_id}", tag = "updates",
+    params(
+        ("id" = i64, Path, description = "Window id", minimum = 1),
+        ("update_id" = i64, Path, description = "Update id", minimum = 1),
+    ),
+    responses(
+        (status = 204, description = "Withdrawn"),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+async fn withdraw_update(
+    State(state): State<AppState>,
+    bearer: Bearer,
+    Params((id, update_id)): Params<(i64, i64)>,
+) -> ApiResult<StatusCode> {
+    state
+        .service
+        .acting(bearer.actor_id())
+        .correct_update(id, update_id, None)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Components with their current status.
@@ -637,6 +724,7 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(window_action))
         .routes(routes!(step_action))
         .routes(routes!(list_updates, post_update))
+        .routes(routes!(correct_update, withdraw_update))
         .routes(routes!(list_components, create_component))
         .routes(routes!(
             super::rollouts::list_rollouts,
