@@ -230,6 +230,21 @@ fn reschedule_moves_between_planned_and_scheduled() {
     assert_eq!(w.starts_at, Some(t(600)));
     assert_eq!(w.schedule_hint, None);
     assert_eq!(u.kind, UpdateKind::Rescheduled);
+    assert!(
+        u.body.starts_with("Date set."),
+        "the first date: {}",
+        u.body
+    );
+    let later = Schedule::Fixed {
+        starts_at: t(660),
+        ends_at: Some(t(720)),
+    };
+    let u = one_update(w.reschedule(later, t(10)));
+    assert!(
+        u.body.starts_with("Rescheduled."),
+        "a date moved: {}",
+        u.body
+    );
 
     let u = one_update(w.reschedule(
         Schedule::Tentative {

@@ -1519,3 +1519,52 @@ async fn components_are_removed_unless_a_window_names_them() {
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(app.service.components().await.unwrap().len(), 1);
 }
+
+/// A window started days before its planned start shows its end with the date (it is not on
+/// the day it started); the confirmations say what starting early and completing with steps
+/// left mean.
+#[tokio::test]
+async fn a_window_started_early_shows_its_end_with_the_date() {
+    use herald::domain::{Schedule, WindowAction};
+    let app = TestApp::new().await;
+    app.user("mo", Role::Maintainer).await;
+    let me = app.sign_in("mo").await;
+    let start = app.service.now() + jiff::SignedDuration::from_hours(72);
+    let end = start + jiff::SignedDuration::from_hours(2);
+    let m = app
+        .window(
+            "Database cluster migration",
+            Schedule::Fixed {
+                starts_at: start,
+                ends_at: Some(end),
+            },
+            2,
+            vec![],
+        )
+        .await;
+    app.act(m.id, WindowAction::Announce).await;
+    let run = app
+        .get_as(&format!("/admin/maintenances/{}", m.id), &me.cookie)
+        .await
+        .text();
+    assert!(run.contains("starting now starts it early"), "{run}");
+    app.act(m.id, WindowAction::Start).await;
+    let end_iso = end.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    // The status page's "Expected end", beside "Started": days after, so with its date. (The
+    // window page's "Planned … until" stays beside the planned start, on its day.)
+    let page = app.get("/").await.text();
+    assert!(
+        page.contains(&format!(
+            "<time datetime=\"{end_iso}\" data-style=\"full\">"
+        )),
+        "the end is days after the start: its date is shown\n{page}"
+    );
+    let run = app
+        .get_as(&format!("/admin/maintenances/{}", m.id), &me.cookie)
+        .await
+        .text();
+    assert!(
+        run.contains("2 steps have not run and will be marked"),
+        "{run}"
+    );
+}

@@ -124,7 +124,13 @@ async fn channels_are_managed_from_the_admin_ui_with_secrets_write_only() {
         .await
         .text();
     assert!(page.contains("What announcing will post"), "{page}");
-    assert!(page.contains("Plan"));
+    // Shown as Discord shows it: bold, not asterisks, and the state announcing gives it.
+    assert!(page.contains("<strong>Plan</strong>"), "{page}");
+    assert!(!page.contains("**Plan**"), "{page}");
+    assert!(
+        !page.contains("&lt;t:"),
+        "timestamp tags are shown as times: {page}"
+    );
     app.act(m.id, WindowAction::Announce).await;
     let page = app
         .get_as(&format!("/admin/maintenances/{}", m.id), &me.cookie)
