@@ -15,8 +15,7 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER};
 use serde::Deserialize;
 use serenity::builder::{
-    CreateAllowedMentions, CreateEmbed, CreateMessage, EditMessage, EditWebhookMessage,
-    ExecuteWebhook,
+    CreateAllowedMentions, CreateEmbed, CreateMessage, EditMessage, ExecuteWebhook,
 };
 use serenity::http::{LightMethod, Request, Route};
 use serenity::model::channel::Nonce;
@@ -391,115 +390,74 @@ impl Discord {
         Ok(Self::message_from(self.call(request, "posting").await?))
     }
 
-    /// Replace the announcement's embed. A message deleted in Discord is not an error: there
-    /// is nothing left to keep current.
-    async fn edit(&self, message_id: &str, embed: CreateEmbed) -> Result<(), SendError> {
-        let Ok(mid) = message_id.parse::<u64>() else {
-            return Ok(());
-        };
-        let mid = MessageId::new(mid.max(1));
-        let request = match &self.mode {
-            Mode::Bot { channel, .. } => {
-                let m = EditMessage::new()
-                    .embed(embed)
-                    .allowed_mentions(CreateAllowedMentions::new());
-                Request::new(
-                    Route::ChannelMessage {
-                        channel_id: *channel,
-                        message_id: mid,
-                    },
-                    LightMethod::Patch,
-                )
-                .body(Self::json(&m))
-            }
-            Mode::Webhook { id, token } => {
-                let m = EditWebhookMessage::new()
-                    .embed(embed)
-                    .allowed_mentions(CreateAllowedMentions::new());
-                Request::new(
-                    Route::WebhookMessage {
-                        webhook_id: *id,
-                        token,
-                        message_id: mid,
-                    },
-                    LightMethod::Patch,
-                )
-                .body(Self::json(&m))
-            }
-        };
-        match self.call(request, "editing the announcement").await {
-            Ok(_) => Ok(()),
-            Err(SendError::Permanent(reason))
-                if reason.contains(&format!("(code {UNKNOWN_MESSAGE})")) =>
-            {
-                tracing::warn!(
-                    message_id,
-                    "the announcement was deleted in Discord; not editing it"
-                );
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Replace a message's text (a corrected update's own message).
-    async fn edit_content(&self, message_id: &str, content: String) -> Result<(), SendError> {
-        let Ok(mid) = message_id.parse::<u64>() else {
-            return Ok(());
-        };
-        let mid = MessageId::new(mid.max(1));
+    /// A request on one message (`PATCH` with `edit`, or `DELETE`), by the bot or through the
+    /// webhook; `None` when the id is not a message id.
+    fn on_message(
+        &self,
+        message_id: &str,
+        method: LightMethod,
+        edit: Option<(Option<CreateEmbed>, Option<String>)>,
+    ) -> Option<Request<'_>> {
+        let mid = MessageId::new(message_id.parse::<u64>().ok()?.max(1));
         let request = match &self.mode {
             Mode::Bot { channel, .. } => Request::new(
                 Route::ChannelMessage {
                     channel_id: *channel,
                     message_id: mid,
                 },
-                LightMethod::Patch,
-            )
-            .body(Self::json(
-                &EditMessage::new()
-                    .content(content)
-                    .allowed_mentions(CreateAllowedMentions::new()),
-            )),
+                method,
+            ),
             Mode::Webhook { id, token } => Request::new(
                 Route::WebhookMessage {
                     webhook_id: *id,
                     token,
                     message_id: mid,
                 },
-                LightMethod::Patch,
-            )
-            .body(Self::json(
-                &EditWebhookMessage::new()
-                    .content(content)
-                    .allowed_mentions(CreateAllowedMentions::new()),
-            )),
+                method,
+            ),
+        };
+        let Some((embed, content)) = edit else {
+            return Some(request);
+        };
+        // The same fields either way; a bot's and a webhook's edit builders differ in type.
+        let mut m = EditMessage::new().allowed_mentions(CreateAllowedMentions::new());
+        if let Some(embed) = embed {
+            m = m.embed(embed);
+        }
+        if let Some(content) = content {
+            m = m.content(content);
+        }
+        Some(request.body(Self::json(&m)))
+    }
+
+    /// Replace the announcement's embed. A message deleted in Discord is not an error: there
+    /// is nothing left to keep current.
+    async fn edit(&self, message_id: &str, embed: CreateEmbed) -> Result<(), SendError> {
+        let Some(request) =
+            self.on_message(message_id, LightMethod::Patch, Some((Some(embed), None)))
+        else {
+            return Ok(());
+        };
+        self.gone_is_fine(
+            self.call(request, "editing the announcement").await,
+            message_id,
+        )
+    }
+
+    /// Replace a message's text (a corrected update's own message).
+    async fn edit_content(&self, message_id: &str, content: String) -> Result<(), SendError> {
+        let Some(request) =
+            self.on_message(message_id, LightMethod::Patch, Some((None, Some(content))))
+        else {
+            return Ok(());
         };
         self.gone_is_fine(self.call(request, "editing the message").await, message_id)
     }
 
     /// Delete a message (a withdrawn update's own message).
     async fn delete(&self, message_id: &str) -> Result<(), SendError> {
-        let Ok(mid) = message_id.parse::<u64>() else {
+        let Some(request) = self.on_message(message_id, LightMethod::Delete, None) else {
             return Ok(());
-        };
-        let mid = MessageId::new(mid.max(1));
-        let request = match &self.mode {
-            Mode::Bot { channel, .. } => Request::new(
-                Route::ChannelMessage {
-                    channel_id: *channel,
-                    message_id: mid,
-                },
-                LightMethod::Delete,
-            ),
-            Mode::Webhook { id, token } => Request::new(
-                Route::WebhookMessage {
-                    webhook_id: *id,
-                    token,
-                    message_id: mid,
-                },
-                LightMethod::Delete,
-            ),
         };
         self.gone_is_fine(self.call(request, "deleting the message").await, message_id)
     }

@@ -762,6 +762,11 @@ async fn corrections_edit_discord_and_reply_on_bluesky_and_withdrawals_take_post
     service.correct_update(id, note.id, None).await.unwrap();
     assert!(s.app.settle(30).await.is_empty());
     assert_eq!(s.discord.deleted().len(), 2);
+    assert!(
+        s.discord.schema_errors().is_empty(),
+        "edits and deletions as Discord's API document has them: {:#?}",
+        s.discord.schema_errors()
+    );
     assert_eq!(s.bluesky.records().len(), records_before - 1);
     let page = s.app.get(&format!("/maintenance/{id}")).await.text();
     assert!(!page.contains("checksums match"), "{page}");
