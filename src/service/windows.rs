@@ -265,8 +265,11 @@ impl Service {
         let deliveries: Vec<NewCorrection> = posted
             .iter()
             .filter(|d| {
+                // A post the channel did not say it made (a relay answering 204) cannot be
+                // found again: a correction would only fail, and hold the channel's queue.
                 d.update_id == Some(update_id)
                     && d.state == DeliveryState::Sent
+                    && d.remote_id.is_some()
                     && (d.action == DeliveryAction::Post
                         || (action == DeliveryAction::Withdraw && d.action == DeliveryAction::Edit))
                     && seen.insert((d.channel_id, d.remote_id.clone()))
