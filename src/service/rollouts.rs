@@ -91,6 +91,9 @@ impl Aggregate for Rollout {
         channels: &[Channel],
         now: Timestamp,
     ) -> Vec<NewDelivery> {
+        if !service.announce {
+            return Vec::new();
+        }
         rollout_deliveries_for(
             &c.change,
             channels,

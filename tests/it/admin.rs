@@ -1568,3 +1568,73 @@ async fn a_window_started_early_shows_its_end_with_the_date() {
         "{run}"
     );
 }
+
+/// A rollout's note or action can stay off the channels too.
+#[tokio::test]
+async fn a_rollout_note_can_stay_off_the_channels() {
+    let app = TestApp::new().await;
+    app.add_channel(herald::domain::NewChannel {
+        name: "hook".into(),
+        kind: Some(herald::domain::ChannelKind::Webhook),
+        target: "https://hooks.example.com/herald".into(),
+        events: herald::domain::default_events(herald::domain::ChannelKind::Webhook),
+        enabled: true,
+        ..Default::default()
+    })
+    .await;
+    app.user("mo", Role::Maintainer).await;
+    let me = app.sign_in("mo").await;
+    let rollout = app
+        .service
+        .acting(herald::domain::Actor::System)
+        .create_rollout(herald::domain::NewRollout {
+            title: "Fishjam v1.4.0".into(),
+            description: String::new(),
+            from_version: None,
+            to_version: "v1.4.0".into(),
+            targets: vec!["fishjam-1".into()],
+            maintenance_id: None,
+            progress_deadline: herald::domain::DEFAULT_PROGRESS_DEADLINE,
+            stale_after: herald::domain::DEFAULT_STALE_AFTER,
+            public_names: true,
+            rollback_of: None,
+        })
+        .await
+        .unwrap();
+    let count = || async {
+        app.service
+            .deliveries(herald::domain::Subject::Rollout(rollout.id))
+            .await
+            .unwrap()
+            .len()
+    };
+    let before = count().await;
+    let path = format!("/admin/rollouts/{}/updates", rollout.id);
+    let r = app
+        .post_form(
+            &path,
+            Some(&me.cookie),
+            &[
+                ("csrf", &me.csrf),
+                ("body", "Canary looks fine."),
+                ("quiet", "on"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(count().await, before, "nothing posted");
+    let page = app
+        .get_as(&format!("/admin/rollouts/{}", rollout.id), &me.cookie)
+        .await
+        .text();
+    assert!(page.contains("Canary looks fine."));
+    app.post_form(
+        &path,
+        Some(&me.cookie),
+        &[("csrf", &me.csrf), ("body", "All healthy.")],
+        &[],
+    )
+    .await;
+    assert_eq!(count().await, before + 1);
+}

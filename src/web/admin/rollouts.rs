@@ -454,6 +454,9 @@ pub struct ActionForm {
     action: String,
     #[serde(default)]
     note: String,
+    /// `on`: change the rollout's page, post nothing on the channels.
+    #[serde(default)]
+    quiet: String,
 }
 
 /// `POST /admin/rollouts/{id}/action`: pause, resume, abort, roll back.
@@ -467,6 +470,7 @@ pub async fn action(
     let result = state
         .service
         .acting(signed_in.actor())
+        .quietly(form.quiet == "on")
         .rollout_action(id, action, note(&form.note))
         .await;
     if let Ok((_, Some(reverse))) = &result {
@@ -585,6 +589,8 @@ pub async fn edit(
 pub struct UpdateForm {
     #[serde(default)]
     body: String,
+    #[serde(default)]
+    quiet: String,
 }
 
 /// `POST /admin/rollouts/{id}/updates`.
@@ -596,6 +602,7 @@ pub async fn post_update(
     let result = state
         .service
         .acting(signed_in.actor())
+        .quietly(form.quiet == "on")
         .post_rollout_note(id, &form.body)
         .await
         .map(drop);
