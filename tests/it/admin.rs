@@ -768,7 +768,7 @@ async fn running_a_rollout_by_forms() {
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
     let at = r.header("location").unwrap().to_owned();
-    assert_eq!(at, "/admin/rollouts/1");
+    assert_eq!(at, "/admin/rollouts/1?done=rollout_created");
     let page = app.get_as(&at, &me.cookie).await.text();
     assert!(
         page.contains("data-live"),
@@ -1030,7 +1030,8 @@ async fn accounts_are_managed_from_the_users_page() {
         vec![("action", "password"), ("password", "a brand new password")],
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    let r = app.follow(r, &alice.cookie).await;
     assert!(r.text().contains("their sessions ended"));
     assert_eq!(
         app.get_as("/admin", &mo.cookie).await.status,
@@ -1052,7 +1053,7 @@ async fn accounts_are_managed_from_the_users_page() {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     // Promote mo, then alice may step down; removing works too.
     let r = act(&alice, "mo", vec![("action", "role"), ("role", "admin")]).await;
-    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
     let r = act(
         &alice,
         "alice",

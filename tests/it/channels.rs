@@ -88,7 +88,9 @@ async fn channels_are_managed_from_the_admin_ui_with_secrets_write_only() {
             &[],
         )
         .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    let r = app.follow(r, &me.cookie).await;
+    assert!(r.text().contains("Saved #status."), "{}", r.text());
     let edited = app.service.channel(channel.id).await.unwrap();
     assert_eq!(edited.name, "#status");
     assert_eq!(edited.secret, channel.secret);

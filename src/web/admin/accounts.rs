@@ -304,7 +304,7 @@ pub async fn add_user(
         .add_user(&form.name, &form.password, role)
         .await
     {
-        Ok(_) => Ok(Redirect::to("/admin/users").into_response()),
+        Ok(_) => Ok(done("/admin/users", "user_added")),
         Err(ServiceError::Domain(DomainError::Invalid(e))) => {
             let error = Some((e.field, format!("The {} {}.", e.field, e.message)));
             users_page(
@@ -338,19 +338,16 @@ pub async fn account_action(
     CsrfForm { signed_in, form }: CsrfForm<AccountForm>,
 ) -> Result<Response, AppError> {
     let service = signed_in.service(&state);
-    let (result, done) = match form.action.as_str() {
-        "remove" => (service.remove_user(&name).await, format!("Removed {name}.")),
+    let (result, code) = match form.action.as_str() {
+        "remove" => (service.remove_user(&name).await, "user_removed"),
         "role" => {
             let role = Role::parse(&form.role)
                 .ok_or_else(|| AppError::BadRequest(format!("unknown role {:?}", form.role)))?;
-            (
-                service.set_role(&name, role).await,
-                format!("{name} is now {}; their sessions ended.", role.as_str()),
-            )
+            (service.set_role(&name, role).await, "user_role")
         }
         "password" => (
             service.set_password(&name, &form.password).await,
-            format!("Set a new password for {name}; their sessions ended."),
+            "user_password",
         ),
         other => return Err(AppError::BadRequest(format!("unknown action {other:?}"))),
     };
@@ -359,18 +356,7 @@ pub async fn account_action(
         Ok(()) if name == signed_in.user.name && form.action != "remove" => {
             Ok(Redirect::to("/admin/login").into_response())
         }
-        Ok(()) => {
-            users_page_with(
-                &state,
-                &signed_in,
-                StatusCode::OK,
-                None,
-                String::new(),
-                None,
-                Some(done),
-            )
-            .await
-        }
+        Ok(()) => Ok(done("/admin/users", code)),
         Err(ServiceError::Domain(e)) => {
             let (status, why) = refusal(&e);
             users_page_with(

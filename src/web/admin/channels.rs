@@ -348,18 +348,13 @@ pub async fn edit_channel(
 ) -> Result<Response, AppError> {
     let (new, _) = parse_form(form);
     match signed_in.service(&state).edit_channel(id, new).await {
-        Ok(c) => {
-            channels_page(
-                &state,
-                &signed_in,
-                StatusCode::OK,
-                Draft::default(),
-                None,
-                vec![],
-                Some(format!("Saved {}.", c.name)),
-            )
-            .await
-        }
+        Ok(c) => Ok(with_flash(
+            &state,
+            &Flash {
+                notice: Some(format!("Saved {}.", c.name)),
+                ..Flash::default()
+            },
+        )),
         Err(e) => {
             let errors = validation(e)?;
             channels_page(

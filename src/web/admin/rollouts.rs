@@ -217,7 +217,10 @@ pub async fn create_rollout(
         .create_rollout(new)
         .await
     {
-        Ok(r) => Ok(Redirect::to(&format!("/admin/rollouts/{}", r.id)).into_response()),
+        Ok(r) => Ok(super::done(
+            &format!("/admin/rollouts/{}", r.id),
+            "rollout_created",
+        )),
         Err(ServiceError::Domain(DomainError::Invalid(e))) => {
             new_page(&state, &signed_in, form, vec![e]).await
         }
@@ -561,9 +564,7 @@ pub async fn edit(
             .edit_rollout(id, &change)
             .await
         {
-            Ok(_) => {
-                return Ok(Redirect::to(&format!("/admin/rollouts/{id}")).into_response());
-            }
+            Ok(_) => return Ok(super::done(&format!("/admin/rollouts/{id}"), "saved")),
             Err(ServiceError::Domain(DomainError::Invalid(e))) => vec![e],
             Err(e) => return Err(e.into()),
         }
