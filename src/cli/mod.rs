@@ -89,15 +89,21 @@ pub enum DbCommand {
     /// tokens, windows, rollouts, channels, deliveries and the audit log; then compare the two
     /// and print the rows per table
     Copy {
-        /// The database to read (sqlite://… or postgres://…)
+        /// The database to read (sqlite://… or postgres://…): it must exist and hold Herald's
+        /// tables; it is only read (a SQLite file is opened read-only)
         #[arg(long, value_name = "URL")]
         from: String,
-        /// The database to write; made and migrated if needed
+        /// The database to write: a SQLite file is made if missing; a PostgreSQL database must
+        /// exist (createdb) and gets Herald's tables if it has none
         #[arg(long, value_name = "URL")]
         to: String,
-        /// Empty the target first if it holds data (else a non-empty target is refused)
+        /// Delete what the target holds first (else a target with data is refused); the rows
+        /// to delete are counted and said first
         #[arg(long)]
         replace: bool,
+        /// With --replace: go on although the source holds nothing (that empties the target)
+        #[arg(long, requires = "replace")]
+        empty_source: bool,
         /// Also copy the admin UI's sessions (else everyone signs in again)
         #[arg(long)]
         sessions: bool,
@@ -300,17 +306,31 @@ pub fn main() -> anyhow::Result<()> {
             from,
             to,
             replace,
+            empty_source,
             sessions,
         }) => client_runtime()?.block_on(async {
             let redacted = |u: &str| crate::config::redact_url(u);
-            let source = SqlStore::connect(&from)
+            let source = SqlStore::open_existing(&from, true)
                 .await
-                .with_context(|| format!("cannot open {}", redacted(&from)))?;
+                .with_context(|| format!("cannot read {}", redacted(&from)))?;
             let target = SqlStore::connect(&to)
                 .await
                 .with_context(|| format!("cannot open {}", redacted(&to)))?;
+            if replace {
+                let held = target.row_count(sessions).await.unwrap_or(0);
+                if held > 0 {
+                    eprintln!("replacing the {held} rows {} holds", redacted(&to));
+                }
+            }
             let report = source
-                .copy_to(&target, CopyOptions { replace, sessions })
+                .copy_to(
+                    &target,
+                    CopyOptions {
+                        replace,
+                        sessions,
+                        empty_source,
+                    },
+                )
                 .await
                 .with_context(|| format!("cannot copy to {}", redacted(&to)))?;
             println!("table\trows");
@@ -328,9 +348,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Db(DbCommand::Backup { path }) => {
             let settings = Settings::load(&cli.settings)?;
             client_runtime()?.block_on(async {
-                let store = SqlStore::connect(settings.database_url.expose())
-                    .await
-                    .with_context(|| format!("cannot open {}", settings.database_url))?;
+                let store = existing_database(&settings, true).await?;
                 store.backup_to(&path).await?;
                 eprintln!("backed up {} to {}", settings.database_url, path.display());
                 Ok(())
@@ -361,9 +379,29 @@ where
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let store = crate::server::open_store(&settings).await?;
-        f(Service::new(store).acting(crate::domain::Actor::Cli)).await
+        use crate::store::Store as _;
+        let store = existing_database(&settings, false).await?;
+        store
+            .migrate()
+            .await
+            .with_context(|| format!("cannot migrate the database {}", settings.database_url))?;
+        f(Service::new(std::sync::Arc::new(store)).acting(crate::domain::Actor::Cli)).await
     })
+}
+
+/// The server's database, which must exist: a command other than `serve` never makes one (a
+/// token made in a new, empty database would be one the server does not know).
+async fn existing_database(settings: &Settings, read_only: bool) -> anyhow::Result<SqlStore> {
+    SqlStore::open_existing(settings.database_url.expose(), read_only)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot use the database {}: point this command at the server's database with \
+                 HERALD_DATABASE_URL, --database-url or database_url in --config FILE \
+                 (`herald serve` makes a new one)",
+                settings.database_url
+            )
+        })
 }
 
 /// A password from the terminal (asked twice, not echoed) or from stdin's first line.

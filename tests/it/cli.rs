@@ -26,9 +26,48 @@ fn herald(dir: &std::path::Path, args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// The database `herald serve` would have made.
+fn served_database(dir: &std::path::Path) {
+    let url = crate::common::database_url(dir, "h.db");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use herald::store::Store as _;
+        let store = herald::store::SqlStore::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+    });
+}
+
+/// Commands other than `serve` never make a database: a token printed for a new, empty one
+/// would be a token the server does not know.
+#[test]
+fn commands_do_not_make_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    if std::env::var("HERALD_TEST_POSTGRES").is_ok() {
+        // Each test's PostgreSQL database is made for it; the file case is what matters.
+        return;
+    }
+    for args in [
+        &["token", "create", "deploy-bot"][..],
+        &["token", "list"],
+        &["user", "role", "alice", "admin"],
+        &["db", "backup", "b.db"],
+    ] {
+        let out = herald(dir.path(), args, "");
+        assert!(!out.status.success(), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?} printed something");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("there is no database at") && err.contains("HERALD_DATABASE_URL"),
+            "{args:?}: {err}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "nothing made: {left:?}");
+}
+
 #[test]
 fn tokens_and_users_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
+    served_database(dir.path());
     let out = herald(dir.path(), &["token", "create", "deploy-bot"], "");
     assert!(out.status.success());
     let token = String::from_utf8(out.stdout).unwrap();

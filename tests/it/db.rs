@@ -339,3 +339,149 @@ async fn backup_while_writes_go_on_is_consistent() {
         String::from_utf8_lossy(&again.stderr)
     );
 }
+
+/// A copy's source must exist and hold Herald's tables, and is only read: a mistyped path, a
+/// file of something else, or an empty source never empties the target, and a backup read
+/// by a copy stays byte for byte as it was, with nothing beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_never_reads_what_is_not_a_herald_database_and_never_changes_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = format!("sqlite://{}/live.db", dir.path().display());
+    let state = herald::server::build(&Settings::for_database(&live), true)
+        .await
+        .unwrap();
+    drop(state);
+    let original = dump(&live).await;
+    assert!(!original.is_empty());
+
+    // A typo in the source's path: refused, nothing made there, the target as it was.
+    let typo = format!("sqlite://{}/lvie.db", dir.path().display());
+    let out = herald(&["db", "copy", "--from", &typo, "--to", &live, "--replace"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("there is no database at"), "{err}");
+    assert!(
+        !dir.path().join("lvie.db").exists(),
+        "no database made at the typo"
+    );
+    assert_eq!(dump(&live).await, original);
+
+    // A SQLite file that is not Herald's.
+    let other = dir.path().join("other.db");
+    let mut conn =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", other.display()))
+            .await
+            .unwrap();
+    sqlx::query("CREATE TABLE notes (body TEXT)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let out = herald(&[
+        "db",
+        "copy",
+        "--from",
+        &format!("sqlite://{}", other.display()),
+        "--to",
+        &live,
+        "--replace",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds no Herald database"), "{err}");
+    assert_eq!(dump(&live).await, original);
+
+    // A backup is read, never written: same bytes, no -wal or -shm beside it.
+    let backup = dir.path().join("backup.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["db", "backup", backup.to_str().unwrap()])
+        .env("HERALD_CONFIG", "/dev/null")
+        .env("HERALD_DATABASE_URL", &live)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&backup).unwrap();
+    let listing = |dir: &std::path::Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(dir.path());
+    let restored = format!("sqlite://{}/restored.db", dir.path().display());
+    let out = herald(&[
+        "db",
+        "copy",
+        "--from",
+        &format!("sqlite://{}", backup.display()),
+        "--to",
+        &restored,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&backup).unwrap(),
+        bytes,
+        "the backup is unchanged"
+    );
+    let after: Vec<String> = listing(dir.path())
+        .into_iter()
+        .filter(|n| !n.starts_with("restored.db"))
+        .collect();
+    assert_eq!(after, before, "nothing beside the backup");
+    assert_eq!(dump(&restored).await, original);
+
+    // An empty source with --replace would only empty the target: refused unless said.
+    let empty = format!("sqlite://{}/empty.db", dir.path().display());
+    {
+        let store = SqlStore::connect(&empty).await.unwrap();
+        store.migrate().await.unwrap();
+    }
+    let out = herald(&[
+        "db",
+        "copy",
+        "--from",
+        &empty,
+        "--to",
+        &restored,
+        "--replace",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--empty-source"), "{err}");
+    assert!(
+        err.contains("replacing the"),
+        "the rows to delete are said: {err}"
+    );
+    assert_eq!(dump(&restored).await, original);
+    let out = herald(&[
+        "db",
+        "copy",
+        "--from",
+        &empty,
+        "--to",
+        &restored,
+        "--replace",
+        "--empty-source",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        dump(&restored)
+            .await
+            .iter()
+            .all(|(_, rows)| rows.is_empty())
+    );
+}

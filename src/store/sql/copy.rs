@@ -43,6 +43,8 @@ pub struct CopyOptions {
     pub replace: bool,
     /// Also the admin UI's sessions (else everyone signs in again on the new database).
     pub sessions: bool,
+    /// With `replace`, go on even though the source holds nothing (which empties the target).
+    pub empty_source: bool,
 }
 
 /// Rows per table, as found in the source and then in the target.
@@ -74,13 +76,31 @@ impl SqlStore {
         options: CopyOptions,
     ) -> StoreResult<CopyReport> {
         use crate::store::Store as _;
-        self.migrate().await?;
+        // The source is read as it is: never migrated, so a backup is never changed. A table
+        // or column an older source lacks is copied as the target's default.
+        self.schema_version().await?;
         target.migrate().await?;
         let tables: Vec<&'static str> = TABLES
             .iter()
             .map(|(t, _)| *t)
             .filter(|t| options.sessions || *t != "sessions")
             .collect();
+        // One snapshot of the source, however long the copy takes.
+        let mut from = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            from.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await?;
+        }
+        let in_source: Vec<&'static str> = {
+            let mut present = Vec::new();
+            for &table in &tables {
+                if self.table_exists(&mut from, table).await? {
+                    present.push(table);
+                }
+            }
+            present
+        };
+        let source_rows = count_all(&mut from, &in_source).await?;
 
         let mut to = target.pool.begin().await?;
         let held: i64 = count_all(&mut to, &tables).await?;
@@ -90,21 +110,28 @@ impl SqlStore {
                     "the target database already holds {held} rows; pass --replace to empty it first"
                 )));
             }
+            if source_rows == 0 && !options.empty_source {
+                return Err(StoreError::Refused(format!(
+                    "the source holds no rows: replacing would only delete the target's {held}; \
+                     add --empty-source if that is what you want"
+                )));
+            }
             for table in TABLES.iter().rev() {
                 to.execute(format!("DELETE FROM {}", table.0).as_str())
                     .await?;
             }
         }
-        // One snapshot of the source, however long the copy takes.
-        let mut from = self.pool.begin().await?;
-        if self.backend == Backend::Postgres {
-            from.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                .await?;
-        }
         let mut report = Vec::new();
         for &table in &tables {
+            if !in_source.contains(&table) {
+                report.push((table, 0));
+                continue;
+            }
             let order = order_of(table);
-            let columns = target.columns(&mut to, table).await?;
+            let columns = shared_columns(
+                target.columns(&mut to, table).await?,
+                &self.columns(&mut from, table).await?,
+            );
             let rows = read(&mut from, table, &columns, order).await?;
             write(&mut to, table, &columns, &rows).await?;
             report.push((table, rows.len() as u64));
@@ -125,8 +152,11 @@ impl SqlStore {
             }
         }
         // Verify inside the transaction: what it would commit is what the source holds.
-        for &table in &tables {
-            let columns = target.columns(&mut to, table).await?;
+        for &table in &in_source {
+            let columns = shared_columns(
+                target.columns(&mut to, table).await?,
+                &self.columns(&mut from, table).await?,
+            );
             let order = order_of(table);
             let source = read(&mut from, table, &columns, order).await?;
             let copied = read(&mut to, table, &columns, order).await?;
@@ -178,6 +208,36 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Whether this database has `table`.
+    async fn table_exists(&self, tx: &mut Transaction<'_, Any>, table: &str) -> StoreResult<bool> {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = $1"
+            }
+        };
+        let n: i64 = sqlx::query_scalar(sql)
+            .bind(table)
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Rows in Herald's tables (the sessions too with `sessions`): what `--replace` deletes.
+    pub async fn row_count(&self, sessions: bool) -> StoreResult<i64> {
+        let mut tx = self.pool.begin().await?;
+        let mut tables = Vec::new();
+        for (table, _) in TABLES {
+            if (sessions || *table != "sessions") && self.table_exists(&mut tx, table).await? {
+                tables.push(*table);
+            }
+        }
+        count_all(&mut tx, &tables).await
+    }
+
     /// The table's columns as this database declares them.
     async fn columns(
         &self,
@@ -210,6 +270,14 @@ impl SqlStore {
         }
         Ok(columns)
     }
+}
+
+/// The target's columns that the source has too (an older source lacks the newest).
+fn shared_columns(target: Vec<Column>, source: &[Column]) -> Vec<Column> {
+    target
+        .into_iter()
+        .filter(|c| source.iter().any(|s| s.name == c.name))
+        .collect()
 }
 
 fn order_of(table: &str) -> &'static str {

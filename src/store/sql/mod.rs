@@ -83,6 +83,56 @@ impl SqlStore {
         })
     }
 
+    /// Open a database that must already hold Herald's tables, without making or migrating
+    /// anything: what every command but `serve` does, so that a mistyped path or a missing
+    /// setting is an error rather than a new, empty database. `read_only` opens a SQLite file
+    /// so that reading it never changes it.
+    pub async fn open_existing(url: &str, read_only: bool) -> StoreResult<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url);
+        let pool = match backend {
+            Backend::Sqlite => sqlite::open_existing(url, read_only).await?,
+            Backend::Postgres => postgres::connect(url).await?,
+        };
+        let store = Self {
+            pool,
+            backend,
+            url: url.to_owned(),
+            origin: crate::ids::random_hex(8),
+        };
+        store.schema_version().await?;
+        Ok(store)
+    }
+
+    /// The newest migration the database has applied; refused when it holds no Herald schema,
+    /// or one newer than this build knows.
+    pub async fn schema_version(&self) -> StoreResult<i64> {
+        let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|_| StoreError::Refused("it holds no Herald database".into()))?;
+        let Some(latest) = latest else {
+            return Err(StoreError::Refused("it holds no Herald database".into()));
+        };
+        let migrator = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        let known = migrator
+            .migrations
+            .iter()
+            .map(|m| m.version)
+            .max()
+            .unwrap_or(0);
+        if latest > known {
+            return Err(StoreError::Refused(format!(
+                "it was written by a newer Herald (schema {latest}; this one knows up to {known}): \
+                 use that Herald or a newer one"
+            )));
+        }
+        Ok(latest)
+    }
+
     /// One page of `select` (which ends in `LIMIT $1 OFFSET $2`), with the total that `count`
     /// finds.
     async fn page<R, T>(

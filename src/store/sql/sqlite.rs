@@ -71,6 +71,27 @@ pub(super) async fn connect(url: &str) -> StoreResult<AnyPool> {
     Ok(pool)
 }
 
+/// Open the existing database at `url` without changing it: never made, never migrated, its
+/// journal mode as it is; read-only when `read_only` (a copy's source, a backup).
+pub(super) async fn open_existing(url: &str, read_only: bool) -> StoreResult<AnyPool> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(false)
+        .read_only(read_only)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5));
+    let filename = options.get_filename();
+    if filename.as_os_str().is_empty() || !filename.is_file() {
+        return Err(StoreError::Refused(format!(
+            "there is no database at {}",
+            filename.display()
+        )));
+    }
+    Ok(AnyPoolOptions::new()
+        .max_connections(if read_only { 1 } else { 3 })
+        .connect(&options.to_url_lossy().to_string())
+        .await?)
+}
+
 pub(super) async fn migrate(pool: &AnyPool) -> StoreResult<()> {
     sqlx::migrate!("./migrations/sqlite").run(pool).await?;
     rebuild_channels_for_webhooks(pool).await
