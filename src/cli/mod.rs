@@ -85,6 +85,10 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
+    /// Make the configured database (a SQLite file, or Herald's tables in an existing
+    /// PostgreSQL database) or bring it up to this version, as `serve` does when it starts:
+    /// the one command besides `serve` that makes a database
+    Init,
     /// Copy everything from one database to another (SQLite to PostgreSQL or back): users,
     /// tokens, windows, rollouts, channels, deliveries and the audit log; then compare the two
     /// and print the rows per table
@@ -345,6 +349,23 @@ pub fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }),
+        Command::Db(DbCommand::Init) => {
+            let settings = Settings::load(&cli.settings)?;
+            client_runtime()?.block_on(async {
+                let store = SqlStore::connect(settings.database_url.expose())
+                    .await
+                    .with_context(|| {
+                        format!("cannot open the database {}", settings.database_url)
+                    })?;
+                use crate::store::Store as _;
+                store.migrate().await.with_context(|| {
+                    format!("cannot migrate the database {}", settings.database_url)
+                })?;
+                let schema = store.schema_version().await?;
+                eprintln!("{} is ready (schema {schema})", settings.database_url);
+                Ok(())
+            })
+        }
         Command::Db(DbCommand::Backup { path }) => {
             let settings = Settings::load(&cli.settings)?;
             client_runtime()?.block_on(async {
@@ -398,7 +419,7 @@ async fn existing_database(settings: &Settings, read_only: bool) -> anyhow::Resu
             format!(
                 "cannot use the database {}: point this command at the server's database with \
                  HERALD_DATABASE_URL, --database-url or database_url in --config FILE \
-                 (`herald serve` makes a new one)",
+                 (`herald db init` or `herald serve` makes a new one)",
                 settings.database_url
             )
         })

@@ -512,11 +512,29 @@ impl super::Sender for Bluesky {
                 .authed("com.atproto.repo.deleteRecord", Some(&body), &[])
                 .await?;
             result.map_err(|e| e.into_send_error("deleting the post"))?;
+            // Later posts reply to the thread's newest post: not to the one just deleted,
+            // which would hide them from the thread.
+            let thread = job.thread.map(|t| {
+                if t.parent_id.as_deref() == original.remote_id.as_deref() {
+                    Thread {
+                        parent_id: Some(t.root_id.clone()),
+                        parent_cid: t.root_cid.clone(),
+                        ..t.clone()
+                    }
+                } else {
+                    t.clone()
+                }
+            });
             return Ok(Sent {
                 remote_id: original.remote_id.clone(),
                 remote_url: None,
-                thread: job.thread.cloned(),
+                thread,
             });
+        }
+        if job.thread.is_none() {
+            return Err(SendError::Permanent(
+                "there is no thread to post the correction in".into(),
+            ));
         }
         let text = if update.kind == UpdateKind::Note {
             update.body.clone()
@@ -539,8 +557,14 @@ impl super::Sender for Bluesky {
             created_at: update.edited_at.unwrap_or(update.created_at),
             ..update.clone()
         };
+        // A correction is a reply in the thread, whatever it corrects (an announcement's
+        // note too): never a new root.
+        let delivery = crate::domain::Delivery {
+            kind: UpdateKind::Note,
+            ..job.delivery.clone()
+        };
         let fixed = Job {
-            delivery: job.delivery,
+            delivery: &delivery,
             about: super::About::Window {
                 window,
                 update: &correction,

@@ -637,6 +637,15 @@ impl Worker {
             match (d.action, d.corrects) {
                 (DeliveryAction::Post, _) => sender.send(job, &progress).await,
                 (_, Some(original)) => match self.store.get_delivery(original).await {
+                    // It never went out (withdrawn or skipped before it was sent, or failed):
+                    // nothing to correct where it was not posted.
+                    Ok(Some(original)) if original.state != crate::domain::DeliveryState::Sent => {
+                        Ok(Sent {
+                            remote_id: None,
+                            remote_url: None,
+                            thread: job.thread.cloned(),
+                        })
+                    }
                     Ok(Some(original)) => sender.correct(job, &original, &progress).await,
                     Ok(None) => Err(SendError::Permanent(
                         "the post it corrects is no longer known".into(),

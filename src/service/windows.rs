@@ -265,14 +265,22 @@ impl Service {
         let deliveries: Vec<NewCorrection> = posted
             .iter()
             .filter(|d| {
-                // A post the channel did not say it made (a relay answering 204) cannot be
-                // found again: a correction would only fail, and hold the channel's queue.
+                // Sent; for a withdrawal also still to go (one being sent right now goes out:
+                // the withdrawal queued behind it takes it down; one skipped by the withdrawal
+                // makes it a no-op). A pending post needs no edit: it loads the new text when
+                // it goes. A post the channel did not say it made (a relay answering 204)
+                // cannot be found again: a correction would only fail.
+                let live = match d.state {
+                    DeliveryState::Sent => d.remote_id.is_some(),
+                    DeliveryState::Pending => action == DeliveryAction::Withdraw,
+                    DeliveryState::Failed | DeliveryState::Skipped => false,
+                };
                 d.update_id == Some(update_id)
-                    && d.state == DeliveryState::Sent
-                    && d.remote_id.is_some()
+                    && live
                     && (d.action == DeliveryAction::Post
                         || (action == DeliveryAction::Withdraw && d.action == DeliveryAction::Edit))
-                    && seen.insert((d.channel_id, d.remote_id.clone()))
+                    && (d.state != DeliveryState::Sent
+                        || seen.insert((d.channel_id, d.remote_id.clone())))
             })
             .filter_map(|d| {
                 let channel = channels

@@ -51,10 +51,23 @@ pub fn session_cookie(value: &str, secure: bool, max_age: Option<i64>) -> Header
 
 /// A one-time message for the next page at `path` (a secret to show once after a form, so the
 /// form's answer can be a redirect that a reload does not repeat): short-lived, never sent to
-/// scripts or to other paths. `value` empty clears it.
-pub fn flash_cookie(name: &str, value: &str, path: &str, secure: bool) -> HeaderValue {
-    let value = percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC);
-    let max_age = if value.to_string().is_empty() { 0 } else { 300 };
+/// scripts or to other paths, and only shown to the session that made it (`session` is its
+/// CSRF token, whose first half binds the message). `value` empty clears it.
+pub fn flash_cookie(
+    name: &str,
+    value: &str,
+    path: &str,
+    session: &str,
+    secure: bool,
+) -> HeaderValue {
+    let (value, max_age) = if value.is_empty() {
+        (String::new(), 0)
+    } else {
+        let bound = format!("{}.{value}", session_half(session));
+        let encoded =
+            percent_encoding::utf8_percent_encode(&bound, percent_encoding::NON_ALPHANUMERIC);
+        (encoded.to_string(), 300)
+    };
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{name}={value}; Path={path}; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
@@ -62,13 +75,18 @@ pub fn flash_cookie(name: &str, value: &str, path: &str, secure: bool) -> Header
     .expect("percent-encoded text is a valid header value")
 }
 
-/// A flash cookie's value, decoded.
-pub fn flash(headers: &HeaderMap, name: &str) -> Option<String> {
-    cookie(headers, name).filter(|v| !v.is_empty()).map(|v| {
-        percent_encoding::percent_decode_str(&v)
-            .decode_utf8_lossy()
-            .into_owned()
-    })
+/// A flash cookie's value, decoded, if the session `session` made it.
+pub fn flash(headers: &HeaderMap, name: &str, session: &str) -> Option<String> {
+    let raw = cookie(headers, name).filter(|v| !v.is_empty())?;
+    let decoded = percent_encoding::percent_decode_str(&raw)
+        .decode_utf8_lossy()
+        .into_owned();
+    let (bound, value) = decoded.split_once('.')?;
+    constant_time_eq(bound.as_bytes(), session_half(session).as_bytes()).then(|| value.to_owned())
+}
+
+fn session_half(csrf: &str) -> &str {
+    &csrf[..csrf.len() / 2]
 }
 
 /// The signed-in user of an admin page.

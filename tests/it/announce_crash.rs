@@ -111,8 +111,9 @@ async fn sigkill_mid_delivery_then_restart_delivers_each_event_once() {
         port: crate::common::free_port(),
         vars: crate::common::channel_env(&discord, &bluesky),
     };
-    let token = env.token();
+    // The server makes the database; commands only use one that exists.
     let mut herald = env.start().await;
+    let token = env.token();
 
     // Each server sits on requests, and acts on them after Herald has given up or died.
     let bot = format!("/channels/{}/messages", discord.announcement_channel());
@@ -331,8 +332,9 @@ async fn sigterm_lets_the_delivery_in_flight_finish() {
             ("HERALD_DELIVERY_TIMEOUT".into(), "10s".into()),
         ],
     };
-    let token = env.token();
+    // The server makes the database; commands only use one that exists.
     let mut herald = env.start().await;
+    let token = env.token();
     let bot = format!("/channels/{}/messages", discord.text_channel());
     discord.push_fault(Fault::Hang(Duration::from_millis(700)), Some(&bot));
     let m = api(

@@ -72,6 +72,13 @@ impl Cluster {
                 .build()
                 .unwrap(),
         };
+        // Commands use a database that exists: make it first, as an operator would.
+        let init = cluster.command().args(["db", "init"]).output().unwrap();
+        assert!(
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
         let out = cluster
             .command()
             .args(["token", "create", "deploy", "--role", "maintainer"])

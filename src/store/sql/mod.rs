@@ -100,7 +100,16 @@ impl SqlStore {
             url: url.to_owned(),
             origin: crate::ids::random_hex(8),
         };
-        store.schema_version().await?;
+        // What is read must be Herald's already, and so must a SQLite file a command writes
+        // to (a file of something else is refused). A PostgreSQL database the operator made
+        // for Herald (createdb) may be new: the migrations give it Herald's tables, as the
+        // server would.
+        match store.schema_version().await {
+            Ok(_) => {}
+            Err(StoreError::Refused(why))
+                if !read_only && backend == Backend::Postgres && why.contains("no Herald") => {}
+            Err(e) => return Err(e),
+        }
         Ok(store)
     }
 

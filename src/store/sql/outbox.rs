@@ -266,7 +266,8 @@ pub(super) async fn correct_update(
         // Not sent yet: it never will be.
         sqlx::query(
             "UPDATE deliveries SET state = 'skipped', last_error = 'withdrawn before it was sent' \
-             WHERE update_id = $1 AND action = 'post' AND state IN ('pending', 'failed') \
+             WHERE update_id = $1 AND action IN ('post', 'edit') \
+               AND state IN ('pending', 'failed') \
                AND (lease_until_ms IS NULL OR lease_until_ms < $2)",
         )
         .bind(c.update_id)

@@ -88,7 +88,7 @@ pub(super) async fn open_existing(url: &str, read_only: bool) -> StoreResult<Any
     }
     Ok(AnyPoolOptions::new()
         .max_connections(if read_only { 1 } else { 3 })
-        .connect(&options.to_url_lossy().to_string())
+        .connect(options.to_url_lossy().as_ref())
         .await?)
 }
 

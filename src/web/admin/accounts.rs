@@ -69,7 +69,7 @@ pub async fn tokens(
     signed_in: SignedIn,
 ) -> Result<Response, AppError> {
     signed_in.require(Role::Admin)?;
-    let created = auth::flash(&headers, NEW_TOKEN);
+    let created = auth::flash(&headers, NEW_TOKEN, &signed_in.csrf);
     let mut r = tokens_page(
         &state,
         &signed_in,
@@ -83,7 +83,7 @@ pub async fn tokens(
         let secure = state.settings.public_url.starts_with("https://");
         r.headers_mut().insert(
             header::SET_COOKIE,
-            auth::flash_cookie(NEW_TOKEN, "", "/admin/tokens", secure),
+            auth::flash_cookie(NEW_TOKEN, "", "/admin/tokens", "", secure),
         );
         r.headers_mut().insert(
             header::CACHE_CONTROL,
@@ -118,7 +118,13 @@ pub async fn create_token(
             let mut r = done("/admin/tokens", "token_created");
             r.headers_mut().insert(
                 header::SET_COOKIE,
-                auth::flash_cookie(NEW_TOKEN, new.secret.expose(), "/admin/tokens", secure),
+                auth::flash_cookie(
+                    NEW_TOKEN,
+                    new.secret.expose(),
+                    "/admin/tokens",
+                    &signed_in.csrf,
+                    secure,
+                ),
             );
             Ok(r)
         }

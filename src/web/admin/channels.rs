@@ -183,13 +183,13 @@ struct Flash {
 const FLASH: &str = "herald_channels_flash";
 
 /// Back to the channels page, carrying `flash` to it.
-fn with_flash(state: &AppState, flash: &Flash) -> Response {
+fn with_flash(state: &AppState, signed_in: &SignedIn, flash: &Flash) -> Response {
     let secure = state.settings.public_url.starts_with("https://");
     let mut r = Redirect::to("/admin/channels").into_response();
     let json = serde_json::to_string(flash).expect("a flash serialises");
     r.headers_mut().insert(
         axum::http::header::SET_COOKIE,
-        crate::web::auth::flash_cookie(FLASH, &json, "/admin/channels", secure),
+        crate::web::auth::flash_cookie(FLASH, &json, "/admin/channels", &signed_in.csrf, secure),
     );
     r
 }
@@ -200,8 +200,8 @@ pub async fn channels(
     signed_in: SignedIn,
 ) -> Result<Response, AppError> {
     signed_in.require(Role::Admin)?;
-    let flash: Option<Flash> =
-        crate::web::auth::flash(&headers, FLASH).and_then(|json| serde_json::from_str(&json).ok());
+    let flash: Option<Flash> = crate::web::auth::flash(&headers, FLASH, &signed_in.csrf)
+        .and_then(|json| serde_json::from_str(&json).ok());
     let Some(flash) = flash else {
         return channels_page(
             &state,
@@ -232,7 +232,7 @@ pub async fn channels(
     let secure = state.settings.public_url.starts_with("https://");
     r.headers_mut().insert(
         axum::http::header::SET_COOKIE,
-        crate::web::auth::flash_cookie(FLASH, "", "/admin/channels", secure),
+        crate::web::auth::flash_cookie(FLASH, "", "/admin/channels", "", secure),
     );
     r.headers_mut().insert(
         axum::http::header::CACHE_CONTROL,
@@ -318,6 +318,7 @@ pub async fn create_channel(
                 .then(|| (c.name.clone(), c.secret.expose().to_owned()));
             Ok(with_flash(
                 &state,
+                &signed_in,
                 &Flash {
                     notice: Some(format!("Added {}.", c.name)),
                     secret,
@@ -350,6 +351,7 @@ pub async fn edit_channel(
     match signed_in.service(&state).edit_channel(id, new).await {
         Ok(c) => Ok(with_flash(
             &state,
+            &signed_in,
             &Flash {
                 notice: Some(format!("Saved {}.", c.name)),
                 ..Flash::default()
@@ -380,6 +382,7 @@ pub async fn rotate_channel_secret(
     match signed_in.service(&state).rotate_webhook_secret(id).await {
         Ok(c) => Ok(with_flash(
             &state,
+            &signed_in,
             &Flash {
                 notice: Some(format!(
                     "{} has a new signing secret; the old one no longer verifies.",
@@ -414,6 +417,7 @@ pub async fn delete_channel(
     signed_in.service(&state).delete_channel(id).await?;
     Ok(with_flash(
         &state,
+        &signed_in,
         &Flash {
             notice: Some(format!("Removed {name}.")),
             ..Flash::default()
@@ -448,7 +452,7 @@ pub async fn test_channel(
             ..Flash::default()
         },
     };
-    Ok(with_flash(&state, &flash))
+    Ok(with_flash(&state, &signed_in, &flash))
 }
 
 // ----- deliveries and previews on the run view ---------------------------------------------

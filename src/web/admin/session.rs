@@ -27,6 +27,9 @@ pub struct Resume {
     /// The form's fields, URL-encoded, without its CSRF token.
     #[serde(default)]
     resume: String,
+    /// `1`: the form held passwords or secrets, which are not kept: it is to be filled again.
+    #[serde(default)]
+    resume_secrets: String,
 }
 
 impl Resume {
@@ -41,6 +44,9 @@ impl Resume {
         serde_urlencoded::from_str(&self.resume).unwrap_or_default()
     }
 }
+
+/// Form fields that hold a password or a secret (a bot token, an app password, a webhook URL).
+const SECRET_FIELDS: &[&str] = &["password", "current", "again", "secret", "code"];
 
 /// The admin page a form at `path` (a POST-only address) belongs to: where a person who
 /// followed that address, or whose form could not be kept, is sent.
@@ -87,8 +93,17 @@ pub fn sign_in_to_resume(
         })
         .unwrap_or_else(|| form_page(path));
     let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
-    let kept: Vec<(String, String)> = fields.into_iter().filter(|(k, _)| k != "csrf").collect();
+    // Passwords and secrets are not carried through the sign-in page or shown again: the
+    // form asks for them anew.
+    let dropped = fields
+        .iter()
+        .any(|(k, v)| SECRET_FIELDS.contains(&k.as_str()) && !v.is_empty());
+    let kept: Vec<(String, String)> = fields
+        .into_iter()
+        .filter(|(k, _)| k != "csrf" && !SECRET_FIELDS.contains(&k.as_str()))
+        .collect();
     let resume = Resume {
+        resume_secrets: if dropped { "1" } else { "" }.to_owned(),
         resume_to: path.to_owned(),
         resume_from: from,
         resume: serde_urlencoded::to_string(&kept).unwrap_or_default(),

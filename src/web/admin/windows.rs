@@ -205,7 +205,12 @@ pub(crate) fn parse_schedule(
             ("ends_at", &f.ends_at, current.1),
         ] {
             let typed = !value.trim().is_empty();
-            let leftover = now.is_some() && local_time(field, value, zone).ok() == now;
+            // The form shows minutes: a stored time with seconds (from the API) matches to
+            // the minute.
+            let minute = now.map(|t| {
+                Timestamp::from_second(t.as_second() - t.as_second().rem_euclid(60)).unwrap_or(t)
+            });
+            let leftover = minute.is_some() && local_time(field, value, zone).ok() == minute;
             if typed && !leftover {
                 errors.push(ValidationError::new(
                     field,
