@@ -199,6 +199,16 @@ pub trait Windows: Send + Sync {
     async fn open_public_maintenances(&self) -> StoreResult<Vec<Maintenance>>;
     /// Every window not yet finished, drafts included (for maintainers).
     async fn open_maintenances(&self) -> StoreResult<Vec<Maintenance>>;
+    /// Windows newest first (by id), `limit` from `offset`: in `state` if given, and scheduled
+    /// to overlap `[from, until)` if either is given (an undated window overlaps no time).
+    async fn list_maintenances(
+        &self,
+        state: Option<crate::domain::WindowState>,
+        from: Option<Timestamp>,
+        until: Option<Timestamp>,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Maintenance>>;
     /// The `limit` public windows changed most recently, open or finished, newest change
     /// first, with steps and components (feeds and calendars).
     async fn recent_public_maintenances(&self, limit: i64) -> StoreResult<Vec<Maintenance>>;

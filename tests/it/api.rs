@@ -942,3 +942,82 @@ async fn updates_can_be_quiet_corrected_and_withdrawn() {
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{e}");
 }
+
+/// `GET /api/v1/maintenances`: newest first, by state and by when, a page at a time; in the
+/// OpenAPI document.
+#[tokio::test]
+async fn windows_are_listed_by_state_and_time() {
+    let app = TestApp::new().await;
+    let token = app.token(Role::Maintainer).await;
+    let create = |body: Value| {
+        let (app, token) = (&app, &token);
+        async move {
+            let (status, m, _) = app
+                .api(
+                    Method::POST,
+                    "/api/v1/maintenances",
+                    Some(token),
+                    Some(body),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{m}");
+            m["id"].as_i64().unwrap()
+        }
+    };
+    let undated = create(json!({"title": "Someday"})).await;
+    let december = create(json!({"title": "December", "starts_at": "2030-12-13T01:00:00Z", "ends_at": "2030-12-13T03:00:00Z"})).await;
+    let january = create(json!({"title": "January", "starts_at": "2031-01-10T01:00:00Z"})).await;
+    app.act(december, herald::domain::WindowAction::Announce)
+        .await;
+    let list = |query: &'static str| {
+        let (app, token) = (&app, &token);
+        async move {
+            let (status, body, _) = app
+                .api(
+                    Method::GET,
+                    &format!("/api/v1/maintenances{query}"),
+                    Some(token),
+                    None,
+                )
+                .await;
+            (status, body)
+        }
+    };
+    let ids = |body: &Value| -> Vec<i64> {
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_i64().unwrap())
+            .collect()
+    };
+    let (status, all) = list("").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&all), [january, december, undated], "newest first");
+    let (_, scheduled) = list("?state=scheduled").await;
+    assert_eq!(ids(&scheduled), [december]);
+    let (_, in_january) = list("?from=2031-01-01T00:00:00Z&until=2031-02-01T00:00:00Z").await;
+    assert_eq!(ids(&in_january), [january]);
+    let (_, from_dec) = list("?from=2030-12-13T02:00:00Z").await;
+    assert_eq!(
+        ids(&from_dec),
+        [january, december],
+        "a window still running counts"
+    );
+    let (_, page) = list("?limit=1&offset=1").await;
+    assert_eq!(ids(&page), [december]);
+    for bad in ["?state=done", "?from=yesterday", "?limit=0", "?colour=red"] {
+        let (status, body) = list(bad).await;
+        assert!(status.is_client_error(), "{bad}: {status} {body}");
+        assert!(body["error"]["code"].is_string(), "{bad}: {body}");
+    }
+    let (status, _) = {
+        let (status, body, _) = app
+            .api(Method::GET, "/api/v1/maintenances", None, None)
+            .await;
+        (status, body)
+    };
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let doc = app.get("/api/openapi.json").await.text();
+    let doc: Value = serde_json::from_str(&doc).unwrap();
+    assert!(doc["paths"]["/api/v1/maintenances"]["get"].is_object());
+}

@@ -606,6 +606,44 @@ impl Windows for SqlStore {
     }
 
     #[instrument(skip(self))]
+    async fn list_maintenances(
+        &self,
+        state: Option<crate::domain::WindowState>,
+        from: Option<Timestamp>,
+        until: Option<Timestamp>,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Maintenance>> {
+        // Every value is a number or one of the states' own names: written into the SQL.
+        let mut filter = vec!["TRUE".to_owned()];
+        if let Some(state) = state {
+            filter.push(format!("state = '{}'", state.as_str()));
+        }
+        if let Some(from) = from {
+            filter.push(format!(
+                "starts_at IS NOT NULL AND COALESCE(ends_at, starts_at) >= {}",
+                secs(from)
+            ));
+        }
+        if let Some(until) = until {
+            filter.push(format!(
+                "starts_at IS NOT NULL AND starts_at < {}",
+                secs(until)
+            ));
+        }
+        let mut windows = self
+            .windows_where(&format!(
+                "m.id IN (SELECT id FROM maintenances WHERE {} ORDER BY id DESC LIMIT {} OFFSET {})",
+                filter.join(" AND "),
+                limit.max(0),
+                offset.max(0)
+            ))
+            .await?;
+        windows.sort_by_key(|m| std::cmp::Reverse(m.id));
+        Ok(windows)
+    }
+
+    #[instrument(skip(self))]
     async fn open_maintenances(&self) -> StoreResult<Vec<Maintenance>> {
         self.windows_where("m.state IN ('draft', 'planned', 'scheduled', 'in_progress')")
             .await

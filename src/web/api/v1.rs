@@ -17,6 +17,7 @@ use crate::domain::{
     self, ComponentStatus, Edit, NewComponent, NewMaintenance, NewStep, Schedule, ScheduleChange,
     StepAction, WindowAction,
 };
+use crate::domain::{ValidationError, WindowState};
 use crate::web::AppState;
 use crate::web::error::AppError;
 pub use crate::wire::{
@@ -383,6 +384,84 @@ async fn create_maintenance(
     ))
 }
 
+/// Which windows `GET /maintenances` lists.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MaintenanceQuery {
+    /// Only windows in this state.
+    #[param(pattern = "^(draft|planned|scheduled|in_progress|completed|cancelled)$")]
+    pub state: Option<String>,
+    /// Only windows scheduled to end (or, without an end, to start) at or after this time
+    /// (RFC 3339). Undated windows are left out.
+    #[param(format = DateTime)]
+    pub from: Option<String>,
+    /// Only windows scheduled to start before this time (RFC 3339). Undated windows are left
+    /// out.
+    #[param(format = DateTime)]
+    pub until: Option<String>,
+    /// At most this many, newest first [default: 50].
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    #[param(minimum = 0, maximum = 1000000)]
+    pub offset: Option<i64>,
+}
+
+/// Windows, newest first: filter by state and by when they are scheduled, a page at a time.
+#[utoipa::path(get, path = "/maintenances", tag = "maintenances",
+    params(MaintenanceQuery),
+    responses(
+        (status = 200, description = "Windows", body = Vec<MaintenanceJson>),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+async fn list_maintenances(
+    State(state): State<AppState>,
+    _bearer: Bearer,
+    ApiQuery(q): ApiQuery<MaintenanceQuery>,
+) -> ApiResult<Json<Vec<MaintenanceJson>>> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ValidationError::new("limit", "must be from 1 to 200").into());
+    }
+    let offset = q.offset.unwrap_or(0);
+    if !(0..=1_000_000).contains(&offset) {
+        return Err(ValidationError::new("offset", "must be from 0 to 1000000").into());
+    }
+    let window_state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(WindowState::parse(s).ok_or_else(|| {
+            ValidationError::new(
+                "state",
+                format!("{s:?} is not a window state: draft, planned, scheduled, in_progress, completed or cancelled"),
+            )
+        })?),
+    };
+    let time = |field: &'static str, value: Option<&str>| {
+        value
+            .map(|v| {
+                v.parse::<Timestamp>().map_err(|_| {
+                    ValidationError::new(field, "give an RFC 3339 time, e.g. 2026-12-13T01:00:00Z")
+                })
+            })
+            .transpose()
+    };
+    let from = time("from", q.from.as_deref())?;
+    let until = time("until", q.until.as_deref())?;
+    let windows = state
+        .service
+        .store()
+        .list_maintenances(window_state, from, until, offset, limit)
+        .await?;
+    let now = state.service.now();
+    Ok(Json(
+        windows
+            .iter()
+            .map(|m| maintenance_json(m, &state.settings.public_url, now))
+            .collect(),
+    ))
+}
+
 /// A window with its steps.
 #[utoipa::path(get, path = "/maintenances/{id}", tag = "maintenances",
     params(("id" = i64, Path, description = "Window id", minimum = 1)),
@@ -719,7 +798,7 @@ struct ApiDoc;
 /// The `/api/v1` routes and their OpenAPI description (paths include the prefix).
 pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
     let v1 = OpenApiRouter::<AppState>::new()
-        .routes(routes!(create_maintenance))
+        .routes(routes!(list_maintenances, create_maintenance))
         .routes(routes!(get_maintenance, patch_maintenance))
         .routes(routes!(window_action))
         .routes(routes!(step_action))
