@@ -12,18 +12,41 @@ use crate::config::{LogFormat, Settings};
 
 /// Install the global log subscriber. `RUST_LOG`, when set, wins over the configured filter.
 pub fn init_logging(settings: &Settings) -> anyhow::Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(f) if !f.is_empty() => EnvFilter::try_new(f)?,
-        _ => EnvFilter::try_new(&settings.log)?,
+    let spec = match std::env::var("RUST_LOG") {
+        Ok(f) if !f.is_empty() => f,
+        _ => settings.log.clone(),
     };
+    let mut filter = EnvFilter::try_new(&spec)?;
+    if !spec.contains("sqlx") {
+        // PostgreSQL's notices ("relation \"_sqlx_migrations\" already exists, skipping" at
+        // every start) are not news; its warnings still are.
+        filter = filter.add_directive("sqlx::postgres::notice=warn".parse()?);
+    }
+    // Colour only for a person at a terminal: a file, a pipe or journald gets plain text, and
+    // NO_COLOR (https://no-color.org) turns it off everywhere.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match settings.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     }
     .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+}
+
+/// One INFO line per change, with who made it: the audit log's entry, once it is committed
+/// (target `herald::audit`).
+pub fn log_change(audit: &crate::domain::NewAudit) {
+    tracing::info!(
+        target: "herald::audit",
+        actor = %audit.actor,
+        action = %audit.action,
+        on = audit.target.as_deref().unwrap_or(""),
+        "change"
+    );
 }
 
 /// The process-wide Prometheus recorder, installed on first use (several test apps in one

@@ -120,6 +120,9 @@ impl Service {
             {
                 Ok(()) => {
                     a.committed(self);
+                    if let Some(audit) = &audit {
+                        crate::telemetry::log_change(audit);
+                    }
                     if A::is_news(&change) {
                         self.changed().await;
                     } else {

@@ -251,6 +251,7 @@ impl Service {
                 )),
                 e => e.into(),
             })?;
+        crate::telemetry::log_change(&self.audit_entry("rollout.create", target(r.id)));
         self.changed().await;
         Ok(r)
     }

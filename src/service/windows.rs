@@ -100,6 +100,7 @@ impl Service {
                 }
                 e => ServiceError::Store(e),
             })?;
+        crate::telemetry::log_change(&self.audit_entry("window.create", target(m.id, None)));
         self.changed().await;
         Ok(m)
     }
@@ -324,6 +325,7 @@ impl Service {
                 StoreError::NotFound => ServiceError::NotFound("update"),
                 e => ServiceError::Store(e),
             })?;
+        crate::telemetry::log_change(&audit);
         self.changed().await;
         if !deliveries.is_empty() {
             self.wake_outbox().await;

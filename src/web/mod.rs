@@ -278,7 +278,16 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     error::render_page(&mut response, &state.site);
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let status = response.status().as_u16();
-    tracing::debug!(request_id = ?id, status, elapsed = ?started.elapsed(), "answered");
+    // The access log: off unless asked for (HERALD_LOG="info,herald::access=debug").
+    tracing::debug!(
+        target: "herald::access",
+        request_id = ?id,
+        method = %method,
+        path = %uri.path(),
+        status,
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "answered"
+    );
     security_headers(&mut response);
     response.headers_mut().insert(X_REQUEST_ID.clone(), id);
     RouteMetrics::record(route, &method, status, started.elapsed());

@@ -218,3 +218,102 @@ async fn user_remove_passwd_and_role_end_sessions_and_keep_an_admin() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
     assert!(out.stdout.is_empty());
 }
+
+/// Logs written to a pipe (a file, journald) carry no colour codes; every change is an INFO
+/// line naming who made it; a refused token and a failed sign-in are logged; PostgreSQL's
+/// start-up notices are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_plain_and_say_who_changed_what() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::common::database_url(dir.path(), "h.db");
+    let port = crate::common::free_port();
+    let init = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["db", "init"])
+        .env("HERALD_CONFIG", "/dev/null")
+        .env("HERALD_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let token = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["token", "create", "deploy-bot"])
+        .env("HERALD_CONFIG", "/dev/null")
+        .env("HERALD_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let log = dir.path().join("herald.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("HERALD_CONFIG", "/dev/null")
+        .env("HERALD_DATABASE_URL", &url)
+        .env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HERALD_LOG", "info")
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(std::time::Instant::now() < deadline, "herald did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let created = client
+        .post(format!("{base}/api/v1/maintenances"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"title": "Database cluster migration"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let refused = client
+        .get(format!("{base}/api/v1/maintenances"))
+        .bearer_auth("hrld_0000000000000000000000000000000000000000000000000000000000000000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let failed = client
+        .post(format!("{base}/admin/login"))
+        .form(&[("name", "mallory"), ("password", "guess guess guess")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 401);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains('\u{1b}'), "escape codes in a file:\n{text}");
+    assert!(
+        text.lines().any(|l| l.contains(" INFO ")
+            && l.contains("action=window.create")
+            && l.contains("actor=token:deploy-bot")),
+        "{text}"
+    );
+    assert!(
+        text.contains("refused an unknown or revoked API token"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sign-in failed") && text.contains("mallory"),
+        "{text}"
+    );
+    assert!(!text.contains("_sqlx_migrations"), "{text}");
+}

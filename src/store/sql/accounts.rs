@@ -284,17 +284,15 @@ impl Accounts for SqlStore {
         now: Timestamp,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        insert_audit(
-            &mut tx,
-            &NewAudit {
-                actor: actor.to_owned(),
-                action: action.to_owned(),
-                target: target.map(str::to_owned),
-                at: now,
-            },
-        )
-        .await?;
+        let audit = NewAudit {
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target: target.map(str::to_owned),
+            at: now,
+        };
+        insert_audit(&mut tx, &audit).await?;
         tx.commit().await?;
+        crate::telemetry::log_change(&audit);
         Ok(())
     }
 

@@ -275,10 +275,18 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
         other => other?,
     };
     match checked {
-        None => again(
-            StatusCode::UNAUTHORIZED,
-            "Wrong name or password.".to_owned(),
-        ),
+        None => {
+            tracing::info!(
+                target: "herald::auth",
+                name = %form.name,
+                client = ?ip,
+                "sign-in failed: wrong name or password"
+            );
+            again(
+                StatusCode::UNAUTHORIZED,
+                "Wrong name or password.".to_owned(),
+            )
+        }
         Some(user) => {
             throttle.succeeded(Scope::Login, &form.name, ip).await;
             match resume {

@@ -210,7 +210,22 @@ impl FromRequestParts<AppState> for Bearer {
             ))?;
         match state.service.authenticate_token(secret).await {
             Ok(Some(token)) => Ok(Self(token)),
-            Ok(None) => Err(ApiError::Unauthorized("unknown or revoked token")),
+            Ok(None) => {
+                let client = crate::web::auth::client_ip(
+                    &parts.extensions,
+                    &parts.headers,
+                    &state.settings.trusted_proxies,
+                );
+                // Never the token itself: its first characters name it well enough.
+                tracing::info!(
+                    target: "herald::auth",
+                    client = ?client,
+                    token = secret.get(..9).unwrap_or(""),
+                    path = %parts.uri.path(),
+                    "refused an unknown or revoked API token"
+                );
+                Err(ApiError::Unauthorized("unknown or revoked token"))
+            }
             Err(e) => Err(e.into()),
         }
     }
