@@ -334,6 +334,17 @@ impl std::str::FromStr for Cidr {
     }
 }
 
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A single address as itself, a network with its prefix.
+        if self.0.prefix_len() == self.0.max_prefix_len() {
+            write!(f, "{}", self.0.addr())
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
 impl Cidr {
     /// Whether `ip` is in the network; an IPv4-mapped IPv6 address counts as its IPv4 one.
     pub fn contains(&self, ip: std::net::IpAddr) -> bool {
@@ -467,6 +478,106 @@ impl Settings {
             announce,
             config_file,
         })
+    }
+
+    /// The effective settings as a configuration file `--config` accepts (`herald config
+    /// show`): every key the file may hold, with the value in effect. Secrets, which come
+    /// only from the environment, are named in comments and never printed; a database
+    /// password is masked.
+    pub fn to_toml(&self) -> String {
+        use toml::Value;
+        let text = |s: &str| Value::String(s.to_owned());
+        let duration = |d: Duration| Value::String(humantime::format_duration(d).to_string());
+        let mut t = toml::Table::new();
+        t.insert("listen".into(), text(&self.listen.to_string()));
+        t.insert("database_url".into(), text(&self.database_url.to_string()));
+        t.insert("public_url".into(), text(&self.public_url));
+        t.insert("site_name".into(), text(&self.site_name));
+        if let Some(d) = &self.site_description {
+            t.insert("site_description".into(), text(d));
+        }
+        t.insert("instance_id".into(), text(&self.instance_id));
+        if let Some(v) = &self.discord_invite {
+            t.insert("discord_invite".into(), text(v));
+        }
+        if let Some(v) = &self.bluesky_profile {
+            t.insert("bluesky_profile".into(), text(v));
+        }
+        let proxies: Vec<String> = self.trusted_proxies.iter().map(Cidr::to_string).collect();
+        t.insert("trusted_proxies".into(), text(&proxies.join(", ")));
+        t.insert("log".into(), text(&self.log));
+        t.insert(
+            "log_format".into(),
+            text(match self.log_format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            }),
+        );
+        t.insert("drain_timeout".into(), duration(self.drain_timeout));
+        t.insert("shutdown_delay".into(), duration(self.shutdown_delay));
+        let a = &self.announce;
+        if let Some(v) = &a.discord_channel_id {
+            t.insert("discord_channel_id".into(), text(v));
+        }
+        if let Some(v) = &a.discord_api_url {
+            t.insert("discord_api_url".into(), text(v));
+        }
+        if let Some(v) = &a.bluesky_identifier {
+            t.insert("bluesky_identifier".into(), text(v));
+        }
+        t.insert("bluesky_pds_url".into(), text(&a.bluesky_pds_url));
+        t.insert("bluesky_langs".into(), text(&a.bluesky_langs.join(", ")));
+        t.insert("delivery_deadline".into(), duration(a.delivery_deadline));
+        t.insert("delivery_timeout".into(), duration(a.delivery_timeout));
+        t.insert(
+            "rollout_edit_interval".into(),
+            duration(a.rollout_edit_interval),
+        );
+        let components: Vec<Value> = self
+            .components
+            .iter()
+            .map(|c| {
+                let mut table = toml::Table::new();
+                table.insert("slug".into(), text(&c.slug));
+                table.insert("name".into(), text(&c.name));
+                if let Some(d) = &c.description {
+                    table.insert("description".into(), text(d));
+                }
+                if let Some(g) = &c.group {
+                    table.insert("group".into(), text(g));
+                }
+                Value::Table(table)
+            })
+            .collect();
+        if !components.is_empty() {
+            t.insert("components".into(), Value::Array(components));
+        }
+        let mut out = String::from(
+            "# The settings in effect (defaults, the file, the environment and flags), as a file\n\
+             # that --config accepts. Secrets come only from the environment and are not shown.\n",
+        );
+        for (set, name) in [
+            (
+                a.discord_webhook_url.is_some(),
+                "HERALD_DISCORD_WEBHOOK_URL",
+            ),
+            (a.discord_bot_token.is_some(), "HERALD_DISCORD_BOT_TOKEN"),
+            (
+                a.bluesky_app_password.is_some(),
+                "HERALD_BLUESKY_APP_PASSWORD",
+            ),
+            (
+                self.admin.is_some(),
+                "HERALD_ADMIN_USER / HERALD_ADMIN_PASSWORD",
+            ),
+        ] {
+            if set {
+                out.push_str(&format!("# {name} is set (***)\n"));
+            }
+        }
+        out.push('\n');
+        out.push_str(&toml::to_string(&t).expect("a TOML table serialises"));
+        out
     }
 
     /// Settings for tests and tools: defaults with the given database.

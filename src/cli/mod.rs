@@ -377,7 +377,7 @@ pub fn main() -> anyhow::Result<()> {
         }
         Command::Config(ConfigCommand::Show) => {
             let settings = Settings::load(&cli.settings)?;
-            println!("{settings:#?}");
+            print!("{}", settings.to_toml());
             Ok(())
         }
     }

@@ -317,3 +317,65 @@ async fn logs_are_plain_and_say_who_changed_what() {
     );
     assert!(!text.contains("_sqlx_migrations"), "{text}");
 }
+
+/// `herald config show` prints TOML that `--config` accepts and that means the same settings;
+/// secrets are never printed.
+#[test]
+fn config_show_prints_a_file_config_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let show = |envs: &[(&str, &str)], config: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.args(["config", "show"])
+            .current_dir(dir.path())
+            .env("HERALD_CONFIG", config);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = show(
+        &[
+            ("HERALD_SITE_NAME", "DecAPI status"),
+            ("HERALD_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1"),
+            ("HERALD_SHUTDOWN_DELAY", "5s"),
+            ("HERALD_DATABASE_URL", "postgres://herald:hunter2@db/herald"),
+            ("HERALD_BLUESKY_APP_PASSWORD", "abcd-efgh-ijkl-mnop"),
+            ("HERALD_BLUESKY_IDENTIFIER", "decapi.me"),
+        ],
+        "/dev/null",
+    );
+    assert!(
+        !first.contains("hunter2") && !first.contains("abcd-efgh"),
+        "{first}"
+    );
+    assert!(
+        first.contains("HERALD_BLUESKY_APP_PASSWORD is set"),
+        "{first}"
+    );
+    let parsed: toml::Table = first.parse().expect("it is TOML");
+    assert_eq!(parsed["site_name"].as_str(), Some("DecAPI status"));
+    let file = dir.path().join("herald.toml");
+    std::fs::write(&file, &first).unwrap();
+    // Secrets still come from the environment.
+    let again = show(
+        &[("HERALD_BLUESKY_APP_PASSWORD", "abcd-efgh-ijkl-mnop")],
+        file.to_str().unwrap(),
+    );
+    let body = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        body(&again),
+        body(&first),
+        "the file means the same settings"
+    );
+}
