@@ -28,7 +28,14 @@ pub fn spawn(service: Service, cancel: CancellationToken, tracker: &TaskTracker)
 }
 
 async fn run(service: Service, cancel: CancellationToken) {
+    // When the last look said something was due: how late this look comes after it.
+    let mut planned: Option<Timestamp> = None;
     loop {
+        let now = service.now();
+        let lag = planned
+            .filter(|due| *due <= now)
+            .map_or(0.0, |due| until(now, due).as_secs_f64());
+        metrics::gauge!("herald_scheduler_lag_seconds").set(lag);
         let next = [
             checked("rollouts for stalls", service.check_stalls().await),
             checked("windows for timed changes", service.check_windows().await),
@@ -36,6 +43,7 @@ async fn run(service: Service, cancel: CancellationToken) {
         .into_iter()
         .flatten()
         .min();
+        planned = next;
         let wait = next.map_or(POLL, |due| until(due, service.now()).clamp(MIN_WAIT, POLL));
         tokio::select! {
             _ = cancel.cancelled() => break,

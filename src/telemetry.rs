@@ -63,12 +63,54 @@ pub fn metrics_handle() -> PrometheusHandle {
             // Fails only if another recorder was installed first, which Herald never does.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            metrics::gauge!(
+                "herald_build_info",
+                "version" => env!("CARGO_PKG_VERSION"),
+                "commit" => crate::COMMIT,
+            )
+            .set(1.0);
+            // Nothing is late until the scheduler has looked.
+            metrics::gauge!("herald_scheduler_lag_seconds").set(0.0);
             handle
         })
         .clone()
 }
 
 fn describe() {
+    metrics::describe_gauge!(
+        "herald_build_info",
+        "Always 1: the version and commit this process runs"
+    );
+    metrics::describe_gauge!(
+        "herald_outbox_pending",
+        "Deliveries waiting to be sent (or retried), by channel"
+    );
+    metrics::describe_gauge!(
+        "herald_outbox_oldest_pending_seconds",
+        metrics::Unit::Seconds,
+        "Age of the oldest delivery waiting on a channel"
+    );
+    metrics::describe_gauge!(
+        "herald_outbox_failed",
+        "Deliveries that failed and wait for Retry or Skip, by channel"
+    );
+    metrics::describe_gauge!(
+        "herald_db_pool_connections",
+        "Database connections this process holds, by state (busy, idle)"
+    );
+    metrics::describe_gauge!(
+        "herald_database_up",
+        "1 when the database answered this scrape within 2 s, else 0"
+    );
+    metrics::describe_gauge!(
+        "herald_ready",
+        "1 when /readyz would answer 200 (not draining, database up), else 0"
+    );
+    metrics::describe_gauge!(
+        "herald_scheduler_lag_seconds",
+        metrics::Unit::Seconds,
+        "How late the scheduler ran the last timed change that was due"
+    );
     metrics::describe_counter!(
         "http_requests_total",
         "HTTP requests by route, method and status"

@@ -16,7 +16,7 @@ use crate::store::{CopyOptions, SqlStore};
 #[derive(Debug, Parser)]
 #[command(
     name = "herald",
-    version,
+    version = crate::version(),
     about = "Maintenance and rollout status page that announces every step on Discord and Bluesky"
 )]
 pub struct Cli {

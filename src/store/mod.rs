@@ -165,6 +165,10 @@ pub trait Store:
     /// Follow what [`Store::publish`] tells from the other instances; `None` where only this
     /// process changes the database. The feed ends when the receiver is dropped.
     fn changes(&self) -> Option<ChangeFeed>;
+    /// Connections this process holds to the database: (busy, idle).
+    fn pool_use(&self) -> (u32, u32) {
+        (0, 0)
+    }
 }
 
 /// Components and maintenance windows with their steps and timelines.
@@ -417,6 +421,9 @@ pub trait Outbox: Send + Sync {
     async fn release_leases(&self, owner: &str) -> StoreResult<u64>;
     /// A window's timeline entry (withdrawn or not: a withdrawal's delivery needs it).
     async fn get_update(&self, id: i64) -> StoreResult<Option<Update>>;
+    /// Per channel with anything waiting or failed: (channel id, pending, the oldest pending
+    /// delivery's creation in ms, failed).
+    async fn outbox_backlog(&self) -> StoreResult<Vec<(i64, i64, Option<i64>, i64)>>;
     /// Edit or withdraw a posted update, with the deliveries that carry the correction and
     /// the audit entry, in one transaction. `NotFound` when it is gone or withdrawn.
     async fn correct_update(&self, c: &Correction<'_>) -> StoreResult<()>;

@@ -38,6 +38,36 @@ async fn ping(state: &AppState) -> Result<(), String> {
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.metrics.run_upkeep();
+    // What the outbox holds, per channel, read at each scrape (a database that cannot be
+    // read leaves the last values, and /readyz says why).
+    if let (Ok(channels), Ok(backlog)) = (
+        state.service.channels().await,
+        state.service.store().outbox_backlog().await,
+    ) {
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        for c in channels {
+            let (pending, oldest, failed) = backlog
+                .iter()
+                .find(|(id, ..)| *id == c.id)
+                .map_or((0, None, 0), |(_, p, o, f)| (*p, *o, *f));
+            let label = c.name.clone();
+            metrics::gauge!("herald_outbox_pending", "channel" => label.clone())
+                .set(pending as f64);
+            metrics::gauge!("herald_outbox_failed", "channel" => label.clone()).set(failed as f64);
+            metrics::gauge!("herald_outbox_oldest_pending_seconds", "channel" => label)
+                .set(oldest.map_or(0.0, |o| (now_ms - o).max(0) as f64 / 1000.0));
+        }
+    }
+    let database_up = ping(&state).await.is_ok();
+    metrics::gauge!("herald_database_up").set(if database_up { 1.0 } else { 0.0 });
+    metrics::gauge!("herald_ready").set(if database_up && !state.is_draining() {
+        1.0
+    } else {
+        0.0
+    });
+    let (busy, idle) = state.service.store().pool_use();
+    metrics::gauge!("herald_db_pool_connections", "state" => "busy").set(f64::from(busy));
+    metrics::gauge!("herald_db_pool_connections", "state" => "idle").set(f64::from(idle));
     (
         [(
             header::CONTENT_TYPE,

@@ -226,6 +226,12 @@ async fn decapi_reaches_every_channel_exactly_once_in_order() {
         "herald_deliveries_total{channel=\"bluesky\",outcome=\"sent\"}",
         "herald_delivery_attempts_total{channel=\"webhook\"}",
         "herald_delivery_latency_seconds_count{channel=\"bot\"}",
+        // The backlog per channel, read at the scrape: all delivered.
+        "herald_outbox_pending{channel=\"bot\"} 0",
+        "herald_outbox_failed{channel=\"bluesky\"} 0",
+        "herald_outbox_oldest_pending_seconds{channel=\"webhook\"} 0",
+        "herald_db_pool_connections{state=\"idle\"}",
+        "herald_build_info{",
     ] {
         assert!(
             metrics.contains(needle),

@@ -719,3 +719,45 @@ async fn only_fresh_pages_at_their_own_address_skip_the_handler() {
     app.at(1);
     assert!(!fresh("/"));
 }
+
+/// The shipped Prometheus alerts are valid (`promtool check rules`, from Debian's prometheus)
+/// and name only metrics Herald exports.
+#[tokio::test]
+async fn the_shipped_alerts_check_and_name_real_metrics() {
+    let app = TestApp::new().await;
+    app.add_channel(herald::domain::NewChannel {
+        name: "hook".into(),
+        kind: Some(herald::domain::ChannelKind::Webhook),
+        target: "https://hooks.example.com/herald".into(),
+        events: herald::domain::DEFAULT_EVENTS.to_vec(),
+        enabled: true,
+        ..Default::default()
+    })
+    .await;
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus/alerts.yml");
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules", rules])
+        .output()
+        .expect("promtool is missing: install Debian's prometheus (bash .ci/test does)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metrics = app.get("/metrics").await.text();
+    let text = std::fs::read_to_string(rules).unwrap();
+    let mut named: Vec<&str> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("herald_"))
+        .collect();
+    named.sort_unstable();
+    named.dedup();
+    assert!(named.len() >= 5, "{named:?}");
+    for name in named {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(name)),
+            "{name} is not exported:\n{metrics}"
+        );
+    }
+}

@@ -214,6 +214,11 @@ impl Store for SqlStore {
         }
     }
 
+    fn pool_use(&self) -> (u32, u32) {
+        let idle = self.pool.num_idle() as u32;
+        (self.pool.size().saturating_sub(idle), idle)
+    }
+
     fn changes(&self) -> Option<ChangeFeed> {
         match self.backend {
             Backend::Sqlite => None,

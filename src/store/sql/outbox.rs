@@ -342,6 +342,28 @@ async fn upsert_thread(
 
 #[async_trait]
 impl Outbox for SqlStore {
+    async fn outbox_backlog(&self) -> StoreResult<Vec<(i64, i64, Option<i64>, i64)>> {
+        let rows = sqlx::query(
+            "SELECT channel_id, \
+               SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END) AS pending, \
+               MIN(CASE WHEN state = 'pending' THEN created_ms END) AS oldest, \
+               SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) AS failed \
+             FROM deliveries WHERE state IN ('pending', 'failed') GROUP BY channel_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("channel_id")?,
+                    r.try_get("pending")?,
+                    r.try_get("oldest")?,
+                    r.try_get("failed")?,
+                ))
+            })
+            .collect()
+    }
+
     async fn correct_update(&self, c: &crate::store::Correction<'_>) -> StoreResult<()> {
         correct_update(&self.pool, c).await
     }
