@@ -405,6 +405,12 @@ async fn copy_never_reads_what_is_not_a_herald_database_and_never_changes_its_so
         String::from_utf8_lossy(&out.stderr)
     );
     let bytes = std::fs::read(&backup).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "a backup is its owner's only");
+    }
     let listing = |dir: &std::path::Path| {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()

@@ -12,6 +12,7 @@ mod channels;
 mod cli;
 mod common;
 mod db;
+mod deploy;
 mod drain;
 mod ecosystem;
 mod fakes;

@@ -205,6 +205,18 @@ impl SqlStore {
             .bind(path)
             .execute(&self.pool)
             .await?;
+        // A backup holds password hashes, token hashes and channel secrets: its owner's only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+                |e| {
+                    StoreError::Refused(format!(
+                        "cannot make {path} readable by its owner only: {e}"
+                    ))
+                },
+            )?;
+        }
         Ok(())
     }
 
