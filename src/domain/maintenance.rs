@@ -591,6 +591,24 @@ fn clean_note(note: Option<&str>) -> Result<Option<String>, ValidationError> {
     }
 }
 
+/// A schedule whose expected end has already passed is a typo (a date from last year, the
+/// wrong month): announcing it would tell the public about the past, and a running window
+/// would show as overrunning at once.
+pub fn refuse_past_end(schedule: &Schedule, now: Timestamp) -> Result<(), ValidationError> {
+    match schedule {
+        Schedule::Fixed {
+            ends_at: Some(end), ..
+        } if *end <= now => Err(ValidationError::new(
+            "ends_at",
+            format!(
+                "is in the past ({}): give an end still to come",
+                format_utc(*end)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// How the update that gives an undated window its first date begins ("Rescheduled" is for
 /// moving a date already announced).
 pub const DATE_SET: &str = "Date set.";
@@ -763,6 +781,7 @@ impl Maintenance {
         if schedule == self.schedule() {
             return Ok(Vec::new());
         }
+        refuse_past_end(&schedule, now)?;
         if self.state == WindowState::InProgress {
             let Schedule::Fixed { starts_at, ends_at } = schedule else {
                 return Err(RuleError::new(

@@ -87,6 +87,7 @@ impl Service {
     pub async fn create_maintenance(&self, new: NewMaintenance) -> ServiceResult<Maintenance> {
         self.require(Role::Maintainer)?;
         let new = new.validate()?;
+        crate::domain::refuse_past_end(&new.schedule, self.now())?;
         let m = self
             .store
             .create_maintenance(&new, self.now(), &|id| {

@@ -1021,3 +1021,56 @@ async fn windows_are_listed_by_state_and_time() {
     let doc: Value = serde_json::from_str(&doc).unwrap();
     assert!(doc["paths"]["/api/v1/maintenances"]["get"].is_object());
 }
+
+/// An expected end that has already passed is refused, on creation and on a new date: it is
+/// a typo, and would announce the past (or show a running window as overrunning at once).
+#[tokio::test]
+async fn an_end_in_the_past_is_refused() {
+    let app = TestApp::new().await;
+    let token = app.token(Role::Maintainer).await;
+    let now = app.service.now();
+    let past = (now - jiff::SignedDuration::from_hours(24 * 12)).to_string();
+    let soon = (now + jiff::SignedDuration::from_hours(1)).to_string();
+    let (status, e, _) = app
+        .api(
+            Method::POST,
+            "/api/v1/maintenances",
+            Some(&token),
+            Some(json!({"title": "Migration", "starts_at": past, "ends_at": past})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(e["error"]["field"], "ends_at", "{e}");
+    let (status, m, _) = app
+        .api(
+            Method::POST,
+            "/api/v1/maintenances",
+            Some(&token),
+            Some(json!({"title": "Migration"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let path = format!("/api/v1/maintenances/{}", m["id"]);
+    let (status, e, _) = app
+        .api(
+            Method::PATCH,
+            &path,
+            Some(&token),
+            Some(json!({"starts_at": past, "ends_at": soon.clone()})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a start in the past with an end to come is fine: {e}"
+    );
+    let (status, e, _) = app
+        .api(
+            Method::PATCH,
+            &path,
+            Some(&token),
+            Some(json!({"ends_at": past})),
+        )
+        .await;
+    assert!(status.is_client_error(), "{e}");
+}

@@ -655,3 +655,42 @@ fn the_readme_sigterm_handler_drains_and_reports() {
         ["rollout_started", "target_draining", "target_drained"]
     );
 }
+
+/// The README's automation-API example, exactly as written there, run with bash against a
+/// fresh Herald: every command succeeds (`curl -f` fails on any 4xx/5xx) and leaves what the
+/// README says.
+#[test]
+fn the_readme_api_example_runs_on_a_fresh_herald() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let (_, after) = readme
+        .split_once("### The automation API\n\n```sh\n")
+        .expect("the README has the example");
+    let (script, _) = after.split_once("```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let h = Herald::start_anywhere(dir.path());
+    let script = script.replace("http://127.0.0.1:8080", &h.url());
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("HERALD_CONFIG", "/dev/null")
+        .env("HERALD_DATABASE_URL", Herald::db(dir.path()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the README's example failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = h.token();
+    let window = h.api("GET", "/maintenances/1", &token, None);
+    assert_eq!(window["state"], "in_progress", "{window}");
+    assert_eq!(window["components"][0], "api", "{window}");
+    assert_eq!(window["steps"][0]["state"], "in_progress", "{window}");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains("Database cluster migration"), "{listed}");
+}

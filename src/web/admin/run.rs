@@ -424,6 +424,23 @@ pub async fn reschedule(
             .await;
         }
     };
+    if let Err(ServiceError::Domain(DomainError::Invalid(e))) = result {
+        // Next to its field, the form open as typed.
+        let keep = RunState {
+            error: Some("Not saved: please correct the schedule below.".to_owned()),
+            schedule: Some(form.schedule),
+            schedule_errors: vec![e],
+            ..RunState::default()
+        };
+        return run_page(
+            &state,
+            &signed_in,
+            id,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            keep,
+        )
+        .await;
+    }
     let keep = RunState {
         schedule: Some(form.schedule),
         ..RunState::default()
