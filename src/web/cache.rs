@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -225,7 +226,34 @@ struct Entry {
 const MINOR_LAG: Duration = Duration::from_secs(1);
 
 /// Public pages by path.
+/// An error a render can end in, as far as the cache cares: the database being away, or not.
+pub trait RenderError {
+    fn is_unavailable(&self) -> bool;
+    /// The error for a page that cannot be rendered because the database is known to be away.
+    fn unavailable() -> Self;
+}
+
+impl RenderError for super::error::AppError {
+    fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+
+    fn unavailable() -> Self {
+        Self::Unavailable(anyhow::anyhow!("the database is away"))
+    }
+}
+
+/// How often, while the database is away, one background probe asks whether it is back.
+const AWAY_PROBE_EVERY: Duration = Duration::from_millis(500);
+
 pub struct PageCache {
+    /// The database is known to be away (a render failed for it): pages are answered from
+    /// what was last rendered at once, and nothing waits for a connection, until a probe in
+    /// the background finds it back. Without this, every request waited for the pool's
+    /// timeout before falling back to the stale page.
+    away: Arc<AtomicBool>,
+    /// Pings the database for the probe (`None`: no probe; the next render tries).
+    probe: Option<Arc<dyn crate::store::Store>>,
     entries: RwLock<HashMap<String, Entry>>,
     /// One render at a time: under a spike after a change, the first request renders and the
     /// others wait for its result instead of rendering the same page in parallel.
@@ -237,6 +265,8 @@ pub struct PageCache {
 impl PageCache {
     pub fn new(max_age: Duration) -> Self {
         Self {
+            away: Arc::new(AtomicBool::new(false)),
+            probe: None,
             entries: RwLock::new(HashMap::new()),
             render_lock: tokio::sync::Mutex::new(()),
             max_age,
@@ -259,6 +289,63 @@ impl PageCache {
             && (now.clock - entry.data.clock).abs() < age
     }
 
+    /// A cache that, once a render fails for the database being away, probes `store` in the
+    /// background until it answers again.
+    pub fn with_probe(mut self, store: Arc<dyn crate::store::Store>) -> Self {
+        self.probe = Some(store);
+        self
+    }
+
+    /// Whether the database is known to be away right now.
+    pub fn database_away(&self) -> bool {
+        self.away.load(Ordering::Acquire)
+    }
+
+    /// The database failed to answer (a render, a request, the readiness check): answer from
+    /// what is kept until a probe finds it back.
+    pub fn mark_away(&self) {
+        let Some(store) = self.probe.clone() else {
+            return;
+        };
+        if self.away.swap(true, Ordering::AcqRel) {
+            return; // a probe runs already
+        }
+        tracing::warn!("the database is away: pages are served as last rendered until it is back");
+        let away = self.away.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(AWAY_PROBE_EVERY).await;
+                if !away.load(Ordering::Acquire) {
+                    return; // found back elsewhere (the readiness check)
+                }
+                let answered = tokio::time::timeout(Duration::from_secs(2), store.ping())
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+                if answered {
+                    away.store(false, Ordering::Release);
+                    tracing::info!("the database is back: pages are rendered again");
+                    return;
+                }
+            }
+        });
+    }
+
+    /// The database answered (the readiness check): render again.
+    pub fn mark_back(&self) {
+        if self.away.swap(false, Ordering::AcqRel) {
+            tracing::info!("the database is back: pages are rendered again");
+        }
+    }
+
+    /// The page as last rendered, however old (counted as stale).
+    fn kept(&self, key: &str) -> Option<Arc<CachedPage>> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.get(key).map(|entry| {
+            metrics::counter!("herald_page_stale_served_total").increment(1);
+            entry.page.clone()
+        })
+    }
+
     /// The page whose key is exactly `target`, if it is fresh.
     pub fn fresh_page(&self, target: &str, now: Freshness) -> Option<Arc<CachedPage>> {
         self.fresh(target, now)
@@ -278,13 +365,21 @@ impl PageCache {
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<CachedPage, E>>,
+        E: RenderError,
     {
         if let Some(page) = self.fresh(key, now) {
             return Ok(page);
         }
+        // Known away: at once, from what is kept (or a 503), without waiting for a connection.
+        if self.database_away() {
+            return self.kept(key).ok_or_else(E::unavailable);
+        }
         let _rendering = self.render_lock.lock().await;
         if let Some(page) = self.fresh(key, now) {
             return Ok(page);
+        }
+        if self.database_away() {
+            return self.kept(key).ok_or_else(E::unavailable);
         }
         let started = Instant::now();
         let page = match render().await {
@@ -292,14 +387,10 @@ impl PageCache {
             // The database is away (a failover, say): the page as last rendered, however old,
             // beats an error page. Visitors of a status page come when things break.
             Err(e) => {
-                let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-                return match entries.get(key) {
-                    Some(entry) => {
-                        metrics::counter!("herald_page_stale_served_total").increment(1);
-                        Ok(entry.page.clone())
-                    }
-                    None => Err(e),
-                };
+                if e.is_unavailable() {
+                    self.mark_away();
+                }
+                return self.kept(key).ok_or(e);
             }
         };
         let label = key.split(['/', '?']).nth(1).unwrap_or("").to_owned();

@@ -79,7 +79,7 @@ impl AppState {
             service: service.acting(crate::domain::Actor::Anonymous),
             site: view::Site::from_settings(&settings),
             settings,
-            pages: cache::PageCache::new(PAGE_MAX_AGE),
+            pages: cache::PageCache::new(PAGE_MAX_AGE).with_probe(service.store().clone()),
             draining: Arc::new(AtomicBool::new(false)),
             metrics: crate::telemetry::metrics_handle(),
         }))
@@ -239,10 +239,24 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         path = %uri.path(),
         request_id = ?id,
     );
-    let mut response = next.run(request).instrument(span).await;
+    // The database is known to be away (see `PageCache::database_away`): what needs it answers
+    // 503 at once rather than after waiting for a connection; public pages are answered from
+    // what was last rendered by their handlers.
+    let needs_database = uri.path().starts_with("/admin") || uri.path().starts_with("/api/v1");
+    let mut response = if needs_database && state.pages.database_away() {
+        let away = error::AppError::Unavailable(anyhow::anyhow!("the database is away"));
+        if uri.path().starts_with("/api/") {
+            api::ApiError::App(away).into_response()
+        } else {
+            away.into_response()
+        }
+    } else {
+        next.run(request).instrument(span).await
+    };
     let status = response.status();
     if let Some(error::ErrorCause(cause)) = response.extensions_mut().remove() {
         if status == StatusCode::SERVICE_UNAVAILABLE {
+            state.pages.mark_away();
             // An outage, not a bug: the cause without a backtrace (/readyz says the same).
             tracing::warn!(
                 request_id = ?id,

@@ -19,8 +19,10 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     } else if let Err(e) = ping(&state).await {
         tracing::warn!(error = %e, "readiness check: database unreachable");
+        state.pages.mark_away();
         (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n")
     } else {
+        state.pages.mark_back();
         (StatusCode::OK, "ready\n")
     };
     (status, body)

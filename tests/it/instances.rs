@@ -578,6 +578,35 @@ async fn while_the_database_is_away_readyz_fails_and_the_page_stays() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), front);
+    // Known away now: the page answers at once from what was kept, and a page never rendered
+    // is a 503 at once, neither waiting for a connection (that took 5 s, the pool's timeout).
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        let asked = Instant::now();
+        let r = cluster
+            .client
+            .get(cluster.page_url(0, "/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+        slowest = slowest.max(asked.elapsed());
+    }
+    let asked = Instant::now();
+    let r = cluster
+        .client
+        .get(cluster.page_url(0, "/history"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    slowest = slowest.max(asked.elapsed());
+    eprintln!("while the database is away, the slowest answer took {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "answered without waiting for the database: {slowest:?}"
+    );
     // A change fails with the API's error shape, not a hang or a half-write.
     let r = cluster
         .client
