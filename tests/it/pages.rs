@@ -745,6 +745,8 @@ async fn the_shipped_alerts_check_and_name_real_metrics() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // A page first: request counters appear once a request was answered.
+    app.get("/").await;
     let metrics = app.get("/metrics").await.text();
     let text = std::fs::read_to_string(rules).unwrap();
     let mut named: Vec<&str> = text
@@ -759,5 +761,50 @@ async fn the_shipped_alerts_check_and_name_real_metrics() {
             metrics.lines().any(|l| l.starts_with(name)),
             "{name} is not exported:\n{metrics}"
         );
+    }
+
+    // The Grafana dashboard: valid JSON, and every series it plots is one Herald exports
+    // (a histogram's `_bucket` comes with its base name).
+    let dashboard = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/herald.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dashboard).unwrap()).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10);
+    // Some series appear only once something happened (a delivery, a stale page): those must
+    // at least be recorded somewhere in the source.
+    fn source_text(dir: &std::path::Path, out: &mut String) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                source_text(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push_str(&std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let mut source = String::new();
+    source_text(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src")),
+        &mut source,
+    );
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("herald_") || w.starts_with("http_"))
+            {
+                let base = name
+                    .trim_end_matches("_bucket")
+                    .trim_end_matches("_count")
+                    .trim_end_matches("_sum");
+                assert!(
+                    metrics.lines().any(|l| l.starts_with(name))
+                        || source.contains(&format!("\"{base}\"")),
+                    "{name} in panel {} is not exported",
+                    panel["title"]
+                );
+            }
+        }
     }
 }
