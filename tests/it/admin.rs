@@ -1362,6 +1362,27 @@ async fn dates_under_no_date_yet_are_refused_not_dropped() {
     let r = undate("2030-01-05T02:00").await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(app.service.maintenance(1).await.unwrap().starts_at, None);
+
+    // An end already past is refused next to its field, with what was typed kept.
+    let r = app
+        .post_form(
+            "/admin/maintenances/1/schedule",
+            Some(&me.cookie),
+            &[
+                ("csrf", &me.csrf),
+                ("when", "fixed"),
+                ("starts_at", "2020-01-05T02:00"),
+                ("ends_at", "2020-01-05T04:00"),
+                ("time_zone", "Europe/Warsaw"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let html = r.text();
+    assert!(html.contains("id=\"ends_at-error\""), "{html}");
+    assert!(html.contains("is in the past"), "{html}");
+    assert!(html.contains("value=\"2020-01-05T04:00\""), "{html}");
 }
 
 /// A form sent after its session ended comes back after sign-in with what was typed, to send

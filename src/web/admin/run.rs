@@ -407,29 +407,29 @@ pub async fn reschedule(
             .await
             .map(drop),
         _ => {
-            // Each refused field is named next to it, and the form stays open as typed.
-            let keep = RunState {
-                error: Some("Not saved: please correct the schedule below.".to_owned()),
-                schedule: Some(form.schedule),
-                schedule_errors: errors,
-                ..RunState::default()
-            };
-            return run_page(
-                &state,
-                &signed_in,
-                id,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                keep,
-            )
-            .await;
+            if errors.is_empty() {
+                errors.push(ValidationError::new(
+                    "starts_at",
+                    "give the start, or choose \"No date yet\"",
+                ));
+            }
+            Ok(())
         }
     };
-    if let Err(ServiceError::Domain(DomainError::Invalid(e))) = result {
-        // Next to its field, the form open as typed.
+    // A value the rules refuse (an end in the past) goes next to its field too.
+    let result = match result {
+        Err(ServiceError::Domain(DomainError::Invalid(e))) => {
+            errors.push(e);
+            Ok(())
+        }
+        other => other,
+    };
+    if !errors.is_empty() {
+        // Each refused field is named next to it, and the form stays open as typed.
         let keep = RunState {
             error: Some("Not saved: please correct the schedule below.".to_owned()),
             schedule: Some(form.schedule),
-            schedule_errors: vec![e],
+            schedule_errors: errors,
             ..RunState::default()
         };
         return run_page(

@@ -235,3 +235,25 @@ impl FromRequestParts<AppState> for Bearer {
 pub async fn not_found() -> ApiError {
     ApiError::App(AppError::NotFound)
 }
+
+/// A list's `limit` (1 to 200, 50 by default) and `offset` (0 to 1,000,000), checked.
+pub fn page_params(
+    limit: Option<i64>,
+    offset: Option<i64>,
+) -> Result<(i64, i64), crate::domain::ValidationError> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(crate::domain::ValidationError::new(
+            "limit",
+            "must be from 1 to 200",
+        ));
+    }
+    let offset = offset.unwrap_or(0);
+    if !(0..=1_000_000).contains(&offset) {
+        return Err(crate::domain::ValidationError::new(
+            "offset",
+            "must be from 0 to 1000000",
+        ));
+    }
+    Ok((limit, offset))
+}

@@ -420,14 +420,7 @@ async fn list_maintenances(
     _bearer: Bearer,
     ApiQuery(q): ApiQuery<MaintenanceQuery>,
 ) -> ApiResult<Json<Vec<MaintenanceJson>>> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ValidationError::new("limit", "must be from 1 to 200").into());
-    }
-    let offset = q.offset.unwrap_or(0);
-    if !(0..=1_000_000).contains(&offset) {
-        return Err(ValidationError::new("offset", "must be from 0 to 1000000").into());
-    }
+    let (limit, offset) = super::page_params(q.limit, q.offset)?;
     let window_state = match q.state.as_deref() {
         None => None,
         Some(s) => Some(WindowState::parse(s).ok_or_else(|| {
