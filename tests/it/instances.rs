@@ -534,6 +534,7 @@ async fn while_the_database_is_away_readyz_fails_and_the_page_stays() {
     let dir = tempfile::tempdir().unwrap();
     let url = crate::common::postgres_database(&pg.url, &format!("{}/away", dir.path().display()));
     let mut cluster = Cluster::new(dir, url, Vec::new());
+    cluster.logs = true;
     cluster.start(1).await;
     let mut dice = Dice::new();
     let m = cluster
@@ -607,6 +608,18 @@ async fn while_the_database_is_away_readyz_fails_and_the_page_stays() {
         slowest < Duration::from_secs(1),
         "answered without waiting for the database: {slowest:?}"
     );
+    // The change notices' connection notices too, within seconds, though the halted server
+    // never closed it (it used to take TCP's own time: 30 s and more).
+    while !std::fs::read_to_string(cluster.log_path(0))
+        .unwrap()
+        .contains("change notices interrupted")
+    {
+        assert!(
+            gone.elapsed() < Duration::from_secs(12),
+            "the listener did not notice the database away"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // A change fails with the API's error shape, not a hang or a half-write.
     let r = cluster
         .client

@@ -41,6 +41,10 @@ pub(super) async fn publish(pool: &AnyPool, origin: &str, change: Change) -> Sto
     Ok(())
 }
 
+/// How often the listening connection is asked whether the database is still there, and how
+/// long it may take to answer.
+const HEARTBEAT: Duration = Duration::from_secs(3);
+
 /// A task listening for notices on a connection of its own, reconnecting after a loss (and
 /// saying so with a `None`, since notices sent meanwhile are gone). While it cannot listen it
 /// sends a `None` every second: then the instances poll instead.
@@ -84,9 +88,21 @@ async fn listen(
     if tx.send(None).await.is_err() {
         return Ok(());
     }
+    // A database that stops answering without closing the connection (a halted host, a
+    // network partition) sends nothing: without asking, the loss would go unnoticed for as long
+    // as TCP takes, and the instance would trust its cache meanwhile. Ask every few seconds.
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.tick().await;
     loop {
         let notice = tokio::select! {
             _ = tx.closed() => return Ok(()),
+            _ = heartbeat.tick() => {
+                match tokio::time::timeout(HEARTBEAT, sqlx::query("SELECT 1").execute(&mut listener)).await {
+                    Ok(answered) => answered?,
+                    Err(_) => return Err(sqlx::Error::PoolTimedOut),
+                };
+                continue;
+            }
             notice = listener.try_recv() => notice?,
         };
         let Some(notice) = notice else {
