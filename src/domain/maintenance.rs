@@ -1152,6 +1152,12 @@ impl Maintenance {
 }
 
 impl Update {
+    /// A rescheduling that gave an undated window its first date ("Date set", not
+    /// "Rescheduled", wherever it is told).
+    pub fn is_date_set(&self) -> bool {
+        self.kind == UpdateKind::Rescheduled && self.body.starts_with(DATE_SET)
+    }
+
     /// What a maintainer wrote in this entry, which they may correct: a free-form update's
     /// text, or the note given with a step or window action. Texts Herald writes (a step's
     /// name, the schedule) follow the window and are not corrected by hand.

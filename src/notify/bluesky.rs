@@ -491,11 +491,7 @@ impl super::Sender for Bluesky {
         original: &crate::domain::Delivery,
         progress: &dyn Progress,
     ) -> Result<Sent, SendError> {
-        let super::About::Window { window, update } = job.about else {
-            return Err(SendError::Permanent(
-                "only a window's updates are corrected".into(),
-            ));
-        };
+        let (window, update) = job.corrected()?;
         if job.delivery.action == crate::domain::DeliveryAction::Withdraw {
             let Some(rkey) = original
                 .remote_id

@@ -666,11 +666,7 @@ impl super::Sender for Discord {
         original: &crate::domain::Delivery,
         _: &dyn Progress,
     ) -> Result<Sent, SendError> {
-        let About::Window { window, update } = job.about else {
-            return Err(SendError::Permanent(
-                "only a window's updates are corrected".into(),
-            ));
-        };
+        let (window, update) = job.corrected()?;
         let Some(message_id) = original.remote_id.as_deref() else {
             return Err(SendError::Permanent(
                 "Discord did not say which message it made, so it cannot be corrected".into(),

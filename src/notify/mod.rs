@@ -179,6 +179,19 @@ pub struct Job<'a> {
     pub page_url: String,
 }
 
+impl Job<'_> {
+    /// The window and the update a correction is about (only a window's updates are
+    /// corrected).
+    pub fn corrected(&self) -> Result<(&Maintenance, &Update), SendError> {
+        match self.about {
+            About::Window { window, update } => Ok((window, update)),
+            About::Rollout { .. } => Err(SendError::Permanent(
+                "only a window's updates are corrected".into(),
+            )),
+        }
+    }
+}
+
 /// What [`Worker::deliver`] loads for an attempt.
 enum Loaded {
     Window(Maintenance, Update),

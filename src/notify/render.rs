@@ -200,8 +200,7 @@ impl Event {
             title: text(&window.title),
             body: timed(&update.body),
             note: update.note.as_deref().map(timed),
-            date_set: update.kind == crate::domain::UpdateKind::Rescheduled
-                && update.body.starts_with(crate::domain::DATE_SET),
+            date_set: update.is_date_set(),
             step: step.map(|s| text(&s.title)).unwrap_or_default(),
             position: update.step_position.unwrap_or(0),
             done: window.steps_done(),

@@ -141,11 +141,7 @@ impl Sender for Webhook {
         original: &crate::domain::Delivery,
         _: &dyn Progress,
     ) -> Result<Sent, SendError> {
-        let About::Window { window, update } = job.about else {
-            return Err(SendError::Permanent(
-                "only a window's updates are corrected".into(),
-            ));
-        };
+        let (window, update) = job.corrected()?;
         let what = match job.delivery.action {
             crate::domain::DeliveryAction::Withdraw => "update_withdrawn",
             _ => "update_edited",

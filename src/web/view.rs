@@ -283,9 +283,7 @@ pub struct UpdateView {
 pub(super) fn update_view(u: &Update) -> UpdateView {
     UpdateView {
         kind: u.kind.as_str(),
-        label: if u.kind == crate::domain::UpdateKind::Rescheduled
-            && u.body.starts_with(crate::domain::DATE_SET)
-        {
+        label: if u.is_date_set() {
             "Date set"
         } else {
             u.kind.label()

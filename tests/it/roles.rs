@@ -267,3 +267,62 @@ async fn the_service_refuses_whoever_may_not() {
         Err(ServiceError::Forbidden(_))
     ));
 }
+
+/// Every address a form posts to, followed as a link (a bookmark, a sign-in that came back to
+/// it), leads to a page that exists: `form_page` knows every form the router has.
+#[tokio::test]
+async fn every_form_address_asked_with_get_leads_to_its_page() {
+    let (app, _, channel) = setup().await;
+    let m = app
+        .window(
+            "DecAPI migration",
+            herald::domain::Schedule::Tentative { hint: None },
+            2,
+            vec![],
+        )
+        .await;
+    let rollout = app
+        .service
+        .acting(Actor::System)
+        .create_rollout(herald::domain::NewRollout {
+            title: "Fishjam v1.4.0".into(),
+            description: String::new(),
+            from_version: None,
+            to_version: "v1.4.0".into(),
+            targets: vec!["fishjam-1".into()],
+            maintenance_id: None,
+            progress_deadline: herald::domain::DEFAULT_PROGRESS_DEADLINE,
+            stale_after: herald::domain::DEFAULT_STALE_AFTER,
+            public_names: true,
+            rollback_of: None,
+        })
+        .await
+        .unwrap();
+    let ada = app.sign_in("ada").await;
+    for template in ADMIN_POSTS.iter().chain(MAINTAINER_POSTS) {
+        let path = template
+            .replace(
+                "{id}",
+                &if template.contains("channels") || template.contains("tokens") {
+                    channel.to_string()
+                } else if template.contains("rollouts") {
+                    rollout.id.to_string()
+                } else {
+                    m.id.to_string()
+                },
+            )
+            .replace("{slug}", "api")
+            .replace("{name}", "ada")
+            .replace("{position}", "1")
+            .replace("{delivery}", "1")
+            .replace("{update}", "1");
+        let r = app.get_as(&path, &ada.cookie).await;
+        if r.status == StatusCode::OK {
+            continue; // the address is a page too (/admin/password, /admin/channels, …)
+        }
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "GET {path}");
+        let to = r.header("location").unwrap().to_owned();
+        let page = app.get_as(&to, &ada.cookie).await;
+        assert_eq!(page.status, StatusCode::OK, "GET {path} led to {to}");
+    }
+}
