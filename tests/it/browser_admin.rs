@@ -471,6 +471,7 @@ async fn a_maintainers_day(reader: Reader, axe: &str) {
         let logged = driver.browser_log().await?;
         assert!(logged.iter().all(|e| e.message.contains("401")), "{logged:?}");
         sign_in(&driver).await?;
+        full_page_screenshot(&driver, reader.width, reader.height, &format!("admin-resume-{}.png", reader.name)).await;
         let resume = main_text(&driver).await?;
         assert!(resume.contains("Load balancer drained."), "{resume}");
         submit(&driver, "Send it now").await?;
