@@ -321,9 +321,13 @@ pub fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot open {}", redacted(&to)))?;
             if replace {
-                let held = target.row_count(sessions).await.unwrap_or(0);
+                // Everything the target holds is deleted, its sessions too.
+                let held = target.row_count(true).await.unwrap_or(0);
                 if held > 0 {
-                    eprintln!("replacing the {held} rows {} holds", redacted(&to));
+                    eprintln!(
+                        "--replace: the {held} rows {} holds are deleted before the copy",
+                        redacted(&to)
+                    );
                 }
             }
             let report = source

@@ -40,12 +40,26 @@ async fn ping(state: &AppState) -> Result<(), String> {
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.metrics.run_upkeep();
-    // What the outbox holds, per channel, read at each scrape (a database that cannot be
-    // read leaves the last values, and /readyz says why).
-    if let (Ok(channels), Ok(backlog)) = (
-        state.service.channels().await,
-        state.service.store().outbox_backlog().await,
-    ) {
+    // Is the database there? Asked first and briefly, so that a scrape while it is away still
+    // answers within Prometheus' timeout (and says so), without waiting for connections.
+    let database_up = !state.pages.database_away() && ping(&state).await.is_ok();
+    metrics::gauge!("herald_database_up").set(if database_up { 1.0 } else { 0.0 });
+    metrics::gauge!("herald_ready").set(if database_up && !state.is_draining() {
+        1.0
+    } else {
+        0.0
+    });
+    // What the outbox holds, per channel, read at each scrape (when the database is away,
+    // the last values stay).
+    let backlog = async {
+        let channels = state.service.channels().await.ok()?;
+        let backlog = state.service.store().outbox_backlog().await.ok()?;
+        Some((channels, backlog))
+    };
+    if database_up
+        && let Ok(Some((channels, backlog))) =
+            tokio::time::timeout(Duration::from_secs(2), backlog).await
+    {
         let now_ms = jiff::Timestamp::now().as_millisecond();
         for c in channels {
             let (pending, oldest, failed) = backlog
@@ -60,13 +74,6 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
                 .set(oldest.map_or(0.0, |o| (now_ms - o).max(0) as f64 / 1000.0));
         }
     }
-    let database_up = ping(&state).await.is_ok();
-    metrics::gauge!("herald_database_up").set(if database_up { 1.0 } else { 0.0 });
-    metrics::gauge!("herald_ready").set(if database_up && !state.is_draining() {
-        1.0
-    } else {
-        0.0
-    });
     let (busy, idle) = state.service.store().pool_use();
     metrics::gauge!("herald_db_pool_connections", "state" => "busy").set(f64::from(busy));
     metrics::gauge!("herald_db_pool_connections", "state" => "idle").set(f64::from(idle));

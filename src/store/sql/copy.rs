@@ -201,21 +201,25 @@ impl SqlStore {
         let path = path
             .to_str()
             .ok_or_else(|| StoreError::Refused(format!("{} is not valid UTF-8", path.display())))?;
-        sqlx::query("VACUUM INTO $1")
+        // A backup holds password hashes, token hashes and channel secrets: its owner's only,
+        // from the first byte. The file is made empty with that mode (never over another one),
+        // and SQLite writes into the empty file.
+        let mut file = std::fs::OpenOptions::new();
+        file.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+        file.open(path).map_err(|e| {
+            StoreError::Refused(format!(
+                "cannot make {path}: {e}; a backup never overwrites"
+            ))
+        })?;
+        if let Err(e) = sqlx::query("VACUUM INTO $1")
             .bind(path)
             .execute(&self.pool)
-            .await?;
-        // A backup holds password hashes, token hashes and channel secrets: its owner's only.
-        #[cfg(unix)]
+            .await
         {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
-                |e| {
-                    StoreError::Refused(format!(
-                        "cannot make {path} readable by its owner only: {e}"
-                    ))
-                },
-            )?;
+            let _ = std::fs::remove_file(path);
+            return Err(e.into());
         }
         Ok(())
     }

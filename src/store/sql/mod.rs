@@ -119,7 +119,16 @@ impl SqlStore {
         let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
             .fetch_one(&self.pool)
             .await
-            .map_err(|_| StoreError::Refused("it holds no Herald database".into()))?;
+            .map_err(|e| match &e {
+                // No migrations table: not Herald's (SQLite says so in words, PostgreSQL 42P01).
+                sqlx::Error::Database(db)
+                    if db.code().as_deref() == Some("42P01")
+                        || db.message().contains("no such table") =>
+                {
+                    StoreError::Refused("it holds no Herald database".into())
+                }
+                _ => StoreError::Database(e),
+            })?;
         let Some(latest) = latest else {
             return Err(StoreError::Refused("it holds no Herald database".into()));
         };
