@@ -81,6 +81,13 @@ pub enum Command {
     /// Copy and back up the database
     #[command(subcommand)]
     Db(DbCommand),
+    /// Ask the server on this machine whether it is ready (GET /readyz on the address it
+    /// listens on), for a container's HEALTHCHECK or a script
+    #[command(
+        after_help = "Exit status: 0 ready; 1 not ready, draining or not answering \
+        within 2 s (the reason is on stderr)."
+    )]
+    Healthcheck,
 }
 
 #[derive(Debug, Subcommand)]
@@ -379,12 +386,42 @@ pub fn main() -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        Command::Healthcheck => {
+            let settings = Settings::load(&cli.settings)?;
+            client_runtime()?.block_on(healthcheck(settings.listen))
+        }
         Command::Config(ConfigCommand::Show) => {
             let settings = Settings::load(&cli.settings)?;
             print!("{}", settings.to_toml());
             Ok(())
         }
     }
+}
+
+/// `/readyz` of the server listening on `listen`, reached on loopback when it listens on every
+/// address.
+async fn healthcheck(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let url = format!("http://{addr}/readyz");
+    let reply = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("no answer from {url}"))?;
+    let status = reply.status();
+    if !status.is_success() {
+        let body = reply.text().await.unwrap_or_default();
+        bail!("{url} answered {status}: {}", body.trim());
+    }
+    Ok(())
 }
 
 fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
