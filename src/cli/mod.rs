@@ -2,7 +2,7 @@
 
 pub mod rollout;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use std::io::{BufRead, IsTerminal};
 
@@ -72,6 +72,7 @@ pub enum Command {
         /// Take the target down before its drain finished (say why with --note)
         #[arg(long)]
         forced: bool,
+        /// A line for the rollout's timeline: why, or what happened
         #[arg(long)]
         note: Option<String>,
     },
@@ -209,7 +210,8 @@ pub enum ConfigCommand {
 
 /// Parse the command line and run it.
 pub fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command.unwrap_or(Command::Serve { demo: false }) {
         Command::Serve { demo } => {
             let settings = Settings::load(&cli.settings)?;
@@ -422,6 +424,52 @@ async fn healthcheck(listen: std::net::SocketAddr) -> anyhow::Result<()> {
         bail!("{url} answered {status}: {}", body.trim());
     }
     Ok(())
+}
+
+/// The settings every command may need: where the configuration and the database are, and
+/// how to log. The others only matter to `serve` (and `config`, which prints them all).
+const SHARED_SETTINGS: [&str; 4] = ["config", "database_url", "log", "log_format"];
+
+/// The command line, with each subcommand's help listing only the settings it uses: the
+/// server's flags are global (so `herald --listen … serve` and `herald serve --listen …` both
+/// work), and shown where they mean something.
+pub fn command() -> clap::Command {
+    let cmd = Cli::command();
+    // A subcommand that has an argument of its own with a global's id is not given the
+    // global: give the others hidden copies (still global, so their own subcommands inherit
+    // them hidden). The values still reach the top level's settings.
+    let globals: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .cloned()
+        .collect();
+    let hide = |sub: clap::Command, keep: &[&str]| {
+        globals
+            .iter()
+            .filter(|a| !keep.contains(&a.get_id().as_str()))
+            .fold(sub, |sub, a| sub.arg(a.clone().hide(true)))
+    };
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    names
+        .into_iter()
+        .fold(cmd, |cmd, name| {
+            let keep: Vec<&str> = match name.as_str() {
+                "serve" | "config" => return cmd,
+                // It asks the server on the address it listens on.
+                "healthcheck" => [&SHARED_SETTINGS[..], &["listen"]].concat(),
+                // They talk to a running Herald (--url, --token), not to its database.
+                "report" | "rollout" => vec!["log", "log_format"],
+                _ => SHARED_SETTINGS.to_vec(),
+            };
+            cmd.mut_subcommand(&name, |sub| hide(sub, &keep))
+        })
+        // `db copy` reads and writes the databases it is given, not the configured one.
+        .mut_subcommand("db", |db| {
+            db.mut_subcommand("copy", |copy| hide(copy, &["log", "log_format"]))
+        })
 }
 
 fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {

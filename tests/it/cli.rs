@@ -379,3 +379,59 @@ fn config_show_prints_a_file_config_accepts() {
         "the file means the same settings"
     );
 }
+
+/// Each command's help lists the settings it uses, not every server flag.
+#[test]
+fn help_lists_the_settings_a_command_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = |args: &[&str]| {
+        let out = herald(dir.path(), args, "");
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let serve = help(&["serve", "--help"]);
+    for flag in [
+        "--listen",
+        "--public-url",
+        "--database-url",
+        "--shutdown-delay",
+    ] {
+        assert!(serve.contains(flag), "serve --help lacks {flag}");
+    }
+    let copy = help(&["db", "copy", "--help"]);
+    for flag in [
+        "--listen",
+        "--public-url",
+        "--database-url",
+        "--config",
+        "--site-name",
+    ] {
+        assert!(!copy.contains(flag), "db copy --help has {flag}:\n{copy}");
+    }
+    assert!(copy.contains("--from") && copy.contains("--replace"));
+    let token = help(&["token", "create", "--help"]);
+    assert!(token.contains("--database-url") && token.contains("--config"));
+    assert!(!token.contains("--listen") && !token.contains("--discord"));
+    let report = help(&["report", "--help"]);
+    assert!(report.contains("--url") && !report.contains("--database-url"));
+    assert!(help(&["healthcheck", "--help"]).contains("--listen"));
+    // The flags still work in either position.
+    let out = herald(
+        dir.path(),
+        &[
+            "token",
+            "list",
+            "--listen",
+            "127.0.0.1:9",
+            "--database-url",
+            "sqlite://missing.db",
+        ],
+        "",
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot use the database sqlite://missing.db"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
