@@ -28,9 +28,16 @@ impl SqlStore {
         if windows.is_empty() {
             return Ok(windows);
         }
+        // The steps and components of exactly these windows: asking with `filter` again could
+        // name others (a page by OFFSET shifts when a window is added in between).
+        let ids = windows
+            .iter()
+            .map(|m| m.id.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
         let steps = sqlx::query(&format!(
-            "SELECT {STEP_COLUMNS} FROM steps s JOIN maintenances m ON m.id = s.maintenance_id \
-             WHERE {filter} ORDER BY s.maintenance_id, s.position"
+            "SELECT {STEP_COLUMNS} FROM steps s \
+             WHERE s.maintenance_id IN ({ids}) ORDER BY s.maintenance_id, s.position"
         ))
         .fetch_all(&self.pool)
         .await?
@@ -40,8 +47,7 @@ impl SqlStore {
         let components = sqlx::query(&format!(
             "SELECT mc.maintenance_id, {COMPONENT_COLUMNS} FROM components c \
              JOIN maintenance_components mc ON mc.component_id = c.id \
-             JOIN maintenances m ON m.id = mc.maintenance_id \
-             WHERE {filter} ORDER BY c.position, c.id"
+             WHERE mc.maintenance_id IN ({ids}) ORDER BY c.position, c.id"
         ))
         .fetch_all(&self.pool)
         .await?
