@@ -19,7 +19,7 @@ use atrium_api::com::atproto::repo::strong_ref;
 use atrium_api::types::string::{Datetime, Tid};
 use atrium_api::types::{Object, TryIntoUnknown};
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -91,16 +91,14 @@ impl CallError {
 /// When the PDS wants to be asked again: `Retry-After` (seconds) or `ratelimit-reset`
 /// (a unix time).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(secs) = header(RETRY_AFTER.as_str())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite())
-    {
-        return Some(Duration::from_secs_f64(secs.clamp(0.0, 86_400.0)));
+    if let Some(wait) = super::retry_after(headers) {
+        return Some(wait);
     }
-    let reset = header("ratelimit-reset").and_then(|v| v.trim().parse::<i64>().ok())?;
-    let wait = reset - jiff::Timestamp::now().as_second();
-    Some(Duration::from_secs(wait.clamp(0, 86_400) as u64))
+    let reset = headers
+        .get("ratelimit-reset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())?;
+    super::server_wait(reset.saturating_sub(jiff::Timestamp::now().as_second()) as f64)
 }
 
 pub struct Bluesky {

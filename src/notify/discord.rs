@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, HeaderMap};
 use serde::Deserialize;
 use serenity::builder::{
     CreateAllowedMentions, CreateEmbed, CreateMessage, EditMessage, ExecuteWebhook,
@@ -119,14 +119,8 @@ fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], what: &str) ->
     if status == StatusCode::TOO_MANY_REQUESTS {
         let after = parsed
             .and_then(|b| b.retry_after)
-            .or_else(|| {
-                headers
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-            })
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64);
+            .and_then(super::server_wait)
+            .or_else(|| super::retry_after(headers));
         return SendError::Transient { reason, after };
     }
     if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
@@ -734,7 +728,7 @@ mod tests {
     #[test]
     fn rate_limits_are_honoured() {
         let mut headers = HeaderMap::new();
-        headers.insert(RETRY_AFTER, "3".parse().unwrap());
+        headers.insert(reqwest::header::RETRY_AFTER, "3".parse().unwrap());
         let body = br#"{"message":"You are being rate limited.","retry_after":1.5,"global":false}"#;
         let e = classify(StatusCode::TOO_MANY_REQUESTS, &headers, body, "posting");
         assert!(
@@ -758,5 +752,15 @@ mod tests {
         );
         let e = classify(StatusCode::BAD_GATEWAY, &headers, b"<html>", "posting");
         assert!(matches!(e, SendError::Transient { after: None, .. }));
+        // A hostile relay's wish is clamped, never a panic (Duration::from_secs_f64(1e20)).
+        let e = classify(
+            StatusCode::TOO_MANY_REQUESTS,
+            &HeaderMap::new(),
+            br#"{"message":"slow down","retry_after":1e20}"#,
+            "posting",
+        );
+        assert!(
+            matches!(e, SendError::Transient { after: Some(d), .. } if d == crate::notify::SERVER_WAIT_MAX)
+        );
     }
 }

@@ -283,6 +283,42 @@ fn backoff(attempts: i64) -> Duration {
     cap.mul_f64(0.5 + frac / 2.0)
 }
 
+/// The longest wait a receiver may ask for (`retry_after`, `Retry-After`, `ratelimit-reset`):
+/// beyond it Herald asks again anyway, or gives up at the delivery's deadline.
+pub const SERVER_WAIT_MAX: Duration = Duration::from_secs(3600);
+
+/// A receiver's wish to be asked again in `seconds`, in the range Herald honours: negative
+/// is now, more than [`SERVER_WAIT_MAX`] is that, and what is not a number is no wish. The one
+/// place every channel's server-given wait goes through (a hostile endpoint's `1e20` or
+/// `18446744073709551615` must neither panic nor wrap around into "at once").
+pub fn server_wait(seconds: f64) -> Option<Duration> {
+    if seconds.is_nan() {
+        return None;
+    }
+    Some(Duration::from_secs_f64(
+        seconds.clamp(0.0, SERVER_WAIT_MAX.as_secs_f64()),
+    ))
+}
+
+/// A `Retry-After` header: seconds (RFC 9110 says an integer; a fraction is taken too) or an
+/// HTTP date, through [`server_wait`].
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<f64>() {
+        return server_wait(seconds);
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let seconds = match at.duration_since(std::time::SystemTime::now()) {
+        Ok(wait) => wait.as_secs_f64(),
+        Err(_) => 0.0,
+    };
+    server_wait(seconds)
+}
+
 /// An outcome that could not be written is not lost silently: the lease lapses and the
 /// delivery is tried again, but the log says why.
 fn logged(delivery: i64, result: crate::store::StoreResult<()>) {
@@ -738,7 +774,8 @@ impl Worker {
                     Some(after) => after + backoff(1).mul_f64(0.2),
                     None => backoff(d.attempts),
                 };
-                let next = now_ms() + wait.as_millis() as i64;
+                let wait = wait.min(SERVER_WAIT_MAX + BACKOFF_MAX);
+                let next = now_ms().saturating_add(wait.as_millis() as i64);
                 if next / 1000 >= d.deadline_at.as_second() {
                     let reason = format!("{reason}; gave up at the deadline");
                     warn!(delivery = d.id, reason, "delivery failed");
@@ -756,5 +793,47 @@ impl Worker {
         };
         metrics::counter!("herald_deliveries_total", "channel" => channel, "outcome" => outcome)
             .increment(1);
+    }
+}
+
+#[cfg(test)]
+mod wait_tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+    fn header(value: &str) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+        retry_after(&headers)
+    }
+
+    #[test]
+    fn a_server_given_wait_stays_in_range() {
+        assert_eq!(server_wait(1.5), Some(Duration::from_millis(1500)));
+        assert_eq!(server_wait(-3.0), Some(Duration::ZERO));
+        assert_eq!(server_wait(1e20), Some(SERVER_WAIT_MAX));
+        assert_eq!(server_wait(f64::INFINITY), Some(SERVER_WAIT_MAX));
+        assert_eq!(server_wait(f64::NEG_INFINITY), Some(Duration::ZERO));
+        assert_eq!(server_wait(f64::NAN), None);
+        assert_eq!(header("7"), Some(Duration::from_secs(7)));
+        // u64::MAX seconds used to wrap the next attempt's time negative: due at once.
+        assert_eq!(header("18446744073709551615"), Some(SERVER_WAIT_MAX));
+        assert_eq!(header("-1"), Some(Duration::ZERO));
+        assert_eq!(header("soon"), None);
+        assert_eq!(
+            header("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        let later =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(120));
+        let wait = header(&later).unwrap();
+        assert!(
+            wait > Duration::from_secs(100) && wait <= Duration::from_secs(120),
+            "{wait:?}"
+        );
+        let far = httpdate::fmt_http_date(
+            std::time::SystemTime::now() + Duration::from_secs(400 * 86_400),
+        );
+        assert_eq!(header(&far), Some(SERVER_WAIT_MAX));
     }
 }

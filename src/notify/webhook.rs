@@ -74,12 +74,7 @@ impl Webhook {
         if status.is_success() {
             return Ok(());
         }
-        let after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(std::time::Duration::from_secs);
+        let after = super::retry_after(response.headers());
         let text = read_capped(response)
             .await
             .map(|b| String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned())
