@@ -57,8 +57,8 @@ pub struct SettingsArgs {
         value_name = "URL"
     )]
     pub bluesky_profile: Option<String>,
-    /// Addresses or CIDRs of reverse proxies whose X-Forwarded-For / Forwarded is believed
-    /// (comma-separated) [default: none]
+    /// Addresses or CIDRs of reverse proxies whose forwarding header (see
+    /// --trusted-proxy-header) is believed (comma-separated) [default: none]
     #[arg(
         long,
         global = true,
@@ -66,6 +66,16 @@ pub struct SettingsArgs {
         value_name = "CIDRS"
     )]
     pub trusted_proxies: Option<String>,
+    /// The header the trusted proxies name the client in: X-Forwarded-For, Forwarded,
+    /// X-Real-IP or another (read right to left; no other header is believed)
+    /// [default: X-Forwarded-For]
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_TRUSTED_PROXY_HEADER",
+        value_name = "HEADER"
+    )]
+    pub trusted_proxy_header: Option<String>,
     /// Log filter, e.g. info or herald=debug [default: info]
     #[arg(long, global = true, env = "HERALD_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -180,6 +190,7 @@ struct FileSettings {
     discord_invite: Option<String>,
     bluesky_profile: Option<String>,
     trusted_proxies: Option<String>,
+    trusted_proxy_header: Option<String>,
     log: Option<String>,
     log_format: Option<LogFormat>,
     #[serde(default, with = "opt_duration")]
@@ -270,8 +281,24 @@ impl fmt::Debug for DatabaseUrl {
 
 /// `scheme://user:password@host/…` → `scheme://user:***@host/…`; anything else unchanged.
 pub fn redact_url(url: &str) -> String {
+    // A password may also ride in the query (`?password=`, libpq's `sslpassword=`).
+    let (url, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let query = query.map(|q| {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.to_ascii_lowercase().contains("password") => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        format!("?{}", params.join("&"))
+    });
+    let query = query.unwrap_or_default();
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return format!("{url}{query}");
     };
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let (authority, path) = rest.split_at(authority_end);
@@ -279,12 +306,12 @@ pub fn redact_url(url: &str) -> String {
         Some((userinfo, host)) => {
             let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
             if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{path}")
+                format!("{scheme}://{user}:***@{host}{path}{query}")
             } else {
-                url.to_owned()
+                format!("{url}{query}")
             }
         }
-        None => url.to_owned(),
+        None => format!("{url}{query}"),
     }
 }
 
@@ -309,8 +336,13 @@ pub struct Settings {
     pub components: Vec<ComponentSetting>,
     /// Reverse proxies whose forwarding headers name the client.
     pub trusted_proxies: Vec<Cidr>,
+    /// The one header they name it in (lowercase), e.g. `x-forwarded-for`.
+    pub trusted_proxy_header: axum::http::HeaderName,
     /// The first admin, created at start if no user exists.
     pub admin: Option<(String, Secret)>,
+    /// The bearer token `/metrics` asks of a scraper not on this machine
+    /// (`HERALD_METRICS_TOKEN`, environment only).
+    pub metrics_token: Option<Secret>,
     /// The file the settings came from, if any.
     pub config_file: Option<PathBuf>,
     pub announce: AnnounceSettings,
@@ -460,6 +492,16 @@ impl Settings {
                     })
                     .collect::<anyhow::Result<_>>()?,
             },
+            trusted_proxy_header: {
+                let name = args
+                    .trusted_proxy_header
+                    .clone()
+                    .or(file.trusted_proxy_header.clone())
+                    .unwrap_or_else(|| "X-Forwarded-For".to_owned());
+                axum::http::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+                    anyhow::anyhow!("HERALD_TRUSTED_PROXY_HEADER: {name:?} is not a header name")
+                })?
+            },
             admin: match (
                 args.admin_user.clone(),
                 args.admin_password
@@ -475,6 +517,10 @@ impl Settings {
                     bail!("HERALD_ADMIN_PASSWORD is set but HERALD_ADMIN_USER is not")
                 }
             },
+            metrics_token: std::env::var("HERALD_METRICS_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty())
+                .map(Secret::new),
             announce,
             config_file,
         })
@@ -505,6 +551,10 @@ impl Settings {
         }
         let proxies: Vec<String> = self.trusted_proxies.iter().map(Cidr::to_string).collect();
         t.insert("trusted_proxies".into(), text(&proxies.join(", ")));
+        t.insert(
+            "trusted_proxy_header".into(),
+            text(self.trusted_proxy_header.as_str()),
+        );
         t.insert("log".into(), text(&self.log));
         t.insert(
             "log_format".into(),
@@ -570,6 +620,7 @@ impl Settings {
                 self.admin.is_some(),
                 "HERALD_ADMIN_USER / HERALD_ADMIN_PASSWORD",
             ),
+            (self.metrics_token.is_some(), "HERALD_METRICS_TOKEN"),
         ] {
             if set {
                 out.push_str(&format!("# {name} is set (***)\n"));
@@ -703,9 +754,13 @@ database_url = "sqlite://data/herald.db"
 
 # Name shown at the top of the status page.                    HERALD_SITE_NAME
 site_name = "Status"
-# Reverse proxies whose X-Forwarded-For / Forwarded headers are believed, as addresses or
-# CIDRs; from anyone else they are ignored.                    HERALD_TRUSTED_PROXIES
+# Reverse proxies whose forwarding header is believed, as addresses or CIDRs; from anyone
+# else it is ignored.                                          HERALD_TRUSTED_PROXIES
 # trusted_proxies = "127.0.0.1, 10.0.0.0/8"
+# The one header they name the client in, read right to left (nginx and Traefik append to
+# X-Forwarded-For; a client's own Forwarded or X-Real-IP is then not believed).
+#                                                              HERALD_TRUSTED_PROXY_HEADER
+trusted_proxy_header = "X-Forwarded-For"
 # One sentence for search engines and link previews (Discord, Slack, Mastodon unfurls).
 # site_description = "Maintenance and deployment status of Example."     HERALD_SITE_DESCRIPTION
 # This instance's name among several sharing one PostgreSQL database; it must differ between
@@ -718,6 +773,10 @@ site_name = "Status"
 # Log filter (tracing EnvFilter syntax) and format (text or json). HERALD_LOG, HERALD_LOG_FORMAT
 log = "info"
 log_format = "text"
+
+# /metrics answers scrapers on this machine (a loopback connection without forwarding
+# headers); from elsewhere it asks for the bearer token in HERALD_METRICS_TOKEN (environment
+# only), and without one it is not readable from elsewhere at all.
 
 # After SIGTERM: keep serving this long with /readyz answering 503 so a load balancer stops
 # sending traffic, then stop accepting and let in-flight work finish within drain_timeout.
@@ -762,6 +821,14 @@ mod tests {
             "postgres://herald:***@db:5432/herald"
         );
         assert_eq!(redact_url("postgres://db/herald"), "postgres://db/herald");
+        assert_eq!(
+            redact_url("postgres://db/herald?user=h&password=s3cret&sslmode=require"),
+            "postgres://db/herald?user=h&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://u:pw@db/h?sslpassword=x"),
+            "postgres://u:***@db/h?sslpassword=***"
+        );
         assert_eq!(
             redact_url("sqlite://data/herald.db"),
             "sqlite://data/herald.db"

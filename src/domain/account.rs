@@ -1,6 +1,6 @@
 //! Who may do what: roles, users and API tokens.
 
-use super::{ValidationError, clean_text, limits};
+use super::{ValidationError, clean_line, limits};
 
 /// `admin` manages users, tokens, channels and components; `maintainer` runs windows.
 /// An admin may do everything a maintainer may.
@@ -71,7 +71,7 @@ pub fn validate_password(password: &str) -> Result<(), ValidationError> {
 }
 
 pub fn validate_token_name(name: &str) -> Result<String, ValidationError> {
-    Ok(clean_text("name", name, limits::NAME_MAX, true)?.unwrap_or_default())
+    Ok(clean_line("name", name, limits::NAME_MAX, true)?.unwrap_or_default())
 }
 
 /// A stored API token (never the token itself).

@@ -362,7 +362,7 @@ impl NewChannel {
     /// Check every field; `has_secret` says whether a secret is stored already (an edit).
     pub fn validate(mut self, has_secret: bool) -> Result<Self, ValidationError> {
         self.name =
-            super::clean_text("name", &self.name, limits::NAME_MAX, true)?.unwrap_or_default();
+            super::clean_line("name", &self.name, limits::NAME_MAX, true)?.unwrap_or_default();
         let kind = self
             .kind
             .ok_or_else(|| ValidationError::new("kind", "choose what kind of channel this is"))?;

@@ -2,7 +2,7 @@
 
 use jiff::Timestamp;
 
-use super::{Component, DomainError, RuleError, ValidationError, clean_text, limits};
+use super::{Component, DomainError, RuleError, ValidationError, clean_line, clean_text, limits};
 
 /// Where a window is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -175,7 +175,7 @@ impl Schedule {
                     ));
                 }
                 let hint = match hint {
-                    Some(h) => clean_text("schedule_hint", h, limits::HINT_MAX, false)?,
+                    Some(h) => clean_line("schedule_hint", h, limits::HINT_MAX, false)?,
                     None => None,
                 };
                 Ok(Self::Tentative { hint })
@@ -492,7 +492,7 @@ pub struct NewMaintenance {
 impl NewMaintenance {
     /// Check and normalise every field.
     pub fn validate(self) -> Result<Self, ValidationError> {
-        let title = clean_text("title", &self.title, limits::TITLE_MAX, true)?.unwrap_or_default();
+        let title = clean_line("title", &self.title, limits::TITLE_MAX, true)?.unwrap_or_default();
         let description = clean_text(
             "description",
             &self.description,
@@ -528,7 +528,7 @@ impl NewMaintenance {
 
 pub fn validate_step(step: NewStep) -> Result<NewStep, ValidationError> {
     Ok(NewStep {
-        title: clean_text("steps", &step.title, limits::TITLE_MAX, true)
+        title: clean_line("steps", &step.title, limits::TITLE_MAX, true)
             .map_err(|e| ValidationError::new("steps", format!("step title {}", e.message)))?
             .unwrap_or_default(),
         description: match step.description {
@@ -1270,7 +1270,7 @@ impl Maintenance {
     pub fn edit(&mut self, edit: Edit, now: Timestamp) -> Result<Vec<NewUpdate>, DomainError> {
         let before = self.clone();
         if let Some(title) = edit.title {
-            self.title = clean_text("title", &title, limits::TITLE_MAX, true)?.unwrap_or_default();
+            self.title = clean_line("title", &title, limits::TITLE_MAX, true)?.unwrap_or_default();
         }
         if let Some(description) = edit.description {
             self.description =

@@ -94,13 +94,21 @@ pub mod limits {
     pub const COUNT_MAX: i64 = 1_000_000_000;
 }
 
-/// Trim `value` and check it is non-empty (when `required`) and within `max` characters.
+/// Trim `value` and check it is non-empty (when `required`) and within `max` characters. Text
+/// of several lines: line breaks are kept as `\n` (a form's `\r\n`, or a lone `\r`, which
+/// iCalendar and chat would take differently, becomes `\n`), tabs are kept, other control
+/// characters are refused.
 pub fn clean_text(
     field: &'static str,
     value: &str,
     max: usize,
     required: bool,
 ) -> Result<Option<String>, ValidationError> {
+    let value = if value.contains('\r') {
+        std::borrow::Cow::Owned(value.replace("\r\n", "\n").replace('\r', "\n"))
+    } else {
+        std::borrow::Cow::Borrowed(value)
+    };
     let value = value.trim();
     if value.is_empty() {
         return if required {
@@ -118,11 +126,28 @@ pub fn clean_text(
     }
     if value
         .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
     {
         return Err(ValidationError::new(field, "contains control characters"));
     }
     Ok(Some(value.to_owned()))
+}
+
+/// [`clean_text`] for a one-line field (a title, a name): no line break, tab or other control
+/// character, which would break a subject line, a feed entry's title or an iCalendar SUMMARY.
+pub fn clean_line(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    required: bool,
+) -> Result<Option<String>, ValidationError> {
+    if value.trim().chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            field,
+            "must be one line, without line breaks, tabs or other control characters",
+        ));
+    }
+    clean_text(field, value, max, required)
 }
 
 /// "1 h 12 min", "3 min", "2 d 4 h", "40 s".
@@ -179,13 +204,13 @@ impl NewComponent {
                 "may contain only lowercase letters, digits and '-', and not start with '-'",
             ));
         }
-        let name = clean_text("name", &self.name, limits::NAME_MAX, true)?.unwrap_or_default();
+        let name = clean_line("name", &self.name, limits::NAME_MAX, true)?.unwrap_or_default();
         let description = match self.description {
             Some(d) => clean_text("description", &d, 500, false)?,
             None => None,
         };
         let group_name = match self.group_name {
-            Some(g) => clean_text("group", &g, limits::NAME_MAX, false)?,
+            Some(g) => clean_line("group", &g, limits::NAME_MAX, false)?,
             None => None,
         };
         Ok(Self {

@@ -31,7 +31,8 @@ use std::collections::BTreeMap;
 use jiff::{SignedDuration, Timestamp};
 
 use super::{
-    DomainError, RuleError, UpdateKind, ValidationError, clean_text, human_duration, limits,
+    DomainError, RuleError, UpdateKind, ValidationError, clean_line, clean_text, human_duration,
+    limits,
 };
 
 /// Live work left on a target, by label: `{"rooms": 12, "recordings": 3}`.
@@ -435,7 +436,7 @@ impl NewRollout {
 
     /// Check and normalise every field.
     pub fn validate(self) -> Result<Self, ValidationError> {
-        let title = clean_text("title", &self.title, limits::TITLE_MAX, true)?.unwrap_or_default();
+        let title = clean_line("title", &self.title, limits::TITLE_MAX, true)?.unwrap_or_default();
         let description = clean_text(
             "description",
             &self.description,
@@ -1519,7 +1520,7 @@ impl Rollout {
     ) -> Result<RolloutChange, DomainError> {
         let before = self.clone();
         if let Some(title) = &edit.title {
-            self.title = clean_text("title", title, limits::TITLE_MAX, true)?.unwrap_or_default();
+            self.title = clean_line("title", title, limits::TITLE_MAX, true)?.unwrap_or_default();
         }
         if let Some(d) = &edit.description {
             self.description =

@@ -54,8 +54,11 @@ impl Default for SignInRule {
 impl SignInRule {
     /// The three counters an attempt counts against, in the order [`SignInRule::admit`]
     /// reads them: the pair, the address, the account. The typed name is hashed: it may be a
-    /// password typed into the wrong field, and it has no length limit.
-    pub fn keys(scope: Scope, name: &str, ip: Option<IpAddr>) -> Vec<String> {
+    /// password typed into the wrong field, and it has no length limit. An IPv6 client counts
+    /// by its /64 (one subscriber's network: a host picks any address in it). From a browser
+    /// that signed in to this account before (`device`, its device cookie's proven nonce), the
+    /// pair is that device and this account, wherever it connects from.
+    pub fn keys(scope: Scope, name: &str, ip: Option<IpAddr>, device: Option<&str>) -> Vec<String> {
         let scope = match scope {
             Scope::Login => "login",
             Scope::Setup => "setup",
@@ -65,9 +68,13 @@ impl SignInRule {
             .take(16)
             .map(|b| format!("{b:02x}"))
             .collect();
-        let ip = ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+        let ip = ip.map_or_else(|| "-".to_owned(), client_key);
+        let pair = match device {
+            Some(nonce) => format!("{scope} device {nonce} {account}"),
+            None => format!("{scope} pair {ip} {account}"),
+        };
         vec![
-            format!("{scope} pair {ip} {account}"),
+            pair,
             format!("{scope} address {ip}"),
             format!("{scope} account {account}"),
         ]
@@ -78,8 +85,16 @@ impl SignInRule {
     }
 
     /// Count an attempt at `now_ms` in `counts` (pair, address, account), or say how long to
-    /// wait when it is over a limit (then `counts` are not to be written).
-    pub fn admit(&self, counts: &mut [Attempts], now_ms: i64) -> Result<(), Duration> {
+    /// wait when it is over a limit (then `counts` are not to be written). A `trusted_device`
+    /// (one that signed in to the account before) is not slowed down by the failures of
+    /// others on the account (OWASP's device cookies): guessing from elsewhere cannot keep the
+    /// owner out. It still has its own limit, the pair's.
+    pub fn admit(
+        &self,
+        counts: &mut [Attempts],
+        now_ms: i64,
+        trusted_device: bool,
+    ) -> Result<(), Duration> {
         let window = self.window_ms();
         for c in counts.iter_mut() {
             if c.since_ms <= now_ms - window || c.n == 0 {
@@ -103,7 +118,7 @@ impl SignInRule {
         {
             return Err(wait);
         }
-        if account.n >= self.account_slowdown {
+        if account.n >= self.account_slowdown && !trusted_device {
             let over = (account.n - self.account_slowdown).min(6);
             let delay = (1000i64 << over).min(60_000);
             let since_last = now_ms - account.last_ms;
@@ -131,9 +146,31 @@ impl SignInRule {
     }
 }
 
+/// The part of a client's address the limits count by: an IPv4 address, or an IPv6 /64
+/// (an IPv4 address mapped into IPv6 is that IPv4 address).
+pub fn client_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                format!("{net}/64")
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl SignInRule {
+        fn admit_at(&self, counts: &mut [Attempts], now_ms: i64) -> Result<(), Duration> {
+            self.admit(counts, now_ms, false)
+        }
+    }
 
     fn fresh(now: i64) -> Vec<Attempts> {
         (0..3)
@@ -151,16 +188,16 @@ mod tests {
         let rule = SignInRule::default();
         let mut c = fresh(0);
         for t in 0..5 {
-            assert!(rule.admit(&mut c, t * 1000).is_ok());
+            assert!(rule.admit_at(&mut c, t * 1000).is_ok());
         }
         let before = c.clone();
         assert_eq!(
-            rule.admit(&mut c, 5_000),
+            rule.admit_at(&mut c, 5_000),
             Err(Duration::from_millis(15 * 60_000 - 5_000))
         );
         assert_eq!(c[0].n, before[0].n, "a refused attempt counts nothing");
         // Fifteen minutes after the first, the count starts afresh.
-        assert!(rule.admit(&mut c, 15 * 60_000).is_ok());
+        assert!(rule.admit_at(&mut c, 15 * 60_000).is_ok());
         assert_eq!(c[0].n, 1);
     }
 
@@ -170,14 +207,36 @@ mod tests {
         let mut c = fresh(0);
         c[2].n = 20;
         c[2].last_ms = 10_000;
-        assert_eq!(rule.admit(&mut c, 10_400), Err(Duration::from_millis(600)));
-        assert!(rule.admit(&mut c, 11_000).is_ok());
+        assert_eq!(
+            rule.admit_at(&mut c, 10_400),
+            Err(Duration::from_millis(600))
+        );
+        assert!(rule.admit_at(&mut c, 11_000).is_ok());
         // One more over the cap: two seconds after that one.
-        assert_eq!(rule.admit(&mut c, 11_500), Err(Duration::from_millis(1500)));
-        assert!(rule.admit(&mut c, 13_000).is_ok());
+        assert_eq!(
+            rule.admit_at(&mut c, 11_500),
+            Err(Duration::from_millis(1500))
+        );
+        assert!(rule.admit_at(&mut c, 13_000).is_ok());
         // Capped at a minute.
         c[2].n = 40;
-        assert_eq!(rule.admit(&mut c, 13_000), Err(Duration::from_secs(60)));
+        assert_eq!(rule.admit_at(&mut c, 13_000), Err(Duration::from_secs(60)));
+        // A browser that signed in before is not slowed down by the others' failures.
+        assert!(rule.admit(&mut c, 13_000, true).is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), "2001:db8:1:2::/64");
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(other));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_key(mapped), "192.0.2.7");
+        let keys = |ip: &str| SignInRule::keys(Scope::Login, "alice", ip.parse().ok(), None);
+        assert_eq!(keys("2001:db8:1:2::5"), keys("2001:db8:1:2::6"));
     }
 
     #[test]
@@ -195,9 +254,16 @@ mod tests {
     #[test]
     fn keys_hash_the_name_and_keep_scopes_apart() {
         let ip = Some(IpAddr::from([192, 0, 2, 1]));
-        let login = SignInRule::keys(Scope::Login, " Alice", ip);
-        assert_eq!(login, SignInRule::keys(Scope::Login, "alice ", ip));
+        let login = SignInRule::keys(Scope::Login, " Alice", ip, None);
+        assert_eq!(login, SignInRule::keys(Scope::Login, "alice ", ip, None));
         assert!(!login.iter().any(|k| k.contains("alice")));
-        assert_ne!(login, SignInRule::keys(Scope::Setup, "alice", ip));
+        assert_ne!(login, SignInRule::keys(Scope::Setup, "alice", ip, None));
+        // A device's pair is the device, wherever it connects from.
+        let device = SignInRule::keys(Scope::Login, "alice", ip, Some("n0nce"));
+        assert_eq!(
+            device[0],
+            SignInRule::keys(Scope::Login, "alice", None, Some("n0nce"))[0]
+        );
+        assert_eq!(device[1..], login[1..]);
     }
 }

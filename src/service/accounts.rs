@@ -32,6 +32,32 @@ fn new_secret() -> ServiceResult<String> {
     Ok(format!("{TOKEN_PREFIX}{}", crate::ids::random_hex(64)))
 }
 
+/// What a password check decided.
+#[derive(Debug)]
+pub enum PasswordCheck {
+    /// The password is right; `device` is a device cookie for the browser to keep.
+    Right {
+        user: User,
+        device: String,
+    },
+    Wrong,
+    /// Too many failed attempts: try again after this long (nothing was checked).
+    Wait(std::time::Duration),
+}
+
+/// A device cookie's MAC: HMAC-SHA256 keyed by the account's password hash.
+fn device_mac(password_hash: &str, user_id: i64, nonce: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(password_hash.as_bytes()).expect("HMAC takes any key");
+    mac.update(format!("herald device\n{user_id}\n{nonce}").as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// How long a login lasts.
 pub const SESSION_LIFETIME: jiff::SignedDuration = jiff::SignedDuration::from_hours(12);
 
@@ -287,6 +313,70 @@ impl Service {
             })
             .await?;
         Ok(user.filter(|_| ok))
+    }
+
+    /// Check `name`'s password as a sign-in does, wherever a password is asked for (the
+    /// sign-in form, the current password on the password page): through the sign-in throttle
+    /// and the hashing pool, so neither is a way around the other. `device_cookie` is the
+    /// browser's device cookie, if any; a right password answers a new one for the browser to
+    /// keep (see [`crate::domain::SignInRule::admit`]).
+    pub async fn check_password(
+        &self,
+        name: &str,
+        password: &str,
+        ip: Option<std::net::IpAddr>,
+        device_cookie: Option<&str>,
+    ) -> ServiceResult<PasswordCheck> {
+        use crate::domain::Scope;
+        let device = match device_cookie {
+            Some(cookie) => self.device_nonce(name, cookie).await?,
+            None => None,
+        };
+        let device = device.as_deref();
+        let throttle = self.sign_ins();
+        if let Err(wait) = throttle.begin(Scope::Login, name, ip, device).await? {
+            return Ok(PasswordCheck::Wait(wait));
+        }
+        match self.verify_user(name, password).await {
+            Err(e) => {
+                // Busy (no hashing slot within the wait) or the database: nothing was checked.
+                throttle.cancel(Scope::Login, name, ip, device).await;
+                Err(e)
+            }
+            Ok(None) => Ok(PasswordCheck::Wrong),
+            Ok(Some(user)) => {
+                throttle.succeeded(Scope::Login, name, ip, device).await;
+                let device = self.device_cookie(&user.name).await?;
+                Ok(PasswordCheck::Right { user, device })
+            }
+        }
+    }
+
+    /// A device cookie for `name`'s account: a new nonce and its MAC, keyed by the account's
+    /// password hash (so a new password retires every device cookie, and only the server can
+    /// make one).
+    async fn device_cookie(&self, name: &str) -> ServiceResult<String> {
+        let nonce = crate::ids::random_hex(32);
+        Ok(match self.store.user_by_name(name).await? {
+            Some((user, hash)) => format!("{nonce}.{}", device_mac(&hash, user.id, &nonce)),
+            None => String::new(),
+        })
+    }
+
+    /// The nonce of `cookie` if it is a device cookie `name`'s account issued.
+    async fn device_nonce(&self, name: &str, cookie: &str) -> ServiceResult<Option<String>> {
+        let Some((nonce, mac)) = cookie.split_once('.') else {
+            return Ok(None);
+        };
+        if nonce.len() != 32 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let Some((user, hash)) = self.store.user_by_name(name.trim()).await? else {
+            return Ok(None);
+        };
+        let expected = device_mac(&hash, user.id, nonce);
+        let same: bool = subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), mac.as_bytes()).into();
+        Ok(same.then(|| nonce.to_owned()))
     }
 
     /// How many passwords sign-ins have checked.

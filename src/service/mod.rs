@@ -457,6 +457,6 @@ mod rollouts;
 mod sign_in;
 mod windows;
 
-pub use accounts::{NewSession, NewToken, SESSION_LIFETIME};
+pub use accounts::{NewSession, NewToken, PasswordCheck, SESSION_LIFETIME};
 pub use idempotency::KEY_LIFETIME;
 pub use sign_in::SignInThrottle;

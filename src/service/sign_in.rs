@@ -41,34 +41,51 @@ impl SignInThrottle {
 
     /// Count an attempt, or say how long to wait when it is over a limit (then nothing is
     /// counted and no password may be checked).
+    /// `device` is the proven nonce of a device cookie this account issued (see
+    /// [`SignInRule::keys`]); the same must be given to [`Self::cancel`] and
+    /// [`Self::succeeded`].
     pub async fn begin(
         &self,
         scope: Scope,
         name: &str,
         ip: Option<IpAddr>,
+        device: Option<&str>,
     ) -> ServiceResult<Result<(), Duration>> {
         let now = self.now_ms();
         self.sweep(now).await;
-        let rule = |counts: &mut [Attempts]| self.rule.admit(counts, now);
+        let rule = |counts: &mut [Attempts]| self.rule.admit(counts, now, device.is_some());
         Ok(self
             .store
-            .count_attempts(&SignInRule::keys(scope, name, ip), now, &rule)
+            .count_attempts(&SignInRule::keys(scope, name, ip, device), now, &rule)
             .await?)
     }
 
     /// The attempt begun for `name` from `ip` never had its password checked (no slot was
     /// free): it does not count.
-    pub async fn cancel(&self, scope: Scope, name: &str, ip: Option<IpAddr>) {
-        self.take_back(scope, name, ip, false).await
+    pub async fn cancel(&self, scope: Scope, name: &str, ip: Option<IpAddr>, device: Option<&str>) {
+        self.take_back(scope, name, ip, device, false).await
     }
 
     /// The attempt begun for `name` from `ip` was right: it was no failure, and that account
-    /// from that address starts afresh.
-    pub async fn succeeded(&self, scope: Scope, name: &str, ip: Option<IpAddr>) {
-        self.take_back(scope, name, ip, true).await
+    /// from that address (or device) starts afresh.
+    pub async fn succeeded(
+        &self,
+        scope: Scope,
+        name: &str,
+        ip: Option<IpAddr>,
+        device: Option<&str>,
+    ) {
+        self.take_back(scope, name, ip, device, true).await
     }
 
-    async fn take_back(&self, scope: Scope, name: &str, ip: Option<IpAddr>, clear_pair: bool) {
+    async fn take_back(
+        &self,
+        scope: Scope,
+        name: &str,
+        ip: Option<IpAddr>,
+        device: Option<&str>,
+        clear_pair: bool,
+    ) {
         let rule = |counts: &mut [Attempts]| {
             SignInRule::take_back(counts, clear_pair);
             Ok(())
@@ -76,7 +93,11 @@ impl SignInThrottle {
         // Taking back is a kindness, not a safeguard: a failure only leaves a count too high.
         if let Err(e) = self
             .store
-            .count_attempts(&SignInRule::keys(scope, name, ip), self.now_ms(), &rule)
+            .count_attempts(
+                &SignInRule::keys(scope, name, ip, device),
+                self.now_ms(),
+                &rule,
+            )
             .await
         {
             tracing::warn!(error = %e, "could not take back a sign-in attempt");
@@ -129,7 +150,7 @@ mod tests {
     }
 
     async fn allowed(t: &SignInThrottle, scope: Scope, name: &str, ip: Option<IpAddr>) -> bool {
-        t.begin(scope, name, ip).await.unwrap().is_ok()
+        t.begin(scope, name, ip, None).await.unwrap().is_ok()
     }
 
     #[tokio::test]
@@ -144,7 +165,7 @@ mod tests {
         );
         // The owner, elsewhere, is not locked out.
         assert!(allowed(&t, Scope::Login, "Alice ", ip(2)).await);
-        t.succeeded(Scope::Login, "alice", ip(2)).await;
+        t.succeeded(Scope::Login, "alice", ip(2), None).await;
         // The setup code's counters are its own.
         assert!(allowed(&t, Scope::Setup, "alice", ip(1)).await);
         // Fifteen minutes on, the guesser may try again.
@@ -157,7 +178,7 @@ mod tests {
         let (t, _) = throttle().await;
         for _ in 0..20 {
             assert!(allowed(&t, Scope::Login, "bob", ip(3)).await);
-            t.cancel(Scope::Login, "bob", ip(3)).await;
+            t.cancel(Scope::Login, "bob", ip(3), None).await;
         }
         assert!(allowed(&t, Scope::Login, "bob", ip(3)).await);
     }
@@ -171,7 +192,7 @@ mod tests {
         // Past the cap: the next attempt right away waits a second; it is not refused for
         // 15 min.
         let wait = t
-            .begin(Scope::Login, "admin", ip(100))
+            .begin(Scope::Login, "admin", ip(100), None)
             .await
             .unwrap()
             .unwrap_err();
@@ -180,7 +201,7 @@ mod tests {
         assert!(allowed(&t, Scope::Login, "admin", ip(101)).await);
         // The delay doubled after the attempt just counted.
         let wait = t
-            .begin(Scope::Login, "admin", ip(102))
+            .begin(Scope::Login, "admin", ip(102), None)
             .await
             .unwrap()
             .unwrap_err();

@@ -20,9 +20,12 @@ pub const COOKIE: &str = "herald_session";
 /// Secure, for this exact host and path `/`, so a sibling subdomain cannot plant or shadow it.
 pub const HOST_COOKIE: &str = "__Host-herald_session";
 
-/// The session cookie a request carries, under either name.
-pub fn session_from(headers: &HeaderMap) -> Option<String> {
-    cookie(headers, HOST_COOKIE).or_else(|| cookie(headers, COOKIE))
+/// The session cookie a request carries: `__Host-herald_session` behind https, else
+/// `herald_session`.
+pub fn session_from(headers: &HeaderMap, secure: bool) -> Option<String> {
+    // Behind https only the prefixed cookie counts: a plain one may have been planted by a
+    // sibling subdomain (or over http), which the prefix rules out.
+    cookie(headers, if secure { HOST_COOKIE } else { COOKIE })
 }
 
 /// The value of cookie `name` in the request (every `Cookie` header, as browsers write them).
@@ -47,6 +50,37 @@ pub fn session_cookie(value: &str, secure: bool, max_age: Option<i64>) -> Header
         format!("{COOKIE}={value}; Path=/admin; HttpOnly; SameSite=Lax; Max-Age={max_age}")
     };
     HeaderValue::from_str(&text).expect("hex and fixed text are a valid header value")
+}
+
+/// A browser that signed in to an account before carries this (OWASP's device cookie): its
+/// sign-ins are not slowed down by others' failures on the account. `__Host-` behind https.
+pub const DEVICE_COOKIE: &str = "herald_device";
+pub const HOST_DEVICE_COOKIE: &str = "__Host-herald_device";
+
+/// The device cookie a request carries.
+pub fn device_from(headers: &HeaderMap, secure: bool) -> Option<String> {
+    cookie(
+        headers,
+        if secure {
+            HOST_DEVICE_COOKIE
+        } else {
+            DEVICE_COOKIE
+        },
+    )
+    .filter(|v| !v.is_empty())
+}
+
+/// `Set-Cookie` for a device cookie: a year, sent only to the admin's pages.
+pub fn device_cookie(value: &str, secure: bool) -> HeaderValue {
+    const YEAR: i64 = 365 * 86_400;
+    let text = if secure {
+        format!(
+            "{HOST_DEVICE_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={YEAR}; Secure"
+        )
+    } else {
+        format!("{DEVICE_COOKIE}={value}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={YEAR}")
+    };
+    HeaderValue::from_str(&text).expect("hex is a valid header value")
 }
 
 /// A one-time message for the next page at `path` (a secret to show once after a form, so the
@@ -175,7 +209,8 @@ impl FromRequestParts<AppState> for SignedIn {
 impl SignedIn {
     /// The live session the request carries, if any.
     async fn lookup(parts: &Parts, state: &AppState) -> Result<Option<Self>, Response> {
-        let Some(value) = session_from(&parts.headers) else {
+        let secure = state.settings.public_url.starts_with("https://");
+        let Some(value) = session_from(&parts.headers, secure) else {
             return Ok(None);
         };
         match state.service.session(&value).await {
@@ -292,12 +327,15 @@ pub fn same_origin(headers: &HeaderMap, public_url: &str) -> Result<(), AppError
 }
 
 /// The client's address: the connection's, unless that is a trusted proxy, in which case the
-/// nearest address in `Forwarded` (or else `X-Forwarded-For`) that is not itself a trusted
-/// proxy. Forwarding headers from anyone else are ignored: they are the client's to invent.
+/// nearest address in the one header the operator named (`HERALD_TRUSTED_PROXY_HEADER`) that
+/// is not itself a trusted proxy, read right to left (each proxy appends what it saw, so what
+/// a client wrote itself is on the left). No other header is read: a proxy that appends to
+/// `X-Forwarded-For` passes a client's own `Forwarded` through untouched.
 pub fn client_ip(
     extensions: &axum::http::Extensions,
     headers: &HeaderMap,
     trusted: &[crate::config::Cidr],
+    header_name: &header::HeaderName,
 ) -> Option<IpAddr> {
     let peer = extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -306,36 +344,56 @@ pub fn client_ip(
     if !is_trusted(peer) {
         return Some(peer);
     }
-    let forwarded: Vec<IpAddr> = if headers.contains_key(header::FORWARDED) {
-        headers
-            .get_all(header::FORWARDED)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|element| {
+    let values = headers
+        .get_all(header_name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','));
+    let forwarded: Vec<Option<IpAddr>> = if *header_name == header::FORWARDED {
+        values
+            .map(|element| {
                 element.split(';').find_map(|pair| {
                     let (k, v) = pair.trim().split_once('=')?;
-                    k.eq_ignore_ascii_case("for").then(|| forwarded_node(v))?
+                    k.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| forwarded_node(v))?
                 })
             })
             .collect()
     } else {
-        headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(forwarded_node)
-            .collect()
+        values.map(forwarded_node).collect()
     };
-    // Right to left: each trusted proxy appended the address it saw.
-    Some(
-        forwarded
-            .into_iter()
-            .rev()
-            .find(|ip| !is_trusted(*ip))
-            .unwrap_or(peer),
-    )
+    // Right to left: each trusted proxy appended the address it saw. Something unreadable
+    // before an untrusted address is found ends the walk at the nearest trusted hop: it was
+    // not written by a proxy we trust.
+    let mut nearest = peer;
+    for ip in forwarded.into_iter().rev() {
+        match ip {
+            Some(ip) if is_trusted(ip) => nearest = ip,
+            Some(ip) => return Some(ip),
+            None => return Some(nearest),
+        }
+    }
+    Some(nearest)
+}
+
+/// The client's address as [`client_ip`] finds it, for a handler.
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(client_ip(
+            &parts.extensions,
+            &parts.headers,
+            &state.settings.trusted_proxies,
+            &state.settings.trusted_proxy_header,
+        )))
+    }
 }
 
 /// An address as forwarding headers write it: `192.0.2.1`, `"[2001:db8::1]:4711"`,
@@ -363,6 +421,15 @@ mod tests {
     use super::*;
 
     fn from(peer: &str, headers: &[(&str, &str)], trusted: &[&str]) -> Option<IpAddr> {
+        from_header(peer, headers, trusted, "x-forwarded-for")
+    }
+
+    fn from_header(
+        peer: &str,
+        headers: &[(&str, &str)],
+        trusted: &[&str],
+        name: &str,
+    ) -> Option<IpAddr> {
         let mut ext = axum::http::Extensions::new();
         ext.insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
         let mut h = HeaderMap::new();
@@ -374,7 +441,8 @@ mod tests {
         }
         let trusted: Vec<crate::config::Cidr> =
             trusted.iter().map(|c| c.parse().unwrap()).collect();
-        client_ip(&ext, &h, &trusted)
+        let name = axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+        client_ip(&ext, &h, &trusted, &name)
     }
 
     #[test]
@@ -399,8 +467,33 @@ mod tests {
             "for=198.51.100.1, for=\"[2001:db8::7]:4711\";proto=https",
         )];
         assert_eq!(
-            from("127.0.0.1:1", &fwd, &["127.0.0.1"]),
+            from_header("127.0.0.1:1", &fwd, &["127.0.0.1"], "forwarded"),
             "2001:db8::7".parse().ok()
+        );
+        // Only the header the operator named: behind a proxy that appends X-Forwarded-For, a
+        // client's own Forwarded (varied per attempt to dodge the limits) is not believed.
+        let both = [
+            ("forwarded", "for=192.0.2.55"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ];
+        assert_eq!(
+            from("127.0.0.1:1", &both, &["127.0.0.1"]),
+            "203.0.113.9".parse().ok()
+        );
+        assert_eq!(
+            from("127.0.0.1:1", &fwd, &["127.0.0.1"]),
+            "127.0.0.1".parse().ok()
+        );
+        let real = [("x-real-ip", "198.51.100.23")];
+        assert_eq!(
+            from_header("127.0.0.1:1", &real, &["127.0.0.1"], "x-real-ip"),
+            "198.51.100.23".parse().ok()
+        );
+        // Garbage the client wrote ends the walk at the nearest trusted hop.
+        let junk = [("x-forwarded-for", "not-an-address, 10.0.0.9")];
+        assert_eq!(
+            from("10.0.0.5:4000", &junk, &["10.0.0.0/8"]),
+            "10.0.0.9".parse().ok()
         );
         // A trusted proxy that forwards nothing is the client as far as Herald can tell.
         assert_eq!(

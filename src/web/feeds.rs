@@ -356,6 +356,14 @@ fn host(public_url: &str) -> &str {
     rest.split(['/', '?', '#']).next().unwrap_or(rest)
 }
 
+/// A SUMMARY on one line whatever an older row holds (titles are one line since they are
+/// validated so; a lone CR would end the property early in some readers).
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// The SEQUENCE of a window's event: reschedules, and one more once cancelled.
 pub fn calendar_sequence(m: &Maintenance) -> u32 {
     let cancelled = u32::from(m.state == WindowState::Cancelled);
@@ -407,8 +415,8 @@ async fn render_calendar(state: &AppState, scope: &Scope) -> Result<String, AppE
         let mut event = Event::new();
         event
             .uid(&format!("maintenance-{}@{host}", m.id))
-            .summary(&format!("Maintenance: {}", m.title))
-            .description(&description)
+            .summary(&one_line(&format!("Maintenance: {}", m.title)))
+            .description(&description.replace("\r\n", "\n").replace('\r', "\n"))
             .url(&url)
             .starts(chrono_time(start))
             .sequence(calendar_sequence(&m))

@@ -133,8 +133,16 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
     connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; \
     frame-ancestors 'none'";
 
-fn security_headers(response: &mut Response) {
+fn security_headers(response: &mut Response, https: bool) {
     let h = response.headers_mut();
+    // Served over https (the public URL says so): browsers keep to https for a year. Not
+    // includeSubDomains or preload, which would bind hosts Herald does not own.
+    if https {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     // The default cache policy, set here once: nothing is stored unless the handler says so
     // (public pages and hashed assets do, through `cache::CachePolicy`). Admin pages, errors,
     // API answers, health and metrics are never served from a cache.
@@ -302,7 +310,10 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
         "answered"
     );
-    security_headers(&mut response);
+    security_headers(
+        &mut response,
+        state.settings.public_url.starts_with("https://"),
+    );
     response.headers_mut().insert(X_REQUEST_ID.clone(), id);
     RouteMetrics::record(route, &method, status, started.elapsed());
     response

@@ -37,8 +37,53 @@ async fn ping(state: &AppState) -> Result<(), String> {
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// Whether a request may read `/metrics`: it names channels, sign-in activity and the outbox,
+/// which are not the public's. A scraper on this machine may (a loopback connection carrying
+/// no forwarding header, so not the public through a reverse proxy on the same host); any
+/// other needs `Authorization: Bearer HERALD_METRICS_TOKEN`.
+fn may_read_metrics(
+    state: &AppState,
+    extensions: &axum::http::Extensions,
+    headers: &axum::http::HeaderMap,
+) -> bool {
+    if let Some(token) = &state.settings.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if super::auth::constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes()) {
+            return true;
+        }
+    }
+    let local = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .is_some_and(|c| c.0.ip().is_loopback());
+    let forwarded = ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|h| headers.contains_key(*h));
+    local && !forwarded
+}
+
+/// `GET /metrics`: Prometheus text format, for [`may_read_metrics`].
+pub async fn metrics(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    if !may_read_metrics(&state, request.extensions(), request.headers()) {
+        let why = if state.settings.metrics_token.is_some() {
+            "Metrics need the bearer token in HERALD_METRICS_TOKEN.\n"
+        } else {
+            "Metrics are readable from this machine only (set HERALD_METRICS_TOKEN to scrape \
+             them from elsewhere).\n"
+        };
+        return (
+            StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            why,
+        )
+            .into_response();
+    }
     state.metrics.run_upkeep();
     // Is the database there? Asked first and briefly, so that a scrape while it is away still
     // answers within Prometheus' timeout (and says so), without waiting for connections.
@@ -84,4 +129,5 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         crate::telemetry::render_metrics(&state.metrics),
     )
+        .into_response()
 }

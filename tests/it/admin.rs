@@ -1163,16 +1163,37 @@ async fn behind_https_the_session_cookie_is_host_prefixed() {
     let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(set.starts_with("__Host-herald_session="), "{set}");
     assert!(set.contains("; Path=/;") && set.contains("Secure"), "{set}");
+    // Browsers keep to https.
+    assert_eq!(r.headers()["strict-transport-security"], "max-age=31536000");
     let value = set.split(';').next().unwrap().to_owned();
-    let request = axum::http::Request::builder()
-        .uri("/admin")
-        .header("cookie", value)
-        .body(axum::body::Body::empty())
-        .unwrap();
+    let get = |cookie: String| {
+        axum::http::Request::builder()
+            .uri("/admin")
+            .header("cookie", cookie)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
     assert_eq!(
-        router.oneshot(request).await.unwrap().status(),
+        router
+            .clone()
+            .oneshot(get(value.clone()))
+            .await
+            .unwrap()
+            .status(),
         StatusCode::OK
     );
+    // The same session under the plain name, as a sibling subdomain could plant it: not
+    // believed behind https.
+    let planted = value.replace("__Host-herald_session=", "herald_session=");
+    let r = router.clone().oneshot(get(planted)).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "a planted cookie signed in"
+    );
+    // Over plain http there is no Strict-Transport-Security.
+    let r = app.get("/").await;
+    assert!(r.header("strict-transport-security").is_none());
 }
 
 /// Every window and step change is in the audit log with who made it (a user in the UI, a
@@ -1659,4 +1680,245 @@ async fn a_rollout_note_can_stay_off_the_channels() {
     )
     .await;
     assert_eq!(count().await, before + 1);
+}
+
+/// A POST of the sign-in form from `peer` with extra `headers`: its status and Set-Cookie
+/// headers.
+async fn login_from(
+    router: &axum::Router,
+    peer: &str,
+    headers: &[(&str, String)],
+    name: &str,
+    password: &str,
+) -> (StatusCode, Vec<String>) {
+    use tower::ServiceExt;
+    let mut request = axum::http::Request::builder()
+        .method("POST")
+        .uri("/admin/login")
+        .header("content-type", "application/x-www-form-urlencoded");
+    for (k, v) in headers {
+        request = request.header(*k, v.as_str());
+    }
+    let mut request = request
+        .body(axum::body::Body::from(crate::common::form_body(&[
+            ("name", name),
+            ("password", password),
+        ])))
+        .unwrap();
+    request.extensions_mut().insert(axum::extract::ConnectInfo(
+        peer.parse::<std::net::SocketAddr>().unwrap(),
+    ));
+    let r = router.clone().oneshot(request).await.unwrap();
+    let cookies = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    (r.status(), cookies)
+}
+
+/// Behind a proxy that appends X-Forwarded-For (nginx's, Traefik's default), a client's own
+/// `Forwarded` header is not believed: varying it does not dodge the limit. Only the header
+/// the operator names counts.
+#[tokio::test]
+async fn a_clients_own_forwarded_header_does_not_dodge_the_limit() {
+    let app = TestApp::new().await;
+    app.user("alice", Role::Admin).await;
+    let mut settings = app.state.settings.clone();
+    settings.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    let router = herald::web::router(herald::web::AppState::new(app.service.clone(), settings));
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let headers = [
+            ("forwarded", format!("for=192.0.2.{i}")),
+            ("x-forwarded-for", "203.0.113.5".to_owned()),
+        ];
+        let (status, _) = login_from(
+            &router,
+            "127.0.0.1:5000",
+            &headers,
+            "alice",
+            "wrong wrong wrong",
+        )
+        .await;
+        statuses.push(status);
+    }
+    assert_eq!(statuses[..5], [StatusCode::UNAUTHORIZED; 5]);
+    assert_eq!(
+        statuses[5..],
+        [StatusCode::TOO_MANY_REQUESTS; 3],
+        "{statuses:?}"
+    );
+}
+
+/// IPv6 clients are counted by their /64: a host that picks a new address in its network for
+/// each attempt is still one client.
+#[tokio::test]
+async fn ipv6_clients_are_counted_per_64() {
+    let app = TestApp::new().await;
+    app.user("alice", Role::Admin).await;
+    let router = app.router.clone();
+    for i in 1..=5 {
+        let peer = format!("[2001:db8:5:6::{i:x}]:4000");
+        let (status, _) = login_from(&router, &peer, &[], "alice", "wrong wrong wrong").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _) = login_from(
+        &router,
+        "[2001:db8:5:6:ffff::1]:4000",
+        &[],
+        "alice",
+        "wrong wrong wrong",
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    // Another network is another client.
+    let (status, _) = login_from(
+        &router,
+        "[2001:db8:5:7::1]:4000",
+        &[],
+        "alice",
+        "correct horse battery",
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+}
+
+/// Failures from many addresses slow the account down, but not for a browser that signed in
+/// to it before (its device cookie): guessing from elsewhere cannot keep the owner out. The
+/// device has its own limit, and a forged or another account's device cookie is worth nothing.
+#[tokio::test]
+async fn a_device_that_signed_in_before_is_not_kept_out_by_others_failures() {
+    let app = TestApp::new().await;
+    app.user("alice", Role::Admin).await;
+    app.user("mo", Role::Maintainer).await;
+    let router = app.router.clone();
+    let device_of = |cookies: &[String]| {
+        cookies
+            .iter()
+            .find_map(|c| c.strip_prefix("herald_device="))
+            .map(|c| c.split(';').next().unwrap().to_owned())
+            .expect("a device cookie")
+    };
+    let (status, cookies) = login_from(
+        &router,
+        "198.51.100.1:1",
+        &[],
+        "alice",
+        "correct horse battery",
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let device = device_of(&cookies);
+    let (_, cookies) = login_from(
+        &router,
+        "198.51.100.2:1",
+        &[],
+        "mo",
+        "correct horse battery",
+    )
+    .await;
+    let mo_device = device_of(&cookies);
+
+    // Twenty-five failures on alice from twenty-five addresses.
+    for i in 0..25 {
+        login_from(
+            &router,
+            &format!("192.0.2.{}:1", i + 1),
+            &[],
+            "alice",
+            "wrong wrong wrong",
+        )
+        .await;
+    }
+    // The right password from a new address, without the cookie: slowed down.
+    let (status, _) = login_from(
+        &router,
+        "203.0.113.77:1",
+        &[],
+        "alice",
+        "correct horse battery",
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    // With another account's device cookie, or a forged one: the same.
+    for forged in [
+        mo_device.clone(),
+        format!("{}.{}", "0".repeat(32), "ab".repeat(32)),
+    ] {
+        let (status, _) = login_from(
+            &router,
+            "203.0.113.78:1",
+            &[("cookie", format!("herald_device={forged}"))],
+            "alice",
+            "correct horse battery",
+        )
+        .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{forged}");
+    }
+    // Alice's own browser, from yet another address: in.
+    let (status, cookies) = login_from(
+        &router,
+        "203.0.113.79:1",
+        &[("cookie", format!("herald_device={device}"))],
+        "alice",
+        "correct horse battery",
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let device = device_of(&cookies);
+    // The device's own limit still holds: five wrong passwords from it, then a wait.
+    let with_device = [("cookie", format!("herald_device={device}"))];
+    for i in 0..5 {
+        let (status, _) = login_from(
+            &router,
+            &format!("203.0.113.{}:1", 90 + i),
+            &with_device,
+            "alice",
+            "wrong wrong wrong",
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _) = login_from(
+        &router,
+        "203.0.113.99:1",
+        &with_device,
+        "alice",
+        "correct horse battery",
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// The current password on the password page is checked through the sign-in throttle: a
+/// stolen session cannot guess it there faster than at the door.
+#[tokio::test]
+async fn the_current_password_check_is_throttled() {
+    let app = TestApp::new().await;
+    app.user("alice", Role::Admin).await;
+    let alice = app.sign_in("alice").await;
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let r = app
+            .submit(
+                "/admin/password",
+                &alice.cookie,
+                &[
+                    ("csrf", &alice.csrf),
+                    ("current", "wrong wrong wrong"),
+                    ("password", "a new long password"),
+                    ("again", "a new long password"),
+                ],
+            )
+            .await;
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses[..5], [StatusCode::UNAUTHORIZED; 5], "{statuses:?}");
+    assert_eq!(
+        statuses[5..],
+        [StatusCode::TOO_MANY_REQUESTS; 2],
+        "{statuses:?}"
+    );
 }

@@ -221,7 +221,7 @@ async fn decapi_reaches_every_channel_exactly_once_in_order() {
     assert!(s.bluesky.errors().is_empty(), "{:#?}", s.bluesky.errors());
 
     // Metrics: deliveries by channel and outcome, attempts, commit-to-delivery latency.
-    let metrics = s.app.get("/metrics").await.text();
+    let metrics = s.app.metrics().await.text();
     for needle in [
         "herald_deliveries_total{channel=\"bluesky\",outcome=\"sent\"}",
         "herald_delivery_attempts_total{channel=\"webhook\"}",

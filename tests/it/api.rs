@@ -1074,3 +1074,60 @@ async fn an_end_in_the_past_is_refused() {
         .await;
     assert!(status.is_client_error(), "{e}");
 }
+
+/// One-line fields refuse line breaks and other control characters, naming the field; text of
+/// several lines keeps its lines, a lone CR (which iCalendar and chat read differently) among
+/// them made a line break.
+#[tokio::test]
+async fn control_characters_are_refused_in_one_line_fields() {
+    let app = TestApp::new().await;
+    let token = app.token(Role::Admin).await;
+    for (path, body, field) in [
+        (
+            "/api/v1/maintenances",
+            json!({"title": "Migration\rBCC: everyone"}),
+            "title",
+        ),
+        (
+            "/api/v1/maintenances",
+            json!({"title": "Migration", "steps": [{"title": "Dump\u{0}"}]}),
+            "steps",
+        ),
+        (
+            "/api/v1/maintenances",
+            json!({"title": "Migration", "schedule_hint": "Sunday\nor later"}),
+            "schedule_hint",
+        ),
+        (
+            "/api/v1/components",
+            json!({"slug": "api", "name": "Public\tAPI"}),
+            "name",
+        ),
+        (
+            "/api/v1/rollouts",
+            json!({"title": "v1.4\r\nrolled back", "from_version": "1", "to_version": "2",
+                   "targets": ["a"]}),
+            "title",
+        ),
+        (
+            "/api/v1/rollouts",
+            json!({"title": "v1.4", "from_version": "1", "to_version": "2",
+                   "targets": ["a\rb"]}),
+            "targets",
+        ),
+    ] {
+        let (status, e, _) = app.api(Method::POST, path, Some(&token), Some(body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {e}");
+        assert_eq!(e["error"]["field"], field, "{path}: {e}");
+    }
+    let (status, m, _) = app
+        .api(
+            Method::POST,
+            "/api/v1/maintenances",
+            Some(&token),
+            Some(json!({"title": "Migration", "description": "One\r\nTwo\rThree"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{m}");
+    assert_eq!(m["description"], "One\nTwo\nThree");
+}

@@ -435,3 +435,52 @@ fn help_lists_the_settings_a_command_uses() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The database holds password hashes and channel secrets: its folder, file and WAL are its
+/// owner's only, whatever the umask, and a file left readable by others is narrowed.
+#[test]
+fn the_database_is_its_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    if std::env::var("HERALD_TEST_POSTGRES").is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["db", "init"])
+        .current_dir(dir.path())
+        .env("HERALD_DATABASE_URL", "sqlite://state/herald.db")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = dir.path().join("state/herald.db");
+    assert_eq!(mode(&dir.path().join("state")), 0o700);
+    assert_eq!(mode(&db), 0o600);
+    // Written to while open, as the server does: the WAL takes the file's permissions.
+    let url = format!("sqlite://{}", db.display());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = herald::store::SqlStore::connect(&url).await.unwrap();
+        let service = herald::service::Service::new(std::sync::Arc::new(store))
+            .acting(herald::domain::Actor::Cli);
+        service
+            .create_token("deploy", herald::domain::Role::Maintainer)
+            .await
+            .unwrap();
+        let wal = dir.path().join("state/herald.db-wal");
+        assert!(wal.exists());
+        assert_eq!(mode(&wal), 0o600);
+    });
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["db", "init"])
+        .current_dir(dir.path())
+        .env("HERALD_DATABASE_URL", "sqlite://state/herald.db")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(mode(&db), 0o600);
+}

@@ -490,7 +490,7 @@ async fn health_readiness_and_metrics() {
     assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
     assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
     app.get("/").await;
-    let metrics = app.get("/metrics").await;
+    let metrics = app.metrics().await;
     assert_eq!(metrics.status, StatusCode::OK);
     assert!(
         metrics
@@ -540,7 +540,7 @@ async fn made_up_methods_leave_metrics_bounded() {
         let method = axum::http::Method::from_bytes(format!("XMADE{i}").as_bytes()).unwrap();
         app.request(method, "/", &[]).await;
     }
-    let text = app.get("/metrics").await.text();
+    let text = app.metrics().await.text();
     assert!(!text.contains("XMADE"), "a made-up method became a label");
     let other: Vec<&str> = text
         .lines()
@@ -667,7 +667,7 @@ async fn fresh_cached_pages_are_answered_by_a_layer_of_the_router() {
     let etag = app.get(&window).await.header("etag").unwrap().to_owned();
     app.request(Method::GET, &window, &[("if-none-match", &etag)])
         .await;
-    let metrics = app.get("/metrics").await.text();
+    let metrics = app.metrics().await.text();
     assert!(
         metrics.contains(
             "http_requests_total{method=\"GET\",route=\"/maintenance/{id}\",status=\"304\"}"
@@ -747,7 +747,7 @@ async fn the_shipped_alerts_check_and_name_real_metrics() {
     );
     // A page first: request counters appear once a request was answered.
     app.get("/").await;
-    let metrics = app.get("/metrics").await.text();
+    let metrics = app.metrics().await.text();
     let text = std::fs::read_to_string(rules).unwrap();
     let mut named: Vec<&str> = text
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -807,4 +807,73 @@ async fn the_shipped_alerts_check_and_name_real_metrics() {
             }
         }
     }
+}
+
+/// `/metrics` names channels and sign-in activity: a scraper on this machine reads it, the
+/// public (also through a reverse proxy on the same host) does not, and a scraper elsewhere
+/// needs HERALD_METRICS_TOKEN.
+#[tokio::test]
+async fn metrics_are_not_the_publics() {
+    use tower::ServiceExt;
+    let app = TestApp::new().await;
+    let send =
+        |router: axum::Router, peer: [u8; 4], headers: &[(&str, &str)]| {
+            let mut request = axum::http::Request::builder().uri("/metrics");
+            for (k, v) in headers {
+                request = request.header(*k, *v);
+            }
+            let mut request = request.body(axum::body::Body::empty()).unwrap();
+            request.extensions_mut().insert(axum::extract::ConnectInfo(
+                std::net::SocketAddr::from((peer, 40000)),
+            ));
+            async move { router.oneshot(request).await.unwrap().status() }
+        };
+    let router = app.router.clone();
+    assert_eq!(
+        send(router.clone(), [127, 0, 0, 1], &[]).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(router.clone(), [203, 0, 113, 9], &[]).await,
+        StatusCode::FORBIDDEN
+    );
+    // nginx on the same host: loopback, but forwarding for someone else.
+    assert_eq!(
+        send(
+            router.clone(),
+            [127, 0, 0, 1],
+            &[("x-forwarded-for", "203.0.113.9")]
+        )
+        .await,
+        StatusCode::FORBIDDEN
+    );
+    // No ConnectInfo at all (not a TCP client): refused.
+    assert_eq!(app.get("/metrics").await.status, StatusCode::FORBIDDEN);
+
+    let mut settings = app.state.settings.clone();
+    settings.metrics_token = Some(herald::config::Secret::new("scrape-me"));
+    let router = herald::web::router(herald::web::AppState::new(app.service.clone(), settings));
+    let elsewhere = [198, 51, 100, 7];
+    assert_eq!(
+        send(router.clone(), elsewhere, &[]).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(
+            router.clone(),
+            elsewhere,
+            &[("authorization", "Bearer wrong")]
+        )
+        .await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(
+            router.clone(),
+            elsewhere,
+            &[("authorization", "Bearer scrape-me")]
+        )
+        .await,
+        StatusCode::OK
+    );
 }

@@ -29,13 +29,19 @@ pub(super) async fn connect(url: &str) -> StoreResult<AnyPool> {
         && let Some(dir) = filename.parent()
         && !dir.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Database(sqlx::Error::Configuration(
-                format!("cannot create the database folder {}: {e}", dir.display()).into(),
-            ))
-        })?;
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                StoreError::Database(sqlx::Error::Configuration(
+                    format!("cannot create the database folder {}: {e}", dir.display()).into(),
+                ))
+            })?;
     }
     if !in_memory {
+        owner_only(filename)?;
         // Make the file and switch it to WAL on one connection first: the switch needs the
         // database to itself, and pooled connections opening at the same moment would get
         // "database is locked" (the journal-mode pragma runs before their busy timeout
@@ -69,6 +75,50 @@ pub(super) async fn connect(url: &str) -> StoreResult<AnyPool> {
         .connect(&any_url)
         .await?;
     Ok(pool)
+}
+
+/// The database holds password hashes, bot tokens and app passwords: its file is made
+/// readable by its owner only before SQLite opens it (SQLite gives the `-wal` and `-shm` files
+/// the database file's permissions), and an existing file readable by others is narrowed.
+fn owner_only(path: &std::path::Path) -> StoreResult<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let failed = |e: std::io::Error| {
+        StoreError::Database(sqlx::Error::Configuration(
+            format!("cannot make {} private: {e}", path.display()).into(),
+        ))
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    file = %path.display(),
+                    "the database was readable by others: it is now its owner's only"
+                );
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut file = path.as_os_str().to_owned();
+                    file.push(suffix);
+                    match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(failed(e));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map(drop)
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Ok(()),
+                _ => Err(failed(e)),
+            }),
+        Err(e) => Err(failed(e)),
+    }
 }
 
 /// Open the existing database at `url` without changing it: never made, never migrated, its

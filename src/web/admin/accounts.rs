@@ -417,6 +417,8 @@ pub async fn password_page(
 /// user ends; they sign in again with the new password.
 pub async fn change_password(
     State(state): State<AppState>,
+    auth::ClientIp(ip): auth::ClientIp,
+    headers: axum::http::HeaderMap,
     CsrfForm { signed_in, form }: CsrfForm<PasswordForm>,
 ) -> Result<Response, AppError> {
     let again = |status, field: &'static str, why: String| {
@@ -430,13 +432,30 @@ pub async fn change_password(
         )
     };
     let name = signed_in.user.name.clone();
-    match state.service.verify_user(&name, &form.current).await {
-        Ok(Some(_)) => {}
-        Ok(None) => {
+    // As a sign-in: a stolen session cannot guess the password here faster than at the door.
+    let secure = state.settings.public_url.starts_with("https://");
+    let device = auth::device_from(&headers, secure);
+    match state
+        .service
+        .check_password(&name, &form.current, ip, device.as_deref())
+        .await
+    {
+        Ok(PasswordCheck::Right { .. }) => {}
+        Ok(PasswordCheck::Wrong) => {
             return again(
                 StatusCode::UNAUTHORIZED,
                 "current",
                 "That is not your current password.".to_owned(),
+            );
+        }
+        Ok(PasswordCheck::Wait(wait)) => {
+            return again(
+                StatusCode::TOO_MANY_REQUESTS,
+                "current",
+                format!(
+                    "Too many wrong passwords. Try again {}.",
+                    auth::wait_text(wait)
+                ),
             );
         }
         Err(ServiceError::Busy(why)) => {

@@ -23,7 +23,7 @@ use crate::domain::{
     Automation, DomainError, Impact, NewMaintenance, NewStep, Role, Schedule, StepAction,
     StepState, ValidationError, WindowAction, WindowState,
 };
-use crate::service::ServiceError;
+use crate::service::{PasswordCheck, ServiceError};
 
 mod accounts;
 pub mod channels;

@@ -241,7 +241,10 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
         request.extensions(),
         request.headers(),
         &state.settings.trusted_proxies,
+        &state.settings.trusted_proxy_header,
     );
+    let secure = state.settings.public_url.starts_with("https://");
+    let device = auth::device_from(request.headers(), secure);
     let Form(form) = Form::<LoginForm>::from_request(request, &state).await?;
     let next = safe_next(form.next.as_deref());
     let resume = form.resume.clone().checked();
@@ -257,25 +260,25 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
             },
         )
     };
-    let throttle = state.service.sign_ins();
-    if let Err(wait) = throttle.begin(Scope::Login, &form.name, ip).await? {
-        return again(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "Too many failed attempts. Try again {}.",
-                auth::wait_text(wait)
-            ),
-        );
-    }
-    let checked = match state.service.verify_user(&form.name, &form.password).await {
+    let checked = match state
+        .service
+        .check_password(&form.name, &form.password, ip, device.as_deref())
+        .await
+    {
         Err(ServiceError::Busy(why)) => {
-            throttle.cancel(Scope::Login, &form.name, ip).await;
             return again(StatusCode::TOO_MANY_REQUESTS, format!("{why}."));
         }
         other => other?,
     };
     match checked {
-        None => {
+        PasswordCheck::Wait(wait) => again(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Too many failed attempts. Try again {}.",
+                auth::wait_text(wait)
+            ),
+        ),
+        PasswordCheck::Wrong => {
             tracing::info!(
                 target: "herald::auth",
                 name = %form.name,
@@ -287,12 +290,14 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
                 "Wrong name or password.".to_owned(),
             )
         }
-        Some(user) => {
-            throttle.succeeded(Scope::Login, &form.name, ip).await;
-            match resume {
-                Some(resume) => resume_page(&state, user, resume).await,
-                None => signed_in_at(&state, user, &next).await,
-            }
+        PasswordCheck::Right { user, device } => {
+            let mut r = match resume {
+                Some(resume) => resume_page(&state, user, resume).await?,
+                None => signed_in_at(&state, user, &next).await?,
+            };
+            r.headers_mut()
+                .append(header::SET_COOKIE, auth::device_cookie(&device, secure));
+            Ok(r)
         }
     }
 }
@@ -344,6 +349,7 @@ pub async fn setup(State(state): State<AppState>, request: Request) -> Result<Re
         request.extensions(),
         request.headers(),
         &state.settings.trusted_proxies,
+        &state.settings.trusted_proxy_header,
     );
     let Form(form) = Form::<SetupForm>::from_request(request, &state).await?;
     let Some(code) = &state.setup_code else {
@@ -368,7 +374,12 @@ pub async fn setup(State(state): State<AppState>, request: Request) -> Result<Re
             },
         )
     };
-    if let Err(wait) = state.service.sign_ins().begin(Scope::Setup, "", ip).await? {
+    if let Err(wait) = state
+        .service
+        .sign_ins()
+        .begin(Scope::Setup, "", ip, None)
+        .await?
+    {
         return again(
             StatusCode::TOO_MANY_REQUESTS,
             format!("Too many wrong codes. Try again {}.", auth::wait_text(wait)),
@@ -410,11 +421,11 @@ pub async fn logout(
     headers: axum::http::HeaderMap,
     _: CsrfForm,
 ) -> Result<Response, AppError> {
-    if let Some(cookie) = auth::session_from(&headers) {
+    let secure = state.settings.public_url.starts_with("https://");
+    if let Some(cookie) = auth::session_from(&headers, secure) {
         state.service.close_session(&cookie).await?;
     }
     let mut r = Redirect::to("/admin/login").into_response();
-    let secure = state.settings.public_url.starts_with("https://");
     r.headers_mut().insert(
         header::SET_COOKIE,
         auth::session_cookie("", secure, Some(0)),

@@ -215,6 +215,7 @@ impl FromRequestParts<AppState> for Bearer {
                     &parts.extensions,
                     &parts.headers,
                     &state.settings.trusted_proxies,
+                    &state.settings.trusted_proxy_header,
                 );
                 // Never the token itself: its first characters name it well enough.
                 tracing::info!(

@@ -135,6 +135,21 @@ impl TestApp {
         }
     }
 
+    /// `/metrics` as a scraper on this machine reads it.
+    pub async fn metrics(&self) -> Reply {
+        let mut request = Request::builder()
+            .uri("/metrics")
+            .body(Body::empty())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                40000,
+            ))));
+        self.send(request).await
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.request(Method::GET, path, &[]).await
     }
