@@ -111,6 +111,9 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     );
     let token = CancellationToken::new();
     let tasks = TaskTracker::new();
+    // Before any delivery lease is taken back in this id's name: the id must be ours.
+    let presence = claim_instance_id(state.service.store(), &settings.instance_id).await?;
+    spawn_presence(&state, &settings.instance_id, presence, &tasks, &token);
     spawn_metrics_upkeep(&state, &tasks, &token);
     spawn_outbox(&state, &tasks, &token);
     crate::scheduler::spawn(
@@ -187,6 +190,80 @@ pub fn spawn_outbox(state: &AppState, tasks: &TaskTracker, token: &CancellationT
         token.clone(),
         tasks.clone(),
     );
+}
+
+/// How often a running instance marks its id as in use, and how long after the last mark the
+/// id is free again (a crashed instance's id, for its restart).
+const PRESENCE_BEAT: Duration = Duration::from_secs(2);
+const PRESENCE_STALE: Duration = Duration::from_secs(6);
+
+/// Take this instance's id, or refuse to start when another running instance holds it: two
+/// instances with one id would take back each other's live delivery leases (and post twice).
+/// An id marked moments ago (a crash, then a quick restart) is watched for one beat first.
+async fn claim_instance_id(store: &Arc<dyn Store>, id: &str) -> anyhow::Result<String> {
+    let token = crate::ids::random_hex(32);
+    let stale = PRESENCE_STALE.as_millis() as i64;
+    let mut watched = false;
+    loop {
+        let now = jiff::Timestamp::now().as_millisecond();
+        let held = store
+            .claim_instance(id, &token, now, now - stale)
+            .await
+            .context("cannot record this instance's id in the database")?;
+        let Some(heartbeat) = held else {
+            return Ok(token);
+        };
+        if watched {
+            bail!(
+                "another running instance uses the instance id {id:?} (it marked it {} ms ago): \
+                 give each instance its own HERALD_INSTANCE_ID",
+                now - heartbeat
+            );
+        }
+        info!(
+            instance = id,
+            seen_ms_ago = now - heartbeat,
+            "this instance id was in use moments ago: waiting to see whether that instance still runs"
+        );
+        let wait = (heartbeat + stale - now).clamp(0, stale) as u64 + 200;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        watched = true;
+    }
+}
+
+/// Keep marking the id as in use until the instance stops, then give it up.
+fn spawn_presence(
+    state: &AppState,
+    id: &str,
+    presence: String,
+    tasks: &TaskTracker,
+    token: &CancellationToken,
+) {
+    let (store, id, token) = (state.service.store().clone(), id.to_owned(), token.clone());
+    tasks.spawn(async move {
+        let mut beat = tokio::time::interval(PRESENCE_BEAT);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = beat.tick() => {}
+            }
+            let now = jiff::Timestamp::now().as_millisecond();
+            match store.instance_heartbeat(&id, &presence, now).await {
+                Ok(true) => {}
+                Ok(false) => warn!(
+                    instance = %id,
+                    "another instance took this instance id over (this one was not heard from \
+                     for a while): give each instance its own HERALD_INSTANCE_ID"
+                ),
+                // The database away: the mark goes stale, which is what it should say.
+                Err(e) => tracing::debug!(error = %e, "could not mark the instance id"),
+            }
+        }
+        if let Err(e) = store.release_instance(&id, &presence).await {
+            warn!(error = %e, "could not give up the instance id");
+        }
+    });
 }
 
 fn spawn_metrics_upkeep(state: &AppState, tasks: &TaskTracker, token: &CancellationToken) {

@@ -419,6 +419,19 @@ pub trait Outbox: Send + Sync {
     /// Drop the leases instance `owner` holds: at its start, none of its workers holds one
     /// (they were a previous run's). Other instances' leases stay.
     async fn release_leases(&self, owner: &str) -> StoreResult<u64>;
+    /// Take instance id `id` for this run (`token`) unless a run whose heartbeat is at or after
+    /// `stale_before_ms` holds it: `None` when taken, else that run's latest heartbeat.
+    async fn claim_instance(
+        &self,
+        id: &str,
+        token: &str,
+        now_ms: i64,
+        stale_before_ms: i64,
+    ) -> StoreResult<Option<i64>>;
+    /// Keep this run's hold on `id` fresh; false when another run has taken it over.
+    async fn instance_heartbeat(&self, id: &str, token: &str, now_ms: i64) -> StoreResult<bool>;
+    /// Give `id` up at a clean stop.
+    async fn release_instance(&self, id: &str, token: &str) -> StoreResult<()>;
     /// A window's timeline entry (withdrawn or not: a withdrawal's delivery needs it).
     async fn get_update(&self, id: i64) -> StoreResult<Option<Update>>;
     /// Per channel with anything waiting or failed: (channel id, pending, the oldest pending

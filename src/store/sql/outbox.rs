@@ -765,6 +765,58 @@ impl Outbox for SqlStore {
         .rows_affected())
     }
 
+    async fn claim_instance(
+        &self,
+        id: &str,
+        token: &str,
+        now_ms: i64,
+        stale_before_ms: i64,
+    ) -> StoreResult<Option<i64>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO instance_presence (id, token, started_ms, heartbeat_ms) \
+             VALUES ($1, $2, $3, $3) \
+             ON CONFLICT (id) DO UPDATE SET token = excluded.token, \
+                started_ms = excluded.started_ms, heartbeat_ms = excluded.heartbeat_ms \
+             WHERE instance_presence.heartbeat_ms < $4",
+        )
+        .bind(id)
+        .bind(token)
+        .bind(now_ms)
+        .bind(stale_before_ms)
+        .execute(&mut *tx)
+        .await?;
+        let (holder, heartbeat): (String, i64) =
+            sqlx::query_as("SELECT token, heartbeat_ms FROM instance_presence WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok((holder != token).then_some(heartbeat))
+    }
+
+    async fn instance_heartbeat(&self, id: &str, token: &str, now_ms: i64) -> StoreResult<bool> {
+        Ok(sqlx::query(
+            "UPDATE instance_presence SET heartbeat_ms = $3 WHERE id = $1 AND token = $2",
+        )
+        .bind(id)
+        .bind(token)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    async fn release_instance(&self, id: &str, token: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM instance_presence WHERE id = $1 AND token = $2")
+            .bind(id)
+            .bind(token)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn get_update(&self, id: i64) -> StoreResult<Option<Update>> {
         sqlx::query(
             "SELECT id, maintenance_id, kind, body, note, step_position, created_at, edited_at \
