@@ -147,6 +147,10 @@ pub struct SettingsArgs {
     /// non-milestone moves [default: 10s]
     #[arg(long, global = true, env = "HERALD_ROLLOUT_EDIT_INTERVAL", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub rollout_edit_interval: Option<Duration>,
+    /// Let channels reach loopback, private and link-local addresses, and plain http (a
+    /// receiver on your own network) [default: false]
+    #[arg(long, global = true, env = "HERALD_ALLOW_PRIVATE_TARGETS", value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    pub allow_private_targets: Option<bool>,
 }
 
 /// Announcement channels from the environment and delivery settings. Secrets come from the
@@ -165,6 +169,8 @@ pub struct AnnounceSettings {
     pub delivery_deadline: Duration,
     pub delivery_timeout: Duration,
     pub rollout_edit_interval: Duration,
+    /// Channels may reach private addresses and plain http (HERALD_ALLOW_PRIVATE_TARGETS).
+    pub allow_private_targets: bool,
 }
 
 pub const DEFAULT_BLUESKY_PDS_URL: &str = "https://bsky.social";
@@ -210,6 +216,7 @@ struct FileSettings {
     delivery_timeout: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     rollout_edit_interval: Option<Duration>,
+    allow_private_targets: Option<bool>,
 }
 
 mod opt_duration {
@@ -583,6 +590,10 @@ impl Settings {
             "rollout_edit_interval".into(),
             duration(a.rollout_edit_interval),
         );
+        t.insert(
+            "allow_private_targets".into(),
+            Value::Boolean(a.allow_private_targets),
+        );
         let components: Vec<Value> = self
             .components
             .iter()
@@ -707,6 +718,10 @@ impl AnnounceSettings {
                 .rollout_edit_interval
                 .or(file.rollout_edit_interval)
                 .unwrap_or(Duration::from_secs(10)),
+            allow_private_targets: args
+                .allow_private_targets
+                .or(file.allow_private_targets)
+                .unwrap_or(false),
         };
         match (&this.discord_bot_token, &this.discord_channel_id) {
             (Some(_), None) => {
@@ -801,6 +816,10 @@ delivery_timeout = "10s"
 # Discord redraws a live rollout message at most this often for drain counts and other moves
 # that are not milestones (a large rollout stays within Discord's rate limits).
 rollout_edit_interval = "10s"                         # HERALD_ROLLOUT_EDIT_INTERVAL
+# Channels reach only public addresses over https: a webhook, Discord API base or PDS that is
+# (or resolves to) loopback, a private, link-local or unique-local address is refused, as is
+# http://. Allow them for a receiver on your own network.  HERALD_ALLOW_PRIVATE_TARGETS
+allow_private_targets = false
 
 # Components of your service, created at start if their slug is new.
 # [[components]]

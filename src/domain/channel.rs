@@ -343,6 +343,26 @@ fn check_url(field: &'static str, url: &str) -> Result<String, ValidationError> 
             "give an http:// or https:// URL",
         ));
     }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    if authority.contains('@') {
+        return Err(ValidationError::new(
+            field,
+            "the URL must not carry a user name or password",
+        ));
+    }
+    if rest.contains('#') {
+        return Err(ValidationError::new(
+            field,
+            "the URL must not have a #fragment",
+        ));
+    }
+    // An API base is a prefix Herald appends paths to: a query would swallow them.
+    if field == "api_url" && rest.contains('?') {
+        return Err(ValidationError::new(
+            field,
+            "an API base has no ?query: give the address up to its path",
+        ));
+    }
     Ok(url.to_owned())
 }
 
@@ -394,8 +414,15 @@ impl NewChannel {
                 }
             }
             ChannelKind::Webhook => {
-                self.target = check_url("target", &self.target).map_err(|_| {
-                    ValidationError::new("target", "give the http:// or https:// URL to send to")
+                self.target = check_url("target", &self.target).map_err(|e| {
+                    if e.message.starts_with("give an") {
+                        ValidationError::new(
+                            "target",
+                            "give the http:// or https:// URL to send to",
+                        )
+                    } else {
+                        e
+                    }
                 })?;
                 if !secret.is_empty() && !is_webhook_secret(&secret) {
                     return Err(ValidationError::new(

@@ -769,3 +769,40 @@ fn times_in_texts_are_found_exactly() {
     assert!(tagged.contains("Sun 14 Dec 2026, 01:00 UTC"));
     assert!(utc_times("ünïcödé Sun ").is_empty());
 }
+
+#[test]
+fn channel_addresses_carry_no_credentials_fragment_or_query_in_an_api_base() {
+    use crate::domain::{ChannelKind, ChannelSecret, DEFAULT_EVENTS, NewChannel};
+    let bot = |api: &str| NewChannel {
+        name: "bot".into(),
+        kind: Some(ChannelKind::DiscordBot),
+        target: "1200000000000000001".into(),
+        secret: ChannelSecret::new("token".to_owned()),
+        api_url: Some(api.into()),
+        events: DEFAULT_EVENTS.to_vec(),
+        enabled: true,
+        ..Default::default()
+    };
+    for (api, said) in [
+        ("https://evil.example/any/path?", "no ?query"),
+        ("https://evil.example/any/path#", "#fragment"),
+        ("https://user:pw@discord.com", "user name or password"),
+    ] {
+        let e = bot(api).validate(false).unwrap_err();
+        assert_eq!(e.field, "api_url");
+        assert!(e.message.contains(said), "{api}: {}", e.message);
+    }
+    assert!(bot("https://discord.com").validate(false).is_ok());
+    let hook = |target: &str| NewChannel {
+        name: "hook".into(),
+        kind: Some(ChannelKind::Webhook),
+        target: target.into(),
+        secret: ChannelSecret::new(String::new()),
+        events: DEFAULT_EVENTS.to_vec(),
+        enabled: true,
+        ..Default::default()
+    };
+    // A webhook may have a query (some receivers take their key there), not a fragment.
+    assert!(hook("https://hooks.example/x?key=1").validate(true).is_ok());
+    assert!(hook("https://hooks.example/x#y").validate(true).is_err());
+}

@@ -69,9 +69,14 @@ impl CallError {
                 message,
                 retry_after,
             } => {
-                let reason = match error {
-                    Some(error) => format!("{what}: Bluesky answered {status}: {error}: {message}"),
-                    None => format!("{what}: Bluesky answered {status}: {message}"),
+                let error = error.map(|e| super::short_reason(&e));
+                let reason = match (error, message.is_empty()) {
+                    (Some(error), false) => {
+                        format!("{what}: Bluesky answered {status}: {error}: {message}")
+                    }
+                    (Some(error), true) => format!("{what}: Bluesky answered {status}: {error}"),
+                    (None, false) => format!("{what}: Bluesky answered {status}: {message}"),
+                    (None, true) => format!("{what}: Bluesky answered {status}"),
                 };
                 if status == StatusCode::TOO_MANY_REQUESTS {
                     SendError::Transient {
@@ -122,15 +127,17 @@ impl Bluesky {
         if channel.kind != ChannelKind::Bluesky {
             return Err(SendError::Permanent("not a Bluesky channel".into()));
         }
+        let pds = channel
+            .api_url
+            .clone()
+            .unwrap_or_else(|| crate::config::DEFAULT_BLUESKY_PDS_URL.to_owned())
+            .trim_end_matches('/')
+            .to_owned();
+        settings.check_target(&pds)?;
         let http = settings.http_client()?;
         Ok(Self {
             http,
-            pds: channel
-                .api_url
-                .clone()
-                .unwrap_or_else(|| crate::config::DEFAULT_BLUESKY_PDS_URL.to_owned())
-                .trim_end_matches('/')
-                .to_owned(),
+            pds,
             identifier: channel.target.clone(),
             password: channel.secret.expose().to_owned(),
             langs: channel.langs.clone(),
@@ -156,13 +163,10 @@ impl Bluesky {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.map_err(|e| {
-            CallError::Transport(if e.is_timeout() {
-                format!("timed out: {e}")
-            } else {
-                format!("connection failed: {e}")
-            })
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| CallError::Transport(super::transport_error(&e)))?;
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = super::read_capped(response)
@@ -176,10 +180,11 @@ impl Bluesky {
         Err(CallError::Http {
             status,
             error: parsed["error"].as_str().map(str::to_owned),
+            // The PDS's own XRPC error message, shortened; anything else is not repeated.
             message: parsed["message"]
                 .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into()),
+                .map(super::short_reason)
+                .unwrap_or_default(),
             retry_after: retry_after(&headers),
         })
     }

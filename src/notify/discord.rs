@@ -106,15 +106,20 @@ pub fn api_base(url: &str) -> String {
 
 /// The answer to a request that did not succeed, as Herald's retry logic sees it.
 fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], what: &str) -> SendError {
+    // Discord's own error (its message and code), shortened; anything else that answered is
+    // not repeated, only its status.
     let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
     let message = parsed
         .as_ref()
-        .and_then(|b| b.message.clone())
-        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
+        .and_then(|b| b.message.as_deref())
+        .map(super::short_reason);
     let code = parsed.as_ref().and_then(|b| b.code);
-    let reason = match code {
-        Some(code) => format!("{what}: Discord answered {status}: {message} (code {code})"),
-        None => format!("{what}: Discord answered {status}: {message}"),
+    let reason = match (message, code) {
+        (Some(message), Some(code)) => {
+            format!("{what}: Discord answered {status}: {message} (code {code})")
+        }
+        (Some(message), None) => format!("{what}: Discord answered {status}: {message}"),
+        (None, _) => format!("{what}: Discord answered {status}"),
     };
     if status == StatusCode::TOO_MANY_REQUESTS {
         let after = parsed
@@ -171,6 +176,7 @@ impl Discord {
                 return Err(SendError::Permanent("not a Discord channel".into()));
             }
         };
+        settings.check_target(&base)?;
         let http = settings.http_client()?;
         Ok(Self {
             http,
@@ -210,17 +216,11 @@ impl Discord {
             request.headers_mut().remove(AUTHORIZATION);
         }
         self.respect_rate_limit(what).await?;
-        let response = self.http.execute(request).await.map_err(|e| {
-            let kind = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "could not connect"
-            } else {
-                "connection failed"
-            };
-            // A webhook's URL holds its token: never in an error that is stored or shown.
-            SendError::transient(format!("{what}: {kind}: {}", e.without_url()))
-        })?;
+        // A webhook's URL holds its token: never in an error that is stored or shown.
+        let response =
+            self.http.execute(request).await.map_err(|e| {
+                SendError::transient(format!("{what}: {}", super::transport_error(&e)))
+            })?;
         let status = response.status();
         let headers = response.headers().clone();
         self.note_rate_limit(&headers);

@@ -58,6 +58,9 @@ pub struct NotifySettings {
     pub request_timeout: Duration,
     /// Owns the deliveries this instance's workers claim (HERALD_INSTANCE_ID).
     pub instance_id: String,
+    /// Let channels reach loopback, private and link-local addresses, and plain http
+    /// (HERALD_ALLOW_PRIVATE_TARGETS): for a receiver on the operator's own network, and tests.
+    pub allow_private_targets: bool,
 }
 
 impl NotifySettings {
@@ -70,18 +73,62 @@ impl NotifySettings {
             deadline: settings.announce.delivery_deadline,
             request_timeout: settings.announce.delivery_timeout,
             instance_id: settings.instance_id.clone(),
+            allow_private_targets: settings.announce.allow_private_targets,
         }
     }
 
-    /// The HTTP client every sender uses: each request bounded by `request_timeout`.
+    /// The HTTP client every sender uses: each request bounded by `request_timeout`; names
+    /// resolved by [`PublicOnly`] unless private targets are allowed, so the address checked is
+    /// the one connected to (a name that turns private between a check and the connection,
+    /// DNS rebinding, is refused all the same).
     pub fn http_client(&self) -> Result<reqwest::Client, SendError> {
-        reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             // A redirect would carry the token or session to wherever it points.
             .redirect(reqwest::redirect::Policy::none())
             .timeout(self.request_timeout)
-            .connect_timeout(self.request_timeout.min(Duration::from_secs(5)))
+            .connect_timeout(self.request_timeout.min(Duration::from_secs(5)));
+        if !self.allow_private_targets {
+            builder = builder.dns_resolver(Arc::new(PublicOnly)).https_only(true);
+        }
+        builder
             .build()
             .map_err(|e| SendError::Permanent(format!("HTTP client: {e}")))
+    }
+
+    /// Whether a sender may talk to `url` (its API base, webhook address or PDS): https, no
+    /// user name or password in it, and, as an address written out, not a private one; unless
+    /// private targets are allowed. Names are checked when they are resolved ([`PublicOnly`]).
+    pub fn check_target(&self, url: &str) -> Result<(), SendError> {
+        let refuse = |why: String| Err(SendError::Permanent(why));
+        let Ok(parsed) = reqwest::Url::parse(url) else {
+            return refuse("the address is not a URL".into());
+        };
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return refuse("the address carries a user name or password".into());
+        }
+        if self.allow_private_targets {
+            return Ok(());
+        }
+        if parsed.scheme() != "https" {
+            return refuse(format!(
+                "{}:// is refused: Herald sends only over https (HERALD_ALLOW_PRIVATE_TARGETS \
+                 allows http)",
+                parsed.scheme()
+            ));
+        }
+        let ip = parsed.host_str().and_then(|h| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .ok()
+        });
+        match ip {
+            Some(ip) if is_private(ip) => refuse(format!(
+                "{ip} is a loopback, private or link-local address (HERALD_ALLOW_PRIVATE_TARGETS \
+                 allows it)"
+            )),
+            _ => Ok(()),
+        }
     }
 
     pub fn page_url(&self, window_id: i64) -> String {
@@ -90,6 +137,97 @@ impl NotifySettings {
 
     pub fn rollout_url(&self, rollout_id: i64) -> String {
         format!("{}/rollouts/{rollout_id}", self.public_url)
+    }
+}
+
+/// Not on the public internet: loopback, private (RFC 1918), shared (RFC 6598), link-local
+/// (169.254/16, where cloud metadata answers; fe80::/10), unique-local (fc00::/7),
+/// unspecified, broadcast and multicast addresses, also written as IPv4-mapped IPv6.
+pub fn is_private(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_private(IpAddr::V4(v4)),
+            None => {
+                let first = v6.segments()[0];
+                v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80
+            }
+        },
+    }
+}
+
+/// Resolves names to their public addresses only: a channel cannot reach this machine or its
+/// network by a name that points there.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<std::net::SocketAddr> =
+                found.into_iter().filter(|a| !is_private(a.ip())).collect();
+            if public.is_empty() {
+                return Err(format!(
+                    "{host} resolves to loopback, private or link-local addresses only \
+                     (HERALD_ALLOW_PRIVATE_TARGETS allows them)"
+                )
+                .into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// A failed request as a maintainer may see it: what went wrong and its innermost cause (a
+/// refused address, a TLS or connection error), never the URL (a webhook's holds its token).
+pub fn transport_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "connection failed"
+    };
+    let mut cause: &dyn std::error::Error = e;
+    let mut innermost = None;
+    while let Some(next) = cause.source() {
+        innermost = Some(next);
+        cause = next;
+    }
+    match innermost {
+        Some(cause) => format!("{kind}: {}", short_reason(&cause.to_string())),
+        None => kind.to_owned(),
+    }
+}
+
+/// What a receiver or an error says, made safe to show: one line, no control characters, at
+/// most 120 characters.
+pub fn short_reason(text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let clean = clean.split_whitespace().collect::<Vec<_>>().join(" ");
+    match clean.char_indices().nth(120) {
+        Some((at, _)) => format!("{}…", &clean[..at]),
+        None => clean,
     }
 }
 
@@ -835,5 +973,100 @@ mod wait_tests {
             std::time::SystemTime::now() + Duration::from_secs(400 * 86_400),
         );
         assert_eq!(header(&far), Some(SERVER_WAIT_MAX));
+    }
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::*;
+
+    fn settings(allow: bool) -> NotifySettings {
+        NotifySettings {
+            public_url: "https://status.example.com".into(),
+            site_name: "Status".into(),
+            discord_api_url: None,
+            deadline: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(1),
+            instance_id: "test".into(),
+            allow_private_targets: allow,
+        }
+    }
+
+    #[test]
+    fn private_addresses_are_known() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "1.1.1.1",
+            "162.159.128.233",
+            "2606:4700::6810:84e5",
+            "100.128.0.1",
+        ] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn targets_are_public_https_without_credentials() {
+        let strict = settings(false);
+        assert!(strict.check_target("https://discord.com").is_ok());
+        assert!(strict.check_target("https://bsky.social").is_ok());
+        for refused in [
+            "http://discord.com",
+            "https://127.0.0.1:8080",
+            "https://[::1]/api",
+            "https://169.254.169.254/latest/meta-data",
+            "https://10.0.0.5/hook",
+            "https://user:pw@example.com/hook",
+            "not a url",
+        ] {
+            assert!(
+                matches!(strict.check_target(refused), Err(SendError::Permanent(_))),
+                "{refused}"
+            );
+        }
+        let allowed = settings(true);
+        assert!(allowed.check_target("http://127.0.0.1:8080").is_ok());
+        assert!(allowed.check_target("https://user:pw@example.com").is_err());
+    }
+
+    #[tokio::test]
+    async fn names_that_resolve_to_private_addresses_are_refused_at_connect_time() {
+        use reqwest::dns::Resolve as _;
+        let refused = PublicOnly
+            .resolve("localhost".parse().unwrap())
+            .await
+            .err()
+            .expect("localhost is refused");
+        assert!(refused.to_string().contains("HERALD_ALLOW_PRIVATE_TARGETS"));
+        // Through the client: the error a maintainer sees says why.
+        let client = settings(false).http_client().unwrap();
+        let e = client.get("https://localhost:9/").send().await.unwrap_err();
+        let said = transport_error(&e);
+        assert!(said.contains("resolves to loopback"), "{said}");
+    }
+
+    #[test]
+    fn reasons_are_short_and_one_line() {
+        assert_eq!(short_reason("a\r\nb\tc"), "a b c");
+        let long = "x".repeat(500);
+        assert_eq!(short_reason(&long).chars().count(), 121);
     }
 }

@@ -47,6 +47,7 @@ impl Webhook {
             .strip_prefix("whsec_")
             .and_then(|k| BASE64.decode(k).ok())
             .ok_or_else(|| SendError::Permanent("the signing secret is not whsec_…".into()))?;
+        settings.check_target(&channel.target)?;
         Ok(Self {
             client: settings.http_client()?,
             url: channel.target.clone(),
@@ -69,17 +70,18 @@ impl Webhook {
             .body(body)
             .send()
             .await
-            .map_err(|e| SendError::transient(format!("POST failed: {}", e.without_url())))?;
+            .map_err(|e| {
+                SendError::transient(format!("POST failed: {}", super::transport_error(&e)))
+            })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
         }
         let after = super::retry_after(response.headers());
-        let text = read_capped(response)
-            .await
-            .map(|b| String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned())
-            .unwrap_or_default();
-        let reason = format!("the receiver answered {status}: {}", text.trim());
+        // Only the status: the receiver's body is whatever answered, not for a maintainer's
+        // screen (a channel pointed at an internal service must not become a way to read it).
+        let _ = read_capped(response).await;
+        let reason = format!("the receiver answered {status}");
         if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
             Err(SendError::Transient { reason, after })
         } else {

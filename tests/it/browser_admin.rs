@@ -56,6 +56,7 @@ async fn start_herald() -> Herald {
     let dir = tempfile::tempdir().unwrap();
     let url = crate::common::database_url(dir.path(), "herald.db");
     let mut settings = Settings::for_database(&url);
+    settings.announce.allow_private_targets = true;
     settings.site_name = "DecAPI status".into();
     let state = herald::server::build(&settings, false).await.unwrap();
     let discord = FakeDiscord::start().await;

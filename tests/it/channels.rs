@@ -364,3 +364,80 @@ async fn a_signed_webhook_shows_its_secret_once_and_rotates_it() {
         "{audit:?}"
     );
 }
+
+/// Channels reach only public addresses over https unless the operator allows private ones:
+/// a Discord API base, a webhook or a PDS on loopback, a private network or the cloud's
+/// metadata address is refused before anything is sent (a name resolving there too, at
+/// connect time), and what a receiver answers is shown as its status, not its body.
+#[tokio::test]
+async fn channels_cannot_reach_private_addresses_unless_allowed() {
+    use herald::domain::{ChannelKind, ChannelSecret, DEFAULT_EVENTS, NewChannel};
+    let app = TestApp::new().await;
+    let discord = FakeDiscord::start().await;
+    let hook = |target: &str| NewChannel {
+        name: "hook".into(),
+        kind: Some(ChannelKind::Webhook),
+        target: target.into(),
+        secret: ChannelSecret::new(String::new()),
+        events: DEFAULT_EVENTS.to_vec(),
+        enabled: true,
+        ..Default::default()
+    };
+    let mut strict = herald::notify::NotifySettings::from_settings(&app.state.settings);
+    strict.allow_private_targets = false;
+    let refusal = |c: &herald::domain::Channel, settings: &herald::notify::NotifySettings| {
+        match herald::notify::sender_for(c, settings, app.service.store()) {
+            Ok(_) => String::new(),
+            Err(e) => e.reason().to_owned(),
+        }
+    };
+    for (channel, said) in [
+        (
+            bot(&discord, &discord.base()),
+            "HERALD_ALLOW_PRIVATE_TARGETS",
+        ),
+        (
+            bot(&discord, "https://169.254.169.254"),
+            "169.254.169.254 is a loopback, private or link-local address",
+        ),
+        (hook("https://10.1.2.3/hook"), "10.1.2.3 is a loopback"),
+        (
+            hook("http://hooks.example.com/x"),
+            "Herald sends only over https",
+        ),
+    ] {
+        let c = app.add_channel(channel).await;
+        let reason = refusal(&c, &strict);
+        assert!(reason.contains(said), "{reason}");
+        app.service.delete_channel(c.id).await.unwrap();
+    }
+    // A name is checked where it resolves: localhost is loopback.
+    let c = app.add_channel(bot(&discord, "https://localhost:9")).await;
+    let sender = herald::notify::sender_for(&c, &strict, app.service.store()).unwrap();
+    let reason = sender.test("hello").await.unwrap_err().reason().to_owned();
+    assert!(reason.contains("resolves to loopback"), "{reason}");
+    assert_eq!(discord.requests().len(), 0);
+
+    // Allowed (as the tests' own settings do): a receiver's body stays out of what a
+    // maintainer sees, only its status shows.
+    let secret_body = {
+        let router = axum::Router::new().fallback(|| async {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "root:x:0:0:root:/root:/bin/bash internal-only",
+            )
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        addr
+    };
+    let c = app
+        .add_channel(hook(&format!("http://{secret_body}/hook")))
+        .await;
+    let settings = herald::notify::NotifySettings::from_settings(&app.state.settings);
+    let sender = herald::notify::sender_for(&c, &settings, app.service.store()).unwrap();
+    let reason = sender.test("hello").await.unwrap_err().reason().to_owned();
+    assert!(reason.contains("500 Internal Server Error"), "{reason}");
+    assert!(!reason.contains("root:x"), "{reason}");
+}

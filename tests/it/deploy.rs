@@ -475,6 +475,16 @@ async fn the_deploy_guides_upgrade_runs_behind_its_nginx_without_a_failed_reques
     let token = herald(&["token", "create", "herald-upgrades", "--role", "maintainer"]);
 
     let hosts = ["herald-1", "herald-2", "herald-3"];
+    // Whatever happens below, the instances stop with the test.
+    struct Stop<'a>(&'a std::path::Path, [&'a str; 3]);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            for host in self.1 {
+                let _ = Command::new(self.0.join(format!("{host}.stop"))).status();
+            }
+        }
+    }
+    let _stop = Stop(d, hosts);
     let ports: Vec<u16> = hosts.iter().map(|_| crate::common::free_port()).collect();
     for (host, port) in hosts.iter().zip(&ports) {
         write_host_scripts(d, host, *port, &env);
@@ -639,7 +649,4 @@ async fn the_deploy_guides_upgrade_runs_behind_its_nginx_without_a_failed_reques
         failed.len(),
         std::fs::read_to_string(d.join("nginx-error.log")).unwrap_or_default()
     );
-    for host in hosts {
-        let _ = Command::new(d.join(format!("{host}.stop"))).status();
-    }
 }

@@ -338,6 +338,7 @@ async fn sigterm_on_postgresql_finishes_the_delivery_in_flight() {
         Herald::start(&[
             ("HERALD_DATABASE_URL", &url),
             ("HERALD_DISCORD_WEBHOOK_URL", &webhook),
+            ("HERALD_ALLOW_PRIVATE_TARGETS", "true"),
             ("HERALD_SHUTDOWN_DELAY", "0s"),
             ("HERALD_DRAIN_TIMEOUT", "20s"),
         ])

@@ -82,6 +82,8 @@ impl TestApp {
         })
         .with_rollout_fold(fold);
         let mut settings = Settings::for_database(&url);
+        // The fake Discord and Bluesky listen on 127.0.0.1.
+        settings.announce.allow_private_targets = true;
         settings.site_name = "DecAPI status".into();
         // Fault tests make servers hang: give up on a request quickly.
         settings.announce.delivery_timeout = std::time::Duration::from_secs(1);
@@ -495,6 +497,8 @@ pub fn channel_env(
     bluesky: &fake_bluesky::FakeBluesky,
 ) -> Vec<(String, String)> {
     vec![
+        // The fakes listen on 127.0.0.1.
+        ("HERALD_ALLOW_PRIVATE_TARGETS".into(), "true".into()),
         ("HERALD_DISCORD_BOT_TOKEN".into(), discord.bot_token()),
         (
             "HERALD_DISCORD_CHANNEL_ID".into(),
