@@ -129,7 +129,13 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     let drain = Drain {
         delay: settings.shutdown_delay,
         timeout: settings.drain_timeout,
+        connections: ConnectionLimits::for_this_process(settings.trusted_proxies.clone()),
     };
+    info!(
+        connections = drain.connections.total(),
+        per_client = drain.connections.per_client(),
+        "connection limits"
+    );
     run(
         listener,
         crate::web::router(state.clone()),
@@ -282,13 +288,15 @@ fn spawn_metrics_upkeep(state: &AppState, tasks: &TaskTracker, token: &Cancellat
     });
 }
 
-/// How shutdown proceeds after the first signal.
-#[derive(Debug, Clone, Copy)]
+/// How shutdown proceeds after the first signal, and the connection caps until then.
+#[derive(Debug, Clone)]
 pub struct Drain {
     /// Keep serving this long (with `/readyz` failing) before closing the listener.
     pub delay: Duration,
     /// Then allow in-flight requests and background tasks this long to finish.
     pub timeout: Duration,
+    /// How many connections may be open, in all and per client.
+    pub connections: ConnectionLimits,
 }
 
 /// Serve `app` on `listener` until `shutdown` resolves, then drain: mark not ready, wait
@@ -329,9 +337,10 @@ pub async fn run(
         let stopped = stop_accepting.clone();
         let released = release_workers.clone();
         let done = done_tx.clone();
+        let limits = drain.connections.clone();
         std::thread::Builder::new()
             .name(format!("herald-http-{worker}"))
-            .spawn(move || serve_on_this_thread(listener, app, stopped, released, done))
+            .spawn(move || serve_on_this_thread(listener, app, limits, stopped, released, done))
             .context("cannot start an HTTP worker thread")?;
     }
     drop(done_tx);
@@ -409,6 +418,7 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 fn serve_on_this_thread(
     listener: TcpListener,
     app: axum::Router,
+    limits: ConnectionLimits,
     stopped: CancellationToken,
     released: CancellationToken,
     done: tokio::sync::mpsc::Sender<anyhow::Result<()>>,
@@ -424,7 +434,7 @@ fn serve_on_this_thread(
         }
     };
     runtime.block_on(async move {
-        let served = accept_loop(listener, app, stopped).await;
+        let served = accept_loop(listener, app, limits, stopped).await;
         let _ = done.send(served).await;
         released.cancelled().await;
     });
@@ -433,6 +443,7 @@ fn serve_on_this_thread(
 async fn accept_loop(
     listener: TcpListener,
     app: axum::Router,
+    limits: ConnectionLimits,
     stopped: CancellationToken,
 ) -> anyhow::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -446,7 +457,14 @@ async fn accept_loop(
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT);
-        builder.http2().timer(TokioTimer::new());
+        // HTTP/2: a ping every 20 s on an idle connection, closed when unanswered within 10 s
+        // (a peer that vanished), and at most 100 requests in flight on one.
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(20)))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .max_concurrent_streams(100);
         let builder = Arc::new(builder);
         let connections = TaskTracker::new();
         loop {
@@ -465,6 +483,12 @@ async fn accept_loop(
                     }
                 },
             };
+            // Over a cap: closed at once, before any byte is read (the client sees a reset
+            // and may retry; nothing of it is kept).
+            let Some(slot) = limits.admit(peer.ip()) else {
+                drop(stream);
+                continue;
+            };
             // The peer's address for the handlers that want it (the sign-in throttle).
             let service = TowerToHyperService::new(tower::ServiceExt::map_request(
                 app.clone(),
@@ -478,6 +502,7 @@ async fn accept_loop(
             let builder = builder.clone();
             let stopped = stopped.clone();
             connections.spawn(async move {
+                let _slot = slot;
                 // hyper's timer starts with the first byte (the HTTP/2 check reads it first),
                 // so a connection that sends nothing gets the same time for its first one.
                 let mut first = [0u8; 1];
@@ -509,6 +534,135 @@ async fn accept_loop(
         connections.close();
         connections.wait().await;
         Ok(())
+    }
+}
+
+/// How many connections may be open at once: in all (below the process's file-descriptor
+/// limit, so accepting never fails for want of one and the database and channels keep theirs)
+/// and per client address (an IPv6 /64; trusted proxies, through which every visitor comes, are
+/// exempt). A connection over either cap is closed as soon as it is accepted.
+#[derive(Clone)]
+pub struct ConnectionLimits {
+    inner: Arc<LimitsInner>,
+}
+
+struct LimitsInner {
+    total: usize,
+    per_client: usize,
+    exempt: Vec<crate::config::Cidr>,
+    open: std::sync::atomic::AtomicUsize,
+    by_client: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// Connections one client address may hold open (browsers open six per host; a large office
+/// behind one NAT address needs more).
+pub const CONNECTIONS_PER_CLIENT: usize = 256;
+
+impl std::fmt::Debug for ConnectionLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionLimits")
+            .field("total", &self.inner.total)
+            .field("per_client", &self.inner.per_client)
+            .finish()
+    }
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self::for_this_process(Vec::new())
+    }
+}
+
+impl ConnectionLimits {
+    pub fn new(total: usize, per_client: usize, exempt: Vec<crate::config::Cidr>) -> Self {
+        Self {
+            inner: Arc::new(LimitsInner {
+                total: total.max(1),
+                per_client: per_client.max(1),
+                exempt,
+                open: std::sync::atomic::AtomicUsize::new(0),
+                by_client: std::sync::Mutex::new(std::collections::HashMap::new()),
+            }),
+        }
+    }
+
+    /// Limits for this process: its soft file-descriptor limit raised to the hard one (as
+    /// servers do; Debian's default soft limit is 1024), less room for the database pool,
+    /// channel requests and the listener, up to 16384.
+    pub fn for_this_process(exempt: Vec<crate::config::Cidr>) -> Self {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let soft = match getrlimit(Resource::RLIMIT_NOFILE) {
+            Ok((soft, hard)) => {
+                let wanted = hard.min(65_536);
+                if wanted > soft && setrlimit(Resource::RLIMIT_NOFILE, wanted, hard).is_ok() {
+                    wanted
+                } else {
+                    soft
+                }
+            }
+            Err(_) => 1024,
+        };
+        let total = (soft.saturating_sub(256) as usize).clamp(64, 16_384);
+        Self::new(total, CONNECTIONS_PER_CLIENT, exempt)
+    }
+
+    pub fn total(&self) -> usize {
+        self.inner.total
+    }
+
+    pub fn per_client(&self) -> usize {
+        self.inner.per_client
+    }
+
+    /// A place for a connection from `ip`, held until the returned slot is dropped; `None`
+    /// over a cap.
+    fn admit(&self, ip: std::net::IpAddr) -> Option<ConnectionSlot> {
+        let inner = &self.inner;
+        if inner.open.fetch_add(1, Ordering::AcqRel) >= inner.total {
+            inner.open.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!("herald_connections_refused_total", "cap" => "total").increment(1);
+            return None;
+        }
+        let client =
+            (!inner.exempt.iter().any(|c| c.contains(ip))).then(|| crate::domain::client_key(ip));
+        if let Some(key) = &client {
+            let mut by_client = inner.by_client.lock().unwrap_or_else(|e| e.into_inner());
+            let n = by_client.entry(key.clone()).or_insert(0);
+            if *n >= inner.per_client {
+                drop(by_client);
+                inner.open.fetch_sub(1, Ordering::AcqRel);
+                metrics::counter!("herald_connections_refused_total", "cap" => "per_client")
+                    .increment(1);
+                return None;
+            }
+            *n += 1;
+        }
+        Some(ConnectionSlot {
+            limits: self.clone(),
+            client,
+        })
+    }
+}
+
+/// One open connection's place under the caps.
+struct ConnectionSlot {
+    limits: ConnectionLimits,
+    client: Option<String>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let inner = &self.limits.inner;
+        inner.open.fetch_sub(1, Ordering::AcqRel);
+        if let Some(key) = &self.client {
+            let mut by_client = inner.by_client.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = by_client.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    by_client.remove(key);
+                }
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -220,7 +220,23 @@ struct Entry {
     /// What the page was rendered from.
     data: Freshness,
     rendered: Instant,
+    /// When it was last asked for (a tick of [`PageCache::ticks`]): the least recently used
+    /// entry goes first when the cache is full.
+    used: AtomicU64,
 }
+
+/// A page that does not exist, remembered briefly: asking again for it costs no query.
+struct Missing {
+    data: Freshness,
+    rendered: Instant,
+}
+
+/// How long "there is no such page" is believed (unless something changes first).
+const MISSING_FOR: Duration = Duration::from_secs(10);
+
+/// A render that takes longer than this is given up: the database is taken as away (a halted
+/// host answers nothing, and TCP would wait minutes) and the page as last rendered is served.
+const RENDER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a page may lag behind minor changes (drain counts, report times).
 const MINOR_LAG: Duration = Duration::from_secs(1);
@@ -231,6 +247,9 @@ pub trait RenderError {
     fn is_unavailable(&self) -> bool;
     /// The error for a page that cannot be rendered because the database is known to be away.
     fn unavailable() -> Self;
+    /// The page does not exist (remembered briefly, see [`MISSING_FOR`]).
+    fn is_not_found(&self) -> bool;
+    fn not_found() -> Self;
 }
 
 impl RenderError for super::error::AppError {
@@ -240,6 +259,14 @@ impl RenderError for super::error::AppError {
 
     fn unavailable() -> Self {
         Self::Unavailable(anyhow::anyhow!("the database is away"))
+    }
+
+    fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound)
+    }
+
+    fn not_found() -> Self {
+        Self::NotFound
     }
 }
 
@@ -255,9 +282,15 @@ pub struct PageCache {
     /// Pings the database for the probe (`None`: no probe; the next render tries).
     probe: Option<Arc<dyn crate::store::Store>>,
     entries: RwLock<HashMap<String, Entry>>,
-    /// One render at a time: under a spike after a change, the first request renders and the
-    /// others wait for its result instead of rendering the same page in parallel.
-    render_lock: tokio::sync::Mutex<()>,
+    /// Pages found not to exist, by key (at most `max_entries`, oldest dropped first): kept
+    /// apart so a flood of made-up addresses never pushes a real page out.
+    missing: RwLock<HashMap<String, Missing>>,
+    /// One render per key at a time: under a spike after a change, the first request renders
+    /// and the others for the same page wait for its result (or get the page as last
+    /// rendered meanwhile); renders of different pages do not wait for each other.
+    rendering: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// A counter that orders uses, for the least-recently-used eviction.
+    ticks: AtomicU64,
     max_age: Duration,
     max_entries: usize,
 }
@@ -268,25 +301,112 @@ impl PageCache {
             away: Arc::new(AtomicBool::new(false)),
             probe: None,
             entries: RwLock::new(HashMap::new()),
-            render_lock: tokio::sync::Mutex::new(()),
+            missing: RwLock::new(HashMap::new()),
+            rendering: std::sync::Mutex::new(HashMap::new()),
+            ticks: AtomicU64::new(0),
             max_age,
             max_entries: 512,
         }
     }
 
+    /// At most `n` pages kept (and as many missing ones remembered).
+    pub fn with_capacity(mut self, n: usize) -> Self {
+        self.max_entries = n.max(1);
+        self
+    }
+
     fn fresh(&self, key: &str, now: Freshness) -> Option<Arc<CachedPage>> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         let entry = entries.get(key)?;
-        self.is_fresh(entry, now).then(|| entry.page.clone())
+        if !self.is_fresh(entry.data, entry.rendered, now) {
+            return None;
+        }
+        entry.used.store(
+            self.ticks.fetch_add(1, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        Some(entry.page.clone())
     }
 
-    fn is_fresh(&self, entry: &Entry, now: Freshness) -> bool {
+    /// Whether `key` was found not to exist, recently and with nothing changed since.
+    fn known_missing(&self, key: &str, now: Freshness) -> bool {
+        let missing = self.missing.read().unwrap_or_else(|e| e.into_inner());
+        missing.get(key).is_some_and(|m| {
+            m.rendered.elapsed() < MISSING_FOR && self.is_fresh(m.data, m.rendered, now)
+        })
+    }
+
+    fn is_fresh(&self, data: Freshness, rendered: Instant, now: Freshness) -> bool {
         let age = self.max_age.as_secs() as i64;
-        let elapsed = entry.rendered.elapsed();
-        entry.data.generation == now.generation
-            && (entry.data.minor == now.minor || elapsed < MINOR_LAG)
+        let elapsed = rendered.elapsed();
+        data.generation == now.generation
+            && (data.minor == now.minor || elapsed < MINOR_LAG)
             && elapsed < self.max_age
-            && (now.clock - entry.data.clock).abs() < age
+            && (now.clock - data.clock).abs() < age
+    }
+
+    /// Remember that `key` does not exist, dropping the oldest such memory when full.
+    fn remember_missing(&self, key: &str, now: Freshness) {
+        let mut missing = self.missing.write().unwrap_or_else(|e| e.into_inner());
+        if missing.len() >= self.max_entries && !missing.contains_key(key) {
+            missing.retain(|_, m| m.rendered.elapsed() < MISSING_FOR);
+            if missing.len() >= self.max_entries
+                && let Some(oldest) = missing
+                    .iter()
+                    .min_by_key(|(_, m)| m.rendered)
+                    .map(|(k, _)| k.clone())
+            {
+                missing.remove(&oldest);
+            }
+        }
+        missing.insert(
+            key.to_owned(),
+            Missing {
+                data: now,
+                rendered: Instant::now(),
+            },
+        );
+    }
+
+    /// Keep `page` at `key`, making room by dropping the least recently used page.
+    fn keep(&self, key: &str, page: Arc<CachedPage>, now: Freshness) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.max_entries
+            && !entries.contains_key(key)
+            && let Some(coldest) = entries
+                .iter()
+                .min_by_key(|(_, e)| e.used.load(Ordering::Relaxed))
+                .map(|(k, _)| k.clone())
+        {
+            entries.remove(&coldest);
+        }
+        entries.insert(
+            key.to_owned(),
+            Entry {
+                page,
+                data: now,
+                rendered: Instant::now(),
+                used: AtomicU64::new(self.ticks.fetch_add(1, Ordering::Relaxed)),
+            },
+        );
+        drop(entries);
+        let mut missing = self.missing.write().unwrap_or_else(|e| e.into_inner());
+        missing.remove(key);
+    }
+
+    /// The lock that one render of `key` holds at a time.
+    fn render_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut rendering = self.rendering.lock().unwrap_or_else(|e| e.into_inner());
+        rendering.entry(key.to_owned()).or_default().clone()
+    }
+
+    /// Forget `key`'s render lock once nobody else holds or waits for it.
+    fn release_render_lock(&self, key: &str, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut rendering = self.rendering.lock().unwrap_or_else(|e| e.into_inner());
+        // Ours and the map's: nobody else waits.
+        if Arc::strong_count(&lock) <= 2 {
+            rendering.remove(key);
+        }
     }
 
     /// A cache that, once a render fails for the database being away, probes `store` in the
@@ -346,9 +466,13 @@ impl PageCache {
         })
     }
 
-    /// The page whose key is exactly `target`, if it is fresh.
-    pub fn fresh_page(&self, target: &str, now: Freshness) -> Option<Arc<CachedPage>> {
-        self.fresh(target, now)
+    /// The page whose key is exactly `target`, if it is fresh; `Some(None)` when it was
+    /// found not to exist moments ago.
+    pub fn fresh_page(&self, target: &str, now: Freshness) -> Option<Option<Arc<CachedPage>>> {
+        if let Some(page) = self.fresh(target, now) {
+            return Some(Some(page));
+        }
+        self.known_missing(target, now).then_some(None)
     }
 
     /// The page at `key` for the data as `now` describes it, rendering it with `render` if
@@ -370,49 +494,77 @@ impl PageCache {
         if let Some(page) = self.fresh(key, now) {
             return Ok(page);
         }
+        if self.known_missing(key, now) {
+            return Err(E::not_found());
+        }
         // Known away: at once, from what is kept (or a 503), without waiting for a connection.
         if self.database_away() {
             return self.kept(key).ok_or_else(E::unavailable);
         }
-        let _rendering = self.render_lock.lock().await;
-        if let Some(page) = self.fresh(key, now) {
-            return Ok(page);
-        }
-        if self.database_away() {
-            return self.kept(key).ok_or_else(E::unavailable);
-        }
-        let started = Instant::now();
-        let page = match render().await {
-            Ok(page) => Arc::new(page),
-            // The database is away (a failover, say): the page as last rendered, however old,
-            // beats an error page. Visitors of a status page come when things break.
-            Err(e) => {
-                if e.is_unavailable() {
-                    self.mark_away();
+        let lock = self.render_lock(key);
+        let result = async {
+            let _rendering = match lock.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => {
+                    // Another request renders this page: the page as last rendered now, if
+                    // there is one, else wait for that render.
+                    if let Some(page) = self.kept_quietly(key) {
+                        return Ok(page);
+                    }
+                    lock.lock().await
                 }
-                return self.kept(key).ok_or(e);
+            };
+            if let Some(page) = self.fresh(key, now) {
+                return Ok(page);
             }
-        };
-        let label = key.split(['/', '?']).nth(1).unwrap_or("").to_owned();
-        metrics::counter!("herald_page_renders_total", "page" => label).increment(1);
-        metrics::histogram!("herald_page_render_seconds").record(started.elapsed());
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= self.max_entries {
-            // Crawlers walking deep history must not grow memory without bound.
-            entries.retain(|_, e| e.data.generation == now.generation);
-            if entries.len() >= self.max_entries {
-                entries.clear();
+            if self.known_missing(key, now) {
+                return Err(E::not_found());
             }
+            if self.database_away() {
+                return self.kept(key).ok_or_else(E::unavailable);
+            }
+            let started = Instant::now();
+            let rendered = match tokio::time::timeout(RENDER_TIMEOUT, render()).await {
+                Ok(rendered) => rendered,
+                Err(_) => {
+                    tracing::warn!(
+                        page = key,
+                        "a render took over 5 s: the database is taken as away"
+                    );
+                    Err(E::unavailable())
+                }
+            };
+            let page = match rendered {
+                Ok(page) => Arc::new(page),
+                Err(e) if e.is_not_found() => {
+                    self.remember_missing(key, now);
+                    return Err(e);
+                }
+                // The database is away (a failover, say): the page as last rendered, however
+                // old, beats an error page. Visitors of a status page come when things break.
+                Err(e) => {
+                    if e.is_unavailable() {
+                        self.mark_away();
+                    }
+                    return self.kept(key).ok_or(e);
+                }
+            };
+            let label = key.split(['/', '?']).nth(1).unwrap_or("").to_owned();
+            metrics::counter!("herald_page_renders_total", "page" => label).increment(1);
+            metrics::histogram!("herald_page_render_seconds").record(started.elapsed());
+            self.keep(key, page.clone(), now);
+            Ok(page)
         }
-        entries.insert(
-            key.to_owned(),
-            Entry {
-                page: page.clone(),
-                data: now,
-                rendered: Instant::now(),
-            },
-        );
-        Ok(page)
+        .await;
+        self.release_render_lock(key, lock);
+        result
+    }
+
+    /// The page as last rendered, if any, without counting it as a stale answer (it is
+    /// moments old: its new render is under way).
+    fn kept_quietly(&self, key: &str) -> Option<Arc<CachedPage>> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.get(key).map(|entry| entry.page.clone())
     }
 }
 
@@ -430,7 +582,10 @@ pub async fn serve_fresh(
             .pages
             .fresh_page(target.as_str(), state.service.freshness())
     {
-        return page.respond(request.headers());
+        return match page {
+            Some(page) => page.respond(request.headers()),
+            None => super::error::AppError::NotFound.into_response(),
+        };
     }
     next.run(request).await
 }
@@ -438,6 +593,149 @@ pub async fn serve_fresh(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::web::error::AppError;
+    use std::sync::atomic::AtomicUsize;
+
+    const NOW: Freshness = Freshness {
+        generation: 1,
+        minor: 0,
+        clock: 0,
+    };
+
+    fn page(text: &str) -> CachedPage {
+        CachedPage::new(
+            Bytes::from(text.to_owned()),
+            "text/plain",
+            CachePolicy::Revalidate,
+            1,
+        )
+    }
+
+    async fn body(cache: &PageCache, key: &str, renders: &AtomicUsize) -> Result<String, AppError> {
+        let text = key.to_owned();
+        cache
+            .get_or_render(key, NOW, || async {
+                renders.fetch_add(1, Ordering::SeqCst);
+                if text.starts_with("/missing") {
+                    Err(AppError::NotFound)
+                } else {
+                    Ok(page(&text))
+                }
+            })
+            .await
+            .map(|p| String::from_utf8(p.identity.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_least_recently_used_page_goes_first() {
+        let cache = PageCache::new(Duration::from_secs(60)).with_capacity(2);
+        let renders = AtomicUsize::new(0);
+        body(&cache, "/", &renders).await.unwrap();
+        body(&cache, "/history", &renders).await.unwrap();
+        body(&cache, "/", &renders).await.unwrap(); // `/` is used again
+        body(&cache, "/maintenance/1", &renders).await.unwrap(); // full: /history goes
+        assert_eq!(renders.load(Ordering::SeqCst), 3);
+        body(&cache, "/", &renders).await.unwrap();
+        assert_eq!(renders.load(Ordering::SeqCst), 3, "`/` was kept");
+        body(&cache, "/history", &renders).await.unwrap();
+        assert_eq!(renders.load(Ordering::SeqCst), 4, "/history was dropped");
+    }
+
+    #[tokio::test]
+    async fn a_missing_page_is_remembered_briefly_and_never_pushes_a_page_out() {
+        let cache = PageCache::new(Duration::from_secs(60)).with_capacity(2);
+        let renders = AtomicUsize::new(0);
+        body(&cache, "/", &renders).await.unwrap();
+        for i in 0..10 {
+            let key = format!("/missing/{i}");
+            assert!(matches!(
+                body(&cache, &key, &renders).await,
+                Err(AppError::NotFound)
+            ));
+            assert!(matches!(
+                body(&cache, &key, &renders).await,
+                Err(AppError::NotFound)
+            ));
+        }
+        // Each missing page was asked for once; `/` was never pushed out.
+        assert_eq!(renders.load(Ordering::SeqCst), 11);
+        body(&cache, "/", &renders).await.unwrap();
+        assert_eq!(renders.load(Ordering::SeqCst), 11);
+        assert!(matches!(cache.fresh_page("/missing/9", NOW), Some(None)));
+        // Something changed: the page may exist now.
+        let later = Freshness {
+            generation: 2,
+            ..NOW
+        };
+        assert!(cache.fresh_page("/missing/9", later).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_slow_render_holds_only_its_own_page() {
+        let cache = Arc::new(PageCache::new(Duration::from_secs(60)));
+        let renders = AtomicUsize::new(0);
+        body(&cache, "/maintenance/1", &renders).await.unwrap();
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        let changed = Freshness {
+            generation: 2,
+            ..NOW
+        };
+        let slow = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_render("/maintenance/1", changed, || async {
+                        let _ = held.await;
+                        Ok::<_, AppError>(page("new"))
+                    })
+                    .await
+                    .unwrap()
+            })
+        };
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Another page renders meanwhile.
+        let other = tokio::time::timeout(
+            Duration::from_secs(1),
+            cache.get_or_render("/", changed, || async { Ok::<_, AppError>(page("front")) }),
+        )
+        .await
+        .expect("`/` waited for another page's render")
+        .unwrap();
+        assert_eq!(&other.identity[..], b"front");
+        // The same page, while its new render is pending: the last good one, at once.
+        let same = tokio::time::timeout(
+            Duration::from_secs(1),
+            cache.get_or_render("/maintenance/1", changed, || async {
+                Ok::<_, AppError>(page("should not render"))
+            }),
+        )
+        .await
+        .expect("waited for the pending render")
+        .unwrap();
+        assert_eq!(&same.identity[..], b"/maintenance/1");
+        release.send(()).unwrap();
+        assert_eq!(&slow.await.unwrap().identity[..], b"new");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_render_that_hangs_is_given_up() {
+        let cache = PageCache::new(Duration::from_secs(3600));
+        let renders = AtomicUsize::new(0);
+        body(&cache, "/", &renders).await.unwrap();
+        let changed = Freshness {
+            generation: 2,
+            ..NOW
+        };
+        // A database host that stopped answering: the render never ends.
+        let answer = cache
+            .get_or_render("/", changed, || {
+                std::future::pending::<Result<CachedPage, AppError>>()
+            })
+            .await
+            .unwrap();
+        assert_eq!(&answer.identity[..], b"/", "the page as last rendered");
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -418,6 +418,11 @@ fn admin_routes() -> Router<AppState> {
 }
 
 /// The whole application.
+/// How long a client may take to send a request's body.
+pub const REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long any request may take in all, its body included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub fn router(state: AppState) -> Router {
     let (api_v1, openapi) = api::v1::routes(&state);
     let doc = serde_json::to_value(&openapi).expect("the OpenAPI document serialises");
@@ -501,6 +506,15 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             error::AppError::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
+        // A client trickling a body (a Content-Length of a megabyte, a byte every few
+        // seconds) holds a connection no longer than this; nor does any request in all.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            REQUEST_BODY_TIMEOUT,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

@@ -182,6 +182,7 @@ async fn in_flight_handler_completes_before_run_returns() {
         Drain {
             delay: Duration::from_millis(300),
             timeout: Duration::from_secs(5),
+            connections: Default::default(),
         },
         tasks,
         token,
@@ -229,6 +230,7 @@ async fn headers_trickled_in_are_cut_off() {
         Drain {
             delay: Duration::ZERO,
             timeout: Duration::from_secs(5),
+            connections: Default::default(),
         },
         TaskTracker::new(),
         CancellationToken::new(),
@@ -500,4 +502,98 @@ fn an_instance_id_in_use_is_refused() {
         said.contains("waiting to see whether that instance still runs"),
         "{said}"
     );
+}
+
+/// A connection from `source` (any 127.x.y.z is this machine) to `to`.
+async fn connect_from(source: [u8; 4], to: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    socket.connect(to).await
+}
+
+/// Slow clients cannot hold the server: 2,000 connections announcing a megabyte of body and
+/// then trickling it are cut off after the body timeout, a client address gets no more than
+/// its share of connections, and meanwhile `/` and `/healthz` answer on a fresh connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_cannot_hold_the_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // This test's own sockets: 2,000 of them.
+    let (soft, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    if soft < 4_096 {
+        nix::sys::resource::setrlimit(
+            nix::sys::resource::Resource::RLIMIT_NOFILE,
+            hard.min(8_192),
+            hard,
+        )
+        .unwrap();
+    }
+    let herald = Herald::start(&[]);
+    let addr = herald.addr;
+    // A form the server reads the body of before it can answer.
+    let head = b"POST /admin/login HTTP/1.1\r\nHost: t\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000000\r\n\r\nn";
+    // Eight client addresses, 250 connections each (under the per-client cap of 256).
+    let mut slow = Vec::new();
+    for i in 0..2_000u32 {
+        let source = [127, 0, 1, 1 + (i % 8) as u8];
+        let mut stream = connect_from(source, addr).await.unwrap();
+        stream.write_all(head).await.unwrap();
+        slow.push(stream);
+    }
+    // The server still answers others, at once.
+    let started = Instant::now();
+    let answers =
+        tokio::task::spawn_blocking(move || (status_of(addr, "/"), status_of(addr, "/healthz")))
+            .await
+            .unwrap();
+    assert_eq!(answers, (Some(200), Some(200)));
+    eprintln!(
+        "/ and /healthz under 2,000 slow connections: {:?}",
+        started.elapsed()
+    );
+
+    // One more address over its share: connections past 256 are closed at once.
+    let mut extra = Vec::new();
+    for _ in 0..300 {
+        extra.push(connect_from([127, 0, 2, 1], addr).await.unwrap());
+    }
+    let mut closed = 0;
+    for stream in &mut extra {
+        let _ = stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await;
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+            _ => {}
+        }
+    }
+    assert!(closed >= 300 - 256, "only {closed} of 300 were refused");
+    drop(extra);
+
+    // A byte every few seconds does not keep a body going: each slow request is answered (or
+    // its connection closed) once the body timeout has passed.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for stream in slow.iter_mut().take(50) {
+        let _ = stream.write_all(b" ").await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let mut ended = 0;
+    for mut stream in slow {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut buf = vec![0u8; 4096];
+        let ends = async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        if tokio::time::timeout(left, ends).await.is_ok() {
+            ended += 1;
+        }
+    }
+    assert_eq!(ended, 2_000, "slow connections were still open");
 }
