@@ -76,6 +76,15 @@ pub struct SettingsArgs {
         value_name = "HEADER"
     )]
     pub trusted_proxy_header: Option<String>,
+    /// Requests a second one API token may make (a burst of twice that is allowed); 0 turns
+    /// the limit off [default: 200]
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_API_RATE_LIMIT",
+        value_name = "PER_SECOND"
+    )]
+    pub api_rate_limit: Option<u32>,
     /// Log filter, e.g. info or herald=debug [default: info]
     #[arg(long, global = true, env = "HERALD_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -197,6 +206,7 @@ struct FileSettings {
     bluesky_profile: Option<String>,
     trusted_proxies: Option<String>,
     trusted_proxy_header: Option<String>,
+    api_rate_limit: Option<u32>,
     log: Option<String>,
     log_format: Option<LogFormat>,
     #[serde(default, with = "opt_duration")]
@@ -345,6 +355,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<Cidr>,
     /// The one header they name it in (lowercase), e.g. `x-forwarded-for`.
     pub trusted_proxy_header: axum::http::HeaderName,
+    /// Requests a second per API token (0: no limit).
+    pub api_rate_limit: u32,
     /// The first admin, created at start if no user exists.
     pub admin: Option<(String, Secret)>,
     /// The bearer token `/metrics` asks of a scraper not on this machine
@@ -499,6 +511,7 @@ impl Settings {
                     })
                     .collect::<anyhow::Result<_>>()?,
             },
+            api_rate_limit: args.api_rate_limit.or(file.api_rate_limit).unwrap_or(200),
             trusted_proxy_header: {
                 let name = args
                     .trusted_proxy_header
@@ -561,6 +574,10 @@ impl Settings {
         t.insert(
             "trusted_proxy_header".into(),
             text(self.trusted_proxy_header.as_str()),
+        );
+        t.insert(
+            "api_rate_limit".into(),
+            Value::Integer(i64::from(self.api_rate_limit)),
         );
         t.insert("log".into(), text(&self.log));
         t.insert(
@@ -776,6 +793,9 @@ site_name = "Status"
 # X-Forwarded-For; a client's own Forwarded or X-Real-IP is then not believed).
 #                                                              HERALD_TRUSTED_PROXY_HEADER
 trusted_proxy_header = "X-Forwarded-For"
+# Requests a second one API token may make, with bursts of twice that (a 200-target rollout
+# reporting every 2 s through one token makes 100); 0 turns it off.  HERALD_API_RATE_LIMIT
+api_rate_limit = 200
 # One sentence for search engines and link previews (Discord, Slack, Mastodon unfurls).
 # site_description = "Maintenance and deployment status of Example."     HERALD_SITE_DESCRIPTION
 # This instance's name among several sharing one PostgreSQL database; it must differ between

@@ -539,8 +539,8 @@ async fn accept_loop(
 
 /// How many connections may be open at once: in all (below the process's file-descriptor
 /// limit, so accepting never fails for want of one and the database and channels keep theirs)
-/// and per client address (an IPv6 /64; trusted proxies, through which every visitor comes, are
-/// exempt). A connection over either cap is closed as soon as it is accepted.
+/// and per client address (an IPv6 /64; 127.0.0.1, ::1 and trusted proxies, through which many
+/// visitors come, are exempt). A connection over either cap is closed as soon as it is accepted.
 #[derive(Clone)]
 pub struct ConnectionLimits {
     inner: Arc<LimitsInner>,
@@ -623,8 +623,12 @@ impl ConnectionLimits {
             metrics::counter!("herald_connections_refused_total", "cap" => "total").increment(1);
             return None;
         }
-        let client =
-            (!inner.exempt.iter().any(|c| c.contains(ip))).then(|| crate::domain::client_key(ip));
+        // A reverse proxy on this machine (trusted or not) and trusted proxies carry many
+        // visitors' connections: only the total cap applies to them.
+        let shared = ip.to_canonical() == std::net::IpAddr::from([127, 0, 0, 1])
+            || ip == std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+            || inner.exempt.iter().any(|c| c.contains(ip));
+        let client = (!shared).then(|| crate::domain::client_key(ip));
         if let Some(key) = &client {
             let mut by_client = inner.by_client.lock().unwrap_or_else(|e| e.into_inner());
             let n = by_client.entry(key.clone()).or_insert(0);

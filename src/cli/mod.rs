@@ -178,6 +178,9 @@ pub enum TokenCommand {
         name: String,
         #[arg(long, value_enum, default_value = "maintainer")]
         role: RoleArg,
+        /// Refuse the token after this long (e.g. 90d, 12h) [default: never]
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        expires: Option<std::time::Duration>,
     },
     /// List tokens (never their secrets)
     List,
@@ -187,13 +190,18 @@ pub enum TokenCommand {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum RoleArg {
+    /// Reports rollout progress, nothing else (tokens only: the token on every instance)
+    Reporter,
+    /// Plans and runs windows and rollouts
     Maintainer,
+    /// Also users, tokens, channels and components
     Admin,
 }
 
 impl From<RoleArg> for Role {
     fn from(r: RoleArg) -> Self {
         match r {
+            RoleArg::Reporter => Role::Reporter,
             RoleArg::Maintainer => Role::Maintainer,
             RoleArg::Admin => Role::Admin,
         }
@@ -254,8 +262,18 @@ pub fn main() -> anyhow::Result<()> {
         }),
         Command::Token(command) => with_service(&cli.settings, |service| async move {
             match command {
-                TokenCommand::Create { name, role } => {
-                    let new = service.create_token(&name, role.into()).await?;
+                TokenCommand::Create {
+                    name,
+                    role,
+                    expires,
+                } => {
+                    let lifetime = expires
+                        .map(jiff::SignedDuration::try_from)
+                        .transpose()
+                        .context("--expires is too long")?;
+                    let new = service
+                        .create_token_expiring(&name, role.into(), lifetime)
+                        .await?;
                     println!("{}", new.secret.expose());
                     eprintln!(
                         "created token {} ({}, id {}); it is shown only now",
@@ -265,19 +283,20 @@ pub fn main() -> anyhow::Result<()> {
                     );
                 }
                 TokenCommand::List => {
-                    println!("id\tname\trole\tprefix\tcreated\tlast used\trevoked");
+                    println!("id\tname\trole\tprefix\tcreated\tlast used\trevoked\texpires");
                     let show =
                         |t: Option<jiff::Timestamp>| t.map_or("-".to_owned(), |t| t.to_string());
                     for t in service.tokens().await? {
                         println!(
-                            "{}\t{}\t{}\t{}…\t{}\t{}\t{}",
+                            "{}\t{}\t{}\t{}…\t{}\t{}\t{}\t{}",
                             t.id,
                             t.name,
                             t.role.as_str(),
                             t.prefix,
                             t.created_at,
                             show(t.last_used_at),
-                            show(t.revoked_at)
+                            show(t.revoked_at),
+                            show(t.expires_at)
                         );
                     }
                 }

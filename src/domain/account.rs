@@ -2,10 +2,12 @@
 
 use super::{ValidationError, clean_line, limits};
 
-/// `admin` manages users, tokens, channels and components; `maintainer` runs windows.
-/// An admin may do everything a maintainer may.
+/// `admin` manages users, tokens, channels and components; `maintainer` runs windows;
+/// `reporter` (API tokens only) reports rollout progress and nothing else, for the token placed
+/// on every instance. Each may do everything the ones before it may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
+    Reporter,
     Maintainer,
     Admin,
 }
@@ -13,6 +15,7 @@ pub enum Role {
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Reporter => "reporter",
             Self::Maintainer => "maintainer",
             Self::Admin => "admin",
         }
@@ -20,6 +23,7 @@ impl Role {
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
+            "reporter" => Some(Self::Reporter),
             "maintainer" => Some(Self::Maintainer),
             "admin" => Some(Self::Admin),
             _ => None,
@@ -85,6 +89,15 @@ pub struct ApiToken {
     pub created_at: jiff::Timestamp,
     pub last_used_at: Option<jiff::Timestamp>,
     pub revoked_at: Option<jiff::Timestamp>,
+    /// After this it is refused (`None`: it never expires).
+    pub expires_at: Option<jiff::Timestamp>,
+}
+
+impl ApiToken {
+    /// Revoked, or past its expiry.
+    pub fn is_live(&self, now: jiff::Timestamp) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| now < e)
+    }
 }
 
 /// A user of the admin UI.

@@ -32,6 +32,18 @@ fn new_secret() -> ServiceResult<String> {
     Ok(format!("{TOKEN_PREFIX}{}", crate::ids::random_hex(64)))
 }
 
+/// People are admins or maintainers; `reporter` is for API tokens.
+fn user_role(role: Role) -> ServiceResult<()> {
+    if role == Role::Reporter {
+        return Err(ValidationError::new(
+            "role",
+            "a user is an admin or a maintainer; reporter is for API tokens",
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// What a password check decided.
 #[derive(Debug)]
 pub enum PasswordCheck {
@@ -114,15 +126,46 @@ impl Service {
 
     /// Create an API token for automation; `actor` is recorded in the audit log.
     pub async fn create_token(&self, name: &str, role: Role) -> ServiceResult<NewToken> {
+        self.create_token_expiring(name, role, None).await
+    }
+
+    /// A token that is refused after `lifetime` (`None`: never).
+    pub async fn create_token_expiring(
+        &self,
+        name: &str,
+        role: Role,
+        lifetime: Option<jiff::SignedDuration>,
+    ) -> ServiceResult<NewToken> {
         self.require(Role::Admin)?;
         let actor = &self.actor.to_string();
         let name = validate_token_name(name)?;
+        let now = self.now();
+        let expires_at = match lifetime {
+            None => None,
+            Some(d) if d.is_positive() && d <= jiff::SignedDuration::from_hours(24 * 3650) => {
+                Some(now + d)
+            }
+            Some(_) => {
+                return Err(ValidationError::new(
+                    "expires",
+                    "give a lifetime between a second and ten years, e.g. 90d",
+                )
+                .into());
+            }
+        };
         let secret = new_secret()?;
         let prefix = &secret[..TOKEN_PREFIX.len() + 6];
-        let now = self.now();
         let token = self
             .store
-            .insert_token(&name, role, &hash_token(&secret), prefix, actor, now)
+            .insert_token(&crate::store::TokenRecord {
+                name: &name,
+                role,
+                token_hash: &hash_token(&secret),
+                prefix,
+                created_by: actor,
+                created_at: now,
+                expires_at,
+            })
             .await?;
         self.store
             .audit(
@@ -146,10 +189,10 @@ impl Service {
         let Some(mut token) = self.store.token_by_hash(&hash_token(secret)).await? else {
             return Ok(None);
         };
-        if token.revoked_at.is_some() {
+        let now = self.now();
+        if !token.is_live(now) {
             return Ok(None);
         }
-        let now = self.now();
         // One write a minute per token at most: "last used" needs no finer grain.
         if token
             .last_used_at
@@ -182,6 +225,7 @@ impl Service {
     /// Add a user; the password is hashed with argon2id off the async threads.
     pub async fn add_user(&self, name: &str, password: &str, role: Role) -> ServiceResult<User> {
         self.require(Role::Admin)?;
+        user_role(role)?;
         let actor = &self.actor.to_string();
         let name = validate_user_name(name)?;
         validate_password(password)?;
@@ -224,9 +268,26 @@ impl Service {
         let actor = &self.actor.to_string();
         let outcome = self.store.delete_user(name.trim()).await?;
         self.account_outcome(outcome, "remove")?;
+        // Tokens do not outlive the user who made them.
+        let creator = Actor::User {
+            name: name.trim().to_owned(),
+            role: Role::Maintainer,
+        }
+        .to_string();
+        let revoked = self.store.revoke_tokens_by(&creator, self.now()).await?;
         self.store
             .audit(actor, "user.remove", Some(name.trim()), self.now())
             .await?;
+        if revoked > 0 {
+            self.store
+                .audit(
+                    actor,
+                    "token.revoke",
+                    Some(&format!("{revoked} made by {}", name.trim())),
+                    self.now(),
+                )
+                .await?;
+        }
         Ok(())
     }
 
@@ -255,6 +316,7 @@ impl Service {
     /// A new role; the user's sessions end. The last admin stays an admin.
     pub async fn set_role(&self, name: &str, role: Role) -> ServiceResult<()> {
         self.require(Role::Admin)?;
+        user_role(role)?;
         let actor = &self.actor.to_string();
         let outcome = self.store.set_role(name.trim(), role).await?;
         self.account_outcome(outcome, "demote")?;

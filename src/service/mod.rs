@@ -146,6 +146,7 @@ impl Service {
             Err(ServiceError::Forbidden(match needed {
                 Role::Admin => "only an admin may do this",
                 Role::Maintainer => "only a maintainer may do this",
+                Role::Reporter => "only a reporter may do this",
             }))
         }
     }

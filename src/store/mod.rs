@@ -100,6 +100,18 @@ pub struct RolloutSummary {
 }
 
 /// What an account change came to.
+/// A new API token as stored: never its secret, only the secret's hash.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenRecord<'a> {
+    pub name: &'a str,
+    pub role: Role,
+    pub token_hash: &'a str,
+    pub prefix: &'a str,
+    pub created_by: &'a str,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+}
+
 /// One counter of the sign-in throttle, as [`Accounts::count_attempts`] hands it to a rule.
 pub use crate::domain::Attempts;
 
@@ -239,20 +251,14 @@ pub trait Windows: Send + Sync {
 #[async_trait]
 pub trait Accounts: Send + Sync {
     /// Store a new token by the hash of its secret.
-    async fn insert_token(
-        &self,
-        name: &str,
-        role: Role,
-        token_hash: &str,
-        prefix: &str,
-        created_by: &str,
-        now: Timestamp,
-    ) -> StoreResult<ApiToken>;
+    async fn insert_token(&self, token: &TokenRecord<'_>) -> StoreResult<ApiToken>;
     /// The token whose secret hashes to `token_hash`, revoked or not.
     async fn token_by_hash(&self, token_hash: &str) -> StoreResult<Option<ApiToken>>;
     async fn list_tokens(&self) -> StoreResult<Vec<ApiToken>>;
     /// Revoke; false if there is no such token or it was already revoked.
     async fn revoke_token(&self, id: i64, now: Timestamp) -> StoreResult<bool>;
+    /// Revoke every live token `created_by` made; how many.
+    async fn revoke_tokens_by(&self, created_by: &str, now: Timestamp) -> StoreResult<u64>;
     async fn touch_token(&self, id: i64, now: Timestamp) -> StoreResult<()>;
 
     async fn insert_user(

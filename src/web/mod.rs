@@ -48,6 +48,8 @@ pub struct Inner {
     /// While no user exists: the code that lets the first visitor of `/admin/setup` become
     /// admin (printed in the log at start).
     pub setup_code: Option<crate::config::Secret>,
+    /// Each API token's request rate (HERALD_API_RATE_LIMIT).
+    pub api_rate: api::TokenRate,
 }
 
 impl Deref for AppState {
@@ -78,6 +80,7 @@ impl AppState {
             // forgets is refused by the service, never let through.
             service: service.acting(crate::domain::Actor::Anonymous),
             site: view::Site::from_settings(&settings),
+            api_rate: api::TokenRate::new(settings.api_rate_limit),
             settings,
             pages: cache::PageCache::new(PAGE_MAX_AGE).with_probe(service.store().clone()),
             draining: Arc::new(AtomicBool::new(false)),

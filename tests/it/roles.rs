@@ -326,3 +326,167 @@ async fn every_form_address_asked_with_get_leads_to_its_page() {
         assert_eq!(page.status, StatusCode::OK, "GET {path} led to {to}");
     }
 }
+
+/// A reporter token (the one placed on every instance) reports rollout progress and reads,
+/// and nothing else: it cannot create, steer or abort rollouts, plan windows or manage
+/// anything. People cannot be reporters.
+#[tokio::test]
+async fn a_reporter_token_only_reports() {
+    let app = TestApp::new().await;
+    let maintainer = app.token(Role::Maintainer).await;
+    let reporter = app.token(Role::Reporter).await;
+    let (status, r, _) = app
+        .api(
+            Method::POST,
+            "/api/v1/rollouts",
+            Some(&maintainer),
+            Some(json!({"title": "Fishjam v1.4.0", "from_version": "v1.3.2",
+                        "to_version": "v1.4.0", "targets": ["fishjam-1", "fishjam-2"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{r}");
+    let id = r["id"].as_i64().unwrap();
+    let (status, r, _) = app
+        .api(
+            Method::PUT,
+            &format!("/api/v1/rollouts/{id}/targets/fishjam-1"),
+            Some(&reporter),
+            Some(json!({"state": "draining", "remaining": {"rooms": 3}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let (status, _, _) = app
+        .api(
+            Method::GET,
+            &format!("/api/v1/rollouts/{id}"),
+            Some(&reporter),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/api/v1/rollouts".to_owned(),
+            json!({"title": "x", "from_version": "1", "to_version": "2", "targets": ["a"]}),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/rollouts/{id}/abort"),
+            json!({}),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/rollouts/{id}"),
+            json!({"title": "y"}),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/rollouts/{id}/updates"),
+            json!({"body": "hello"}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/maintenances".to_owned(),
+            json!({"title": "x"}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/components".to_owned(),
+            json!({"slug": "api", "name": "API"}),
+        ),
+    ] {
+        let (status, e, _) = app
+            .api(method.clone(), &path, Some(&reporter), Some(body))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {e}");
+    }
+    let e = app
+        .service
+        .add_user("rita", "correct horse battery", Role::Reporter)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("reporter is for API tokens"), "{e}");
+}
+
+/// Tokens can expire, and do not outlive the user who made them; a token making requests
+/// faster than HERALD_API_RATE_LIMIT is answered 429 with Retry-After.
+#[tokio::test]
+async fn tokens_expire_die_with_their_creator_and_are_rate_limited() {
+    let app = TestApp::new().await;
+    app.user("alice", Role::Admin).await;
+    app.user("bob", Role::Admin).await;
+    let alice = app.service.acting(Actor::User {
+        name: "alice".into(),
+        role: Role::Admin,
+    });
+    let short = alice
+        .create_token_expiring(
+            "short",
+            Role::Maintainer,
+            Some(jiff::SignedDuration::from_hours(1)),
+        )
+        .await
+        .unwrap();
+    let kept = alice.create_token("kept", Role::Maintainer).await.unwrap();
+    let get = |secret: String| {
+        let app = &app;
+        async move {
+            app.api(Method::GET, "/api/v1/rollouts", Some(&secret), None)
+                .await
+                .0
+        }
+    };
+    assert_eq!(get(short.secret.expose().to_owned()).await, StatusCode::OK);
+    app.at(61);
+    assert_eq!(
+        get(short.secret.expose().to_owned()).await,
+        StatusCode::UNAUTHORIZED,
+        "expired"
+    );
+    assert_eq!(get(kept.secret.expose().to_owned()).await, StatusCode::OK);
+    let bob = app.service.acting(Actor::User {
+        name: "bob".into(),
+        role: Role::Admin,
+    });
+    bob.remove_user("alice").await.unwrap();
+    assert_eq!(
+        get(kept.secret.expose().to_owned()).await,
+        StatusCode::UNAUTHORIZED,
+        "revoked with its creator"
+    );
+    let tokens = bob.tokens().await.unwrap();
+    assert!(
+        tokens
+            .iter()
+            .all(|t| t.revoked_at.is_some() || t.name == "test")
+    );
+
+    // A rate of 5 a second: a burst of 10, then 429 with Retry-After.
+    let mut settings = app.state.settings.clone();
+    settings.api_rate_limit = 5;
+    let router = herald::web::router(herald::web::AppState::new(app.service.clone(), settings));
+    let token = app.token(Role::Maintainer).await;
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..12 {
+        use tower::ServiceExt;
+        let request = axum::http::Request::builder()
+            .uri("/api/v1/rollouts")
+            .header("authorization", format!("Bearer {token}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let r = router.clone().oneshot(request).await.unwrap();
+        statuses.push(r.status());
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            retry_after = r.headers().get("retry-after").cloned();
+        }
+    }
+    assert_eq!(statuses[..10], [StatusCode::OK; 10], "{statuses:?}");
+    assert_eq!(
+        statuses[10..],
+        [StatusCode::TOO_MANY_REQUESTS; 2],
+        "{statuses:?}"
+    );
+    assert_eq!(retry_after.unwrap(), "1");
+}

@@ -9,7 +9,9 @@ use sqlx::{Any, FromRow, Row, Transaction};
 
 use super::{SqlStore, opt_ts, parse, secs, ts};
 use crate::domain::{ApiToken, AuditEntry, NewAudit, Role, User};
-use crate::store::{AccountChange, Accounts, AttemptRule, Attempts, StoreError, StoreResult};
+use crate::store::{
+    AccountChange, Accounts, AttemptRule, Attempts, StoreError, StoreResult, TokenRecord,
+};
 
 /// An `api_tokens` row as selected by [`TOKEN_COLUMNS`] (never the hash).
 #[derive(sqlx::FromRow)]
@@ -22,6 +24,7 @@ struct TokenRow {
     created_at: i64,
     last_used_at: Option<i64>,
     revoked_at: Option<i64>,
+    expires_at: Option<i64>,
 }
 
 impl TryFrom<TokenRow> for ApiToken {
@@ -37,6 +40,7 @@ impl TryFrom<TokenRow> for ApiToken {
             created_at: ts(r.created_at)?,
             last_used_at: opt_ts(r.last_used_at)?,
             revoked_at: opt_ts(r.revoked_at)?,
+            expires_at: opt_ts(r.expires_at)?,
         })
     }
 }
@@ -133,7 +137,7 @@ impl TryFrom<AuditRow> for AuditEntry {
 }
 
 const TOKEN_COLUMNS: &str =
-    "id, name, role, prefix, created_by, created_at, last_used_at, revoked_at";
+    "id, name, role, prefix, created_by, created_at, last_used_at, revoked_at, expires_at";
 
 /// Why an account statement changed `rows` rows: done, no such user, or the last admin.
 async fn account_outcome(
@@ -164,25 +168,19 @@ async fn end_sessions(tx: &mut Transaction<'_, Any>, name: &str) -> StoreResult<
 
 #[async_trait]
 impl Accounts for SqlStore {
-    async fn insert_token(
-        &self,
-        name: &str,
-        role: Role,
-        token_hash: &str,
-        prefix: &str,
-        created_by: &str,
-        now: Timestamp,
-    ) -> StoreResult<ApiToken> {
+    async fn insert_token(&self, t: &TokenRecord<'_>) -> StoreResult<ApiToken> {
         let row = sqlx::query(&format!(
-            "INSERT INTO api_tokens (name, role, token_hash, prefix, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {TOKEN_COLUMNS}"
+            "INSERT INTO api_tokens \
+             (name, role, token_hash, prefix, created_by, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {TOKEN_COLUMNS}"
         ))
-        .bind(name)
-        .bind(role.as_str())
-        .bind(token_hash)
-        .bind(prefix)
-        .bind(created_by)
-        .bind(secs(now))
+        .bind(t.name)
+        .bind(t.role.as_str())
+        .bind(t.token_hash)
+        .bind(t.prefix)
+        .bind(t.created_by)
+        .bind(secs(t.created_at))
+        .bind(t.expires_at.map(secs))
         .fetch_one(&self.pool)
         .await?;
         token_from(&row)
@@ -220,6 +218,17 @@ impl Accounts for SqlStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_tokens_by(&self, created_by: &str, now: Timestamp) -> StoreResult<u64> {
+        Ok(sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE created_by = $2 AND revoked_at IS NULL",
+        )
+        .bind(secs(now))
+        .bind(created_by)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 
     async fn touch_token(&self, id: i64, now: Timestamp) -> StoreResult<()> {

@@ -11,6 +11,8 @@ pub struct TokenRow {
     prefix: String,
     last_used: Option<TimeView>,
     revoked: bool,
+    expires: Option<TimeView>,
+    expired: bool,
 }
 
 #[derive(Template)]
@@ -38,12 +40,14 @@ async fn tokens_page(
         .await?
         .into_iter()
         .map(|t| TokenRow {
+            expired: t.revoked_at.is_none() && !t.is_live(state.service.now()),
             id: t.id,
             name: t.name,
             role: t.role.as_str(),
             prefix: t.prefix,
             last_used: t.last_used_at.map(time),
             revoked: t.revoked_at.is_some(),
+            expires: t.expires_at.map(time),
         })
         .collect();
     page(
@@ -99,6 +103,9 @@ pub struct TokenForm {
     name: String,
     #[serde(default)]
     role: String,
+    /// Days until it is refused; empty or 0: never.
+    #[serde(default)]
+    expires: String,
 }
 
 pub async fn create_token(
@@ -106,9 +113,26 @@ pub async fn create_token(
     CsrfForm { signed_in, form }: CsrfForm<TokenForm>,
 ) -> Result<Response, AppError> {
     let role = Role::parse(&form.role).unwrap_or(Role::Maintainer);
+    let lifetime = match form.expires.trim() {
+        "" | "0" | "never" => None,
+        days => match days.parse::<i64>() {
+            Ok(d) if (1..=3650).contains(&d) => Some(jiff::SignedDuration::from_hours(24 * d)),
+            _ => {
+                return tokens_page(
+                    &state,
+                    &signed_in,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    None,
+                    Some("The expiry must be a number of days from 1 to 3650, or never.".into()),
+                    form.name,
+                )
+                .await;
+            }
+        },
+    };
     match signed_in
         .service(&state)
-        .create_token(&form.name, role)
+        .create_token_expiring(&form.name, role, lifetime)
         .await
     {
         Ok(new) => {

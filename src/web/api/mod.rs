@@ -35,6 +35,8 @@ pub enum ApiError {
     KeyReused,
     /// An `Idempotency-Key` whose first request is still being answered.
     KeyInUse,
+    /// This token made more requests than its rate allows: try again after this long.
+    RateLimited(std::time::Duration),
 }
 
 impl<E: Into<AppError>> From<E> for ApiError {
@@ -65,6 +67,10 @@ pub struct ErrorDetail {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let wait = match &self {
+            Self::RateLimited(wait) => Some(*wait),
+            _ => None,
+        };
         let (status, code, message, field, cause) = match self {
             Self::Unauthorized(why) => (
                 StatusCode::UNAUTHORIZED,
@@ -110,6 +116,17 @@ impl IntoResponse for ApiError {
                 Some("Idempotency-Key".to_owned()),
                 None,
             ),
+            Self::RateLimited(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!(
+                    "this token made more requests than HERALD_API_RATE_LIMIT allows; try again \
+                     in {} s",
+                    wait.as_secs().max(1)
+                ),
+                None,
+                None,
+            ),
             Self::App(e) => {
                 let field = match &e {
                     AppError::Domain(DomainError::Invalid(v)) => Some(v.field.to_owned()),
@@ -145,15 +162,15 @@ impl IntoResponse for ApiError {
             .into_response();
         let retry_after = match (status, code) {
             (StatusCode::SERVICE_UNAVAILABLE, _) => {
-                Some(crate::web::error::RETRY_AFTER_UNAVAILABLE)
+                Some(crate::web::error::RETRY_AFTER_UNAVAILABLE.to_owned())
             }
-            (_, "idempotency_key_in_use") => Some("1"),
-            _ => None,
+            (_, "idempotency_key_in_use") => Some("1".to_owned()),
+            _ => wait.map(|w| w.as_secs().max(1).to_string()),
         };
-        if let Some(seconds) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
+        if let Some(seconds) = retry_after
+            && let Ok(value) = HeaderValue::from_str(&seconds)
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
@@ -209,7 +226,13 @@ impl FromRequestParts<AppState> for Bearer {
                 "malformed Authorization header: expected Bearer <token>",
             ))?;
         match state.service.authenticate_token(secret).await {
-            Ok(Some(token)) => Ok(Self(token)),
+            Ok(Some(token)) => {
+                state
+                    .api_rate
+                    .take(token.id)
+                    .map_err(ApiError::RateLimited)?;
+                Ok(Self(token))
+            }
             Ok(None) => {
                 let client = crate::web::auth::client_ip(
                     &parts.extensions,
@@ -228,6 +251,45 @@ impl FromRequestParts<AppState> for Bearer {
                 Err(ApiError::Unauthorized("unknown or revoked token"))
             }
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Each API token's request rate: a token bucket per token, filled at `per_second` up to
+/// twice that. Per instance (the load balancer spreads a token's requests; a limit meant to
+/// stop a runaway script need not be exact), in memory, bounded by the number of live tokens.
+pub struct TokenRate {
+    per_second: f64,
+    buckets: std::sync::Mutex<std::collections::HashMap<i64, (f64, std::time::Instant)>>,
+}
+
+impl TokenRate {
+    /// `per_second` 0: no limit.
+    pub fn new(per_second: u32) -> Self {
+        Self {
+            per_second: f64::from(per_second),
+            buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Take one request for token `id`, or say how long until one is allowed.
+    pub fn take(&self, id: i64) -> Result<(), std::time::Duration> {
+        if self.per_second <= 0.0 {
+            return Ok(());
+        }
+        let burst = self.per_second * 2.0;
+        let now = std::time::Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let (left, at) = buckets.entry(id).or_insert((burst, now));
+        *left = (*left + now.duration_since(*at).as_secs_f64() * self.per_second).min(burst);
+        *at = now;
+        if *left >= 1.0 {
+            *left -= 1.0;
+            Ok(())
+        } else {
+            Err(std::time::Duration::from_secs_f64(
+                (1.0 - *left) / self.per_second,
+            ))
         }
     }
 }
