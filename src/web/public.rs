@@ -136,6 +136,13 @@ struct MaintenancePage {
     site: Site,
     w: WindowView,
     rollouts: Vec<super::rollouts::RolloutView>,
+    nav: super::view::TimelineNav,
+}
+
+/// `?updates=N`: a page of a timeline.
+#[derive(Debug, Deserialize)]
+pub struct TimelineQuery {
+    pub updates: Option<u32>,
 }
 
 #[derive(Template)]
@@ -256,7 +263,11 @@ pub async fn index(State(state): State<AppState>, request: Request) -> Result<Re
     Ok(page.respond(request.headers()))
 }
 
-async fn render_maintenance(state: &AppState, id: i64) -> Result<CachedPage, AppError> {
+async fn render_maintenance(
+    state: &AppState,
+    id: i64,
+    timeline: usize,
+) -> Result<CachedPage, AppError> {
     let service = &state.service;
     let m = service.maintenance(id).await?;
     if !m.is_public() {
@@ -270,7 +281,9 @@ async fn render_maintenance(state: &AppState, id: i64) -> Result<CachedPage, App
         .iter()
         .map(|r| super::rollouts::rollout_view(r, &[], None, now))
         .collect();
-    let w = window_view(&m, &updates, now);
+    let mut w = window_view(&m, &updates, now);
+    let nav = super::view::timeline_page(&mut w.updates, timeline, &format!("/maintenance/{id}"))
+        .ok_or(AppError::NotFound)?;
     let about = if m.description.trim().is_empty() {
         format!("{}: {}.", w.state_label, w.progress)
     } else {
@@ -284,6 +297,7 @@ async fn render_maintenance(state: &AppState, id: i64) -> Result<CachedPage, App
         ),
         w,
         rollouts,
+        nav,
     };
     Ok(html(page.render()?))
 }
@@ -292,13 +306,18 @@ async fn render_maintenance(state: &AppState, id: i64) -> Result<CachedPage, App
 pub async fn maintenance(
     State(state): State<AppState>,
     Path(id): Path<i64>,
+    Query(query): Query<TimelineQuery>,
     request: Request,
 ) -> Result<Response, AppError> {
-    let key = format!("/maintenance/{id}");
+    let timeline = match query.updates {
+        Some(0) => return Err(AppError::NotFound),
+        page => page.unwrap_or(1) as usize,
+    };
+    let key = super::view::timeline_url(&format!("/maintenance/{id}"), timeline);
     let page = state
         .pages
         .get_or_render(&key, state.service.freshness(), || {
-            render_maintenance(&state, id)
+            render_maintenance(&state, id, timeline)
         })
         .await?;
     Ok(page.respond(request.headers()))

@@ -9,7 +9,7 @@ use axum::response::Response;
 use jiff::Timestamp;
 
 use super::AppState;
-use super::error::{AppError, Path};
+use super::error::{AppError, Path, Query};
 use super::public::html;
 use super::view::{Site, SummaryView, TimeView, UpdateView, markdown, time};
 use crate::domain::human_duration;
@@ -337,9 +337,14 @@ pub fn rollout_summary_view(s: &RolloutSummary) -> SummaryView {
 struct RolloutPage {
     site: Site,
     r: RolloutView,
+    nav: super::view::TimelineNav,
 }
 
-async fn render_rollout(state: &AppState, id: i64) -> Result<super::cache::CachedPage, AppError> {
+async fn render_rollout(
+    state: &AppState,
+    id: i64,
+    timeline: usize,
+) -> Result<super::cache::CachedPage, AppError> {
     let service = &state.service;
     let r = service.rollout(id).await?;
     let updates = service.rollout_updates(id, None).await?;
@@ -351,12 +356,14 @@ async fn render_rollout(state: &AppState, id: i64) -> Result<super::cache::Cache
             .filter(|m| m.is_public()),
         None => None,
     };
-    let view = rollout_view(
+    let mut view = rollout_view(
         &r,
         &updates,
         window.as_ref().map(|m| (m.id, m.title.as_str())),
         service.now(),
     );
+    let nav = super::view::timeline_page(&mut view.updates, timeline, &format!("/rollouts/{id}"))
+        .ok_or(AppError::NotFound)?;
     let page = RolloutPage {
         site: state.site.page(
             &format!("{} · {}", r.title, state.site.name),
@@ -367,6 +374,7 @@ async fn render_rollout(state: &AppState, id: i64) -> Result<super::cache::Cache
             &view.url,
         ),
         r: view,
+        nav,
     };
     Ok(html(page.render()?))
 }
@@ -375,13 +383,18 @@ async fn render_rollout(state: &AppState, id: i64) -> Result<super::cache::Cache
 pub async fn rollout(
     State(state): State<AppState>,
     Path(id): Path<i64>,
+    Query(query): Query<super::public::TimelineQuery>,
     request: Request,
 ) -> Result<Response, AppError> {
-    let key = format!("/rollouts/{id}");
+    let timeline = match query.updates {
+        Some(0) => return Err(AppError::NotFound),
+        page => page.unwrap_or(1) as usize,
+    };
+    let key = super::view::timeline_url(&format!("/rollouts/{id}"), timeline);
     let page = state
         .pages
         .get_or_render(&key, state.service.freshness(), || {
-            render_rollout(&state, id)
+            render_rollout(&state, id, timeline)
         })
         .await?;
     Ok(page.respond(request.headers()))

@@ -490,3 +490,45 @@ mod tests {
         assert!(!html.contains("javascript:"));
     }
 }
+
+/// Timeline entries a public page shows at once, newest first; older ones are a link away (a
+/// token posting thousands of notes must not make every visitor load them all).
+pub const TIMELINE_PAGE: usize = 50;
+
+/// Where a page's timeline stands: which page of it is shown, and the links to the others.
+#[derive(Debug, Clone, Default)]
+pub struct TimelineNav {
+    pub page: usize,
+    pub pages: usize,
+    pub total: usize,
+    pub newer: Option<String>,
+    pub older: Option<String>,
+}
+
+/// The address of page `page` of the timeline on `base`.
+pub fn timeline_url(base: &str, page: usize) -> String {
+    match page {
+        0 | 1 => base.to_owned(),
+        n => format!("{base}?updates={n}"),
+    }
+}
+
+/// Keep page `page` (from 1) of `entries` (newest first) and say where it stands; `None`
+/// past the last page.
+pub fn timeline_page<T>(entries: &mut Vec<T>, page: usize, base: &str) -> Option<TimelineNav> {
+    let total = entries.len();
+    let pages = total.div_ceil(TIMELINE_PAGE).max(1);
+    if page == 0 || page > pages {
+        return None;
+    }
+    let start = (page - 1) * TIMELINE_PAGE;
+    entries.truncate((start + TIMELINE_PAGE).min(total));
+    entries.drain(..start.min(entries.len()));
+    Some(TimelineNav {
+        page,
+        pages,
+        total,
+        newer: (page > 1).then(|| timeline_url(base, page - 1)),
+        older: (page < pages).then(|| timeline_url(base, page + 1)),
+    })
+}

@@ -877,3 +877,64 @@ async fn metrics_are_not_the_publics() {
         StatusCode::OK
     );
 }
+
+/// A window's page shows the newest 50 timeline entries and links to older pages: a token
+/// posting thousands of notes does not make every visitor load them all.
+#[tokio::test]
+async fn long_timelines_are_paged() {
+    use axum::http::Method;
+    let app = TestApp::new().await;
+    let token = app.token(herald::domain::Role::Maintainer).await;
+    let (status, m, _) = app
+        .api(
+            Method::POST,
+            "/api/v1/maintenances",
+            Some(&token),
+            Some(serde_json::json!({"title": "Chatty window", "schedule_hint": "soon"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = m["id"].as_i64().unwrap();
+    let path = format!("/api/v1/maintenances/{id}/updates");
+    app.api(
+        Method::POST,
+        &format!("/api/v1/maintenances/{id}/announce"),
+        Some(&token),
+        None,
+    )
+    .await;
+    for i in 1..=119 {
+        let (status, e, _) = app
+            .api(
+                Method::POST,
+                &path,
+                Some(&token),
+                Some(serde_json::json!({"body": format!("Note number {i}."), "announce": false})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{e}");
+    }
+    let first = app.get(&format!("/maintenance/{id}")).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let text = first.text();
+    assert!(text.contains("Note number 119."));
+    assert!(
+        !text.contains("Note number 69."),
+        "older than the newest 50"
+    );
+    assert!(text.contains(&format!("href=\"/maintenance/{id}?updates=2\"")));
+    assert!(text.contains("Page 1 of 3 · 120 updates"));
+    let third = app
+        .get(&format!("/maintenance/{id}?updates=3"))
+        .await
+        .text();
+    assert!(third.contains("Note number 1.") && !third.contains("Note number 21."));
+    assert!(third.contains(&format!("href=\"/maintenance/{id}?updates=2\"")));
+    for beyond in ["?updates=4", "?updates=0"] {
+        assert_eq!(
+            app.get(&format!("/maintenance/{id}{beyond}")).await.status,
+            StatusCode::NOT_FOUND,
+            "{beyond}"
+        );
+    }
+}
