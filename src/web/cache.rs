@@ -247,6 +247,9 @@ pub trait RenderError {
     fn is_unavailable(&self) -> bool;
     /// The error for a page that cannot be rendered because the database is known to be away.
     fn unavailable() -> Self;
+    /// The error for a page never rendered before while too many such renders are under way
+    /// (a flood of made-up addresses).
+    fn busy() -> Self;
     /// The page does not exist (remembered briefly, see [`MISSING_FOR`]).
     fn is_not_found(&self) -> bool;
     fn not_found() -> Self;
@@ -268,7 +271,18 @@ impl RenderError for super::error::AppError {
     fn not_found() -> Self {
         Self::NotFound
     }
+
+    fn busy() -> Self {
+        Self::TooManyRequests("Too many requests for pages that do not exist. Try again.".into())
+    }
 }
+
+/// Renders of pages not in the cache at once (each needs a database connection; SQLite's
+/// pool has three): a flood of made-up addresses takes at most this many connections, and
+/// `/` and the pages already kept render beside it.
+const COLD_RENDERS: usize = 1;
+/// How long a render of a page not in the cache waits for its turn before answering 429.
+const COLD_WAIT: Duration = Duration::from_millis(250);
 
 /// How often, while the database is away, one background probe asks whether it is back.
 const AWAY_PROBE_EVERY: Duration = Duration::from_millis(500);
@@ -291,6 +305,8 @@ pub struct PageCache {
     rendering: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// A counter that orders uses, for the least-recently-used eviction.
     ticks: AtomicU64,
+    /// Turns for rendering a page not kept (see [`COLD_RENDERS`]).
+    cold: tokio::sync::Semaphore,
     max_age: Duration,
     max_entries: usize,
 }
@@ -304,6 +320,7 @@ impl PageCache {
             missing: RwLock::new(HashMap::new()),
             rendering: std::sync::Mutex::new(HashMap::new()),
             ticks: AtomicU64::new(0),
+            cold: tokio::sync::Semaphore::new(COLD_RENDERS),
             max_age,
             max_entries: 512,
         }
@@ -349,15 +366,9 @@ impl PageCache {
     fn remember_missing(&self, key: &str, now: Freshness) {
         let mut missing = self.missing.write().unwrap_or_else(|e| e.into_inner());
         if missing.len() >= self.max_entries && !missing.contains_key(key) {
-            missing.retain(|_, m| m.rendered.elapsed() < MISSING_FOR);
-            if missing.len() >= self.max_entries
-                && let Some(oldest) = missing
-                    .iter()
-                    .min_by_key(|(_, m)| m.rendered)
-                    .map(|(k, _)| k.clone())
-            {
-                missing.remove(&oldest);
-            }
+            // Only an economy, under a flood of new addresses at thousands a second: start
+            // afresh rather than search for the oldest each time.
+            missing.clear();
         }
         missing.insert(
             key.to_owned(),
@@ -523,6 +534,16 @@ impl PageCache {
             if self.database_away() {
                 return self.kept(key).ok_or_else(E::unavailable);
             }
+            // A page never kept waits its turn among such renders: a flood of made-up
+            // addresses cannot take every database connection from the pages people read.
+            let _cold = if self.kept_quietly(key).is_none() {
+                match tokio::time::timeout(COLD_WAIT, self.cold.acquire()).await {
+                    Ok(Ok(permit)) => Some(permit),
+                    _ => return Err(E::busy()),
+                }
+            } else {
+                None
+            };
             let started = Instant::now();
             let rendered = match tokio::time::timeout(RENDER_TIMEOUT, render()).await {
                 Ok(rendered) => rendered,

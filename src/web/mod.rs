@@ -421,7 +421,8 @@ fn admin_routes() -> Router<AppState> {
 }
 
 /// The whole application.
-/// How long a client may take to send a request's body.
+/// How long a client may pause while sending a request's body (tower-http's body timeout runs
+/// between two parts of it; [`REQUEST_TIMEOUT`] bounds the whole).
 pub const REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long any request may take in all, its body included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -572,14 +572,35 @@ async fn slow_clients_cannot_hold_the_server() {
     assert!(closed >= 300 - 256, "only {closed} of 300 were refused");
     drop(extra);
 
-    // A byte every few seconds does not keep a body going: each slow request is answered (or
-    // its connection closed) once the body timeout has passed.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    for stream in slow.iter_mut().take(50) {
-        let _ = stream.write_all(b" ").await;
-    }
+    // Twenty send a byte every 2 s (the body never pauses 10 s): the 30 s request timeout
+    // ends them. The others pause: the body timeout ends them after 10 s.
+    let trickling: Vec<_> = slow.drain(..20).collect();
+    let trickle = tokio::spawn(async move {
+        let started = Instant::now();
+        let mut open = trickling;
+        while !open.is_empty() && started.elapsed() < Duration::from_secs(45) {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let mut still = Vec::new();
+            for mut stream in open {
+                let mut buf = [0u8; 4096];
+                let closed =
+                    match tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf))
+                        .await
+                    {
+                        Ok(Ok(0)) | Ok(Err(_)) => true,
+                        Ok(Ok(_)) | Err(_) => stream.write_all(b"x").await.is_err(),
+                    };
+                if !closed {
+                    still.push(stream);
+                }
+            }
+            open = still;
+        }
+        open.len()
+    });
     let deadline = Instant::now() + Duration::from_secs(25);
     let mut ended = 0;
+    let paused = slow.len();
     for mut stream in slow {
         let left = deadline.saturating_duration_since(Instant::now());
         let mut buf = vec![0u8; 4096];
@@ -595,5 +616,10 @@ async fn slow_clients_cannot_hold_the_server() {
             ended += 1;
         }
     }
-    assert_eq!(ended, 2_000, "slow connections were still open");
+    assert_eq!(ended, paused, "paused connections were still open");
+    assert_eq!(
+        trickle.await.unwrap(),
+        0,
+        "trickling connections were still open"
+    );
 }
