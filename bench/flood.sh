@@ -27,13 +27,7 @@ log() { printf '%s\n' "$*" >&2; }
 die() { log "flood.sh: error: $*"; exit 1; }
 # shellcheck source=bench/lib.sh
 . "$REPO/bench/lib.sh"
-for tool in wrk curl python3; do
-    command -v "$tool" >/dev/null || die "$tool is missing (apt-get install wrk curl python3)"
-done
-
-log "== cargo build --profile $PROFILE"
-(cd "$REPO" && cargo build --profile "$PROFILE" >&2) || die "cargo build failed"
-BIN="$CARGO_TARGET_DIR/$PROFILE/herald"
+need_tools_and_build wrk curl python3
 
 TMP="$(mktemp -d -t herald-flood.XXXXXX)"
 HERALD_PID=""
@@ -46,20 +40,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-PORT="$(free_port 18300)"
-BASE="http://127.0.0.1:$PORT"
-DB="sqlite://$TMP/herald.db"
-(
-    first_start_env
-    export HERALD_DATABASE_URL="$DB" HERALD_LISTEN="127.0.0.1:$PORT"
-    exec "$BIN" serve --demo
-) 2>"$TMP/herald.log" &
-HERALD_PID=$!
-for _ in $(seq 100); do
-    curl -fs "$BASE/readyz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-curl -fs "$BASE/readyz" >/dev/null || die "Herald did not start (see $TMP/herald.log)"
+start_demo_herald 18300
 TOKEN="$(HERALD_DATABASE_URL="$DB" HERALD_LOG=error "$BIN" token create bench --role maintainer)"
 WINDOW="$(curl -fs -H "Authorization: Bearer $TOKEN" "$BASE/api/v1/maintenances?state=in_progress" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')"
@@ -70,18 +51,6 @@ request = function()
     return wrk.format("GET", "/maintenance/" .. math.random(1000, 2000000000))
 end
 LUA
-
-# p99 of the cached `/` (milliseconds), from wrk's latency distribution.
-cached_p99() {
-    wrk -t1 -c8 -d5s --latency "$BASE/" | python3 -c '
-import re, sys
-for line in sys.stdin:
-    m = re.match(r"\s+99%\s+([\d.]+)(us|ms|s)", line)
-    if m:
-        v, unit = float(m.group(1)), m.group(2)
-        print(round(v / 1000 if unit == "us" else v * 1000 if unit == "s" else v, 3))
-'
-}
 
 # p99 of `/` right after a change (milliseconds): each fetch renders the page anew.
 changed_p99() {

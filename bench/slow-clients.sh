@@ -21,12 +21,7 @@ log() { printf '%s\n' "$*" >&2; }
 die() { log "slow-clients.sh: error: $*"; exit 1; }
 # shellcheck source=bench/lib.sh
 . "$REPO/bench/lib.sh"
-for tool in wrk curl python3; do
-    command -v "$tool" >/dev/null || die "$tool is missing (apt-get install wrk curl python3)"
-done
-log "== cargo build --profile $PROFILE"
-(cd "$REPO" && cargo build --profile "$PROFILE" >&2) || die "cargo build failed"
-BIN="$CARGO_TARGET_DIR/$PROFILE/herald"
+need_tools_and_build wrk curl python3
 
 TMP="$(mktemp -d -t herald-slow.XXXXXX)"
 HERALD_PID=""
@@ -40,33 +35,10 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-PORT="$(free_port 18400)"
-BASE="http://127.0.0.1:$PORT"
-(
-    first_start_env
-    export HERALD_DATABASE_URL="sqlite://$TMP/herald.db" HERALD_LISTEN="127.0.0.1:$PORT"
-    exec "$BIN" serve --demo
-) 2>"$TMP/herald.log" &
-HERALD_PID=$!
-for _ in $(seq 100); do
-    curl -fs "$BASE/readyz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-curl -fs "$BASE/readyz" >/dev/null || die "Herald did not start (see $TMP/herald.log)"
-
-p99() {
-    wrk -t1 -c8 -d5s --latency "$BASE/" | python3 -c '
-import re, sys
-for line in sys.stdin:
-    m = re.match(r"\s+99%\s+([\d.]+)(us|ms|s)", line)
-    if m:
-        v, unit = float(m.group(1)), m.group(2)
-        print(round(v / 1000 if unit == "us" else v * 1000 if unit == "s" else v, 3))
-'
-}
+start_demo_herald 18400
 
 log "== quiet"
-quiet="$(p99)"
+quiet="$(cached_p99)"
 
 log "== $CLIENTS slow clients"
 python3 - "$PORT" "$CLIENTS" >"$TMP/slow.txt" <<'PY' &
@@ -104,7 +76,7 @@ asyncio.run(main())
 PY
 SLOW_PID=$!
 sleep 2
-during="$(p99)"
+during="$(cached_p99)"
 wait "$SLOW_PID" || true
 SLOW_PID=""
 read -r opened closed <"$TMP/slow.txt" || { opened=0; closed=0; }

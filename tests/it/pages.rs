@@ -890,7 +890,8 @@ async fn long_timelines_are_paged() {
             Method::POST,
             "/api/v1/maintenances",
             Some(&token),
-            Some(serde_json::json!({"title": "Chatty window", "schedule_hint": "soon"})),
+            Some(serde_json::json!({"title": "Chatty window",
+                "starts_at": app.time(60).to_string(), "ends_at": app.time(120).to_string()})),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
@@ -930,6 +931,19 @@ async fn long_timelines_are_paged() {
         .text();
     assert!(third.contains("Note number 1.") && !third.contains("Note number 21."));
     assert!(third.contains(&format!("href=\"/maintenance/{id}?updates=2\"")));
+    // The Statuspage API carries the newest 50 too.
+    let v2: serde_json::Value =
+        serde_json::from_str(&app.get("/api/v2/scheduled-maintenances.json").await.text()).unwrap();
+    let updates = v2["scheduled_maintenances"][0]["incident_updates"]
+        .as_array()
+        .unwrap();
+    assert_eq!(updates.len(), 50);
+    assert!(
+        updates[0]["body"]
+            .as_str()
+            .unwrap()
+            .contains("Note number 119.")
+    );
     for beyond in ["?updates=4", "?updates=0"] {
         assert_eq!(
             app.get(&format!("/maintenance/{id}{beyond}")).await.status,

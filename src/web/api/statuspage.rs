@@ -15,7 +15,8 @@
 //!   `cancelled` → `completed` (Statuspage has no cancelled maintenance; the last update says
 //!   it was cancelled). A tentative window (no date yet) is left out: Statuspage requires
 //!   `scheduled_for`. Herald's impact levels are Statuspage's. `incident_updates` are the
-//!   window's timeline, newest first, each with the status the window had at that moment.
+//!   window's timeline, newest first, each with the status the window had at that moment; the
+//!   newest 50, as on the window's page (whose older pages hold the rest).
 //! - **Rollouts**: a rollout tied to a window is part of that window. A rollout on its own is
 //!   a scheduled maintenance too (`id` `rollout-{id}`, impact `none`, no components): pending
 //!   → `scheduled`, in progress or paused → `in_progress`, finished (completed, failed,
@@ -267,6 +268,7 @@ impl Data {
                 })
                 .collect();
             incident_updates.reverse();
+            incident_updates.truncate(crate::web::view::TIMELINE_PAGE);
             let url = format!("{base}/maintenance/{}", m.id);
             let status = maintenance_status(m);
             let json = json!({
@@ -387,6 +389,7 @@ async fn rollout_json(
         })
         .collect();
     incident_updates.reverse();
+    incident_updates.truncate(crate::web::view::TIMELINE_PAGE);
     let start = r.started_at.unwrap_or(r.created_at);
     Ok(json!({
         "id": format!("rollout-{}", r.id),
