@@ -27,6 +27,7 @@
 
 mod account;
 mod channel;
+mod incident;
 mod maintenance;
 mod rollout;
 mod sign_in;
@@ -34,6 +35,7 @@ mod timed;
 
 pub use account::*;
 pub use channel::*;
+pub use incident::*;
 pub use maintenance::*;
 pub use rollout::*;
 pub use sign_in::*;
@@ -222,12 +224,16 @@ impl NewComponent {
     }
 }
 
-/// A component's shown status. It follows the windows that affect the component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// A component's shown status. It follows the windows that affect the component, and (issue
+/// 27) the incidents. Ordered from best to worst as Statuspage ranks them, so the worst of
+/// several is their maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ComponentStatus {
     Operational,
     UnderMaintenance,
     Degraded,
+    PartialOutage,
+    MajorOutage,
 }
 
 impl ComponentStatus {
@@ -237,7 +243,31 @@ impl ComponentStatus {
             Self::Operational => "operational",
             Self::UnderMaintenance => "under_maintenance",
             Self::Degraded => "degraded_performance",
+            Self::PartialOutage => "partial_outage",
+            Self::MajorOutage => "major_outage",
         }
+    }
+
+    pub const ALL: [Self; 5] = [
+        Self::Operational,
+        Self::UnderMaintenance,
+        Self::Degraded,
+        Self::PartialOutage,
+        Self::MajorOutage,
+    ];
+
+    /// From its Statuspage v2 name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// The statuses an incident may give a component (not `operational`: a component an
+    /// incident no longer affects is taken off it; not `under_maintenance`: windows say that).
+    pub fn is_incident_status(self) -> bool {
+        matches!(
+            self,
+            Self::Degraded | Self::PartialOutage | Self::MajorOutage
+        )
     }
 
     pub fn label(self) -> &'static str {
@@ -245,6 +275,8 @@ impl ComponentStatus {
             Self::Operational => "Operational",
             Self::UnderMaintenance => "Under maintenance",
             Self::Degraded => "Degraded",
+            Self::PartialOutage => "Partial outage",
+            Self::MajorOutage => "Major outage",
         }
     }
 

@@ -463,6 +463,8 @@ async fn render_badge(state: &AppState, scope: &Scope) -> Result<String, AppErro
         ComponentStatus::Operational => ("operational", "#2e7d32"),
         ComponentStatus::UnderMaintenance => ("under maintenance", "#0b62a4"),
         ComponentStatus::Degraded => ("degraded", "#a15c00"),
+        ComponentStatus::PartialOutage => ("partial outage", "#b34700"),
+        ComponentStatus::MajorOutage => ("major outage", "#b00020"),
     };
     Ok(badge_svg(&label, value, colour))
 }
