@@ -10,34 +10,9 @@
 use jiff::Timestamp;
 
 use super::{
-    ComponentStatus, DomainError, RuleError, ValidationError, clean_line, clean_text, limits,
+    ComponentStatus, DomainError, Impact, RuleError, ValidationError, clean_line, clean_text,
+    limits,
 };
-
-/// How bad an incident is, as Statuspage says it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum IncidentImpact {
-    None,
-    Minor,
-    Major,
-    Critical,
-}
-
-impl IncidentImpact {
-    pub const ALL: [Self; 4] = [Self::None, Self::Minor, Self::Major, Self::Critical];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Minor => "minor",
-            Self::Major => "major",
-            Self::Critical => "critical",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|i| i.as_str() == s)
-    }
-}
 
 /// Where an incident stands. The order is the order it moves in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -135,7 +110,8 @@ pub struct NewIncidentUpdate {
 pub struct Incident {
     pub id: i64,
     pub title: String,
-    pub impact: IncidentImpact,
+    /// Statuspage's levels, as a window's impact.
+    pub impact: Impact,
     pub status: IncidentStatus,
     /// Affected components, each with its status (by component id, sorted).
     pub components: Vec<(i64, ComponentStatus)>,
@@ -156,7 +132,7 @@ pub struct Incident {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewIncident {
     pub title: String,
-    pub impact: IncidentImpact,
+    pub impact: Impact,
     pub status: IncidentStatus,
     pub components: Vec<(i64, ComponentStatus)>,
     /// The first update's text.
@@ -403,7 +379,7 @@ mod tests {
     fn new(publish: bool) -> Incident {
         let new = NewIncident {
             title: "API errors".into(),
-            impact: IncidentImpact::Major,
+            impact: Impact::Major,
             status: IncidentStatus::Investigating,
             components: vec![(2, ComponentStatus::PartialOutage)],
             body: "Writes fail for some clients.".into(),
@@ -542,7 +518,7 @@ mod tests {
     fn a_new_incident_is_checked() {
         let bad = NewIncident {
             title: "Down\r\nBCC".into(),
-            impact: IncidentImpact::Minor,
+            impact: Impact::Minor,
             status: IncidentStatus::Investigating,
             components: vec![],
             body: "x".into(),
