@@ -1922,3 +1922,32 @@ async fn the_current_password_check_is_throttled() {
         "{statuses:?}"
     );
 }
+
+/// A refused token form keeps what was typed and chosen.
+#[tokio::test]
+async fn a_refused_token_form_keeps_its_choices() {
+    let app = TestApp::new().await;
+    app.user("alice", Role::Admin).await;
+    let me = app.sign_in("alice").await;
+    let r = app
+        .post_form(
+            "/admin/tokens",
+            Some(&me.cookie),
+            &[
+                ("csrf", &me.csrf),
+                ("name", "deploy\tbot"),
+                ("role", "reporter"),
+                ("expires", "90"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    let text = r.text();
+    assert!(
+        text.contains(r#"<option value="reporter" selected>"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"<option value="90" selected>"#), "{text}");
+    assert!(text.contains("deploy\tbot"), "the name as typed");
+}

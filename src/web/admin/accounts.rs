@@ -23,7 +23,8 @@ struct TokensPage {
     tokens: Vec<TokenRow>,
     created: Option<String>,
     error: Option<String>,
-    name: String,
+    /// What was typed and chosen, kept when the form is refused.
+    form: TokenForm,
 }
 
 async fn tokens_page(
@@ -32,7 +33,7 @@ async fn tokens_page(
     status: StatusCode,
     created: Option<String>,
     error: Option<String>,
-    name: String,
+    form: TokenForm,
 ) -> Result<Response, AppError> {
     let tokens = signed_in
         .service(state)
@@ -58,7 +59,7 @@ async fn tokens_page(
             tokens,
             created,
             error,
-            name,
+            form,
         },
     )
 }
@@ -80,7 +81,7 @@ pub async fn tokens(
         StatusCode::OK,
         created.clone(),
         None,
-        String::new(),
+        TokenForm::default(),
     )
     .await?;
     if created.is_some() {
@@ -97,7 +98,7 @@ pub async fn tokens(
     Ok(r)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct TokenForm {
     #[serde(default)]
     name: String,
@@ -124,7 +125,7 @@ pub async fn create_token(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     None,
                     Some("The expiry must be a number of days from 1 to 3650, or never.".into()),
-                    form.name,
+                    form,
                 )
                 .await;
             }
@@ -160,7 +161,7 @@ pub async fn create_token(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 None,
                 error,
-                form.name,
+                form,
             )
             .await
         }
