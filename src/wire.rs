@@ -334,3 +334,116 @@ pub fn rollout_update_json(u: &RolloutUpdate) -> RolloutUpdateJson {
         created_at: u.created_at,
     }
 }
+
+/// A component an incident affects, with the status it gives it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct AffectedJson {
+    /// The component's slug.
+    pub component: String,
+    /// `degraded_performance`, `partial_outage` or `major_outage`.
+    #[schema(pattern = "^(degraded_performance|partial_outage|major_outage)$")]
+    pub status: String,
+}
+
+/// An incident: what broke, how badly, and where it stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IncidentJson {
+    pub id: i64,
+    pub title: String,
+    pub impact: ImpactJson,
+    /// `investigating`, `identified`, `monitoring` or `resolved`.
+    #[schema(pattern = "^(investigating|identified|monitoring|resolved)$")]
+    pub status: &'static str,
+    /// Not yet published: not public, not announced.
+    pub draft: bool,
+    pub published_at: Option<Timestamp>,
+    pub started_at: Timestamp,
+    pub resolved_at: Option<Timestamp>,
+    /// Markdown, after resolution.
+    pub postmortem: Option<String>,
+    pub postmortem_published_at: Option<Timestamp>,
+    /// The window it was opened from (a failed step), if any.
+    pub maintenance_id: Option<i64>,
+    /// The rollout it was opened from, if any.
+    pub rollout_id: Option<i64>,
+    pub components: Vec<AffectedJson>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// The public page (once published).
+    pub url: String,
+}
+
+/// One entry of an incident's timeline.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IncidentUpdateJson {
+    pub id: i64,
+    /// `published`, `status`, `note`, `resolved`, `reopened` or `postmortem`.
+    #[schema(pattern = "^(published|status|note|resolved|reopened|postmortem)$")]
+    pub kind: &'static str,
+    /// The incident's status after this update.
+    pub status: &'static str,
+    /// Markdown.
+    pub body: String,
+    /// The components' statuses after this update, when it changed them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub components: Option<Vec<AffectedJson>>,
+    pub created_at: Timestamp,
+}
+
+/// Component ids and statuses as slugs and names; components no longer known are left out.
+pub fn affected_json(
+    list: &[(i64, domain::ComponentStatus)],
+    components: &[domain::Component],
+) -> Vec<AffectedJson> {
+    list.iter()
+        .filter_map(|(id, status)| {
+            let c = components.iter().find(|c| c.id == *id)?;
+            Some(AffectedJson {
+                component: c.slug.clone(),
+                status: status.as_str().to_owned(),
+            })
+        })
+        .collect()
+}
+
+pub fn incident_json(
+    i: &domain::Incident,
+    components: &[domain::Component],
+    public_url: &str,
+) -> IncidentJson {
+    IncidentJson {
+        id: i.id,
+        title: i.title.clone(),
+        impact: i.impact.into(),
+        status: i.status.as_str(),
+        draft: i.is_draft(),
+        published_at: i.published_at,
+        started_at: i.started_at,
+        resolved_at: i.resolved_at,
+        postmortem: i.postmortem.clone(),
+        postmortem_published_at: i.postmortem_published_at,
+        maintenance_id: i.maintenance_id,
+        rollout_id: i.rollout_id,
+        components: affected_json(&i.components, components),
+        created_at: i.created_at,
+        updated_at: i.updated_at,
+        url: format!("{public_url}/incidents/{}", i.id),
+    }
+}
+
+pub fn incident_update_json(
+    u: &domain::IncidentUpdate,
+    components: &[domain::Component],
+) -> IncidentUpdateJson {
+    IncidentUpdateJson {
+        id: u.id,
+        kind: u.kind.as_str(),
+        status: u.status.as_str(),
+        body: u.body.clone(),
+        components: u
+            .components
+            .as_deref()
+            .map(|c| affected_json(c, components)),
+        created_at: u.created_at,
+    }
+}

@@ -104,6 +104,15 @@ pub const DEFAULT_ROLLOUT_EVENTS_BLUESKY: [UpdateKind; 9] = [
 /// Rollout events that get a Discord message of their own besides the live rollout message.
 pub const DEFAULT_ROLLOUT_MILESTONES: [UpdateKind; 9] = DEFAULT_ROLLOUT_EVENTS_BLUESKY;
 
+/// Incident events that get a Discord message of their own besides the live incident message
+/// (which the opening is): every later one, without a ping.
+pub const DEFAULT_INCIDENT_MILESTONES: [UpdateKind; 4] = [
+    UpdateKind::IncidentUpdated,
+    UpdateKind::IncidentResolved,
+    UpdateKind::IncidentReopened,
+    UpdateKind::IncidentPostmortem,
+];
+
 /// Everything a new channel of `kind` receives, windows and rollouts. A signed webhook gets
 /// every event (its receiver is a program that filters for itself) except drain counts.
 pub fn default_events(kind: ChannelKind) -> Vec<UpdateKind> {
@@ -117,7 +126,12 @@ pub fn default_events(kind: ChannelKind) -> Vec<UpdateKind> {
     } else {
         &DEFAULT_ROLLOUT_EVENTS_BLUESKY
     };
-    DEFAULT_EVENTS.iter().chain(rollout).copied().collect()
+    DEFAULT_EVENTS
+        .iter()
+        .chain(rollout)
+        .chain(&UpdateKind::INCIDENT)
+        .copied()
+        .collect()
 }
 
 /// The milestones of a new Discord channel, windows and rollouts.
@@ -125,20 +139,30 @@ pub fn default_milestones() -> Vec<UpdateKind> {
     DEFAULT_MILESTONES
         .iter()
         .chain(&DEFAULT_ROLLOUT_MILESTONES)
+        .chain(&DEFAULT_INCIDENT_MILESTONES)
         .copied()
         .collect()
 }
 
-/// Events a channel can choose: window and rollout events (never the refresh, which is how
-/// folded events are delivered, not an event).
+/// Events a channel can choose: window, rollout and incident events (never the refresh,
+/// which is how folded events are delivered, not an event).
 pub fn event_kinds() -> impl Iterator<Item = UpdateKind> {
-    UpdateKind::WINDOW.into_iter().chain(UpdateKind::ROLLOUT)
+    UpdateKind::WINDOW
+        .into_iter()
+        .chain(UpdateKind::ROLLOUT)
+        .chain(UpdateKind::INCIDENT)
 }
 
-/// Events that can get a Discord message of their own: all but the announcement, which is
-/// the live message itself, and drain counts, which only redraw the live rollout message.
+/// Events that can get a Discord message of their own: all but the announcement and the
+/// incident's opening, which are the live messages themselves, and drain counts, which only
+/// redraw the live rollout message.
 pub fn milestone_kinds() -> impl Iterator<Item = UpdateKind> {
-    event_kinds().filter(|k| !matches!(k, UpdateKind::Announced | UpdateKind::RolloutDrain))
+    event_kinds().filter(|k| {
+        !matches!(
+            k,
+            UpdateKind::Announced | UpdateKind::RolloutDrain | UpdateKind::IncidentOpened
+        )
+    })
 }
 
 /// A write-only value: shown nowhere, printed as `***`.
@@ -587,20 +611,27 @@ impl DeliveryAction {
 pub enum Subject {
     Window(i64),
     Rollout(i64),
+    Incident(i64),
 }
 
 impl Subject {
     pub fn window(self) -> Option<i64> {
         match self {
             Self::Window(id) => Some(id),
-            Self::Rollout(_) => None,
+            _ => None,
         }
     }
 
     pub fn rollout(self) -> Option<i64> {
         match self {
             Self::Rollout(id) => Some(id),
-            Self::Window(_) => None,
+            _ => None,
+        }
+    }
+
+    pub fn id(self) -> i64 {
+        match self {
+            Self::Window(id) | Self::Rollout(id) | Self::Incident(id) => id,
         }
     }
 }
@@ -672,10 +703,11 @@ pub struct Thread {
 }
 
 /// Which deliveries a change creates: one per public update and enabled channel receiving it.
-/// Drafts announce nothing.
+/// `kinds` are the change's updates' kinds in order, `None` for one not announced. Drafts
+/// announce nothing.
 pub fn deliveries_for(
     public: bool,
-    updates: &[super::NewUpdate],
+    kinds: impl IntoIterator<Item = Option<UpdateKind>>,
     channels: &[Channel],
     mut key: impl FnMut(ChannelKind) -> String,
     deadline_at: Timestamp,
@@ -685,11 +717,12 @@ pub fn deliveries_for(
         return Vec::new();
     }
     let mut out = Vec::new();
-    for (i, u) in updates.iter().enumerate() {
-        for c in channels.iter().filter(|c| c.receives(u.kind)) {
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let Some(kind) = kind else { continue };
+        for c in channels.iter().filter(|c| c.receives(kind)) {
             out.push(NewDelivery {
                 update: Some(i),
-                kind: u.kind,
+                kind,
                 fold_ms: 0,
                 channel_id: c.id,
                 idem_key: key(c.kind),

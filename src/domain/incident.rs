@@ -3,9 +3,6 @@
 //! `resolved`, steps may be skipped), reopens from `resolved` with a note, is a draft (never
 //! public, never announced) until published, and carries its affected components each with
 //! a status of its own. A component's shown status is the worst of what affects it.
-//!
-//! Storing, announcing and the API build on these rules (issue 27); this module is the first
-//! part, and tested on its own.
 
 use jiff::Timestamp;
 
@@ -89,6 +86,57 @@ impl IncidentUpdateKind {
             Self::Postmortem => "postmortem",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Published,
+            Self::Status,
+            Self::Note,
+            Self::Resolved,
+            Self::Reopened,
+            Self::Postmortem,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+
+    /// The event channels choose to receive for this update.
+    pub fn event(self) -> super::UpdateKind {
+        use super::UpdateKind;
+        match self {
+            Self::Published => UpdateKind::IncidentOpened,
+            Self::Status | Self::Note => UpdateKind::IncidentUpdated,
+            Self::Resolved => UpdateKind::IncidentResolved,
+            Self::Reopened => UpdateKind::IncidentReopened,
+            Self::Postmortem => UpdateKind::IncidentPostmortem,
+        }
+    }
+
+    pub fn label(self, status: IncidentStatus) -> &'static str {
+        match self {
+            Self::Published | Self::Status | Self::Note => status.label(),
+            Self::Resolved => "Resolved",
+            Self::Reopened => "Reopened",
+            Self::Postmortem => "Postmortem",
+        }
+    }
+}
+
+/// A stored timeline entry of an incident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentUpdate {
+    pub id: i64,
+    pub incident_id: i64,
+    pub kind: IncidentUpdateKind,
+    pub status: IncidentStatus,
+    pub body: String,
+    /// The components' statuses after this update, when it changed them.
+    pub components: Option<Vec<(i64, ComponentStatus)>>,
+    /// Who posted it: user:NAME, token:NAME, alerts:SOURCE.
+    pub actor: String,
+    pub created_at: Timestamp,
+    /// Whether it was announced (a draft's updates never are).
+    pub announced: bool,
 }
 
 /// A timeline entry a rule produces: what is written with the change and, unless the
@@ -122,6 +170,10 @@ pub struct Incident {
     /// Markdown, written after resolution.
     pub postmortem: Option<String>,
     pub postmortem_published_at: Option<Timestamp>,
+    /// The window whose failed step it was opened from, if any.
+    pub maintenance_id: Option<i64>,
+    /// The rollout whose failure or stall it was opened from, if any.
+    pub rollout_id: Option<i64>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     /// Optimistic-concurrency version, as windows and rollouts have.
@@ -139,6 +191,8 @@ pub struct NewIncident {
     pub body: String,
     /// Published at once (else a draft a maintainer publishes).
     pub publish: bool,
+    pub maintenance_id: Option<i64>,
+    pub rollout_id: Option<i64>,
 }
 
 /// Check a component list: incident statuses only, each component once (sorted by id).
@@ -195,6 +249,8 @@ impl Incident {
             resolved_at: None,
             postmortem: None,
             postmortem_published_at: None,
+            maintenance_id: new.maintenance_id,
+            rollout_id: new.rollout_id,
             created_at: now,
             updated_at: now,
             version: 0,
@@ -231,6 +287,27 @@ impl Incident {
             .iter()
             .find(|(id, _)| *id == component)
             .map(|(_, s)| *s)
+    }
+
+    /// Correct the title or impact: the page changes, nothing is announced (the next update
+    /// carries the change to the channels).
+    pub fn edit(
+        &mut self,
+        title: Option<&str>,
+        impact: Option<Impact>,
+        now: Timestamp,
+    ) -> Result<(), ValidationError> {
+        let before = (self.title.clone(), self.impact);
+        if let Some(t) = title {
+            self.title = clean_line("title", t, limits::TITLE_MAX, true)?.unwrap_or_default();
+        }
+        if let Some(i) = impact {
+            self.impact = i;
+        }
+        if (self.title.clone(), self.impact) != before {
+            self.updated_at = now;
+        }
+        Ok(())
     }
 
     /// Make a draft public: its first announcement, with what it says now.
@@ -384,6 +461,8 @@ mod tests {
             components: vec![(2, ComponentStatus::PartialOutage)],
             body: "Writes fail for some clients.".into(),
             publish,
+            maintenance_id: None,
+            rollout_id: None,
         }
         .validate()
         .unwrap();
@@ -523,6 +602,8 @@ mod tests {
             components: vec![],
             body: "x".into(),
             publish: true,
+            maintenance_id: None,
+            rollout_id: None,
         };
         assert_eq!(bad.clone().validate().unwrap_err().field, "title");
         let resolved = NewIncident {

@@ -112,7 +112,7 @@ impl StepState {
 }
 
 /// How much a window affects the public (Statuspage's maintenance impact levels).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum Impact {
     None,
     #[default]
@@ -268,6 +268,14 @@ pub enum UpdateKind {
     /// The kind of a delivery that redraws Discord's live rollout message for everything
     /// folded into it; not an event a channel chooses.
     RolloutRefresh,
+    /// An incident made public (created published, or a draft published).
+    IncidentOpened,
+    /// An incident's status moved, or a note on it (perhaps new component statuses).
+    IncidentUpdated,
+    IncidentResolved,
+    IncidentReopened,
+    /// The postmortem, published once after resolution.
+    IncidentPostmortem,
 }
 
 impl UpdateKind {
@@ -308,7 +316,16 @@ impl UpdateKind {
         Self::RolloutNote,
     ];
 
-    pub const ALL: [Self; 30] = [
+    /// Incident events a channel can choose, in the order forms list them.
+    pub const INCIDENT: [Self; 5] = [
+        Self::IncidentOpened,
+        Self::IncidentUpdated,
+        Self::IncidentResolved,
+        Self::IncidentReopened,
+        Self::IncidentPostmortem,
+    ];
+
+    pub const ALL: [Self; 35] = [
         Self::Announced,
         Self::Rescheduled,
         Self::Started,
@@ -339,6 +356,11 @@ impl UpdateKind {
         Self::RolloutNote,
         Self::RolloutDrain,
         Self::RolloutRefresh,
+        Self::IncidentOpened,
+        Self::IncidentUpdated,
+        Self::IncidentResolved,
+        Self::IncidentReopened,
+        Self::IncidentPostmortem,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -373,6 +395,11 @@ impl UpdateKind {
             Self::RolloutNote => "rollout_note",
             Self::RolloutDrain => "rollout_drain",
             Self::RolloutRefresh => "rollout_refresh",
+            Self::IncidentOpened => "incident_opened",
+            Self::IncidentUpdated => "incident_updated",
+            Self::IncidentResolved => "incident_resolved",
+            Self::IncidentReopened => "incident_reopened",
+            Self::IncidentPostmortem => "incident_postmortem",
         }
     }
 
@@ -380,9 +407,14 @@ impl UpdateKind {
         Self::ALL.into_iter().find(|kind| kind.as_str() == s)
     }
 
-    /// An event of a rollout rather than of a window.
+    /// An event of a rollout rather than of a window or an incident.
     pub fn is_rollout(self) -> bool {
-        !Self::WINDOW.contains(&self)
+        Self::ROLLOUT.contains(&self) || self == Self::RolloutRefresh
+    }
+
+    /// An event of an incident.
+    pub fn is_incident(self) -> bool {
+        Self::INCIDENT.contains(&self)
     }
 
     pub fn label(self) -> &'static str {
@@ -417,6 +449,11 @@ impl UpdateKind {
             Self::RolloutNote => "Rollout update",
             Self::RolloutDrain => "Drain counts",
             Self::RolloutRefresh => "Live message refresh",
+            Self::IncidentOpened => "Incident opened",
+            Self::IncidentUpdated => "Incident update",
+            Self::IncidentResolved => "Incident resolved",
+            Self::IncidentReopened => "Incident reopened",
+            Self::IncidentPostmortem => "Postmortem",
         }
     }
 }

@@ -280,11 +280,12 @@ impl ComponentStatus {
         }
     }
 
-    /// The status of `component` given the public windows that are open now: under maintenance
-    /// while a window affecting it runs, degraded while such a window has an unresolved failed
-    /// step (the work hit a problem the public should know about).
-    pub fn of(component_id: i64, windows: &[Maintenance]) -> Self {
-        windows
+    /// The status of `component` given the public windows and incidents that are open now: the
+    /// worst of what affects it. A running window makes it under maintenance, or degraded
+    /// while the window has an unresolved failed step (the work hit a problem the public
+    /// should know about); an open incident gives it the status it names for it.
+    pub fn of(component_id: i64, windows: &[Maintenance], incidents: &[Incident]) -> Self {
+        let from_windows = windows
             .iter()
             .filter(|w| w.state == WindowState::InProgress)
             .filter(|w| w.components.iter().any(|c| c.id == component_id))
@@ -294,9 +295,9 @@ impl ComponentStatus {
                 } else {
                     Self::UnderMaintenance
                 }
-            })
-            .max()
-            .unwrap_or(Self::Operational)
+            });
+        let from_incidents = incidents.iter().filter_map(|i| i.status_of(component_id));
+        shown_status(from_windows.chain(from_incidents))
     }
 }
 

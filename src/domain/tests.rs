@@ -527,20 +527,20 @@ fn component_status_follows_windows() {
     let mut upcoming = window(Scheduled, &[]);
     upcoming.components = vec![component.clone()];
     assert_eq!(
-        ComponentStatus::of(9, &[upcoming.clone()]),
+        ComponentStatus::of(9, &[upcoming.clone()], &[]),
         ComponentStatus::Operational
     );
     assert_eq!(
-        ComponentStatus::of(9, &[upcoming, running.clone()]),
+        ComponentStatus::of(9, &[upcoming, running.clone()], &[]),
         ComponentStatus::UnderMaintenance
     );
     assert_eq!(
-        ComponentStatus::of(1, &[running.clone()]),
+        ComponentStatus::of(1, &[running.clone()], &[]),
         ComponentStatus::Operational
     );
     running.steps[0].state = StepState::Failed;
     assert_eq!(
-        ComponentStatus::of(9, &[running]),
+        ComponentStatus::of(9, &[running], &[]),
         ComponentStatus::Degraded
     );
 }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use super::render::{bluesky_post, bluesky_rollout_post, post_record};
+use super::render::{bluesky_incident_post, bluesky_post, bluesky_rollout_post, post_record};
 use super::{Job, Progress, SendError, Sent};
 use crate::domain::{Channel, ChannelKind, Thread, UpdateKind};
 use crate::store::Store;
@@ -376,7 +376,8 @@ impl super::Sender for Bluesky {
         let d = job.delivery;
         let rkey = Tid::new(d.idem_key.clone())
             .map_err(|e| SendError::Permanent(format!("record key {:?}: {e}", d.idem_key)))?;
-        let root = job.thread.is_none() || d.kind == UpdateKind::Announced;
+        let root = job.thread.is_none()
+            || matches!(d.kind, UpdateKind::Announced | UpdateKind::IncidentOpened);
         let (text, created) = match job.about {
             super::About::Window { window, update } => (
                 bluesky_post(window, update, &job.page_url, root),
@@ -394,6 +395,14 @@ impl super::Sender for Bluesky {
                     "a live-message refresh has nothing to post on Bluesky".into(),
                 ));
             }
+            super::About::Incident {
+                incident,
+                update,
+                components,
+            } => (
+                bluesky_incident_post(incident, update, components, &job.page_url, root),
+                update.created_at,
+            ),
         };
         let thread_after = |uri: &str, cid: &str| match job.thread.filter(|_| !root) {
             Some(t) => Thread {

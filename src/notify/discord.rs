@@ -23,7 +23,8 @@ use serenity::model::id::{ChannelId, MessageId, RoleId, WebhookId};
 use tokio::sync::OnceCell;
 
 use super::render::{
-    discord_embed, discord_message, discord_rollout_embed, discord_rollout_message,
+    discord_embed, discord_incident_embed, discord_incident_message, discord_message,
+    discord_rollout_embed, discord_rollout_message,
 };
 use super::{About, Job, NotifySettings, Progress, SendError, Sent};
 use crate::domain::{Channel, ChannelKind, Thread, UpdateKind, WebhookUrl};
@@ -573,6 +574,23 @@ impl super::Sender for Discord {
                 let as_of =
                     update.map_or(rollout.updated_at, |u| rollout.updated_at.max(u.created_at));
                 let embed = discord_rollout_embed(rollout, &job.page_url, &self.site_name, as_of);
+                (embed, content, None)
+            }
+            // Incidents mention nobody either: the live message and its updates say it all.
+            About::Incident {
+                incident,
+                update,
+                components,
+            } => {
+                let content = milestone
+                    .then(|| discord_incident_message(incident, update, components, &job.page_url));
+                let embed = discord_incident_embed(
+                    incident,
+                    update,
+                    components,
+                    &job.page_url,
+                    &self.site_name,
+                );
                 (embed, content, None)
             }
         };

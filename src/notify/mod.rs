@@ -32,8 +32,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::domain::{
-    Channel, ChannelKind, Delivery, DeliveryAction, Maintenance, Rollout, RolloutUpdate, Subject,
-    Thread, Update,
+    Channel, ChannelKind, Component, Delivery, DeliveryAction, Incident, IncidentUpdate,
+    Maintenance, Rollout, RolloutUpdate, Subject, Thread, Update,
 };
 use crate::store::Store;
 
@@ -137,6 +137,10 @@ impl NotifySettings {
 
     pub fn rollout_url(&self, rollout_id: i64) -> String {
         format!("{}/rollouts/{rollout_id}", self.public_url)
+    }
+
+    pub fn incident_url(&self, incident_id: i64) -> String {
+        format!("{}/incidents/{incident_id}", self.public_url)
     }
 }
 
@@ -303,6 +307,12 @@ pub enum About<'a> {
         rollout: &'a Rollout,
         update: Option<&'a RolloutUpdate>,
     },
+    Incident {
+        incident: &'a Incident,
+        update: &'a IncidentUpdate,
+        /// Every component, to name the affected ones.
+        components: &'a [Component],
+    },
 }
 
 /// Everything one attempt needs.
@@ -323,7 +333,7 @@ impl Job<'_> {
     pub fn corrected(&self) -> Result<(&Maintenance, &Update), SendError> {
         match self.about {
             About::Window { window, update } => Ok((window, update)),
-            About::Rollout { .. } => Err(SendError::Permanent(
+            About::Rollout { .. } | About::Incident { .. } => Err(SendError::Permanent(
                 "only a window's updates are corrected".into(),
             )),
         }
@@ -334,6 +344,7 @@ impl Job<'_> {
 enum Loaded {
     Window(Maintenance, Update),
     Rollout(Rollout, Option<RolloutUpdate>),
+    Incident(Incident, IncidentUpdate, Vec<Component>),
 }
 
 /// A sender's way to record progress within an attempt (a posted message's id), so a retry
@@ -757,6 +768,14 @@ impl Worker {
                 },
                 self.settings.rollout_url(rollout.id),
             ),
+            Loaded::Incident(incident, update, components) => (
+                About::Incident {
+                    incident,
+                    update,
+                    components,
+                },
+                self.settings.incident_url(incident.id),
+            ),
         };
         let job = Job {
             delivery: &d,
@@ -803,6 +822,20 @@ impl Worker {
                 };
                 let (key, thread) = sender.rollout_thread(store, d.channel_id, &r).await?;
                 Some((Loaded::Rollout(r, update), key, thread))
+            }
+            Subject::Incident(id) => {
+                let (Some(i), Some(u)) = (
+                    store.get_incident(id).await?,
+                    match d.update_id {
+                        Some(u) => store.get_incident_update(u).await?,
+                        None => None,
+                    },
+                ) else {
+                    return Ok(None);
+                };
+                let components = store.list_components().await?;
+                let thread = store.get_thread(d.channel_id, d.subject).await?;
+                Some((Loaded::Incident(i, u, components), d.subject, thread))
             }
         })
     }

@@ -12,8 +12,8 @@ use serenity::builder::{CreateEmbed, CreateEmbedFooter};
 use unicode_segmentation::UnicodeSegmentation;
 
 use crate::domain::{
-    Maintenance, Rollout, RolloutState, RolloutUpdate, Schedule, StepState, TargetState, Update,
-    WindowState, format_utc,
+    Component, Impact, Incident, IncidentUpdate, IncidentUpdateKind, Maintenance, Rollout,
+    RolloutState, RolloutUpdate, Schedule, StepState, TargetState, Update, WindowState, format_utc,
 };
 
 /// Discord's limits (INTEGRATIONS.md): content, embed title, description, field value,
@@ -677,6 +677,176 @@ pub fn post_record(
         tags: None,
         text: post.text.clone(),
     }
+}
+
+/// An incident's affected components as posts name them: "API (partial outage), Web
+/// (degraded)"; components no longer known are left out.
+pub fn incident_components(i: &Incident, components: &[Component]) -> String {
+    i.components
+        .iter()
+        .filter_map(|(id, status)| {
+            let c = components.iter().find(|c| c.id == *id)?;
+            Some(format!("{} ({})", c.name, status.label().to_lowercase()))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn impact_mark(i: &Incident) -> &'static str {
+    if !i.is_open() {
+        return "✅";
+    }
+    match i.impact {
+        Impact::Critical | Impact::Major => "🔴",
+        Impact::Minor => "🟠",
+        Impact::None => "🔵",
+    }
+}
+
+/// What an incident update says, plain text: the first line names the incident and what
+/// happened, then the update's words, then (on an opening or when they changed) the
+/// components. `escape` makes it Discord markdown (the maintainer's words escaped).
+pub fn incident_text(
+    i: &Incident,
+    u: &IncidentUpdate,
+    components: &[Component],
+    escape: bool,
+) -> String {
+    let e = |s: &str| {
+        if escape {
+            escape_markdown_keep_lines(s)
+        } else {
+            s.to_owned()
+        }
+    };
+    let title = if escape {
+        format!("**{}**", escape_markdown(&i.title))
+    } else {
+        i.title.clone()
+    };
+    let head = match u.kind {
+        IncidentUpdateKind::Published => format!(
+            "{} Incident: {title} ({})",
+            impact_mark(i),
+            i.impact.label().to_lowercase()
+        ),
+        IncidentUpdateKind::Status | IncidentUpdateKind::Note => {
+            format!("{} {title}: {}", impact_mark(i), u.status.label())
+        }
+        IncidentUpdateKind::Resolved => format!("✅ Resolved: {title}"),
+        IncidentUpdateKind::Reopened => format!("🔁 Reopened: {title}"),
+        IncidentUpdateKind::Postmortem => format!("📝 Postmortem: {title}"),
+    };
+    let mut text = head;
+    let body = match u.kind {
+        IncidentUpdateKind::Postmortem => cut_chars(u.body.trim(), 600),
+        _ => u.body.trim().to_owned(),
+    };
+    if !body.is_empty() {
+        text.push('\n');
+        text.push_str(&e(&body));
+    }
+    let shows_components = u.kind == IncidentUpdateKind::Published || u.components.is_some();
+    let affected = incident_components(i, components);
+    if shows_components && i.is_open() && !affected.is_empty() {
+        text.push_str("\nAffects: ");
+        text.push_str(&if escape {
+            escape_markdown(&affected)
+        } else {
+            affected
+        });
+    }
+    text
+}
+
+/// The short Discord message for an incident update, within Discord's 2000 characters. It
+/// mentions nobody.
+pub fn discord_incident_message(
+    i: &Incident,
+    u: &IncidentUpdate,
+    components: &[Component],
+    page_url: &str,
+) -> String {
+    let link = format!("\n<{page_url}>");
+    let room = discord_limits::CONTENT - link.chars().count();
+    let text = incident_text(i, u, components, true);
+    format!("{}{link}", cut_chars(text.trim(), room))
+}
+
+/// The live incident message: status, impact, the components with their statuses and the
+/// latest update, edited in place as the incident moves.
+pub fn discord_incident_embed(
+    i: &Incident,
+    latest: &IncidentUpdate,
+    components: &[Component],
+    page_url: &str,
+    site_name: &str,
+) -> CreateEmbed {
+    use discord_limits as l;
+    let title = cut_chars(&format!("Incident: {}", i.title), l::TITLE);
+    let colour = match (i.is_open(), i.impact) {
+        (false, _) => 0x1a7f37,
+        (true, Impact::Critical | Impact::Major) => 0xcf222e,
+        (true, Impact::Minor) => 0xbf8700,
+        (true, Impact::None) => 0x0969da,
+    };
+    let affected = i
+        .components
+        .iter()
+        .filter_map(|(id, status)| {
+            let c = components.iter().find(|c| c.id == *id)?;
+            Some(format!("{}: {}", escape_markdown(&c.name), status.label()))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let latest_text = format!(
+        "**{}** ({})\n{}",
+        latest.kind.label(latest.status),
+        format_utc(latest.created_at),
+        escape_markdown_keep_lines(latest.body.trim())
+    );
+    let mut embed = CreateEmbed::new()
+        .title(title)
+        .url(page_url)
+        .colour(colour)
+        .description(cut_chars(&latest_text, 3000))
+        .field("Status", i.status.label(), true)
+        .field("Impact", i.impact.label(), true);
+    if !affected.is_empty() && i.is_open() {
+        embed = embed.field("Affected", cut_chars(&affected, l::FIELD_VALUE), false);
+    }
+    if let Ok(ts) = serenity::model::Timestamp::from_unix_timestamp(
+        i.updated_at.max(latest.created_at).as_second(),
+    ) {
+        embed = embed.timestamp(ts);
+    }
+    embed.footer(CreateEmbedFooter::new(cut_chars(site_name, 100)))
+}
+
+/// A Bluesky post for an incident update: the opening is the thread's root with a link card,
+/// each later update a reply.
+pub fn bluesky_incident_post(
+    i: &Incident,
+    u: &IncidentUpdate,
+    components: &[Component],
+    page_url: &str,
+    root: bool,
+) -> BlueskyPost {
+    let text = incident_text(i, u, components, false);
+    let card = root.then(|| {
+        (
+            cut_chars(&format!("Incident: {}", i.title), 300),
+            cut_chars(
+                &format!(
+                    "{}. {}",
+                    i.impact.label(),
+                    incident_components(i, components)
+                ),
+                300,
+            ),
+        )
+    });
+    with_link(text.trim(), page_url, card)
 }
 
 #[cfg(test)]

@@ -122,6 +122,18 @@ impl Sender for Webhook {
                     "a live-message refresh is Discord's; a webhook gets the events".into(),
                 ));
             }
+            About::Incident {
+                incident,
+                update,
+                components,
+            } => json!({
+                "type": update.kind.event().as_str().replacen('_', ".", 1),
+                "timestamp": update.created_at,
+                "data": {
+                    "incident": crate::wire::incident_json(incident, components, public_url),
+                    "update": crate::wire::incident_update_json(update, components),
+                },
+            }),
         };
         let id = &job.delivery.idem_key;
         self.post(id, body.to_string()).await?;

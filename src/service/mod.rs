@@ -454,6 +454,7 @@ mod accounts;
 mod channels;
 mod commit;
 mod idempotency;
+mod incidents;
 mod rollouts;
 mod sign_in;
 mod windows;

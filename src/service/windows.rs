@@ -41,7 +41,7 @@ impl Aggregate for Maintenance {
         }
         deliveries_for(
             self.is_public(),
-            updates,
+            updates.iter().map(|u| Some(u.kind)),
             channels,
             crate::ids::idem_key,
             service.deadline_from(now),

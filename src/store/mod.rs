@@ -165,7 +165,7 @@ pub type ChangeFeed = tokio::sync::mpsc::Receiver<Option<Change>>;
 /// Everything Herald keeps. Implementations make each method atomic.
 #[async_trait]
 pub trait Store:
-    Windows + Accounts + Outbox + Rollouts + Idempotency + Send + Sync + 'static
+    Windows + Accounts + Outbox + Rollouts + Incidents + Idempotency + Send + Sync + 'static
 {
     /// Apply pending migrations.
     async fn migrate(&self) -> StoreResult<()>;
@@ -580,6 +580,100 @@ pub trait Rollouts: Send + Sync {
         limit: Option<i64>,
     ) -> StoreResult<Vec<RolloutUpdate>>;
     async fn get_rollout_update(&self, id: i64) -> StoreResult<Option<RolloutUpdate>>;
+}
+
+/// Which incidents a list holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentFilter {
+    /// Public and not resolved.
+    Open,
+    /// Not yet published.
+    Drafts,
+    Resolved,
+    /// Published, open or resolved.
+    Public,
+    All,
+}
+
+impl IncidentFilter {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "public" => Some(Self::Public),
+            "open" => Some(Self::Open),
+            "draft" | "drafts" => Some(Self::Drafts),
+            "resolved" => Some(Self::Resolved),
+            "all" => Some(Self::All),
+            _ => None,
+        }
+    }
+}
+
+/// An alert group of a monitor and the incident it opened, as last reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertGroup {
+    pub source: String,
+    pub group_key: String,
+    pub incident_id: i64,
+    pub firing: bool,
+    /// The firing alerts' identities.
+    pub alerts: Vec<String>,
+    /// What fired, shown to the maintainer who publishes the draft.
+    pub detail: String,
+    pub changed_at: Timestamp,
+}
+
+/// Incidents, their components and timeline, and the alert groups that opened them.
+#[async_trait]
+pub trait Incidents: Send + Sync {
+    /// Insert incident `i` with what `commit` holds (its first updates, their deliveries; the
+    /// audit entry `audit` makes of its id) and, for one opened by a monitor, its alert
+    /// group, in one transaction. Returns the id.
+    async fn create_incident(
+        &self,
+        i: &crate::domain::Incident,
+        commit: &Commit<'_, crate::domain::NewIncidentUpdate>,
+        audit: Option<&Audit<'_>>,
+        alert: Option<&AlertGroup>,
+    ) -> StoreResult<i64>;
+    async fn get_incident(&self, id: i64) -> StoreResult<Option<crate::domain::Incident>>;
+    /// Write back a changed incident with what `commit` holds and the alert group's new
+    /// state, in one transaction, if its version is still `i.version`. Returns the new version.
+    async fn save_incident(
+        &self,
+        i: &crate::domain::Incident,
+        commit: &Commit<'_, crate::domain::NewIncidentUpdate>,
+        alert: Option<&AlertGroup>,
+    ) -> StoreResult<i64>;
+    /// Incidents newest first (by start).
+    async fn list_incidents(
+        &self,
+        filter: IncidentFilter,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<Page<crate::domain::Incident>>;
+    /// Public incidents that were open at some time in `[from, to)`, oldest first: the
+    /// history and the 90-day strips.
+    async fn public_incidents_between(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<Vec<crate::domain::Incident>>;
+    /// The incidents opened from a window or a rollout.
+    async fn linked_incidents(&self, subject: Subject)
+    -> StoreResult<Vec<crate::domain::Incident>>;
+    /// An incident's timeline, newest first; `limit` caps how many.
+    async fn list_incident_updates(
+        &self,
+        incident_id: i64,
+        limit: Option<i64>,
+    ) -> StoreResult<Vec<crate::domain::IncidentUpdate>>;
+    async fn get_incident_update(
+        &self,
+        id: i64,
+    ) -> StoreResult<Option<crate::domain::IncidentUpdate>>;
+    async fn alert_group(&self, source: &str, group_key: &str) -> StoreResult<Option<AlertGroup>>;
+    /// The alert groups an incident was opened or updated by.
+    async fn incident_alerts(&self, incident_id: i64) -> StoreResult<Vec<AlertGroup>>;
 }
 
 #[cfg(test)]

@@ -444,14 +444,15 @@ async fn render_calendar(state: &AppState, scope: &Scope) -> Result<String, AppE
 
 async fn render_badge(state: &AppState, scope: &Scope) -> Result<String, AppError> {
     let open = state.service.store().open_public_maintenances().await?;
+    let incidents = state.service.open_incidents().await?;
     let status = match &scope.component {
-        Some(c) => ComponentStatus::of(c.id, &open),
+        Some(c) => ComponentStatus::of(c.id, &open, &incidents),
         None => state
             .service
             .components()
             .await?
             .iter()
-            .map(|c| ComponentStatus::of(c.id, &open))
+            .map(|c| ComponentStatus::of(c.id, &open, &incidents))
             .max()
             .unwrap_or(ComponentStatus::Operational),
     };

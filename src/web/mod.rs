@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cache;
 pub mod error;
 pub mod feeds;
+pub mod incidents;
 pub mod ops;
 pub mod public;
 pub mod rollouts;
@@ -466,6 +467,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(public::index))
         .route("/maintenance/{id}", get(public::maintenance))
         .route("/rollouts/{id}", get(rollouts::rollout))
+        .route("/incidents/{id}", get(incidents::incident))
         .route("/history", get(public::history))
         .route(
             "/feed.atom",

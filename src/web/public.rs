@@ -40,10 +40,14 @@ pub struct Banner {
 }
 
 fn banner(
+    incidents: &[(crate::domain::Incident, super::incidents::IncidentView)],
     active: &[WindowView],
     upcoming: &[WindowView],
     rollouts: &[super::rollouts::RolloutView],
 ) -> Banner {
+    if !incidents.is_empty() {
+        return incident_banner(incidents, active, rollouts);
+    }
     let banner = window_banner(active, upcoming);
     let moving: Vec<&super::rollouts::RolloutView> =
         rollouts.iter().filter(|r| r.state != "pending").collect();
@@ -75,6 +79,37 @@ fn banner(
             "Rollout in progress".to_owned()
         },
         detail: Some(line),
+    }
+}
+
+/// What is broken leads: the worst incident's impact colours the banner (red for major or
+/// critical, amber otherwise); the detail is the newest update, then what else is going on.
+fn incident_banner(
+    incidents: &[(crate::domain::Incident, super::incidents::IncidentView)],
+    active: &[WindowView],
+    rollouts: &[super::rollouts::RolloutView],
+) -> Banner {
+    let list: Vec<crate::domain::Incident> = incidents.iter().map(|(i, _)| i.clone()).collect();
+    let class = super::incidents::banner_class(&list);
+    let (first, view) = &incidents[0];
+    let headline = match incidents.len() {
+        1 => first.title.clone(),
+        n => format!("{n} incidents: {}", first.title),
+    };
+    let mut detail = match &view.latest_text {
+        Some(text) => format!("{}: {}", view.status_label, text),
+        None => format!("{}.", view.status_label),
+    };
+    if !active.is_empty() {
+        detail.push_str(" Maintenance is in progress too.");
+    }
+    if rollouts.iter().any(|r| r.state != "pending") {
+        detail.push_str(" A rollout is in progress.");
+    }
+    Banner {
+        class,
+        headline,
+        detail: Some(detail),
     }
 }
 
@@ -122,6 +157,7 @@ fn window_banner(active: &[WindowView], upcoming: &[WindowView]) -> Banner {
 struct IndexPage {
     site: Site,
     banner: Banner,
+    incidents: Vec<super::incidents::IncidentView>,
     groups: Vec<ComponentGroup>,
     active: Vec<WindowView>,
     rollouts: Vec<super::rollouts::RolloutView>,
@@ -177,6 +213,17 @@ async fn render_index(state: &AppState) -> Result<CachedPage, AppError> {
     let now = service.now();
     let open = service.store().open_public_maintenances().await?;
     let components = service.components().await?;
+    let open_incidents = service.open_incidents().await?;
+    let mut incidents = Vec::new();
+    for i in &open_incidents {
+        let updates = service.incident_updates(i.id, Some(LATEST_UPDATES)).await?;
+        incidents.push((
+            i.clone(),
+            super::incidents::incident_view(i, &updates, &components, now),
+        ));
+    }
+    // The worst first: that one leads the banner.
+    incidents.sort_by_key(|(i, _)| std::cmp::Reverse(i.impact));
     let mut active = Vec::new();
     let mut upcoming = Vec::new();
     for m in &open {
@@ -192,7 +239,7 @@ async fn render_index(state: &AppState) -> Result<CachedPage, AppError> {
     }
     let mut groups: Vec<ComponentGroup> = Vec::new();
     for c in &components {
-        let status = ComponentStatus::of(c.id, &open);
+        let status = ComponentStatus::of(c.id, &open, &open_incidents);
         let view = ComponentView {
             name: c.name.clone(),
             description: c.description.clone(),
@@ -236,7 +283,7 @@ async fn render_index(state: &AppState) -> Result<CachedPage, AppError> {
         .take(RECENT as usize)
         .map(|(_, v)| v)
         .collect();
-    let banner = banner(&active, &upcoming, &rollouts);
+    let banner = banner(&incidents, &active, &upcoming, &rollouts);
     let summary = match &banner.detail {
         Some(d) => format!("{}. {d}", banner.headline),
         None => format!("{}. {}", banner.headline, state.site.description),
@@ -244,6 +291,7 @@ async fn render_index(state: &AppState) -> Result<CachedPage, AppError> {
     let page = IndexPage {
         site: state.site.page(&state.site.name, &summary, "/"),
         banner,
+        incidents: incidents.into_iter().map(|(_, v)| v).collect(),
         groups,
         active,
         rollouts,

@@ -17,6 +17,7 @@ mod drain;
 mod ecosystem;
 mod fakes;
 mod idempotency;
+mod incidents;
 mod instances;
 mod pages;
 mod roles;

@@ -20,6 +20,7 @@ use super::{Change, ChangeFeed, Page, Store, StoreError, StoreResult};
 mod accounts;
 mod copy;
 mod idempotency;
+mod incidents;
 pub(crate) mod outbox;
 mod postgres;
 mod rollouts;

@@ -18,7 +18,7 @@ const CHANNEL_COLUMNS: &str = "id, name, kind, target, secret, api_url, events, 
      mention_role, langs, enabled, source";
 
 const DELIVERY_COLUMNS: &str = "id, channel_id, maintenance_id, update_id, rollout_id, \
-     rollout_update_id, kind, state, attempts, next_attempt_ms, deadline_at, idem_key, remote_id, \
+     rollout_update_id, incident_id, incident_update_id, kind, state, attempts, next_attempt_ms, deadline_at, idem_key, remote_id, \
      remote_url, last_error, created_ms, sent_at, action, corrects_id";
 
 /// A delivery an admin may act on (`$1` is now in ms): failed, or pending and not leased to a
@@ -34,7 +34,8 @@ pub const HELD_MS: i64 = 1 << 60;
 const EARLIER_UNSENT: &str = "EXISTS (SELECT 1 FROM deliveries e \
      WHERE e.channel_id = d.channel_id \
        AND ((d.maintenance_id IS NOT NULL AND e.maintenance_id = d.maintenance_id) \
-         OR (d.rollout_id IS NOT NULL AND e.rollout_id = d.rollout_id)) \
+         OR (d.rollout_id IS NOT NULL AND e.rollout_id = d.rollout_id) \
+         OR (d.incident_id IS NOT NULL AND e.incident_id = d.incident_id)) \
        AND e.id < d.id AND e.state IN ('pending', 'failed') AND e.kind <> 'rollout_refresh')";
 
 /// A `channels` row as selected by [`CHANNEL_COLUMNS`]; lists are stored comma-separated.
@@ -93,6 +94,8 @@ struct DeliveryRow {
     update_id: Option<i64>,
     rollout_id: Option<i64>,
     rollout_update_id: Option<i64>,
+    incident_id: Option<i64>,
+    incident_update_id: Option<i64>,
     kind: String,
     state: String,
     attempts: i64,
@@ -112,12 +115,13 @@ impl TryFrom<DeliveryRow> for Delivery {
     type Error = StoreError;
 
     fn try_from(r: DeliveryRow) -> StoreResult<Self> {
-        let (subject, update_id) = match (r.maintenance_id, r.rollout_id) {
-            (Some(w), None) => (Subject::Window(w), r.update_id),
-            (None, Some(id)) => (Subject::Rollout(id), r.rollout_update_id),
+        let (subject, update_id) = match (r.maintenance_id, r.rollout_id, r.incident_id) {
+            (Some(w), None, None) => (Subject::Window(w), r.update_id),
+            (None, Some(id), None) => (Subject::Rollout(id), r.rollout_update_id),
+            (None, None, Some(id)) => (Subject::Incident(id), r.incident_update_id),
             _ => {
                 return Err(StoreError::Corrupt(
-                    "a delivery about neither a window nor a rollout".into(),
+                    "a delivery about no one window, rollout or incident".into(),
                 ));
             }
         };
@@ -172,10 +176,13 @@ pub(super) async fn insert_deliveries(
             })?),
             None => None,
         };
-        let (window, window_update, rollout, rollout_update) = match subject {
-            Subject::Window(w) => (Some(w), update_id, None, None),
-            Subject::Rollout(r) => (None, None, Some(r), update_id),
-        };
+        let (mut window, mut rollout, mut incident) = (None, None, None);
+        let (mut window_update, mut rollout_update, mut incident_update) = (None, None, None);
+        match subject {
+            Subject::Window(w) => (window, window_update) = (Some(w), update_id),
+            Subject::Rollout(r) => (rollout, rollout_update) = (Some(r), update_id),
+            Subject::Incident(i) => (incident, incident_update) = (Some(i), update_id),
+        }
         let mut next_attempt_ms = d.created_ms;
         if d.update.is_none() {
             let Some(rollout) = rollout else {
@@ -214,14 +221,17 @@ pub(super) async fn insert_deliveries(
         }
         sqlx::query(
             "INSERT INTO deliveries (channel_id, maintenance_id, update_id, rollout_id, \
-             rollout_update_id, kind, state, next_attempt_ms, deadline_at, idem_key, created_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10)",
+             rollout_update_id, incident_id, incident_update_id, kind, state, next_attempt_ms, \
+             deadline_at, idem_key, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $12)",
         )
         .bind(d.channel_id)
         .bind(window)
         .bind(window_update)
         .bind(rollout)
         .bind(rollout_update)
+        .bind(incident)
+        .bind(incident_update)
         .bind(d.kind.as_str())
         .bind(next_attempt_ms)
         .bind(secs(d.deadline_at))
@@ -320,10 +330,14 @@ async fn upsert_thread(
              ON CONFLICT (channel_id, rollout_id) DO UPDATE SET root_id = $3, \
              root_cid = $4, parent_id = $5, parent_cid = $6, drawn_ms = $7",
         ),
+        Subject::Incident(_) => sqlx::query(
+            "INSERT INTO incident_threads (channel_id, incident_id, root_id, root_cid, \
+             parent_id, parent_cid) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (channel_id, incident_id) DO UPDATE SET root_id = $3, \
+             root_cid = $4, parent_id = $5, parent_cid = $6",
+        ),
     };
-    let id = match subject {
-        Subject::Window(id) | Subject::Rollout(id) => id,
-    };
+    let id = subject.id();
     let query = query
         .bind(channel_id)
         .bind(id)
@@ -333,7 +347,7 @@ async fn upsert_thread(
         .bind(&t.parent_cid);
     match subject {
         Subject::Rollout(_) => query.bind(now.as_millisecond()),
-        Subject::Window(_) => query,
+        Subject::Window(_) | Subject::Incident(_) => query,
     }
     .execute(&mut **tx)
     .await?;
@@ -707,6 +721,7 @@ impl Outbox for SqlStore {
         let (column, id) = match subject {
             Subject::Window(id) => ("maintenance_id", id),
             Subject::Rollout(id) => ("rollout_id", id),
+            Subject::Incident(id) => ("incident_id", id),
         };
         sqlx::query(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {column} = $1 ORDER BY id"
@@ -736,6 +751,7 @@ impl Outbox for SqlStore {
         let (table, column, id) = match subject {
             Subject::Window(id) => ("channel_threads", "maintenance_id", id),
             Subject::Rollout(id) => ("rollout_threads", "rollout_id", id),
+            Subject::Incident(id) => ("incident_threads", "incident_id", id),
         };
         type ThreadRow = (String, Option<String>, Option<String>, Option<String>);
         Ok(sqlx::query_as::<_, ThreadRow>(&format!(

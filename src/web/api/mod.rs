@@ -3,6 +3,7 @@
 //! `{"error": {"code", "message", "field"?}}` with a 4xx (or an opaque 500).
 
 pub mod idempotency;
+pub mod incidents;
 pub mod reference;
 pub mod rollouts;
 pub mod statuspage;

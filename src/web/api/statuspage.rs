@@ -21,12 +21,15 @@
 //!   a scheduled maintenance too (`id` `rollout-{id}`, impact `none`, no components): pending
 //!   → `scheduled`, in progress or paused → `in_progress`, finished (completed, failed,
 //!   aborted) → `completed`.
-//! - **Incidents**: Herald records planned work, not incidents, so `incidents.json` and
-//!   `incidents/unresolved.json` answer the documented shape with an empty list.
-//! - **Status indicator**: `minor` ("Partially Degraded Service") while a window has a failed
-//!   step or a rollout failed a target or stalled, else `maintenance` ("Service Under
-//!   Maintenance") while a window or rollout is in progress, else `none` ("All Systems
-//!   Operational").
+//! - **Incidents**: Herald's incidents are Statuspage's: the same statuses (`postmortem` once
+//!   the postmortem is published), impacts and timeline, each update with the status the
+//!   incident had then and, where it changed them, its components' statuses. Drafts are left
+//!   out. The 50 most recent public ones; `unresolved.json` those not resolved.
+//! - **Status indicator**: the worst open incident's impact (`minor` "Minor Service Outage",
+//!   `major` "Partial System Outage", `critical` "Major System Outage"); else `minor`
+//!   ("Partially Degraded Service") while a window has a failed step or a rollout failed a
+//!   target or stalled, else `maintenance` ("Service Under Maintenance") while a window or
+//!   rollout is in progress, else `none` ("All Systems Operational").
 
 use axum::Router;
 use axum::extract::State;
@@ -39,8 +42,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{
-    Component, ComponentStatus, Maintenance, Rollout, RolloutState, StepState, TargetState,
-    UpdateKind, WindowState,
+    Component, ComponentStatus, Impact, Incident, IncidentStatus, IncidentUpdateKind, Maintenance,
+    Rollout, RolloutState, StepState, TargetState, UpdateKind, WindowState,
 };
 use crate::web::AppState;
 use crate::web::cache::{CachePolicy, CachedPage};
@@ -85,6 +88,8 @@ struct Data {
     page: Value,
     components: Vec<Value>,
     maintenances: Vec<(&'static str, Value)>,
+    /// Public incidents, newest first, each with whether it is unresolved.
+    incidents: Vec<(bool, Value)>,
     indicator: &'static str,
     description: &'static str,
 }
@@ -146,6 +151,104 @@ fn incident_update(
     })
 }
 
+/// Statuspage's status of an incident: `postmortem` once that is published.
+fn incident_status(i: &Incident) -> &'static str {
+    if i.postmortem_published_at.is_some() {
+        "postmortem"
+    } else {
+        i.status.as_str()
+    }
+}
+
+/// An incident in Statuspage's shape, with its newest 50 public updates.
+async fn statuspage_incident(
+    state: &AppState,
+    i: &Incident,
+    all: &[Component],
+    component: &(dyn Fn(&Component) -> Value + Sync),
+    page_id: &str,
+    base: &str,
+) -> Result<Value, AppError> {
+    let updates = state
+        .service
+        .incident_updates(i.id, Some(crate::web::view::TIMELINE_PAGE as i64 * 2))
+        .await?;
+    let name = |id: i64| all.iter().find(|c| c.id == id);
+    let mut previous: Vec<(i64, ComponentStatus)> = Vec::new();
+    let mut oldest_first: Vec<_> = updates.iter().filter(|u| u.announced).collect();
+    oldest_first.reverse();
+    let mut entries: Vec<Value> = Vec::new();
+    for u in &oldest_first {
+        let status = if u.kind == IncidentUpdateKind::Postmortem {
+            "postmortem"
+        } else {
+            u.status.as_str()
+        };
+        let mut entry = incident_update(
+            format!("i{}", u.id),
+            format!("incident-{}", i.id),
+            status,
+            &u.body,
+            u.created_at,
+        );
+        if let Some(now) = &u.components {
+            let old = |id: i64| {
+                previous
+                    .iter()
+                    .find(|(p, _)| *p == id)
+                    .map_or(ComponentStatus::Operational, |(_, s)| *s)
+            };
+            let mut changed: Vec<Value> = now
+                .iter()
+                .filter_map(|(id, s)| {
+                    let c = name(*id)?;
+                    Some(json!({"code": c.slug, "name": c.name,
+                                "old_status": old(*id).as_str(), "new_status": s.as_str()}))
+                })
+                .collect();
+            // Taken off the incident: back to operational.
+            changed.extend(
+                previous
+                    .iter()
+                    .filter(|(id, _)| !now.iter().any(|(n, _)| n == id))
+                    .filter_map(|(id, s)| {
+                        let c = name(*id)?;
+                        Some(json!({"code": c.slug, "name": c.name,
+                            "old_status": s.as_str(), "new_status": "operational"}))
+                    }),
+            );
+            entry["affected_components"] = Value::Array(changed);
+            previous = now.clone();
+        }
+        entries.push(entry);
+    }
+    entries.reverse();
+    entries.truncate(crate::web::view::TIMELINE_PAGE);
+    let monitoring_at = oldest_first
+        .iter()
+        .find(|u| u.status == IncidentStatus::Monitoring)
+        .map(|u| u.created_at);
+    Ok(json!({
+        "id": format!("incident-{}", i.id),
+        "name": i.title,
+        "status": incident_status(i),
+        "impact": i.impact.as_str(),
+        "created_at": time(i.published_at.unwrap_or(i.created_at)),
+        "updated_at": time(i.updated_at),
+        "monitoring_at": opt_time(monitoring_at),
+        "resolved_at": opt_time(i.resolved_at),
+        "started_at": time(i.started_at),
+        "shortlink": format!("{base}/incidents/{}", i.id),
+        "page_id": page_id,
+        "incident_updates": entries,
+        "components": all
+            .iter()
+            .filter(|c| i.components.iter().any(|(id, _)| *id == c.id))
+            .map(component)
+            .collect::<Vec<_>>(),
+    }))
+}
+
 /// The status a window had after each of its updates, oldest first.
 fn window_update_status(kind: UpdateKind, running: &mut &'static str) -> &'static str {
     *running = match kind {
@@ -179,6 +282,7 @@ impl Data {
         let base = state.settings.public_url.trim_end_matches('/');
         let page_id: String = hex(&Sha256::digest(base.as_bytes()))[..12].to_owned();
         let open = service.store().open_public_maintenances().await?;
+        let incidents = service.open_incidents().await?;
         let all = service.components().await?;
         let recent = service
             .store()
@@ -198,7 +302,12 @@ impl Data {
                 .unwrap_or(epoch)
         };
         let component = |c: &Component| {
-            component_json(c, ComponentStatus::of(c.id, &open), changed(c), &page_id)
+            component_json(
+                c,
+                ComponentStatus::of(c.id, &open, &incidents),
+                changed(c),
+                &page_id,
+            )
         };
 
         let mut components = Vec::new();
@@ -215,7 +324,7 @@ impl Data {
         for (name, members) in &groups {
             let status = members
                 .iter()
-                .map(|c| ComponentStatus::of(c.id, &open))
+                .map(|c| ComponentStatus::of(c.id, &open, &incidents))
                 .max()
                 .unwrap_or(ComponentStatus::Operational);
             let first = members[0];
@@ -319,7 +428,24 @@ impl Data {
             || rollouts
                 .iter()
                 .any(|r| matches!(r.state, RolloutState::InProgress | RolloutState::Paused));
-        let (indicator, description) = if trouble {
+        let mut incident_list = Vec::new();
+        for i in service
+            .incidents(crate::store::IncidentFilter::Public, 0, RECENT as i64)
+            .await?
+            .items
+        {
+            updated = updated.max(Some(i.updated_at));
+            let json = statuspage_incident(state, &i, &all, &component, &page_id, base).await?;
+            incident_list.push((i.is_open(), json));
+        }
+        let worst = incidents.iter().map(|i| i.impact).max();
+        let (indicator, description) = if let Some(impact) = worst {
+            match impact {
+                Impact::Critical => ("critical", "Major System Outage"),
+                Impact::Major => ("major", "Partial System Outage"),
+                Impact::Minor | Impact::None => ("minor", "Minor Service Outage"),
+            }
+        } else if trouble {
             ("minor", "Partially Degraded Service")
         } else if working {
             ("maintenance", "Service Under Maintenance")
@@ -337,6 +463,7 @@ impl Data {
             page,
             components,
             maintenances: maintenances.into_iter().map(|(_, s, v)| (s, v)).collect(),
+            incidents: incident_list,
             indicator,
             description,
         })
@@ -344,6 +471,15 @@ impl Data {
 
     fn status(&self) -> Value {
         json!({ "indicator": self.indicator, "description": self.description })
+    }
+
+    /// Public incidents, newest first; only the unresolved ones with `unresolved`.
+    fn incidents(&self, unresolved: bool) -> Vec<&Value> {
+        self.incidents
+            .iter()
+            .filter(|(open, _)| *open || !unresolved)
+            .map(|(_, v)| v)
+            .collect()
     }
 
     fn maintenances(&self, which: Which) -> Vec<&Value> {
@@ -463,7 +599,7 @@ async fn summary(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
         json!({
             "page": d.page,
             "components": d.components,
-            "incidents": [],
+            "incidents": d.incidents(true),
             "scheduled_maintenances": d.maintenances(Which::Upcoming)
                 .into_iter()
                 .chain(d.maintenances(Which::Active))
@@ -503,11 +639,12 @@ async fn incidents(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let key = uri.path().to_owned();
+    let unresolved = key.ends_with("/unresolved.json");
     answer(
         &state,
         &headers,
         &key,
-        |d| json!({ "page": d.page, "incidents": Vec::<Value>::new() }),
+        |d| json!({ "page": d.page, "incidents": d.incidents(unresolved) }),
     )
     .await
 }

@@ -710,12 +710,13 @@ async fn list_components(
     _bearer: Bearer,
 ) -> ApiResult<Json<Vec<ComponentJson>>> {
     let open = state.service.store().open_public_maintenances().await?;
+    let incidents = state.service.open_incidents().await?;
     let components = state.service.components().await?;
     Ok(Json(
         components
             .into_iter()
             .map(|c| ComponentJson {
-                status: ComponentStatus::of(c.id, &open).as_str(),
+                status: ComponentStatus::of(c.id, &open, &incidents).as_str(),
                 slug: c.slug,
                 name: c.name,
                 description: c.description,
@@ -783,7 +784,7 @@ impl utoipa::Modify for BearerScheme {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Herald API", description = "Run maintenance windows and report rollouts from automation."),
+    info(title = "Herald API", description = "Run maintenance windows, report rollouts and tell incidents from automation."),
     modifiers(&BearerScheme),
 )]
 struct ApiDoc;
@@ -812,7 +813,21 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(
             super::rollouts::list_rollout_updates,
             super::rollouts::post_rollout_update
-        ));
+        ))
+        .routes(routes!(
+            super::incidents::list_incidents,
+            super::incidents::create_incident
+        ))
+        .routes(routes!(
+            super::incidents::get_incident,
+            super::incidents::patch_incident
+        ))
+        .routes(routes!(super::incidents::incident_action))
+        .routes(routes!(
+            super::incidents::list_incident_updates,
+            super::incidents::post_incident_update
+        ))
+        .routes(routes!(super::incidents::put_postmortem));
     let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .split_for_parts();
