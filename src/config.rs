@@ -104,6 +104,27 @@ pub struct SettingsArgs {
     /// listener, so a load balancer notices [default: 0s]
     #[arg(long, global = true, env = "HERALD_SHUTDOWN_DELAY", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub shutdown_delay: Option<Duration>,
+    /// The alert label naming the component an alert is about [default: component]
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_ALERT_COMPONENT_LABEL",
+        value_name = "LABEL"
+    )]
+    pub alert_component_label: Option<String>,
+    /// An alert group that fires again within this long after it resolved reopens its
+    /// incident instead of opening another [default: 1h]
+    #[arg(long, global = true, env = "HERALD_ALERT_QUIET", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub alert_quiet: Option<Duration>,
+    /// Monitors whose alerts publish their incident at once, comma-separated (alertmanager,
+    /// grafana, uptime-kuma); others open drafts [default: none]
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_ALERT_PUBLISH",
+        value_name = "SOURCES"
+    )]
+    pub alert_publish: Option<String>,
     /// Discord channel id the bot token posts to (with HERALD_DISCORD_BOT_TOKEN)
     #[arg(
         long,
@@ -213,6 +234,10 @@ struct FileSettings {
     drain_timeout: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     shutdown_delay: Option<Duration>,
+    alert_component_label: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    alert_quiet: Option<Duration>,
+    alert_publish: Option<String>,
     #[serde(default)]
     components: Vec<ComponentSetting>,
     discord_channel_id: Option<String>,
@@ -365,7 +390,22 @@ pub struct Settings {
     /// The file the settings came from, if any.
     pub config_file: Option<PathBuf>,
     pub announce: AnnounceSettings,
+    pub alerts: AlertSettings,
 }
+
+/// How monitors' alerts become incidents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertSettings {
+    /// The label naming the component (its slug) an alert is about.
+    pub component_label: String,
+    /// A group firing again within this long after resolving reopens its incident.
+    pub quiet: Duration,
+    /// Sources whose incidents are published at once (others open drafts).
+    pub publish: Vec<String>,
+}
+
+/// The monitors Herald takes alerts from, as `/api/v1/alerts/{source}` names them.
+pub const ALERT_SOURCES: [&str; 3] = ["alertmanager", "grafana", "uptime-kuma"];
 
 /// An address or a network (`10.0.0.0/8`, `::1`, `fd00::/8`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -494,6 +534,42 @@ impl Settings {
                 .shutdown_delay
                 .or(file.shutdown_delay)
                 .unwrap_or(Duration::ZERO),
+            alerts: AlertSettings {
+                component_label: args
+                    .alert_component_label
+                    .clone()
+                    .or(file.alert_component_label.clone())
+                    .map(|l| l.trim().to_owned())
+                    .filter(|l| !l.is_empty())
+                    .unwrap_or_else(|| "component".to_owned()),
+                quiet: args
+                    .alert_quiet
+                    .or(file.alert_quiet)
+                    .unwrap_or(Duration::from_secs(3600)),
+                publish: {
+                    let list = args
+                        .alert_publish
+                        .clone()
+                        .or(file.alert_publish.clone())
+                        .unwrap_or_default();
+                    let sources: Vec<String> = list
+                        .split(',')
+                        .map(|s| s.trim().to_lowercase())
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                    if let Some(bad) = sources
+                        .iter()
+                        .find(|s| !ALERT_SOURCES.contains(&s.as_str()))
+                    {
+                        anyhow::bail!(
+                            "HERALD_ALERT_PUBLISH: {bad:?} is not a monitor Herald takes alerts \
+                             from ({})",
+                            ALERT_SOURCES.join(", ")
+                        );
+                    }
+                    sources
+                },
+            },
             components: file.components.clone(),
             trusted_proxies: match args
                 .trusted_proxies
@@ -589,6 +665,15 @@ impl Settings {
         );
         t.insert("drain_timeout".into(), duration(self.drain_timeout));
         t.insert("shutdown_delay".into(), duration(self.shutdown_delay));
+        t.insert(
+            "alert_component_label".into(),
+            text(&self.alerts.component_label),
+        );
+        t.insert("alert_quiet".into(), duration(self.alerts.quiet));
+        t.insert(
+            "alert_publish".into(),
+            text(&self.alerts.publish.join(", ")),
+        );
         let a = &self.announce;
         if let Some(v) = &a.discord_channel_id {
             t.insert("discord_channel_id".into(), text(v));
@@ -818,6 +903,15 @@ log_format = "text"
 # A second signal or the timeout forces the exit.  HERALD_SHUTDOWN_DELAY, HERALD_DRAIN_TIMEOUT
 shutdown_delay = "0s"
 drain_timeout = "30s"
+
+# Incidents from monitors (POST /api/v1/alerts/alertmanager, /grafana, /uptime-kuma with a
+# reporter token). The label naming the component an alert is about (Uptime Kuma: the
+# monitor's name); a group that fires again within alert_quiet of resolving reopens its
+# incident; the monitors whose incidents are published at once (others open drafts that a
+# maintainer publishes).  HERALD_ALERT_COMPONENT_LABEL, HERALD_ALERT_QUIET, HERALD_ALERT_PUBLISH
+alert_component_label = "component"
+alert_quiet = "1h"
+alert_publish = ""
 
 # Announcements. Channels are added in the admin UI (Channels) or from the environment:
 #   HERALD_DISCORD_WEBHOOK_URL                          a Discord webhook

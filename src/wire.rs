@@ -339,7 +339,7 @@ pub fn rollout_update_json(u: &RolloutUpdate) -> RolloutUpdateJson {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct AffectedJson {
     /// The component's slug.
-    pub component: String,
+    pub slug: String,
     /// `degraded_performance`, `partial_outage` or `major_outage`.
     #[schema(pattern = "^(degraded_performance|partial_outage|major_outage)$")]
     pub status: String,
@@ -367,10 +367,16 @@ pub struct IncidentJson {
     /// The rollout it was opened from, if any.
     pub rollout_id: Option<i64>,
     pub components: Vec<AffectedJson>,
+    /// Who opened it: `manual` (a person or script), or the monitor whose alert did
+    /// (`alertmanager`, `grafana`, `uptime-kuma`).
+    pub source: String,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     /// The public page (once published).
     pub url: String,
+    /// The timeline, newest first (the newest 50): on a single incident, not in lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updates: Option<Vec<IncidentUpdateJson>>,
 }
 
 /// One entry of an incident's timeline.
@@ -399,7 +405,7 @@ pub fn affected_json(
         .filter_map(|(id, status)| {
             let c = components.iter().find(|c| c.id == *id)?;
             Some(AffectedJson {
-                component: c.slug.clone(),
+                slug: c.slug.clone(),
                 status: status.as_str().to_owned(),
             })
         })
@@ -425,9 +431,11 @@ pub fn incident_json(
         maintenance_id: i.maintenance_id,
         rollout_id: i.rollout_id,
         components: affected_json(&i.components, components),
+        source: i.source.clone(),
         created_at: i.created_at,
         updated_at: i.updated_at,
         url: format!("{public_url}/incidents/{}", i.id),
+        updates: None,
     }
 }
 

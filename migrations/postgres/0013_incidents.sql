@@ -16,6 +16,8 @@ CREATE TABLE incidents (
     -- Opened from a window's failed step or a failed or stalled rollout.
     maintenance_id          BIGINT REFERENCES maintenances (id) ON DELETE SET NULL,
     rollout_id              BIGINT REFERENCES rollouts (id) ON DELETE SET NULL,
+    -- Who opened it: manual (a maintainer), or the monitor (alertmanager, grafana, uptime-kuma).
+    source                  TEXT NOT NULL DEFAULT 'manual',
     created_at              BIGINT NOT NULL,
     updated_at              BIGINT NOT NULL,
     version                 BIGINT NOT NULL DEFAULT 0

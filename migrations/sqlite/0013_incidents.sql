@@ -16,6 +16,8 @@ CREATE TABLE incidents (
     -- Opened from a window's failed step or a failed or stalled rollout.
     maintenance_id          INTEGER REFERENCES maintenances (id) ON DELETE SET NULL,
     rollout_id              INTEGER REFERENCES rollouts (id) ON DELETE SET NULL,
+    -- Who opened it: manual (a maintainer), or the monitor (alertmanager, grafana, uptime-kuma).
+    source                  TEXT NOT NULL DEFAULT 'manual',
     created_at              INTEGER NOT NULL,
     updated_at              INTEGER NOT NULL,
     version                 INTEGER NOT NULL DEFAULT 0

@@ -41,6 +41,16 @@ impl IncidentStatus {
         Self::ALL.into_iter().find(|i| i.as_str() == s)
     }
 
+    /// What an incident says when its opener gave no words.
+    pub fn default_body(self) -> &'static str {
+        match self {
+            Self::Investigating => "We are investigating this issue.",
+            Self::Identified => "The cause has been identified and a fix is under way.",
+            Self::Monitoring => "A fix is in place; we are monitoring the results.",
+            Self::Resolved => "This incident has been resolved.",
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Self::Investigating => "Investigating",
@@ -174,6 +184,8 @@ pub struct Incident {
     pub maintenance_id: Option<i64>,
     /// The rollout whose failure or stall it was opened from, if any.
     pub rollout_id: Option<i64>,
+    /// Who opened it: `manual`, or the monitor whose alert did (`alertmanager`, …).
+    pub source: String,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     /// Optimistic-concurrency version, as windows and rollouts have.
@@ -193,6 +205,8 @@ pub struct NewIncident {
     pub publish: bool,
     pub maintenance_id: Option<i64>,
     pub rollout_id: Option<i64>,
+    /// `manual`, or the monitor opening it.
+    pub source: String,
 }
 
 /// Check a component list: incident statuses only, each component once (sorted by id).
@@ -251,6 +265,7 @@ impl Incident {
             postmortem_published_at: None,
             maintenance_id: new.maintenance_id,
             rollout_id: new.rollout_id,
+            source: new.source,
             created_at: now,
             updated_at: now,
             version: 0,
@@ -463,6 +478,7 @@ mod tests {
             publish,
             maintenance_id: None,
             rollout_id: None,
+            source: "manual".into(),
         }
         .validate()
         .unwrap();
@@ -604,6 +620,7 @@ mod tests {
             publish: true,
             maintenance_id: None,
             rollout_id: None,
+            source: "manual".into(),
         };
         assert_eq!(bad.clone().validate().unwrap_err().field, "title");
         let resolved = NewIncident {

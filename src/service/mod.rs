@@ -56,6 +56,9 @@ pub struct Service {
     rollout_fold: Duration,
     /// Changes to one aggregate queue on these within the process (see [`commit`]).
     locks: commit::Stripes,
+    /// Notices about one alert group queue on these within the process (see
+    /// [`Service::receive_alert`]); apart from `locks`, which the changes they make take.
+    alert_locks: commit::Stripes,
     /// The rollouts this process changed last, checked against the stored version on use.
     rollout_cache: Arc<std::sync::Mutex<std::collections::HashMap<i64, crate::domain::Rollout>>>,
     /// Password hashing, one job per core at a time on threads of its own.
@@ -101,6 +104,7 @@ impl Service {
             delivery_deadline: Duration::from_secs(24 * 3600),
             rollout_fold: Duration::from_secs(10),
             locks: commit::stripes(),
+            alert_locks: commit::stripes(),
             rollout_cache: Arc::default(),
             hashing: Arc::new(accounts::Hashing::new()),
             password_checks: Arc::default(),
@@ -451,6 +455,7 @@ impl Service {
 }
 
 mod accounts;
+mod alerts;
 mod channels;
 mod commit;
 mod idempotency;
@@ -460,5 +465,6 @@ mod sign_in;
 mod windows;
 
 pub use accounts::{NewSession, NewToken, PasswordCheck, SESSION_LIFETIME};
+pub use alerts::{AlertNotice, AlertOutcome, AlertPolicy};
 pub use idempotency::KEY_LIFETIME;
 pub use sign_in::SignInThrottle;

@@ -66,6 +66,27 @@ pub async fn setup() -> Setup {
 }
 
 impl Setup {
+    /// Post a monitor's notification; what Herald did with it.
+    pub async fn alert(&self, token: &str, path: &str, body: Value) -> (String, Option<i64>) {
+        let (status, v, _) = self
+            .app
+            .api(Method::POST, path, Some(token), Some(body))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        (
+            v["outcome"].as_str().unwrap().to_owned(),
+            v["incident_id"].as_i64(),
+        )
+    }
+
+    /// How many updates incident `id` has.
+    pub async fn updates(&self, id: i64) -> usize {
+        let (_, i) = self
+            .call(Method::GET, &format!("/api/v1/incidents/{id}"), None)
+            .await;
+        i["updates"].as_array().unwrap().len()
+    }
+
     pub async fn call(
         &self,
         method: Method,
@@ -110,8 +131,8 @@ async fn an_incident_is_told_on_the_page_the_api_and_every_channel() {
                 "title": "API errors on writes",
                 "body": "Some **writes** fail with 500.",
                 "impact": "major",
-                "components": [{"component": "api", "status": "partial_outage"}],
-                "publish": false,
+                "components": [{"slug": "api", "status": "partial_outage"}],
+                "draft": true,
             })),
         )
         .await;
@@ -169,7 +190,7 @@ async fn an_incident_is_told_on_the_page_the_api_and_every_channel() {
             &format!("/api/v1/incidents/{id}/updates"),
             Some(
                 json!({"status": "monitoring", "body": "Index rebuilt; watching error rates.",
-                        "components": [{"component": "api", "status": "degraded_performance"}]}),
+                        "components": [{"slug": "api", "status": "degraded_performance"}]}),
             ),
         )
         .await;
@@ -186,7 +207,7 @@ async fn an_incident_is_told_on_the_page_the_api_and_every_channel() {
         .call(
             Method::POST,
             &format!("/api/v1/incidents/{id}/updates"),
-            Some(json!({"body": "x", "components": [{"component": "nope", "status": "major_outage"}]})),
+            Some(json!({"body": "x", "components": [{"slug": "nope", "status": "major_outage"}]})),
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
@@ -311,4 +332,502 @@ async fn an_incident_is_told_on_the_page_the_api_and_every_channel() {
     assert!(root.contains("Incident: API errors on writes"), "{root}");
     assert!(root.contains("API (partial outage)"), "{root}");
     outbox.stop().await;
+}
+
+/// A receiver of signed webhooks: every body it was sent.
+async fn hooks() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = got.clone();
+    let router = axum::Router::new().fallback(move |body: String| {
+        let keep = keep.clone();
+        async move {
+            keep.lock()
+                .unwrap()
+                .push(serde_json::from_str(&body).unwrap());
+            StatusCode::NO_CONTENT
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (format!("http://{addr}/hooks"), got)
+}
+
+/// An Alertmanager webhook body (format version 4) for group `group` with these alerts
+/// (fingerprint, status).
+pub fn alertmanager(group: &str, status: &str, alerts: &[(&str, &str)]) -> Value {
+    let alerts: Vec<Value> = alerts
+        .iter()
+        .map(|(fp, st)| {
+            json!({
+                "status": st,
+                "labels": {"alertname": "HighErrorRate", "component": "api",
+                           "severity": "critical", "instance": format!("api-{fp}")},
+                "annotations": {"summary": format!("5xx above 5% on api-{fp}")},
+                "startsAt": "2026-12-06T10:00:00Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus.example/graph",
+                "fingerprint": fp,
+            })
+        })
+        .collect();
+    json!({
+        "version": "4",
+        "groupKey": group,
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "herald",
+        "groupLabels": {"alertname": "HighErrorRate"},
+        "commonLabels": {"alertname": "HighErrorRate", "component": "api"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example",
+        "alerts": alerts,
+    })
+}
+
+#[tokio::test]
+async fn an_alert_opens_a_draft_a_maintainer_runs_to_resolution_and_repeats_say_nothing() {
+    let s = setup().await;
+    let (url, got) = hooks().await;
+    s.app
+        .add_channel(NewChannel {
+            name: "hooks".into(),
+            kind: Some(ChannelKind::Webhook),
+            target: url,
+            events: default_events(ChannelKind::Webhook),
+            enabled: true,
+            ..NewChannel::default()
+        })
+        .await;
+    let outbox = s.app.start_outbox();
+    let reporter = s.app.token(Role::Reporter).await;
+    let alert = |body: Value| s.alert(&reporter, "/api/v1/alerts/alertmanager", body);
+    let updates = |id: i64| s.updates(id);
+
+    // The alert fires: a draft, with what fired; nothing public, nothing announced.
+    let group = "{}:{alertname=\"HighErrorRate\"}";
+    let (outcome, id) = alert(alertmanager(group, "firing", &[("a1", "firing")])).await;
+    assert_eq!(outcome, "opened");
+    let id = id.unwrap();
+    let (_, i) = s
+        .call(Method::GET, &format!("/api/v1/incidents/{id}"), None)
+        .await;
+    assert_eq!(i["draft"], true);
+    assert_eq!(i["source"], "alertmanager");
+    assert_eq!(i["impact"], "major");
+    assert_eq!(
+        i["components"],
+        json!([{"slug": "api", "status": "major_outage"}])
+    );
+    assert!(
+        i["updates"][0]["body"]
+            .as_str()
+            .unwrap()
+            .contains("5xx above 5% on api-a1")
+    );
+    let (front, page, unresolved, _) = s.public(id).await;
+    assert!(front.contains("All systems operational"));
+    assert_eq!(page, StatusCode::NOT_FOUND);
+    assert_eq!(unresolved, json!([]));
+    assert_eq!(s.app.settle(5).await.len(), 0);
+    assert!(
+        s.app
+            .service
+            .deliveries(Subject::Incident(id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Alertmanager repeats it every repeat_interval: nothing changes.
+    for _ in 0..3 {
+        let (outcome, again) = alert(alertmanager(group, "firing", &[("a1", "firing")])).await;
+        assert_eq!((outcome.as_str(), again), ("unchanged", Some(id)));
+    }
+    assert_eq!(updates(id).await, 1);
+
+    // A maintainer publishes it and follows it through.
+    let (status, i) = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/incidents/{id}/publish"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{i}");
+    let (front, page, unresolved, api) = s.public(id).await;
+    assert!(front.contains("banner-outage"));
+    assert_eq!(page, StatusCode::OK);
+    assert_eq!(unresolved[0]["id"], format!("incident-{id}"));
+    assert_eq!(api["status"], "major_outage");
+    for (status, body) in [
+        ("identified", "A bad deploy of the API."),
+        ("monitoring", "Rolled back; watching."),
+    ] {
+        let (code, i) = s
+            .call(
+                Method::POST,
+                &format!("/api/v1/incidents/{id}/updates"),
+                Some(json!({"status": status, "body": body})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{i}");
+        let (_, _, unresolved, _) = s.public(id).await;
+        assert_eq!(unresolved[0]["status"], status);
+    }
+    let (outcome, _) = alert(alertmanager(group, "firing", &[("a1", "firing")])).await;
+    assert_eq!(outcome, "unchanged");
+    let before = updates(id).await;
+
+    // A second alert joins the group: one update.
+    let (outcome, _) = alert(alertmanager(
+        group,
+        "firing",
+        &[("a1", "firing"), ("a2", "firing")],
+    ))
+    .await;
+    assert_eq!(outcome, "updated");
+    assert_eq!(updates(id).await, before + 1);
+    let (outcome, _) = alert(alertmanager(
+        group,
+        "firing",
+        &[("a1", "firing"), ("a2", "firing")],
+    ))
+    .await;
+    assert_eq!(outcome, "unchanged");
+
+    // The group resolves: so does the incident, once.
+    let (outcome, _) = alert(alertmanager(
+        group,
+        "resolved",
+        &[("a1", "resolved"), ("a2", "resolved")],
+    ))
+    .await;
+    assert_eq!(outcome, "resolved");
+    let (_, i) = s
+        .call(Method::GET, &format!("/api/v1/incidents/{id}"), None)
+        .await;
+    assert_eq!(i["status"], "resolved");
+    let (front, _, unresolved, api) = s.public(id).await;
+    assert!(front.contains("All systems operational"));
+    assert_eq!(unresolved, json!([]));
+    assert_eq!(api["status"], "operational");
+    let (outcome, _) = alert(alertmanager(group, "resolved", &[("a1", "resolved")])).await;
+    assert_eq!(outcome, "unchanged");
+
+    // It fires again within the quiet time: the same incident reopens.
+    let (outcome, again) = alert(alertmanager(group, "firing", &[("a1", "firing")])).await;
+    assert_eq!((outcome.as_str(), again), ("reopened", Some(id)));
+    let (_, i) = s
+        .call(Method::GET, &format!("/api/v1/incidents/{id}"), None)
+        .await;
+    assert_eq!(i["status"], "investigating");
+
+    // Bad payloads: a clear 4xx, nothing changed.
+    let count = updates(id).await;
+    for (path, body, code) in [
+        (
+            "/api/v1/alerts/alertmanager",
+            json!({"status": "firing"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/api/v1/alerts/alertmanager",
+            json!({"version": "3", "groupKey": "g", "status": "firing", "alerts": []}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/api/v1/alerts/alertmanager",
+            json!({"groupKey": group, "status": "exploded", "alerts": []}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        ("/api/v1/alerts/nagios", json!({}), StatusCode::NOT_FOUND),
+        (
+            "/api/v1/alerts/uptime-kuma",
+            json!({"heartbeat": "down"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let (status, e, _) = s
+            .app
+            .api(Method::POST, path, Some(&reporter), Some(body))
+            .await;
+        assert_eq!(status, code, "{path}: {e}");
+        assert!(e["error"]["message"].is_string(), "{e}");
+    }
+    assert_eq!(updates(id).await, count);
+    // The reporter token posts alerts, and no more.
+    let (status, _, _) = s
+        .app
+        .api(
+            Method::POST,
+            &format!("/api/v1/incidents/{id}/resolve"),
+            Some(&reporter),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Announced: the publication, identified, monitoring, the joining alert, the resolution
+    // and the reopening; never a repeat.
+    let unsent = s.app.settle(30).await;
+    assert!(unsent.is_empty(), "{unsent:#?}");
+    let messages = s.discord.messages();
+    assert_eq!(
+        messages.len(),
+        6,
+        "{:#?}",
+        messages.iter().map(|m| &m.content).collect::<Vec<_>>()
+    );
+    assert_eq!(messages[0].edits, 5);
+    assert_eq!(s.bluesky.records().len(), 6);
+    let events: Vec<String> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "incident.opened",
+            "incident.updated",
+            "incident.updated",
+            "incident.updated",
+            "incident.resolved",
+            "incident.reopened"
+        ]
+    );
+    let first = got.lock().unwrap()[0].clone();
+    assert_eq!(first["data"]["incident"]["source"], "alertmanager");
+    assert_eq!(first["data"]["incident"]["components"][0]["slug"], "api");
+    outbox.stop().await;
+}
+
+#[tokio::test]
+async fn uptime_kuma_and_grafana_open_and_resolve_their_incidents() {
+    let s = setup().await;
+    let reporter = s.app.token(Role::Reporter).await;
+    let post = |path: &'static str, body: Value| s.alert(&reporter, path, body);
+    // Uptime Kuma's "Test" button: no monitor, nothing to do.
+    let (outcome, _) = post(
+        "/api/v1/alerts/uptime-kuma",
+        json!({"heartbeat": null, "monitor": null, "msg": "Uptime Kuma Alert"}),
+    )
+    .await;
+    assert_eq!(outcome, "ignored");
+    let kuma = |status: i64| {
+        json!({
+            "heartbeat": {"monitorID": 7, "status": status, "time": "2026-12-06 10:00:00", "msg": "timeout", "important": true, "duration": 60},
+            "monitor": {"id": 7, "name": "Web", "url": "https://example.com", "type": "http"},
+            "msg": "[Web] [🔴 Down] timeout",
+        })
+    };
+    let (outcome, id) = post("/api/v1/alerts/uptime-kuma", kuma(0)).await;
+    assert_eq!(outcome, "opened");
+    let id = id.unwrap();
+    let (_, i) = s
+        .call(Method::GET, &format!("/api/v1/incidents/{id}"), None)
+        .await;
+    assert_eq!(i["title"], "Web is down");
+    assert_eq!(
+        i["components"],
+        json!([{"slug": "web", "status": "major_outage"}])
+    );
+    assert_eq!(
+        post("/api/v1/alerts/uptime-kuma", kuma(0)).await.0,
+        "unchanged"
+    );
+    assert_eq!(
+        post("/api/v1/alerts/uptime-kuma", kuma(2)).await.0,
+        "ignored",
+        "pending"
+    );
+    assert_eq!(
+        post("/api/v1/alerts/uptime-kuma", kuma(1)).await,
+        ("resolved".to_owned(), Some(id))
+    );
+
+    // Grafana: Alertmanager's body plus its own fields.
+    let mut grafana = alertmanager(
+        "{}/{}:{alertname=\"Latency\"}",
+        "firing",
+        &[("g1", "firing")],
+    );
+    grafana["orgId"] = json!(1);
+    grafana["title"] = json!("[FIRING:1] Latency");
+    grafana["state"] = json!("alerting");
+    grafana["message"] = json!("Latency is high");
+    grafana["alerts"][0]["labels"]["severity"] = json!("warning");
+    grafana["alerts"][0]["values"] = json!({"B": 1.5});
+    let (outcome, gid) = post("/api/v1/alerts/grafana", grafana.clone()).await;
+    assert_eq!(outcome, "opened");
+    assert_ne!(gid, Some(id), "another monitor, another incident");
+    let (_, i) = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/incidents/{}", gid.unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(i["source"], "grafana");
+    assert_eq!(i["impact"], "minor");
+    assert_eq!(i["components"][0]["status"], "partial_outage");
+    grafana["status"] = json!("resolved");
+    grafana["alerts"][0]["status"] = json!("resolved");
+    assert_eq!(post("/api/v1/alerts/grafana", grafana).await.0, "resolved");
+}
+
+/// The Alertmanager configuration in docs/alerts.md, pointed at `herald` with `token`, its
+/// waits shortened to seconds. Fails when the guide's block changed shape.
+fn guide_alertmanager_config(herald: &str, token: &str) -> String {
+    let guide =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/alerts.md")).unwrap();
+    let section = &guide[guide
+        .find("## Alertmanager")
+        .expect("the Alertmanager section")..];
+    let start = section.find("```yaml\n").expect("its configuration block") + 8;
+    let block = &section[start..start + section[start..].find("```").unwrap()];
+    let mut config = block.to_owned();
+    for (from, to) in [
+        ("https://status.example.com", herald),
+        ("REPORTER_TOKEN", token),
+        ("group_wait: 30s", "group_wait: 1s"),
+        ("group_interval: 5m", "group_interval: 1s"),
+    ] {
+        assert!(
+            config.contains(from),
+            "docs/alerts.md no longer has {from:?}"
+        );
+        config = config.replace(from, to);
+    }
+    config
+}
+
+/// The real Alertmanager (Debian's prometheus-alertmanager), configured as docs/alerts.md
+/// says, opens an incident in Herald from an alert posted to it, then resolves it.
+#[tokio::test]
+async fn the_real_alertmanager_opens_and_resolves_an_incident() {
+    let s = setup().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let herald = format!("http://{}", listener.local_addr().unwrap());
+    let router = s.app.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let reporter = s.app.token(Role::Reporter).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("alertmanager.yml");
+    std::fs::write(&config, guide_alertmanager_config(&herald, &reporter)).unwrap();
+    let port = crate::common::free_port();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _alertmanager = Kill(
+        std::process::Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("alertmanager.log")).unwrap())
+            .spawn()
+            .expect("prometheus-alertmanager (Debian's package; .ci/test installs it)"),
+    );
+    let log = || std::fs::read_to_string(dir.path().join("alertmanager.log")).unwrap_or_default();
+
+    let client = reqwest::Client::new();
+    let am_url = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while client
+        .get(format!("{am_url}/-/ready"))
+        .send()
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Alertmanager did not start:\n{}",
+            log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let post_alert = |ends_at: jiff::Timestamp| {
+        let client = client.clone();
+        let url = format!("{am_url}/api/v2/alerts");
+        async move {
+            let r = client
+                .post(url)
+                .json(&json!([{
+                    "labels": {"alertname": "APIErrorRate", "component": "api", "severity": "critical"},
+                    "annotations": {"summary": "More than 5% of API requests fail"},
+                    "startsAt": jiff::Timestamp::now().checked_sub(jiff::SignedDuration::from_secs(60)).unwrap().to_string(),
+                    "endsAt": ends_at.to_string(),
+                }]))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        }
+    };
+    let wait_for = |want: &'static str| {
+        let s = &s;
+        let log = &log;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let (_, list) = s.call(Method::GET, "/api/v1/incidents", None).await;
+                if let Some(i) = list.as_array().unwrap().first()
+                    && i["status"] == want
+                {
+                    return i.clone();
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no {want} incident within 30 s: {list}\n{}",
+                    log()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+
+    post_alert(
+        jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_secs(3600))
+            .unwrap(),
+    )
+    .await;
+    let i = wait_for("investigating").await;
+    assert_eq!(i["title"], "More than 5% of API requests fail");
+    assert_eq!(i["source"], "alertmanager");
+    assert_eq!(i["draft"], true, "an alert opens a draft by default");
+    assert_eq!(
+        i["components"],
+        json!([{"slug": "api", "status": "major_outage"}])
+    );
+
+    // Ended: Alertmanager sends the resolution, and Herald resolves the same incident.
+    post_alert(
+        jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::from_secs(1))
+            .unwrap(),
+    )
+    .await;
+    let resolved = wait_for("resolved").await;
+    assert_eq!(resolved["id"], i["id"]);
+    let (_, all) = s.call(Method::GET, "/api/v1/incidents", None).await;
+    assert_eq!(
+        all.as_array().unwrap().len(),
+        1,
+        "one incident for the group: {all}"
+    );
 }

@@ -19,7 +19,7 @@ use crate::store::{
 
 const INCIDENT_COLUMNS: &str = "i.id, i.title, i.impact, i.status, i.published_at, \
      i.started_at, i.resolved_at, i.postmortem, i.postmortem_published_at, i.maintenance_id, \
-     i.rollout_id, i.created_at, i.updated_at, i.version";
+     i.rollout_id, i.source, i.created_at, i.updated_at, i.version";
 
 const UPDATE_COLUMNS: &str =
     "id, incident_id, kind, status, body, components, actor, announced, created_at";
@@ -39,6 +39,7 @@ struct IncidentRow {
     postmortem_published_at: Option<i64>,
     maintenance_id: Option<i64>,
     rollout_id: Option<i64>,
+    source: String,
     created_at: i64,
     updated_at: i64,
     version: i64,
@@ -61,6 +62,7 @@ impl TryFrom<IncidentRow> for Incident {
             postmortem_published_at: opt_ts(r.postmortem_published_at)?,
             maintenance_id: r.maintenance_id,
             rollout_id: r.rollout_id,
+            source: r.source,
             created_at: ts(r.created_at)?,
             updated_at: ts(r.updated_at)?,
             version: r.version,
@@ -273,8 +275,8 @@ impl Incidents for SqlStore {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO incidents (title, impact, status, published_at, started_at, \
              resolved_at, postmortem, postmortem_published_at, maintenance_id, rollout_id, \
-             created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+             source, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
         )
         .bind(&i.title)
         .bind(i.impact.as_str())
@@ -286,6 +288,7 @@ impl Incidents for SqlStore {
         .bind(opt_secs(i.postmortem_published_at))
         .bind(i.maintenance_id)
         .bind(i.rollout_id)
+        .bind(&i.source)
         .bind(secs(i.created_at))
         .bind(secs(i.updated_at))
         .fetch_one(&mut *tx)

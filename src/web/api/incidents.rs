@@ -17,7 +17,7 @@ pub use crate::wire::{
     AffectedJson, ImpactJson, IncidentJson, IncidentUpdateJson, incident_json, incident_update_json,
 };
 
-/// A new incident. Published at once unless `publish` is `false` (a draft a maintainer
+/// A new incident. Published at once unless `draft` is `true` (a draft a maintainer
 /// publishes later; nothing is announced for a draft).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -28,13 +28,9 @@ pub struct CreateIncident {
         pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
     )]
     pub title: String,
-    /// The first update's text (markdown).
-    #[schema(
-        min_length = 1,
-        max_length = 5000,
-        pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
-    )]
-    pub body: String,
+    /// The first update's text (markdown) [default: a sentence saying the status].
+    #[schema(max_length = 5000, pattern = "^[^\\u0000]*$")]
+    pub body: Option<String>,
     /// [default: minor]
     pub impact: Option<ImpactJson>,
     /// `investigating`, `identified` or `monitoring` [default: investigating].
@@ -43,8 +39,8 @@ pub struct CreateIncident {
     /// The affected components, each with the status the incident gives it.
     #[schema(max_items = 100)]
     pub components: Option<Vec<AffectedJson>>,
-    /// [default: true]
-    pub publish: Option<bool>,
+    /// Keep it a draft: not public, not announced, until published [default: false].
+    pub draft: Option<bool>,
     /// The window whose failed step this is about.
     #[serde(default, deserialize_with = "optional_whole")]
     #[schema(minimum = 1)]
@@ -140,10 +136,10 @@ pub fn affected(
 ) -> Result<Vec<(i64, ComponentStatus)>, ValidationError> {
     list.iter()
         .map(|a| {
-            let c = all.iter().find(|c| c.slug == a.component).ok_or_else(|| {
+            let c = all.iter().find(|c| c.slug == a.slug).ok_or_else(|| {
                 ValidationError::new(
                     "components",
-                    format!("no component has the slug {:?}", a.component),
+                    format!("no component has the slug {:?}", a.slug),
                 )
             })?;
             let s = ComponentStatus::parse(&a.status)
@@ -186,15 +182,20 @@ pub async fn create_incident(
     Body(input): Body<CreateIncident>,
 ) -> ApiResult<(StatusCode, Json<IncidentJson>)> {
     let all = state.service.components().await?;
+    let status = status(input.status.as_deref())?.unwrap_or(IncidentStatus::Investigating);
     let new = NewIncident {
         title: input.title,
         impact: input.impact.unwrap_or(ImpactJson::Minor).into(),
-        status: status(input.status.as_deref())?.unwrap_or(IncidentStatus::Investigating),
+        status,
         components: affected(&input.components.unwrap_or_default(), &all)?,
-        body: input.body,
-        publish: input.publish.unwrap_or(true),
+        body: input
+            .body
+            .filter(|b| !b.trim().is_empty())
+            .unwrap_or_else(|| status.default_body().to_owned()),
+        publish: !input.draft.unwrap_or(false),
         maintenance_id: input.maintenance_id,
         rollout_id: input.rollout_id,
+        source: "manual".to_owned(),
     };
     let i = bearer.service(&state).create_incident(new).await?;
     Ok((StatusCode::CREATED, answer(&state, &i).await?))
@@ -233,7 +234,7 @@ pub async fn list_incidents(
     ))
 }
 
-/// An incident.
+/// An incident with its timeline (`updates`, newest first).
 #[utoipa::path(get, path = "/incidents/{id}", tag = "incidents",
     params(("id" = i64, Path, description = "Incident id", minimum = 1)),
     responses(
@@ -247,7 +248,19 @@ pub async fn get_incident(
     Params(id): Params<i64>,
 ) -> ApiResult<Json<IncidentJson>> {
     let i = state.service.incident(id).await?;
-    answer(&state, &i).await
+    let components = state.service.components().await?;
+    let updates = state
+        .service
+        .incident_updates(id, Some(crate::web::view::TIMELINE_PAGE as i64))
+        .await?;
+    let mut json = incident_json(&i, &components, &state.settings.public_url);
+    json.updates = Some(
+        updates
+            .iter()
+            .map(|u| incident_update_json(u, &components))
+            .collect(),
+    );
+    Ok(Json(json))
 }
 
 /// Correct an incident's title or impact.
@@ -297,7 +310,7 @@ pub async fn incident_action(
         "publish" => service.publish_incident(id).await?,
         "resolve" => {
             let body = if body.trim().is_empty() {
-                "This incident has been resolved."
+                IncidentStatus::Resolved.default_body()
             } else {
                 &body
             };

@@ -2,6 +2,7 @@
 //! from the same code, so it cannot drift. Every failure answers
 //! `{"error": {"code", "message", "field"?}}` with a 4xx (or an opaque 500).
 
+pub mod alerts;
 pub mod idempotency;
 pub mod incidents;
 pub mod reference;

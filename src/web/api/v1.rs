@@ -827,7 +827,8 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
             super::incidents::list_incident_updates,
             super::incidents::post_incident_update
         ))
-        .routes(routes!(super::incidents::put_postmortem));
+        .routes(routes!(super::incidents::put_postmortem))
+        .routes(routes!(super::alerts::receive_alert));
     let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .split_for_parts();
