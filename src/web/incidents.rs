@@ -117,6 +117,26 @@ pub fn incident_view(
     }
 }
 
+/// A link to an incident from the page of the window or rollout it was opened from:
+/// (address, title, status label).
+pub type IncidentLink = (String, String, &'static str);
+
+/// The public incidents opened from `subject`, as links.
+pub async fn linked(
+    state: &AppState,
+    subject: crate::domain::Subject,
+) -> Result<Vec<IncidentLink>, AppError> {
+    Ok(state
+        .service
+        .store()
+        .linked_incidents(subject)
+        .await?
+        .into_iter()
+        .filter(|i| i.is_public())
+        .map(|i| (format!("/incidents/{}", i.id), i.title, i.status.label()))
+        .collect())
+}
+
 /// The banner's class for the worst open incident: red for a major or critical one, amber
 /// otherwise.
 pub fn banner_class(incidents: &[Incident]) -> &'static str {

@@ -390,6 +390,27 @@ fn admin_routes() -> Router<AppState> {
             "/admin/maintenances/{id}/deliveries/{delivery}",
             post(admin::delivery_action),
         )
+        .route(
+            "/admin/incidents",
+            get(admin::incidents::list).post(admin::incidents::create),
+        )
+        .route("/admin/incidents/{id}", get(admin::incidents::run))
+        .route(
+            "/admin/incidents/{id}/updates",
+            post(admin::incidents::post_update),
+        )
+        .route(
+            "/admin/incidents/{id}/action",
+            post(admin::incidents::action),
+        )
+        .route(
+            "/admin/incidents/{id}/postmortem",
+            post(admin::incidents::postmortem),
+        )
+        .route(
+            "/admin/incidents/{id}/deliveries/{delivery}",
+            post(admin::incidents::delivery),
+        )
         .route("/admin/rollouts/new", get(admin::rollouts::new_rollout))
         .route("/admin/rollouts", post(admin::rollouts::create_rollout))
         .route("/admin/rollouts/{id}", get(admin::rollouts::run))

@@ -173,6 +173,7 @@ struct MaintenancePage {
     w: WindowView,
     rollouts: Vec<super::rollouts::RolloutView>,
     nav: super::view::TimelineNav,
+    incidents: Vec<super::incidents::IncidentLink>,
 }
 
 /// `?updates=N`: a page of a timeline.
@@ -346,6 +347,7 @@ async fn render_maintenance(
         w,
         rollouts,
         nav,
+        incidents: super::incidents::linked(state, crate::domain::Subject::Window(id)).await?,
     };
     Ok(html(page.render()?))
 }

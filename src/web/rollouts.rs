@@ -338,6 +338,7 @@ struct RolloutPage {
     site: Site,
     r: RolloutView,
     nav: super::view::TimelineNav,
+    incidents: Vec<super::incidents::IncidentLink>,
 }
 
 async fn render_rollout(
@@ -375,6 +376,7 @@ async fn render_rollout(
         ),
         r: view,
         nav,
+        incidents: super::incidents::linked(state, crate::domain::Subject::Rollout(id)).await?,
     };
     Ok(html(page.render()?))
 }

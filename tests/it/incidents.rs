@@ -831,3 +831,166 @@ async fn the_real_alertmanager_opens_and_resolves_an_incident() {
         "one incident for the group: {all}"
     );
 }
+
+/// A maintainer runs an incident from the admin pages: opens it from a failed step (linked
+/// both ways), a bad form keeps what was typed, updates change the status and the
+/// components, resolve, postmortem; every action audited with who did it.
+#[tokio::test]
+async fn a_maintainer_runs_an_incident_from_the_admin_pages() {
+    let app = TestApp::new().await;
+    let api = app.component("api", "API").await;
+    app.component("web", "Web").await;
+    app.user("mo", Role::Maintainer).await;
+    let b = app.sign_in("mo").await;
+    let w = app
+        .window(
+            "DecAPI migration",
+            herald::domain::Schedule::Tentative { hint: None },
+            2,
+            vec![api],
+        )
+        .await;
+    app.act(w.id, herald::domain::WindowAction::Announce).await;
+    app.act(w.id, herald::domain::WindowAction::Start).await;
+    app.step(w.id, 1, herald::domain::StepAction::Start).await;
+    app.step(w.id, 1, herald::domain::StepAction::Fail).await;
+    let run = app
+        .get_as(&format!("/admin/maintenances/{}", w.id), &b.cookie)
+        .await
+        .text();
+    let link = format!("/admin/incidents?maintenance={}", w.id);
+    assert!(run.contains(&link), "the run view offers an incident");
+    let form = app.get_as(&link, &b.cookie).await.text();
+    assert!(form.contains("Problem during DecAPI migration"), "{form}");
+
+    // No title: the form comes back with the error and what was typed.
+    let r = app
+        .post_form(
+            "/admin/incidents",
+            Some(&b.cookie),
+            &[
+                ("csrf", &b.csrf),
+                ("title", " "),
+                ("impact", "major"),
+                ("status", "investigating"),
+                ("c_api", "partial_outage"),
+                ("body", "Writes fail."),
+                ("maintenance_id", &w.id.to_string()),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let page = r.text();
+    assert!(page.contains("field-error"), "{page}");
+    assert!(page.contains("Writes fail."));
+    assert!(
+        page.contains(r#"<option value="partial_outage" selected>"#),
+        "{page}"
+    );
+
+    let r = app
+        .submit(
+            "/admin/incidents",
+            &b.cookie,
+            &[
+                ("csrf", &b.csrf),
+                ("title", "Writes fail after the migration"),
+                ("impact", "major"),
+                ("status", "investigating"),
+                ("c_api", "partial_outage"),
+                ("c_web", ""),
+                ("body", "Writes fail."),
+                ("maintenance_id", &w.id.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains("Incident opened"), "{}", r.text());
+    let token = app.token(Role::Maintainer).await;
+    let (_, list, _) = app
+        .api(Method::GET, "/api/v1/incidents", Some(&token), None)
+        .await;
+    let id = list[0]["id"].as_i64().unwrap();
+    assert_eq!(list[0]["maintenance_id"], w.id);
+    let window_page = app.get(&format!("/maintenance/{}", w.id)).await.text();
+    assert!(
+        window_page.contains(&format!("/incidents/{id}")),
+        "linked both ways"
+    );
+    let incident_page = app.get(&format!("/incidents/{id}")).await.text();
+    assert!(incident_page.contains(&format!("/maintenance/{}", w.id)));
+
+    // Identified, the web component now degraded too.
+    let r = app
+        .submit(
+            &format!("/admin/incidents/{id}/updates"),
+            &b.cookie,
+            &[
+                ("csrf", &b.csrf),
+                ("status", "identified"),
+                ("c_api", "partial_outage"),
+                ("c_web", "degraded_performance"),
+                ("body", "The migration dropped an index."),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let i = app.service.incident(id).await.unwrap();
+    assert_eq!(i.status, herald::domain::IncidentStatus::Identified);
+    assert_eq!(i.components.len(), 2);
+    // A refused update keeps the words.
+    let r = app
+        .post_form(
+            &format!("/admin/incidents/{id}/updates"),
+            Some(&b.cookie),
+            &[
+                ("csrf", &b.csrf),
+                ("status", "identified"),
+                ("c_api", "partial_outage"),
+                ("body", " "),
+            ],
+            &[],
+        )
+        .await;
+    assert!(r.status.is_client_error(), "{}", r.status);
+    assert!(r.text().contains("Not done"));
+
+    for (path, pairs) in [
+        (
+            format!("/admin/incidents/{id}/action"),
+            vec![("action", "resolve"), ("note", "Index rebuilt.")],
+        ),
+        (
+            format!("/admin/incidents/{id}/postmortem"),
+            vec![("postmortem", "## Cause\nA migration dropped the index.")],
+        ),
+    ] {
+        let mut all = vec![("csrf", b.csrf.as_str())];
+        all.extend(pairs);
+        let r = app.submit(&path, &b.cookie, &all).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
+    }
+    let i = app.service.incident(id).await.unwrap();
+    assert!(!i.is_open());
+    assert!(i.postmortem.unwrap().contains("dropped the index"));
+    let audit = app.service.audit_log(100).await.unwrap();
+    for action in [
+        "incident.create",
+        "incident.update",
+        "incident.resolve",
+        "incident.postmortem",
+    ] {
+        assert!(
+            audit
+                .iter()
+                .any(|a| a.action == action && a.actor == "user:mo"),
+            "{action} audited: {audit:#?}"
+        );
+    }
+    let admin = app
+        .get_as(&format!("/admin/incidents/{id}"), &b.cookie)
+        .await
+        .text();
+    assert!(admin.contains("user:mo"), "the timeline names who posted");
+}

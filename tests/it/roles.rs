@@ -46,6 +46,11 @@ const MAINTAINER_POSTS: &[&str] = &[
     "/admin/rollouts/{id}/edit",
     "/admin/rollouts/{id}/updates",
     "/admin/rollouts/{id}/deliveries/{delivery}",
+    "/admin/incidents",
+    "/admin/incidents/{id}/updates",
+    "/admin/incidents/{id}/action",
+    "/admin/incidents/{id}/postmortem",
+    "/admin/incidents/{id}/deliveries/{delivery}",
 ];
 
 /// Posts before or without a session: signing in and out, the first-run setup.
@@ -298,6 +303,22 @@ async fn every_form_address_asked_with_get_leads_to_its_page() {
         })
         .await
         .unwrap();
+    let incident = app
+        .service
+        .acting(Actor::System)
+        .create_incident(herald::domain::NewIncident {
+            title: "API errors".into(),
+            impact: herald::domain::Impact::Minor,
+            status: herald::domain::IncidentStatus::Investigating,
+            components: vec![],
+            body: "Looking.".into(),
+            publish: false,
+            maintenance_id: None,
+            rollout_id: None,
+            source: "manual".into(),
+        })
+        .await
+        .unwrap();
     let ada = app.sign_in("ada").await;
     for template in ADMIN_POSTS.iter().chain(MAINTAINER_POSTS) {
         let path = template
@@ -307,6 +328,8 @@ async fn every_form_address_asked_with_get_leads_to_its_page() {
                     channel.to_string()
                 } else if template.contains("rollouts") {
                     rollout.id.to_string()
+                } else if template.contains("incidents") {
+                    incident.id.to_string()
                 } else {
                     m.id.to_string()
                 },

@@ -28,6 +28,7 @@ use crate::service::{PasswordCheck, ServiceError};
 mod accounts;
 pub mod channels;
 mod components;
+pub mod incidents;
 pub mod rollouts;
 mod run;
 mod session;
@@ -116,6 +117,15 @@ fn done_notice(code: &str) -> Option<&'static str> {
         "user_password" => "Password set; their sessions ended.",
         "password" => "Password changed.",
         "rollout_created" => "Rollout created.",
+        "incident_draft" => "Saved as a draft: nothing is public until you publish it.",
+        "incident_opened" => {
+            "Incident opened: it leads the status page and is on its way to the channels."
+        }
+        "incident_published" => {
+            "Published: it leads the status page and is on its way to the channels."
+        }
+        "incident_resolved" => "Resolved.",
+        "incident_reopened" => "Reopened.",
         _ => return None,
     })
 }

@@ -54,9 +54,15 @@ pub fn form_page(path: &str) -> String {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match parts.as_slice() {
         ["admin", "maintenances", id, "plan"] => format!("/admin/maintenances/{id}/edit"),
-        ["admin", section @ ("maintenances" | "rollouts"), id, ..] if id.parse::<i64>().is_ok() => {
+        [
+            "admin",
+            section @ ("maintenances" | "rollouts" | "incidents"),
+            id,
+            ..,
+        ] if id.parse::<i64>().is_ok() => {
             format!("/admin/{section}/{id}")
         }
+        ["admin", "incidents"] => "/admin/incidents".to_owned(),
         ["admin", section @ ("maintenances" | "rollouts")] => format!("/admin/{section}/new"),
         [
             "admin",
