@@ -138,6 +138,81 @@ async fn seed_fishjam(service: &Service, at: &impl Fn(i64)) -> ServiceResult<i64
 }
 
 /// Seed the demo unless the database already holds windows. Returns whether it seeded.
+/// A resolved incident in history: the cluster's failover test that briefly broke writes,
+/// told from investigating to its postmortem.
+async fn seed_failover_incident(
+    service: &Service,
+    at: &impl Fn(i64),
+    api: i64,
+    database: i64,
+) -> ServiceResult<i64> {
+    use crate::domain::{ComponentStatus, IncidentStatus, NewIncident};
+    let start = -60 * 24 * 5 - 60 * 7;
+    at(start);
+    let i = service
+        .create_incident(NewIncident {
+            title: "Writes failed during a database failover test".into(),
+            impact: Impact::Major,
+            status: IncidentStatus::Investigating,
+            components: vec![
+                (api, ComponentStatus::Degraded),
+                (database, ComponentStatus::PartialOutage),
+            ],
+            body: "Some requests that change data fail with an error. Reading works. We are \
+                   looking into it."
+                .into(),
+            publish: true,
+            maintenance_id: None,
+            rollout_id: None,
+            source: "manual".into(),
+        })
+        .await?;
+    at(start + 9);
+    service
+        .post_incident_update(
+            i.id,
+            Some(IncidentStatus::Identified),
+            "A planned failover test promoted the replica, but the API servers kept their \
+             connections to the old primary, which is now read-only.",
+            None,
+        )
+        .await?;
+    at(start + 17);
+    service
+        .post_incident_update(
+            i.id,
+            Some(IncidentStatus::Monitoring),
+            "The API servers reconnected to the new primary and writes succeed again. We are \
+             watching error rates.",
+            Some(vec![
+                (api, ComponentStatus::Degraded),
+                (database, ComponentStatus::Degraded),
+            ]),
+        )
+        .await?;
+    at(start + 40);
+    service
+        .resolve_incident(
+            i.id,
+            "Error rates have been back to normal for 20 minutes. No data was lost: every \
+             failed write was answered with an error, none was half-applied.",
+        )
+        .await?;
+    at(start + 60 * 26);
+    service
+        .set_postmortem(
+            i.id,
+            "## What happened\n\nDuring a planned failover test the database replica was \
+             promoted to primary. The API's connection pool kept its connections to the old \
+             primary, which had become read-only, so for 17 minutes writes failed.\n\n\
+             ## What we are changing\n\n- The pool now checks the server's role when it \
+             hands out a connection.\n- Failover tests now include a write check before they \
+             are declared done.",
+        )
+        .await?;
+    Ok(i.id)
+}
+
 pub async fn seed(real: &Service) -> ServiceResult<bool> {
     if real.store().count_maintenances().await? > 0 {
         info!("demo: the database already has maintenance windows; not seeding");
@@ -171,7 +246,7 @@ pub async fn seed(real: &Service) -> ServiceResult<bool> {
         ),
         ("cache", "Cache (Redis)", "Response cache", "Infrastructure"),
     ] {
-        at(-60 * 24 * 30);
+        at(-60 * 24 * 120);
         let c = service
             .ensure_component(NewComponent {
                 slug: slug.into(),
@@ -312,10 +387,14 @@ pub async fn seed(real: &Service) -> ServiceResult<bool> {
     service
         .step_action(m.id, 4, StepAction::Start, None)
         .await?;
+    let incident = seed_failover_incident(&service, &at, api, database).await?;
     let rollout = seed_fishjam(&service, &at).await?;
     info!(
         maintenance = m.id,
-        rollout, "demo: seeded the DecAPI migration, one past window and the Fishjam rollout"
+        rollout,
+        incident,
+        "demo: seeded the DecAPI migration, one past window, a resolved incident and the \
+         Fishjam rollout"
     );
     Ok(true)
 }

@@ -631,3 +631,172 @@ mod tests {
         assert_eq!(resolved.validate().unwrap_err().field, "status");
     }
 }
+
+/// How a day went for a component, best to worst: a cell of its 90-day strip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DayLevel {
+    /// Before Herald knew the component.
+    NoData,
+    Operational,
+    Maintenance,
+    Degraded,
+    PartialOutage,
+    MajorOutage,
+}
+
+impl DayLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoData => "no_data",
+            Self::Operational => "operational",
+            Self::Maintenance => "maintenance",
+            Self::Degraded => "degraded_performance",
+            Self::PartialOutage => "partial_outage",
+            Self::MajorOutage => "major_outage",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NoData => "No data",
+            Self::Operational => "No incidents",
+            Self::Maintenance => "Maintenance",
+            Self::Degraded => "Degraded performance",
+            Self::PartialOutage => "Partial outage",
+            Self::MajorOutage => "Major outage",
+        }
+    }
+
+    fn of(status: ComponentStatus) -> Self {
+        match status {
+            ComponentStatus::Operational => Self::Operational,
+            ComponentStatus::UnderMaintenance => Self::Maintenance,
+            ComponentStatus::Degraded => Self::Degraded,
+            ComponentStatus::PartialOutage => Self::PartialOutage,
+            ComponentStatus::MajorOutage => Self::MajorOutage,
+        }
+    }
+}
+
+/// One day (UTC) of a component's strip: its worst level and what happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayCell {
+    pub date: jiff::civil::Date,
+    pub level: DayLevel,
+    /// "Partial outage: API errors", "Maintenance: DecAPI migration", oldest first.
+    pub events: Vec<String>,
+}
+
+/// The last `days` days (UTC, oldest first, today last) of `component`: each coloured by the
+/// worst public incident or running window that touched it that day.
+pub fn history_strip(
+    component: &super::Component,
+    incidents: &[Incident],
+    windows: &[super::Maintenance],
+    days: i32,
+    now: Timestamp,
+) -> Vec<DayCell> {
+    let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+    (0..days)
+        .rev()
+        .filter_map(|back| {
+            let date = today.checked_sub(jiff::Span::new().days(back)).ok()?;
+            let start = date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+            let end = start
+                .checked_add(jiff::SignedDuration::from_hours(24))
+                .ok()?;
+            if end <= component.created_at {
+                return Some(DayCell {
+                    date,
+                    level: DayLevel::NoData,
+                    events: Vec::new(),
+                });
+            }
+            let mut level = DayLevel::Operational;
+            let mut events = Vec::new();
+            for w in windows {
+                let Some(started) = w.started_at else {
+                    continue;
+                };
+                if started < end
+                    && w.finished_at.unwrap_or(now) >= start
+                    && w.components.iter().any(|c| c.id == component.id)
+                {
+                    level = level.max(DayLevel::Maintenance);
+                    events.push(format!("Maintenance: {}", w.title));
+                }
+            }
+            for i in incidents.iter().filter(|i| i.is_public()) {
+                let Some(status) = i
+                    .components
+                    .iter()
+                    .find(|(c, _)| *c == component.id)
+                    .map(|(_, s)| *s)
+                else {
+                    continue;
+                };
+                if i.started_at < end && i.resolved_at.unwrap_or(now) >= start {
+                    let l = DayLevel::of(status);
+                    level = level.max(l);
+                    events.push(format!("{}: {}", l.label(), i.title));
+                }
+            }
+            Some(DayCell {
+                date,
+                level,
+                events,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod strip_tests {
+    use super::*;
+
+    #[test]
+    fn a_day_takes_the_worst_that_touched_the_component() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let day = jiff::SignedDuration::from_hours(24);
+        let component = crate::domain::Component {
+            id: 2,
+            slug: "api".into(),
+            name: "API".into(),
+            description: None,
+            group_name: None,
+            position: 1,
+            created_at: now.checked_sub(day * 10).unwrap(),
+        };
+        let new = NewIncident {
+            title: "API errors".into(),
+            impact: Impact::Major,
+            status: IncidentStatus::Investigating,
+            components: vec![(2, ComponentStatus::PartialOutage)],
+            body: "x".into(),
+            publish: true,
+            maintenance_id: None,
+            rollout_id: None,
+            source: "manual".into(),
+        };
+        let mut i = Incident::open(new.validate().unwrap(), now.checked_sub(day * 3).unwrap()).0;
+        i.resolve("ok", now.checked_sub(day * 3).unwrap()).unwrap();
+        let mut draft = i.clone();
+        draft.published_at = None;
+        draft.components = vec![(2, ComponentStatus::MajorOutage)];
+        let strip = history_strip(&component, &[i, draft], &[], 90, now);
+        assert_eq!(strip.len(), 90);
+        assert_eq!(strip[89].date, now.to_zoned(jiff::tz::TimeZone::UTC).date());
+        assert_eq!(strip[0].level, DayLevel::NoData, "before Herald knew it");
+        assert_eq!(
+            strip[86].level,
+            DayLevel::PartialOutage,
+            "a draft never counts"
+        );
+        assert_eq!(
+            strip[86].events,
+            vec!["Partial outage: API errors".to_owned()]
+        );
+        assert_eq!(strip[85].level, DayLevel::Operational);
+        assert_eq!(strip[88].level, DayLevel::Operational);
+    }
+}

@@ -175,6 +175,8 @@ pub struct Component {
     pub description: Option<String>,
     pub group_name: Option<String>,
     pub position: i64,
+    /// When Herald first knew it: its history starts here.
+    pub created_at: jiff::Timestamp,
 }
 
 /// What a new component needs; validated by [`NewComponent::validate`].

@@ -521,6 +521,7 @@ fn component_status_follows_windows() {
         description: None,
         group_name: None,
         position: 1,
+        created_at: jiff::Timestamp::UNIX_EPOCH,
     };
     let mut running = window(InProgress, &[StepState::Done]);
     running.components = vec![component.clone()];

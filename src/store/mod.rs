@@ -228,6 +228,12 @@ pub trait Windows: Send + Sync {
     /// The `limit` public windows changed most recently, open or finished, newest change
     /// first, with steps and components (feeds and calendars).
     async fn recent_public_maintenances(&self, limit: i64) -> StoreResult<Vec<Maintenance>>;
+    /// Public windows that were in progress at some time in `[from, to)`: the 90-day strips.
+    async fn public_windows_between(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<Vec<Maintenance>>;
     /// Public finished windows, newest first.
     async fn finished_maintenances(
         &self,

@@ -23,6 +23,39 @@ pub struct ComponentView {
     pub description: Option<String>,
     pub status: &'static str,
     pub status_label: &'static str,
+    /// The last 90 days, oldest first.
+    pub days: Vec<DayView>,
+    /// How many of them had an incident or maintenance.
+    pub eventful: usize,
+}
+
+/// A day of a component's strip: its level and what to say about it.
+#[derive(Debug, Clone)]
+pub struct DayView {
+    pub level: &'static str,
+    pub label: String,
+    pub eventful: bool,
+}
+
+/// How many days the strips show.
+const STRIP_DAYS: i32 = 90;
+
+fn day_views(cells: &[crate::domain::DayCell]) -> Vec<DayView> {
+    cells
+        .iter()
+        .map(|d| {
+            let date = d.date.strftime("%a %-d %b %Y");
+            DayView {
+                level: d.level.as_str(),
+                label: if d.events.is_empty() {
+                    format!("{date}: {}", d.level.label())
+                } else {
+                    format!("{date}: {}", d.events.join("; "))
+                },
+                eventful: !d.events.is_empty(),
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +219,8 @@ pub struct TimelineQuery {
 #[template(path = "public/history.html")]
 struct HistoryPage {
     site: Site,
+    incidents: Vec<super::incidents::IncidentView>,
+    incident_total: i64,
     items: Vec<SummaryView>,
     page: i64,
     pages: i64,
@@ -238,14 +273,34 @@ async fn render_index(state: &AppState) -> Result<CachedPage, AppError> {
             upcoming.push(window_view(m, &[], now));
         }
     }
+    let strip_from = now
+        .checked_sub(jiff::SignedDuration::from_hours(24 * i64::from(STRIP_DAYS)))
+        .unwrap_or(now);
+    let past_incidents = service
+        .store()
+        .public_incidents_between(strip_from, now)
+        .await?;
+    let past_windows = service
+        .store()
+        .public_windows_between(strip_from, now)
+        .await?;
     let mut groups: Vec<ComponentGroup> = Vec::new();
     for c in &components {
         let status = ComponentStatus::of(c.id, &open, &open_incidents);
+        let days = day_views(&crate::domain::history_strip(
+            c,
+            &past_incidents,
+            &past_windows,
+            STRIP_DAYS,
+            now,
+        ));
         let view = ComponentView {
             name: c.name.clone(),
             description: c.description.clone(),
             status: status.as_str(),
             status_label: status.label(),
+            eventful: days.iter().filter(|d| d.eventful).count(),
+            days,
         };
         match groups.iter_mut().find(|g| g.name == c.group_name) {
             Some(g) => g.components.push(view),
@@ -384,12 +439,30 @@ async fn render_history(state: &AppState, page: i64) -> Result<CachedPage, AppEr
         .store()
         .finished_maintenances((page - 1) * HISTORY_PAGE_SIZE, HISTORY_PAGE_SIZE)
         .await?;
-    let pages = ((result.total + HISTORY_PAGE_SIZE - 1) / HISTORY_PAGE_SIZE).max(1);
+    let incidents = state
+        .service
+        .incidents(
+            crate::store::IncidentFilter::Resolved,
+            (page - 1) * HISTORY_PAGE_SIZE,
+            HISTORY_PAGE_SIZE,
+        )
+        .await?;
+    let components = state.service.components().await?;
+    let now = state.service.now();
+    // Page N holds the Nth page of each: past incidents, then past maintenance.
+    let pages =
+        ((result.total.max(incidents.total) + HISTORY_PAGE_SIZE - 1) / HISTORY_PAGE_SIZE).max(1);
     if page > pages {
         return Err(AppError::NotFound);
     }
     let view = HistoryPage {
         site: state.site.clone(),
+        incidents: incidents
+            .items
+            .iter()
+            .map(|i| super::incidents::incident_view(i, &[], &components, now))
+            .collect(),
+        incident_total: incidents.total,
         items: result.items.iter().map(summary_view).collect(),
         page,
         pages,

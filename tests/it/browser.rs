@@ -698,3 +698,155 @@ async fn maintainer_runs_a_window_in_a_real_browser() {
     driver.quit().await.unwrap();
     result.unwrap();
 }
+
+/// An incident leads the demo page in a real browser at phone width: the red banner with the
+/// latest update, the incident's own page with its timeline, and the 90-day strips (the demo's
+/// past incident coloured on its day, its summary shown on keyboard focus).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_and_the_90_day_strips_in_a_real_browser() {
+    use herald::domain::{Actor, ComponentStatus, Impact, IncidentStatus, NewIncident};
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::common::database_url(dir.path(), "herald.db");
+    let mut settings = Settings::for_database(&url);
+    settings.site_name = "DecAPI status".into();
+    let state = herald::server::build(&settings, true).await.unwrap();
+    let service = state.service.acting(Actor::System);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, herald::web::router(state))
+            .await
+            .unwrap();
+    });
+    let components = service.components().await.unwrap();
+    let api = components.iter().find(|c| c.slug == "api").unwrap().id;
+    let i = service
+        .create_incident(NewIncident {
+            title: "API errors on writes".into(),
+            impact: Impact::Major,
+            status: IncidentStatus::Investigating,
+            components: vec![(api, ComponentStatus::PartialOutage)],
+            body: "Some requests that change data fail with an error 500.".into(),
+            publish: true,
+            maintenance_id: None,
+            rollout_id: None,
+            source: "manual".into(),
+        })
+        .await
+        .unwrap();
+    service
+        .post_incident_update(
+            i.id,
+            Some(IncidentStatus::Identified),
+            "A **bad index** on the writes table; rebuilding it now.",
+            None,
+        )
+        .await
+        .unwrap();
+
+    let origin = format!("http://{addr}/");
+    let (_chromedriver, driver_url) = start_chromedriver();
+    let profile = tempfile::tempdir().unwrap();
+    let driver = browser(&driver_url, &profile).await;
+    let result = async {
+        full_page_screenshot(&driver, 390, 844, "blank.png").await;
+        driver.goto(&origin).await?;
+        let banner = driver.find(By::Css("section.banner")).await?;
+        assert_eq!(
+            banner.attr("class").await?.as_deref(),
+            Some("banner banner-outage")
+        );
+        assert_eq!(
+            driver.find(By::Css("h1")).await?.text().await?,
+            "API errors on writes"
+        );
+        assert!(banner.text().await?.contains("Identified: A bad index"));
+        let card = driver.find(By::Css("article.incident")).await?;
+        assert!(card.text().await?.contains("API (partial outage)"));
+        card.find(By::Css(".prose strong")).await?;
+        let api_row = driver.find(By::Css("ul.components > li")).await?;
+        assert!(api_row.text().await?.contains("Partial outage"));
+
+        // The strips: 90 days each; the demo's failover incident on its day, said on focus.
+        let strips = driver.find_all(By::Css("ol.strip")).await?;
+        assert_eq!(strips.len(), components.len());
+        for s in &strips {
+            assert_eq!(s.find_all(By::Css("li")).await?.len(), 90);
+        }
+        let past = driver
+            .find(By::XPath(
+                "//li[contains(@class, 'day-degraded_performance') and @tabindex='0']\
+                 [.//span[contains(., 'failover')]]",
+            ))
+            .await?;
+        let tip = past.find(By::Css(".day-tip")).await?;
+        let said = tip.prop("textContent").await?.unwrap_or_default();
+        assert!(said.contains("Writes failed during a database failover test"), "{said}");
+        past.focus().await?;
+        let shown = driver
+            .execute(
+                "return document.activeElement.querySelector('.day-tip').getBoundingClientRect().width",
+                vec![],
+            )
+            .await?;
+        assert!(shown.json().as_f64().unwrap() > 50.0, "the summary shows on focus");
+        let overflow = driver
+            .execute(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+                vec![],
+            )
+            .await?;
+        assert_eq!(overflow.json(), &json!(0), "nothing wider than a phone");
+        assert_clean(&driver, &origin).await;
+        let shot = full_page_screenshot(&driver, 390, 844, "incident-status-phone.png").await;
+        std::fs::copy(
+            &shot,
+            concat!(env!("CARGO_MANIFEST_DIR"), "/docs/screenshot-incident-phone.png"),
+        )
+        .unwrap();
+        let shot = full_page_screenshot(&driver, 1280, 900, "incident-status-desktop.png").await;
+        std::fs::copy(
+            &shot,
+            concat!(env!("CARGO_MANIFEST_DIR"), "/docs/screenshot-incident-desktop.png"),
+        )
+        .unwrap();
+
+        // The incident's own page, at phone width.
+        full_page_screenshot(&driver, 390, 844, "blank.png").await;
+        driver
+            .find(By::LinkText("API errors on writes"))
+            .await?
+            .click()
+            .await?;
+        assert_eq!(
+            driver.find(By::Css("h1")).await?.text().await?,
+            "API errors on writes"
+        );
+        let timeline = driver.find_all(By::Css("ol.timeline li")).await?;
+        assert_eq!(timeline.len(), 2);
+        assert!(timeline[0].text().await?.contains("Identified"));
+        assert_clean(&driver, &origin).await;
+        let shot = full_page_screenshot(&driver, 390, 844, "incident-page-phone.png").await;
+        std::fs::copy(
+            &shot,
+            concat!(env!("CARGO_MANIFEST_DIR"), "/docs/screenshot-incident-page-phone.png"),
+        )
+        .unwrap();
+
+        // The demo's resolved incident, with its postmortem, from the history.
+        driver.goto(format!("{origin}history")).await?;
+        driver
+            .find(By::LinkText("Writes failed during a database failover test"))
+            .await?
+            .click()
+            .await?;
+        let page = driver.find(By::Css("main")).await?.text().await?;
+        assert!(page.contains("Postmortem"), "{page}");
+        assert!(page.contains("What we are changing"), "{page}");
+        assert_clean(&driver, &origin).await;
+        WebDriverResult::Ok(())
+    }
+    .await;
+    driver.quit().await.unwrap();
+    result.unwrap();
+}

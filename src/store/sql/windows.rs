@@ -68,23 +68,27 @@ struct ComponentRow {
     description: Option<String>,
     group_name: Option<String>,
     position: i64,
+    created_at: i64,
 }
 
-impl From<ComponentRow> for Component {
-    fn from(r: ComponentRow) -> Self {
-        Self {
+impl TryFrom<ComponentRow> for Component {
+    type Error = StoreError;
+
+    fn try_from(r: ComponentRow) -> StoreResult<Self> {
+        Ok(Self {
             id: r.id,
             slug: r.slug,
             name: r.name,
             description: r.description,
             group_name: r.group_name,
             position: r.position,
-        }
+            created_at: ts(r.created_at)?,
+        })
     }
 }
 
 fn component_from(row: &AnyRow) -> StoreResult<Component> {
-    Ok(ComponentRow::from_row(row)?.into())
+    ComponentRow::from_row(row)?.try_into()
 }
 
 /// A `steps` row as selected by [`STEP_COLUMNS`].
@@ -266,7 +270,8 @@ pub(super) fn update_from(row: &AnyRow) -> StoreResult<Update> {
     UpdateRow::from_row(row)?.try_into()
 }
 
-const COMPONENT_COLUMNS: &str = "c.id, c.slug, c.name, c.description, c.group_name, c.position";
+const COMPONENT_COLUMNS: &str =
+    "c.id, c.slug, c.name, c.description, c.group_name, c.position, c.created_at";
 const MAINTENANCE_COLUMNS: &str = "m.id, m.title, m.description, m.state, m.impact, m.starts_at, \
      m.ends_at, m.schedule_hint, m.started_at, m.finished_at, m.announced_at, m.created_at, \
      m.updated_at, m.version, m.auto_start, m.auto_complete, m.reminders, m.reminded, \
@@ -599,6 +604,20 @@ impl Windows for SqlStore {
     }
 
     #[instrument(skip(self))]
+    async fn public_windows_between(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<Vec<Maintenance>> {
+        self.windows_where(&format!(
+            "m.announced_at IS NOT NULL AND m.started_at IS NOT NULL AND m.started_at < {} \
+             AND (m.finished_at IS NULL OR m.finished_at >= {})",
+            secs(to),
+            secs(from)
+        ))
+        .await
+    }
+
     async fn recent_public_maintenances(&self, limit: i64) -> StoreResult<Vec<Maintenance>> {
         let mut windows = self
             .windows_where(&format!(
