@@ -294,6 +294,64 @@ async fn render_atom(state: &AppState, scope: &Scope) -> Result<String, AppError
         };
         entries.push((updated, entry));
     }
+    // Incidents: the 20 most recent public ones (on a component's feed, those affecting it),
+    // each entry updated with its newest update.
+    let all_components = state.service.components().await?;
+    let incidents = state
+        .service
+        .incidents(crate::store::IncidentFilter::Public, 0, 20)
+        .await?
+        .items;
+    for i in incidents.iter().filter(|i| {
+        scope
+            .component
+            .as_ref()
+            .is_none_or(|c| i.components.iter().any(|(id, _)| *id == c.id))
+    }) {
+        let url = format!("{base}/incidents/{}", i.id);
+        let latest = state.service.incident_updates(i.id, Some(5)).await?;
+        let latest = latest.iter().find(|u| u.announced);
+        let updated = latest.map_or(i.updated_at, |u| u.created_at.max(i.updated_at));
+        let status = latest.map_or(i.status.label(), |u| u.kind.label(u.status));
+        let affected = crate::notify::render::incident_components(i, &all_components);
+        let mut summary = format!("{status}. {}.", i.impact.label());
+        if !affected.is_empty() {
+            summary.push_str(&format!(" Affects {affected}."));
+        }
+        let mut html = format!("<p><strong>{}</strong></p>", escape(&summary));
+        if let Some(u) = latest {
+            html.push_str(&markdown(&u.body));
+        }
+        if let Some(pm) = &i.postmortem {
+            html.push_str("<h2>Postmortem</h2>");
+            html.push_str(&markdown(pm));
+        }
+        let entry = Entry {
+            id: url.clone(),
+            title: Text::plain(format!("Incident: {}: {status}", i.title)),
+            updated: chrono_time(updated).fixed_offset(),
+            published: i.published_at.map(|t| chrono_time(t).fixed_offset()),
+            links: vec![link(url, "alternate", Some("text/html"))],
+            summary: Some(Text::plain(summary)),
+            content: Some(Content {
+                value: Some(html),
+                content_type: Some("html".to_owned()),
+                ..Content::default()
+            }),
+            categories: i
+                .components
+                .iter()
+                .filter_map(|(id, _)| all_components.iter().find(|c| c.id == *id))
+                .map(|c| Category {
+                    term: c.slug.clone(),
+                    label: Some(c.name.clone()),
+                    ..Category::default()
+                })
+                .collect(),
+            ..Entry::default()
+        };
+        entries.push((updated, entry));
+    }
     entries.sort_by_key(|e| std::cmp::Reverse(e.0));
     let updated = entries
         .first()

@@ -387,3 +387,97 @@ async fn the_reference_pds_threads_rollouts() {
     assert!(own[0]["value"]["text"].as_str().unwrap().contains("ñandú"));
     outbox.stop().await;
 }
+
+/// An incident on the real PDS: published from a draft an alert opened, then identified,
+/// resolved and its postmortem, one valid thread with the opening as its root; the repeats of
+/// the alert post nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_pds_threads_an_incident() {
+    use herald::domain::{IncidentStatus, Role, default_events, default_milestones};
+    let pds = start_pds();
+    let (did, password) = pds_account(&pds, "decapi-status.test").await;
+    let app = crate::common::TestApp::new().await;
+    app.add_channel(NewChannel {
+        name: "bluesky".into(),
+        kind: Some(ChannelKind::Bluesky),
+        target: "decapi-status.test".into(),
+        secret: ChannelSecret::new(password),
+        api_url: Some(pds.url.clone()),
+        events: default_events(ChannelKind::Bluesky),
+        milestones: default_milestones(),
+        langs: vec!["en".into()],
+        enabled: true,
+        ..NewChannel::default()
+    })
+    .await;
+    app.component("api", "API").await;
+    let outbox = app.start_outbox();
+    let reporter = app.token(Role::Reporter).await;
+    let body = crate::incidents::alertmanager(
+        "{}:{alertname=\"HighErrorRate\"}",
+        "firing",
+        &[("a1", "firing")],
+    );
+    for _ in 0..3 {
+        let (status, v, _) = app
+            .api(
+                axum::http::Method::POST,
+                "/api/v1/alerts/alertmanager",
+                Some(&reporter),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(status, axum::http::StatusCode::OK, "{v}");
+    }
+    let id = app
+        .service
+        .incidents(herald::store::IncidentFilter::All, 0, 10)
+        .await
+        .unwrap()
+        .items[0]
+        .id;
+    app.service.publish_incident(id).await.unwrap();
+    app.service
+        .post_incident_update(
+            id,
+            Some(IncidentStatus::Identified),
+            "A bad deploy; rolling back.",
+            None,
+        )
+        .await
+        .unwrap();
+    app.service
+        .resolve_incident(id, "Rolled back; error rates normal.")
+        .await
+        .unwrap();
+    app.service
+        .set_postmortem(id, "## Cause\nA config change disabled the write pool.")
+        .await
+        .unwrap();
+    let unsent = app.settle(60).await;
+    assert!(unsent.is_empty(), "{unsent:#?}");
+
+    let records = list_posts(&pds, &did).await;
+    let texts: Vec<&str> = records
+        .iter()
+        .map(|r| r["value"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(records.len(), 4, "{texts:#?}");
+    assert!(texts[0].contains("Incident: HighErrorRate"), "{texts:#?}");
+    assert!(texts[1].contains("Identified"), "{texts:#?}");
+    assert!(texts[2].contains("Resolved"), "{texts:#?}");
+    assert!(texts[3].contains("Postmortem"), "{texts:#?}");
+    let posts: Vec<_> = records
+        .iter()
+        .map(|r| {
+            let text = |k: &str| r[k].as_str().unwrap().to_owned();
+            (r["value"].clone(), text("uri"), text("cid"))
+        })
+        .collect();
+    crate::common::check_bluesky_thread(
+        &posts,
+        &format!("http://127.0.0.1:8080/incidents/{id}"),
+        json!(["en"]),
+    );
+    outbox.stop().await;
+}

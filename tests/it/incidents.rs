@@ -169,6 +169,18 @@ async fn an_incident_is_told_on_the_page_the_api_and_every_channel() {
     assert_eq!(unresolved[0]["impact"], "major");
     assert_eq!(unresolved[0]["components"][0]["id"], "api");
     assert_eq!(api["status"], "partial_outage");
+    let feed = s.app.get("/feed.atom").await.text();
+    assert!(
+        feed.contains("Incident: API errors on writes: Investigating"),
+        "{feed}"
+    );
+    let feed = s.app.get("/components/web/feed.atom").await.text();
+    assert!(
+        !feed.contains("API errors on writes"),
+        "not on another component's feed"
+    );
+    let badge = s.app.get("/badge.svg").await.text();
+    assert!(badge.contains("partial outage"), "{badge}");
     let summary: Value =
         serde_json::from_str(&s.app.get("/api/v2/summary.json").await.text()).unwrap();
     assert_eq!(summary["status"]["indicator"], "major");
