@@ -41,6 +41,8 @@ start_demo_herald() {
     (
         first_start_env
         export HERALD_DATABASE_URL="$DB" HERALD_LISTEN="127.0.0.1:$PORT"
+        # Settings the calling script chose (KEY=VALUE words in HERALD_EXTRA).
+        for kv in ${HERALD_EXTRA:-}; do export "${kv?}"; done
         exec "$BIN" serve --demo
     ) 2>"$TMP/herald.log" &
     HERALD_PID=$!

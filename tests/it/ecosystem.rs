@@ -324,6 +324,38 @@ async fn the_statuspage_api_validates_and_a_statuspage_client_reads_it() {
     assert!(badge.text().contains("<title>status: degraded</title>"));
     let badge = app.get("/components/api/badge.svg").await.text();
     assert!(badge.contains("aria-label=\"API: degraded\""), "{badge}");
+
+    // An open incident: in Statuspage's shapes (the script validates every endpoint again),
+    // and the client reads it with its components; the indicator follows its impact.
+    let token = app.token(herald::domain::Role::Maintainer).await;
+    let (status, i, _) = app
+        .api(
+            axum::http::Method::POST,
+            "/api/v1/incidents",
+            Some(&token),
+            Some(json!({"title": "API errors on writes", "impact": "critical",
+                        "components": [{"slug": "api", "status": "major_outage"}],
+                        "body": "Writes fail."})),
+        )
+        .await;
+    assert_eq!(status, axum::http::StatusCode::CREATED, "{i}");
+    let (status, _, _) = app
+        .api(
+            axum::http::Method::POST,
+            &format!("/api/v1/incidents/{}/updates", i["id"]),
+            Some(&token),
+            Some(json!({"status": "identified", "body": "A bad index."})),
+        )
+        .await;
+    assert_eq!(status, axum::http::StatusCode::CREATED);
+    let out = run("check_statuspage.py", &[&base], None).await;
+    assert_eq!(out["indicator"], "critical", "{out}");
+    assert_eq!(out["components"]["API"], "major_outage");
+    let unresolved = &out["unresolved"][0];
+    assert_eq!(unresolved["name"], "API errors on writes", "{out}");
+    assert_eq!(unresolved["status"], "identified");
+    assert_eq!(unresolved["components"][0]["name"], "API");
+    assert_eq!(unresolved["incident_updates"].as_array().unwrap().len(), 2);
 }
 
 #[derive(Clone, Default)]
