@@ -209,8 +209,48 @@ async fn answer(
 
 // ----- Atom ----------------------------------------------------------------------------------
 
+/// One feed entry: its page, title, times, a plain summary, HTML content and the components
+/// it concerns as categories.
+fn feed_entry(
+    url: String,
+    title: String,
+    (updated, published): (Timestamp, Option<Timestamp>),
+    summary: String,
+    html: String,
+    components: &[&Component],
+) -> atom_syndication::Entry {
+    use atom_syndication::{Category, Content, Entry, Link, Text};
+    Entry {
+        id: url.clone(),
+        title: Text::plain(title),
+        updated: chrono_time(updated).fixed_offset(),
+        published: published.map(|t| chrono_time(t).fixed_offset()),
+        links: vec![Link {
+            href: url,
+            rel: "alternate".to_owned(),
+            mime_type: Some("text/html".to_owned()),
+            ..Link::default()
+        }],
+        summary: Some(Text::plain(summary)),
+        content: Some(Content {
+            value: Some(html),
+            content_type: Some("html".to_owned()),
+            ..Content::default()
+        }),
+        categories: components
+            .iter()
+            .map(|c| Category {
+                term: c.slug.clone(),
+                label: Some(c.name.clone()),
+                ..Category::default()
+            })
+            .collect(),
+        ..Entry::default()
+    }
+}
+
 async fn render_atom(state: &AppState, scope: &Scope) -> Result<String, AppError> {
-    use atom_syndication::{Category, Content, Entry, Feed, Generator, Link, Person, Text};
+    use atom_syndication::{Entry, Feed, Generator, Link, Person, Text};
     let base = state.settings.public_url.trim_end_matches('/');
     let site = &state.site.name;
     let windows = windows(state, scope).await?;
@@ -243,29 +283,15 @@ async fn render_atom(state: &AppState, scope: &Scope) -> Result<String, AppError
         }
         let mut html = format!("<p><strong>{}</strong></p>", escape(&summary));
         html.push_str(&markdown(&m.description));
-        let entry = Entry {
-            id: url.clone(),
-            title: Text::plain(format!("{}: {}", m.title, view.state_label)),
-            updated: chrono_time(updated).fixed_offset(),
-            published: m.announced_at.map(|t| chrono_time(t).fixed_offset()),
-            links: vec![link(url, "alternate", Some("text/html"))],
-            summary: Some(Text::plain(summary)),
-            content: Some(Content {
-                value: Some(html),
-                content_type: Some("html".to_owned()),
-                ..Content::default()
-            }),
-            categories: m
-                .components
-                .iter()
-                .map(|c| Category {
-                    term: c.slug.clone(),
-                    label: Some(c.name.clone()),
-                    ..Category::default()
-                })
-                .collect(),
-            ..Entry::default()
-        };
+        let components: Vec<&Component> = m.components.iter().collect();
+        let entry = feed_entry(
+            url,
+            format!("{}: {}", m.title, view.state_label),
+            (updated, m.announced_at),
+            summary,
+            html,
+            &components,
+        );
         entries.push((updated, entry));
     }
     for r in &rollouts {
@@ -278,20 +304,14 @@ async fn render_atom(state: &AppState, scope: &Scope) -> Result<String, AppError
         }
         let mut html = format!("<p><strong>{}</strong></p>", escape(&summary));
         html.push_str(&markdown(&r.description));
-        let entry = Entry {
-            id: url.clone(),
-            title: Text::plain(format!("{}: {}", r.title, r.state.label())),
-            updated: chrono_time(updated).fixed_offset(),
-            published: Some(chrono_time(r.created_at).fixed_offset()),
-            links: vec![link(url, "alternate", Some("text/html"))],
-            summary: Some(Text::plain(summary)),
-            content: Some(Content {
-                value: Some(html),
-                content_type: Some("html".to_owned()),
-                ..Content::default()
-            }),
-            ..Entry::default()
-        };
+        let entry = feed_entry(
+            url,
+            format!("{}: {}", r.title, r.state.label()),
+            (updated, Some(r.created_at)),
+            summary,
+            html,
+            &[],
+        );
         entries.push((updated, entry));
     }
     // Incidents: the 20 most recent public ones (on a component's feed, those affecting it),
@@ -326,30 +346,19 @@ async fn render_atom(state: &AppState, scope: &Scope) -> Result<String, AppError
             html.push_str("<h2>Postmortem</h2>");
             html.push_str(&markdown(pm));
         }
-        let entry = Entry {
-            id: url.clone(),
-            title: Text::plain(format!("Incident: {}: {status}", i.title)),
-            updated: chrono_time(updated).fixed_offset(),
-            published: i.published_at.map(|t| chrono_time(t).fixed_offset()),
-            links: vec![link(url, "alternate", Some("text/html"))],
-            summary: Some(Text::plain(summary)),
-            content: Some(Content {
-                value: Some(html),
-                content_type: Some("html".to_owned()),
-                ..Content::default()
-            }),
-            categories: i
-                .components
-                .iter()
-                .filter_map(|(id, _)| all_components.iter().find(|c| c.id == *id))
-                .map(|c| Category {
-                    term: c.slug.clone(),
-                    label: Some(c.name.clone()),
-                    ..Category::default()
-                })
-                .collect(),
-            ..Entry::default()
-        };
+        let components: Vec<&Component> = i
+            .components
+            .iter()
+            .filter_map(|(id, _)| all_components.iter().find(|c| c.id == *id))
+            .collect();
+        let entry = feed_entry(
+            url,
+            format!("Incident: {}: {status}", i.title),
+            (updated, i.published_at),
+            summary,
+            html,
+            &components,
+        );
         entries.push((updated, entry));
     }
     entries.sort_by_key(|e| std::cmp::Reverse(e.0));

@@ -203,10 +203,7 @@ pub async fn incident(
     Query(query): Query<TimelineQuery>,
     request: Request,
 ) -> Result<Response, AppError> {
-    let timeline = match query.updates {
-        Some(0) => return Err(AppError::NotFound),
-        page => page.unwrap_or(1) as usize,
-    };
+    let timeline = query.page()?;
     let key = super::view::timeline_url(&format!("/incidents/{id}"), timeline);
     let page = state
         .pages

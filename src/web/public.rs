@@ -215,6 +215,16 @@ pub struct TimelineQuery {
     pub updates: Option<u32>,
 }
 
+impl TimelineQuery {
+    /// The page asked for, from 1 (absent: the first); page 0 does not exist.
+    pub fn page(&self) -> Result<usize, AppError> {
+        match self.updates {
+            Some(0) => Err(AppError::NotFound),
+            page => Ok(page.unwrap_or(1) as usize),
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "public/history.html")]
 struct HistoryPage {
@@ -414,10 +424,7 @@ pub async fn maintenance(
     Query(query): Query<TimelineQuery>,
     request: Request,
 ) -> Result<Response, AppError> {
-    let timeline = match query.updates {
-        Some(0) => return Err(AppError::NotFound),
-        page => page.unwrap_or(1) as usize,
-    };
+    let timeline = query.page()?;
     let key = super::view::timeline_url(&format!("/maintenance/{id}"), timeline);
     let page = state
         .pages

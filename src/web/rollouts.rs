@@ -388,10 +388,7 @@ pub async fn rollout(
     Query(query): Query<super::public::TimelineQuery>,
     request: Request,
 ) -> Result<Response, AppError> {
-    let timeline = match query.updates {
-        Some(0) => return Err(AppError::NotFound),
-        page => page.unwrap_or(1) as usize,
-    };
+    let timeline = query.page()?;
     let key = super::view::timeline_url(&format!("/rollouts/{id}"), timeline);
     let page = state
         .pages

@@ -333,9 +333,11 @@ async fn the_statuspage_api_validates_and_a_statuspage_client_reads_it() {
             axum::http::Method::POST,
             "/api/v1/incidents",
             Some(&token),
-            Some(json!({"title": "API errors on writes", "impact": "critical",
+            Some(
+                json!({"title": "API errors on writes", "impact": "critical",
                         "components": [{"slug": "api", "status": "major_outage"}],
-                        "body": "Writes fail."})),
+                        "body": "Writes fail."}),
+            ),
         )
         .await;
     assert_eq!(status, axum::http::StatusCode::CREATED, "{i}");
