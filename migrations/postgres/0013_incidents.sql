@@ -68,6 +68,13 @@ CREATE TABLE incident_alerts (
 );
 CREATE INDEX incident_alerts_incident ON incident_alerts (incident_id);
 
+-- A component's status set by hand (Statuspage's manual status), with the words saying why
+-- and when; NULL when nothing is set. Its shown status is the worst of this, its open
+-- incidents and its running windows.
+ALTER TABLE components ADD COLUMN manual_status TEXT;
+ALTER TABLE components ADD COLUMN manual_note TEXT;
+ALTER TABLE components ADD COLUMN manual_at BIGINT;
+
 -- Per channel and incident: Discord's live incident message, or the incident's Bluesky thread.
 CREATE TABLE incident_threads (
     channel_id  BIGINT NOT NULL REFERENCES channels (id) ON DELETE CASCADE,

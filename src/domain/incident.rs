@@ -766,6 +766,7 @@ mod strip_tests {
             group_name: None,
             position: 1,
             created_at: now.checked_sub(day * 10).unwrap(),
+            manual: None,
         };
         let new = NewIncident {
             title: "API errors".into(),

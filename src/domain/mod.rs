@@ -177,6 +177,17 @@ pub struct Component {
     pub position: i64,
     /// When Herald first knew it: its history starts here.
     pub created_at: jiff::Timestamp,
+    /// A status set by hand, with why and when.
+    pub manual: Option<ManualStatus>,
+}
+
+/// A component's status set by hand, as Statuspage allows: shown until cleared (set back to
+/// operational), as the worst with its incidents and windows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManualStatus {
+    pub status: ComponentStatus,
+    pub note: String,
+    pub at: jiff::Timestamp,
 }
 
 /// What a new component needs; validated by [`NewComponent::validate`].
@@ -300,6 +311,16 @@ impl ComponentStatus {
             });
         let from_incidents = incidents.iter().filter_map(|i| i.status_of(component_id));
         shown_status(from_windows.chain(from_incidents))
+    }
+
+    /// The status `component` shows: [`Self::of`], or its status set by hand when worse.
+    pub fn shown(component: &Component, windows: &[Maintenance], incidents: &[Incident]) -> Self {
+        Self::of(component.id, windows, incidents).max(
+            component
+                .manual
+                .as_ref()
+                .map_or(Self::Operational, |m| m.status),
+        )
     }
 }
 

@@ -522,6 +522,7 @@ fn component_status_follows_windows() {
         group_name: None,
         position: 1,
         created_at: jiff::Timestamp::UNIX_EPOCH,
+        manual: None,
     };
     let mut running = window(InProgress, &[StepState::Done]);
     running.components = vec![component.clone()];

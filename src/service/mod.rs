@@ -349,6 +349,47 @@ impl Service {
         Ok(c)
     }
 
+    /// Set a component's status by hand, with a note saying why (as Statuspage allows);
+    /// `operational` clears it. Its shown status is the worst of this, its open incidents and
+    /// its running windows.
+    pub async fn set_component_status(
+        &self,
+        slug: &str,
+        status: crate::domain::ComponentStatus,
+        note: &str,
+    ) -> ServiceResult<Component> {
+        self.require(Role::Admin)?;
+        let mut c = self
+            .components()
+            .await?
+            .into_iter()
+            .find(|c| c.slug == slug)
+            .ok_or(ServiceError::NotFound("component"))?;
+        c.manual = if status == crate::domain::ComponentStatus::Operational {
+            None
+        } else {
+            let note =
+                crate::domain::clean_text("body", note, crate::domain::limits::UPDATE_MAX, true)?
+                    .unwrap_or_default();
+            Some(crate::domain::ManualStatus {
+                status,
+                note,
+                at: self.now(),
+            })
+        };
+        self.store.update_component(&c).await?;
+        self.store
+            .audit(
+                &self.actor.to_string(),
+                "component.status",
+                Some(&format!("{} {}", c.slug, status.as_str())),
+                self.now(),
+            )
+            .await?;
+        self.changed().await;
+        Ok(c)
+    }
+
     /// Move a component one place up (`-1`) or down (`1`) in the order shown.
     /// Remove a component that no window names; one that a window names stays, for that
     /// window's history (rename it instead).

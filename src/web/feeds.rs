@@ -513,13 +513,13 @@ async fn render_badge(state: &AppState, scope: &Scope) -> Result<String, AppErro
     let open = state.service.store().open_public_maintenances().await?;
     let incidents = state.service.open_incidents().await?;
     let status = match &scope.component {
-        Some(c) => ComponentStatus::of(c.id, &open, &incidents),
+        Some(c) => ComponentStatus::shown(c, &open, &incidents),
         None => state
             .service
             .components()
             .await?
             .iter()
-            .map(|c| ComponentStatus::of(c.id, &open, &incidents))
+            .map(|c| ComponentStatus::shown(c, &open, &incidents))
             .max()
             .unwrap_or(ComponentStatus::Operational),
     };

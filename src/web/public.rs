@@ -27,6 +27,8 @@ pub struct ComponentView {
     pub days: Vec<DayView>,
     /// How many of them had an incident or maintenance.
     pub eventful: usize,
+    /// Why its status was set by hand, if it was.
+    pub note: Option<String>,
 }
 
 /// A day of a component's strip: its level and what to say about it.
@@ -296,7 +298,7 @@ async fn render_index(state: &AppState) -> Result<CachedPage, AppError> {
         .await?;
     let mut groups: Vec<ComponentGroup> = Vec::new();
     for c in &components {
-        let status = ComponentStatus::of(c.id, &open, &open_incidents);
+        let status = ComponentStatus::shown(c, &open, &open_incidents);
         let days = day_views(&crate::domain::history_strip(
             c,
             &past_incidents,
@@ -311,6 +313,7 @@ async fn render_index(state: &AppState) -> Result<CachedPage, AppError> {
             status_label: status.label(),
             eventful: days.iter().filter(|d| d.eventful).count(),
             days,
+            note: c.manual.as_ref().map(|m| m.note.clone()),
         };
         match groups.iter_mut().find(|g| g.name == c.group_name) {
             Some(g) => g.components.push(view),

@@ -1006,3 +1006,97 @@ async fn a_maintainer_runs_an_incident_from_the_admin_pages() {
         .text();
     assert!(admin.contains("user:mo"), "the timeline names who posted");
 }
+
+/// An admin sets a component's status by hand, with why, as Statuspage allows: it shows
+/// everywhere the status does, as the worst with incidents and windows, until set back to
+/// operational; a maintainer may not.
+#[tokio::test]
+async fn an_admin_sets_a_component_status_by_hand() {
+    let app = TestApp::new().await;
+    app.component("api", "API").await;
+    let admin = app.token(Role::Admin).await;
+    let maintainer = app.token(Role::Maintainer).await;
+    let put = |token: String, body: Value| {
+        let app = &app;
+        async move {
+            app.api(
+                Method::PUT,
+                "/api/v1/components/api/status",
+                Some(&token),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let (status, _, _) = put(maintainer, json!({"status": "major_outage", "body": "x"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, e, _) = put(admin.clone(), json!({"status": "partial_outage"})).await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a status set by hand says why: {e}"
+    );
+    let (status, e, _) = put(admin.clone(), json!({"status": "broken", "body": "x"})).await;
+    assert_eq!(
+        (status, e["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("status"))
+    );
+    let (status, c, _) = put(
+        admin.clone(),
+        json!({"status": "partial_outage", "body": "The EU region answers slowly."}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    assert_eq!(c["status"], "partial_outage");
+    let front = app.get("/").await.text();
+    assert!(
+        front.contains("The EU region answers slowly."),
+        "the note on the page"
+    );
+    let v2: Value = serde_json::from_str(&app.get("/api/v2/components.json").await.text()).unwrap();
+    assert_eq!(v2["components"][0]["status"], "partial_outage");
+    assert!(
+        app.get("/badge.svg")
+            .await
+            .text()
+            .contains("partial outage")
+    );
+    let audit = app.service.audit_log(10).await.unwrap();
+    assert!(
+        audit.iter().any(|a| a.action == "component.status"),
+        "{audit:#?}"
+    );
+
+    let (status, c, _) = put(admin, json!({"status": "operational"})).await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    assert_eq!(c["status"], "operational");
+    assert!(!app.get("/").await.text().contains("The EU region"));
+
+    // The same from the admin pages.
+    app.user("ada", Role::Admin).await;
+    let b = app.sign_in("ada").await;
+    let r = app
+        .submit(
+            "/admin/components/api",
+            &b.cookie,
+            &[
+                ("csrf", &b.csrf),
+                ("op", "status"),
+                ("status", "major_outage"),
+                ("note", "Down in every region."),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains("Status set"), "{}", r.text());
+    assert!(app.get("/").await.text().contains("Down in every region."));
+    let (_, list, _) = app
+        .api(
+            Method::GET,
+            "/api/v1/components",
+            Some(&app.token(Role::Reporter).await),
+            None,
+        )
+        .await;
+    assert_eq!(list[0]["status"], "major_outage");
+}

@@ -57,7 +57,10 @@ const MAINTAINER_POSTS: &[&str] = &[
 const SESSION_POSTS: &[&str] = &["/admin/login", "/admin/logout", "/admin/setup"];
 
 /// API writes only an admin token may make.
-const ADMIN_API: &[(&str, &str)] = &[("post", "/api/v1/components")];
+const ADMIN_API: &[(&str, &str)] = &[
+    ("post", "/api/v1/components"),
+    ("put", "/api/v1/components/{slug}/status"),
+];
 
 /// Every path the router answers POST on, read from its source.
 fn router_posts() -> Vec<String> {
@@ -178,6 +181,7 @@ async fn a_maintainer_token_cannot_make_admin_changes_through_the_api() {
             .replace("{id}", "1")
             .replace("{position}", "1")
             .replace("{name}", "t-1")
+            .replace("{slug}", "api")
             .replace("{action}", "announce");
         let (status, body, _) = app
             .api(
@@ -186,6 +190,8 @@ async fn a_maintainer_token_cannot_make_admin_changes_through_the_api() {
                 Some(&token),
                 Some(if path.ends_with("/components") {
                     json!({"slug": "x", "name": "X"})
+                } else if path.ends_with("/status") {
+                    json!({"status": "major_outage", "body": "Down."})
                 } else {
                     json!({"title": "T", "body": "b", "to_version": "v2", "targets": ["t-1"],
                         "state": "draining"})

@@ -8,8 +8,8 @@ use tracing::instrument;
 
 use super::{SqlStore, accounts, opt_secs, opt_ts, outbox, parse, secs, ts};
 use crate::domain::{
-    Automation, Component, Impact, Maintenance, NewComponent, NewMaintenance, NewUpdate, Schedule,
-    Step, StepState, Subject, Update, UpdateKind, WindowState,
+    Automation, Component, ComponentStatus, Impact, Maintenance, NewComponent, NewMaintenance,
+    NewUpdate, Schedule, Step, StepState, Subject, Update, UpdateKind, WindowState,
 };
 use crate::store::{Audit, Commit, MaintenanceSummary, Page, StoreError, StoreResult, Windows};
 
@@ -69,6 +69,9 @@ struct ComponentRow {
     group_name: Option<String>,
     position: i64,
     created_at: i64,
+    manual_status: Option<String>,
+    manual_note: Option<String>,
+    manual_at: Option<i64>,
 }
 
 impl TryFrom<ComponentRow> for Component {
@@ -83,6 +86,14 @@ impl TryFrom<ComponentRow> for Component {
             group_name: r.group_name,
             position: r.position,
             created_at: ts(r.created_at)?,
+            manual: match (r.manual_status, r.manual_at) {
+                (Some(status), Some(at)) => Some(crate::domain::ManualStatus {
+                    status: parse(&status, "component status", ComponentStatus::parse)?,
+                    note: r.manual_note.unwrap_or_default(),
+                    at: ts(at)?,
+                }),
+                _ => None,
+            },
         })
     }
 }
@@ -270,8 +281,8 @@ pub(super) fn update_from(row: &AnyRow) -> StoreResult<Update> {
     UpdateRow::from_row(row)?.try_into()
 }
 
-const COMPONENT_COLUMNS: &str =
-    "c.id, c.slug, c.name, c.description, c.group_name, c.position, c.created_at";
+const COMPONENT_COLUMNS: &str = "c.id, c.slug, c.name, c.description, c.group_name, c.position, \
+     c.created_at, c.manual_status, c.manual_note, c.manual_at";
 const MAINTENANCE_COLUMNS: &str = "m.id, m.title, m.description, m.state, m.impact, m.starts_at, \
      m.ends_at, m.schedule_hint, m.started_at, m.finished_at, m.announced_at, m.created_at, \
      m.updated_at, m.version, m.auto_start, m.auto_complete, m.reminders, m.reminded, \
@@ -720,11 +731,15 @@ impl Windows for SqlStore {
 
     async fn update_component(&self, c: &Component) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE components SET name = $1, description = $2, group_name = $3 WHERE id = $4",
+            "UPDATE components SET name = $1, description = $2, group_name = $3, \
+             manual_status = $4, manual_note = $5, manual_at = $6 WHERE id = $7",
         )
         .bind(&c.name)
         .bind(&c.description)
         .bind(&c.group_name)
+        .bind(c.manual.as_ref().map(|m| m.status.as_str()))
+        .bind(c.manual.as_ref().map(|m| m.note.clone()))
+        .bind(c.manual.as_ref().map(|m| secs(m.at)))
         .bind(c.id)
         .execute(&self.pool)
         .await?;

@@ -16,6 +16,11 @@ pub struct ComponentForm {
     description: String,
     #[serde(default)]
     op: String,
+    /// `op=status`: the status set by hand, and why.
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    note: String,
 }
 
 pub struct ComponentRow {
@@ -23,7 +28,14 @@ pub struct ComponentRow {
     name: String,
     group: String,
     description: String,
+    /// The status set by hand (`operational` when none) and its note.
+    manual: &'static str,
+    manual_label: &'static str,
+    note: String,
 }
+
+/// The statuses an admin may set a component to by hand, as the form offers them.
+pub const MANUAL_CHOICES: [crate::domain::ComponentStatus; 5] = crate::domain::ComponentStatus::ALL;
 
 #[derive(Template)]
 #[template(path = "admin/components.html")]
@@ -54,11 +66,20 @@ async fn components_page(
         .components()
         .await?
         .into_iter()
-        .map(|c| ComponentRow {
-            slug: c.slug,
-            name: c.name,
-            group: c.group_name.unwrap_or_default(),
-            description: c.description.unwrap_or_default(),
+        .map(|c| {
+            let manual = c
+                .manual
+                .as_ref()
+                .map_or(crate::domain::ComponentStatus::Operational, |m| m.status);
+            ComponentRow {
+                slug: c.slug,
+                name: c.name,
+                group: c.group_name.unwrap_or_default(),
+                description: c.description.unwrap_or_default(),
+                manual: manual.as_str(),
+                manual_label: manual.label(),
+                note: c.manual.map(|m| m.note).unwrap_or_default(),
+            }
         })
         .collect();
     let error = match errors.iter().find(|e| e.field == "row") {
@@ -135,6 +156,13 @@ pub async fn edit_component(
         "delete" => service.delete_component(&slug).await,
         "up" => service.move_component(&slug, -1).await,
         "down" => service.move_component(&slug, 1).await,
+        "status" => match crate::domain::ComponentStatus::parse(&form.status) {
+            Some(status) => service
+                .set_component_status(&slug, status, &form.note)
+                .await
+                .map(drop),
+            None => Err(ValidationError::new("status", "choose a status from the list").into()),
+        },
         _ => service
             .edit_component(&slug, &form.name, &form.description, &form.group)
             .await
@@ -142,6 +170,7 @@ pub async fn edit_component(
     };
     let code = match form.op.as_str() {
         "delete" => "component_removed",
+        "status" => "component_status",
         _ => "component_saved",
     };
     match result {

@@ -111,6 +111,9 @@ fn done_notice(code: &str) -> Option<&'static str> {
         "component_added" => "Component added.",
         "component_saved" => "Component saved.",
         "component_removed" => "Component removed.",
+        "component_status" => {
+            "Status set: the status page shows it until you set it back to operational."
+        }
         "user_added" => "User added.",
         "user_removed" => "User removed.",
         "user_role" => "Role changed; their sessions ended.",

@@ -304,7 +304,7 @@ impl Data {
         let component = |c: &Component| {
             component_json(
                 c,
-                ComponentStatus::of(c.id, &open, &incidents),
+                ComponentStatus::shown(c, &open, &incidents),
                 changed(c),
                 &page_id,
             )
@@ -324,7 +324,7 @@ impl Data {
         for (name, members) in &groups {
             let status = members
                 .iter()
-                .map(|c| ComponentStatus::of(c.id, &open, &incidents))
+                .map(|c| ComponentStatus::shown(c, &open, &incidents))
                 .max()
                 .unwrap_or(ComponentStatus::Operational);
             let first = members[0];

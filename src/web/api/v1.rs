@@ -181,8 +181,26 @@ pub struct ComponentJson {
     pub name: String,
     pub description: Option<String>,
     pub group: Option<String>,
-    /// `operational`, `under_maintenance` or `degraded_performance`.
+    /// `operational`, `under_maintenance`, `degraded_performance`, `partial_outage` or
+    /// `major_outage`: the worst of its open incidents, running windows and the status set by
+    /// hand.
+    #[schema(
+        pattern = "^(operational|under_maintenance|degraded_performance|partial_outage|major_outage)$"
+    )]
     pub status: &'static str,
+}
+
+/// A component's status set by hand, with the words saying why; `operational` clears it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentStatusInput {
+    #[schema(
+        pattern = "^(operational|under_maintenance|degraded_performance|partial_outage|major_outage)$"
+    )]
+    pub status: String,
+    /// Why (required unless `operational`).
+    #[schema(max_length = 5000, pattern = "^[^\\u0000]*$")]
+    pub body: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -716,7 +734,7 @@ async fn list_components(
         components
             .into_iter()
             .map(|c| ComponentJson {
-                status: ComponentStatus::of(c.id, &open, &incidents).as_str(),
+                status: ComponentStatus::shown(&c, &open, &incidents).as_str(),
                 slug: c.slug,
                 name: c.name,
                 description: c.description,
@@ -760,6 +778,47 @@ async fn create_component(
     ))
 }
 
+/// Set a component's status by hand (admin tokens), as Statuspage allows: it shows until set
+/// back to `operational`, as the worst with its open incidents and running windows.
+#[utoipa::path(put, path = "/components/{slug}/status", tag = "components",
+    params(("slug" = String, Path, description = "Component slug")),
+    request_body = ComponentStatusInput,
+    responses(
+        (status = 200, description = "The component with its shown status", body = ComponentJson),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+async fn set_component_status(
+    State(state): State<AppState>,
+    bearer: Bearer,
+    Params(slug): Params<String>,
+    Body(input): Body<ComponentStatusInput>,
+) -> ApiResult<Json<ComponentJson>> {
+    let status = ComponentStatus::parse(&input.status).ok_or_else(|| {
+        crate::domain::ValidationError::new(
+            "status",
+            format!(
+                "{:?} is not a component status: operational, under_maintenance, \
+                 degraded_performance, partial_outage or major_outage",
+                input.status
+            ),
+        )
+    })?;
+    let c = bearer
+        .service(&state)
+        .set_component_status(&slug, status, input.body.as_deref().unwrap_or_default())
+        .await?;
+    let open = state.service.store().open_public_maintenances().await?;
+    let incidents = state.service.open_incidents().await?;
+    Ok(Json(ComponentJson {
+        status: ComponentStatus::shown(&c, &open, &incidents).as_str(),
+        slug: c.slug,
+        name: c.name,
+        description: c.description,
+        group: c.group_name,
+    }))
+}
+
 struct BearerScheme;
 
 impl utoipa::Modify for BearerScheme {
@@ -799,6 +858,7 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(list_updates, post_update))
         .routes(routes!(correct_update, withdraw_update))
         .routes(routes!(list_components, create_component))
+        .routes(routes!(set_component_status))
         .routes(routes!(
             super::rollouts::list_rollouts,
             super::rollouts::create_rollout
