@@ -741,6 +741,12 @@ pub fn history_strip(
                     events.push(format!("{}: {}", l.label(), i.title));
                 }
             }
+            if let Some(m) = &component.manual
+                && m.at < end
+            {
+                level = level.max(DayLevel::of(m.status));
+                events.push(format!("{}: {}", DayLevel::of(m.status).label(), m.note));
+            }
             Some(DayCell {
                 date,
                 level,
