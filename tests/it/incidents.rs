@@ -1100,3 +1100,48 @@ async fn an_admin_sets_a_component_status_by_hand() {
         .await;
     assert_eq!(list[0]["status"], "major_outage");
 }
+
+/// Two instances on one database take the same new alert group at the same moment: one
+/// incident, whoever wins (the group's key is unique; the loser retries and finds it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_racing_on_a_new_alert_group_open_one_incident() {
+    use herald::service::{AlertNotice, AlertPolicy, Service};
+    let app = TestApp::new().await;
+    let store = app.service.store().clone();
+    let a = Service::new(store.clone()).acting(herald::domain::Actor::System);
+    let b = Service::new(store).acting(herald::domain::Actor::System);
+    let notice = |n: usize| AlertNotice {
+        source: "alertmanager".into(),
+        group_key: "{}:{alertname=\"Race\"}".into(),
+        firing: true,
+        alerts: vec![(format!("fp{}", n % 2), format!("Race {n}"))],
+        title: "Race".into(),
+        impact: herald::domain::Impact::Minor,
+        components: vec![],
+        detail: String::new(),
+    };
+    let policy = AlertPolicy {
+        quiet: std::time::Duration::from_secs(3600),
+        publish: false,
+    };
+    let mut tasks = Vec::new();
+    for n in 0..20 {
+        let service = if n % 2 == 0 { a.clone() } else { b.clone() };
+        let notice = notice(n);
+        let policy = policy.clone();
+        tasks.push(tokio::spawn(async move {
+            service.receive_alert(&notice, &policy).await.unwrap()
+        }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for t in tasks {
+        ids.insert(t.await.unwrap().1.unwrap());
+    }
+    assert_eq!(ids.len(), 1, "one incident for the group: {ids:?}");
+    let all = app
+        .service
+        .incidents(herald::store::IncidentFilter::All, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(all.total, 1);
+}

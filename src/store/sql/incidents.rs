@@ -204,22 +204,47 @@ async fn write_updates(
     insert_deliveries(tx, Subject::Incident(id), &update_ids, commit.deliveries).await
 }
 
+/// Write alert group `a` as following incident `id`. A group seen for the first time
+/// (`a.incident_id` 0) is inserted: a second instance opening the same group at the same moment
+/// breaks the key's uniqueness and its whole change rolls back (it retries and finds the
+/// group). A known group is updated only while it still follows the incident it was read
+/// with (`a.incident_id`), else [`StoreError::Conflict`].
 async fn write_alert(tx: &mut Transaction<'_, Any>, id: i64, a: &AlertGroup) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO incident_alerts (source, group_key, incident_id, state, alerts, detail, \
-         changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (source, group_key) DO UPDATE SET incident_id = $3, state = $4, \
-         alerts = $5, detail = $6, changed_at = $7",
+    let state = if a.firing { "firing" } else { "resolved" };
+    let alerts = serde_json::to_string(&a.alerts).expect("alerts serialise");
+    if a.incident_id == 0 {
+        sqlx::query(
+            "INSERT INTO incident_alerts (source, group_key, incident_id, state, alerts, \
+             detail, changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&a.source)
+        .bind(&a.group_key)
+        .bind(id)
+        .bind(state)
+        .bind(alerts)
+        .bind(&a.detail)
+        .bind(secs(a.changed_at))
+        .execute(&mut **tx)
+        .await?;
+        return Ok(());
+    }
+    let done = sqlx::query(
+        "UPDATE incident_alerts SET incident_id = $1, state = $2, alerts = $3, detail = $4, \
+         changed_at = $5 WHERE source = $6 AND group_key = $7 AND incident_id = $8",
     )
-    .bind(&a.source)
-    .bind(&a.group_key)
     .bind(id)
-    .bind(if a.firing { "firing" } else { "resolved" })
-    .bind(serde_json::to_string(&a.alerts).expect("alerts serialise"))
+    .bind(state)
+    .bind(alerts)
     .bind(&a.detail)
     .bind(secs(a.changed_at))
+    .bind(&a.source)
+    .bind(&a.group_key)
+    .bind(a.incident_id)
     .execute(&mut **tx)
     .await?;
+    if done.rows_affected() != 1 {
+        return Err(StoreError::Conflict);
+    }
     Ok(())
 }
 
