@@ -65,12 +65,22 @@ impl AlertOutcome {
     }
 }
 
+/// How many alerts an update lists by name; the rest are counted.
+const LISTED: usize = 10;
+
+/// The alerts as a markdown list, at most [`LISTED`] of them (a group of hundreds still makes
+/// an update within its length limit, so the monitor's notification is never refused for it).
 fn lines(alerts: &[(String, String)]) -> String {
-    alerts
+    let mut text = alerts
         .iter()
-        .map(|(_, line)| format!("- {line}"))
+        .take(LISTED)
+        .map(|(_, line)| format!("- {}", line.chars().take(300).collect::<String>()))
         .collect::<Vec<_>>()
-        .join("\n")
+        .join("\n");
+    if alerts.len() > LISTED {
+        text.push_str(&format!("\n- … and {} more", alerts.len() - LISTED));
+    }
+    text
 }
 
 fn ids(alerts: &[(String, String)]) -> Vec<String> {
@@ -305,5 +315,15 @@ mod tests {
         ];
         assert_eq!(ids(&a), vec!["a".to_owned(), "b".to_owned()]);
         assert_eq!(lines(&a[..1]), "- B");
+    }
+
+    #[test]
+    fn a_large_group_is_listed_within_an_update_s_limit() {
+        let many: Vec<(String, String)> = (0..1000)
+            .map(|n| (format!("fp{n}"), "x".repeat(2000)))
+            .collect();
+        let text = lines(&many);
+        assert!(text.ends_with("- … and 990 more"), "{text}");
+        assert!(text.chars().count() < crate::domain::limits::UPDATE_MAX - 200);
     }
 }

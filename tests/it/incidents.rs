@@ -685,6 +685,29 @@ async fn uptime_kuma_and_grafana_open_and_resolve_their_incidents() {
     assert_eq!(i["source"], "grafana");
     assert_eq!(i["impact"], "minor");
     assert_eq!(i["components"][0]["status"], "partial_outage");
+    // A group of 300 alerts with long summaries: still one incident, its update within limits.
+    let fps: Vec<(String, &str)> = (0..300).map(|n| (format!("big{n}"), "firing")).collect();
+    let fps: Vec<(&str, &str)> = fps.iter().map(|(f, s)| (f.as_str(), *s)).collect();
+    let mut big = alertmanager("{}:{alertname=\"Big\"}", "firing", &fps);
+    for a in big["alerts"].as_array_mut().unwrap() {
+        a["annotations"]["summary"] = json!("s".repeat(400));
+    }
+    let (outcome, bid) = post("/api/v1/alerts/alertmanager", big).await;
+    assert_eq!(outcome, "opened");
+    let (_, i) = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/incidents/{}", bid.unwrap()),
+            None,
+        )
+        .await;
+    assert!(
+        i["updates"][0]["body"]
+            .as_str()
+            .unwrap()
+            .ends_with("and 290 more"),
+        "{i}"
+    );
     grafana["status"] = json!("resolved");
     grafana["alerts"][0]["status"] = json!("resolved");
     assert_eq!(post("/api/v1/alerts/grafana", grafana).await.0, "resolved");
