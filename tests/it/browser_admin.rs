@@ -103,6 +103,22 @@ async fn start_herald() -> Herald {
         .add_user("alice", "correct horse battery", Role::Admin)
         .await
         .unwrap();
+    // A draft incident, as an alert would open it, for the incidents pages.
+    let api = system.components().await.unwrap()[0].id;
+    system
+        .create_incident(herald::domain::NewIncident {
+            title: "HighErrorRate".into(),
+            impact: herald::domain::Impact::Major,
+            status: herald::domain::IncidentStatus::Investigating,
+            components: vec![(api, herald::domain::ComponentStatus::MajorOutage)],
+            body: "Our monitoring reports a problem; we are investigating.".into(),
+            publish: false,
+            maintenance_id: None,
+            rollout_id: None,
+            source: "alertmanager".into(),
+        })
+        .await
+        .unwrap();
     let token = tokio_util::sync::CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
     herald::server::spawn_outbox(&state, &tasks, &token);
@@ -544,6 +560,8 @@ async fn a_maintainers_day(reader: Reader, axe: &str) {
             ("/admin/maintenances/new", "the new-window form"),
             ("/admin/rollouts/new", "the new-rollout form"),
             ("/admin/rollouts/1", "the rollout view"),
+            ("/admin/incidents", "incidents"),
+            ("/admin/incidents/1", "a draft incident"),
             ("/admin/password", "the password page"),
             ("/admin/channels", "channels"),
             ("/admin/tokens", "tokens"),
