@@ -657,8 +657,8 @@ pub trait Incidents: Send + Sync {
         offset: i64,
         limit: i64,
     ) -> StoreResult<Page<crate::domain::Incident>>;
-    /// Public incidents that were open at some time in `[from, to)`, oldest first: the
-    /// history and the 90-day strips.
+    /// Public incidents that were open at some time in `[from, to)`, oldest first, each
+    /// naming every component it affected at the worst status it gave it (the 90-day strips).
     async fn public_incidents_between(
         &self,
         from: Timestamp,

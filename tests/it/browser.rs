@@ -775,7 +775,7 @@ async fn an_incident_and_the_90_day_strips_in_a_real_browser() {
         }
         let past = driver
             .find(By::XPath(
-                "//li[contains(@class, 'day-degraded_performance') and @tabindex='0']\
+                "//li[contains(@class, 'day-partial_outage') and @tabindex='0']\
                  [.//span[contains(., 'failover')]]",
             ))
             .await?;

@@ -948,6 +948,11 @@ async fn a_maintainer_runs_an_incident_from_the_admin_pages() {
         .await;
     let id = list[0]["id"].as_i64().unwrap();
     assert_eq!(list[0]["maintenance_id"], w.id);
+    let dashboard = app.get_as("/admin", &b.cookie).await.text();
+    assert!(
+        dashboard.contains(&format!("/admin/incidents/{id}")),
+        "the dashboard lists open incidents"
+    );
     let window_page = app.get(&format!("/maintenance/{}", w.id)).await.text();
     assert!(
         window_page.contains(&format!("/incidents/{id}")),

@@ -411,13 +411,38 @@ impl Incidents for SqlStore {
         from: Timestamp,
         to: Timestamp,
     ) -> StoreResult<Vec<Incident>> {
-        self.incidents_where(
-            "i.published_at IS NOT NULL AND i.started_at < $2 \
-             AND (i.resolved_at IS NULL OR i.resolved_at >= $1) \
-             ORDER BY i.started_at, i.id",
-            &[secs(from), secs(to)],
-        )
-        .await
+        let mut incidents = self
+            .incidents_where(
+                "i.published_at IS NOT NULL AND i.started_at < $2 \
+                 AND (i.resolved_at IS NULL OR i.resolved_at >= $1) \
+                 ORDER BY i.started_at, i.id",
+                &[secs(from), secs(to)],
+            )
+            .await?;
+        if incidents.is_empty() {
+            return Ok(incidents);
+        }
+        // Each component at the worst status any public update of the incident gave it.
+        let ids: Vec<String> = incidents.iter().map(|i| i.id.to_string()).collect();
+        let rows: Vec<(i64, String)> = sqlx::query_as(&format!(
+            "SELECT incident_id, components FROM incident_updates \
+             WHERE incident_id IN ({}) AND components IS NOT NULL AND announced = 1",
+            ids.join(",")
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        for (incident, json) in rows {
+            let Some(i) = incidents.iter_mut().find(|i| i.id == incident) else {
+                continue;
+            };
+            for (component, status) in components_from(&json)? {
+                match i.components.iter_mut().find(|(c, _)| *c == component) {
+                    Some((_, s)) => *s = (*s).max(status),
+                    None => i.components.push((component, status)),
+                }
+            }
+        }
+        Ok(incidents)
     }
 
     async fn linked_incidents(&self, subject: Subject) -> StoreResult<Vec<Incident>> {

@@ -151,6 +151,8 @@ struct Dashboard {
     me: Me,
     windows: Vec<WindowView>,
     rollouts: Vec<crate::web::rollouts::RolloutView>,
+    /// Open incidents and drafts waiting to be published: (id, title, status, draft).
+    incidents: Vec<(i64, String, &'static str, bool)>,
 }
 
 pub async fn dashboard(
@@ -173,6 +175,18 @@ pub async fn dashboard(
         .iter()
         .map(|r| crate::web::rollouts::rollout_view(r, &[], None, now))
         .collect();
+    let mut incidents = Vec::new();
+    for filter in [
+        crate::store::IncidentFilter::Drafts,
+        crate::store::IncidentFilter::Open,
+    ] {
+        for i in state.service.incidents(filter, 0, 20).await?.items {
+            if filter == crate::store::IncidentFilter::Drafts && !i.is_open() {
+                continue;
+            }
+            incidents.push((i.id, i.title.clone(), i.status.label(), i.is_draft()));
+        }
+    }
     page(
         StatusCode::OK,
         &Dashboard {
@@ -180,6 +194,7 @@ pub async fn dashboard(
             me: me(&signed_in),
             windows,
             rollouts,
+            incidents,
         },
     )
 }
