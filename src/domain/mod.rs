@@ -31,6 +31,7 @@ mod incident;
 mod maintenance;
 mod rollout;
 mod sign_in;
+mod subscriber;
 mod timed;
 
 pub use account::*;
@@ -39,6 +40,7 @@ pub use incident::*;
 pub use maintenance::*;
 pub use rollout::*;
 pub use sign_in::*;
+pub use subscriber::*;
 pub use timed::*;
 
 /// A broken rule, in words a maintainer can act on.
