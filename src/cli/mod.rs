@@ -43,6 +43,9 @@ pub enum Command {
     /// Manage API tokens for automation
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Import and export email subscribers (CSV: email, components, kinds, confirmed)
+    #[command(subcommand)]
+    Subscribers(SubscribersCommand),
     /// Report a rollout target's state to a running Herald (for deploy scripts and SIGTERM
     /// handlers)
     #[command(
@@ -188,6 +191,26 @@ pub enum TokenCommand {
     Revoke { id: i64 },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum SubscribersCommand {
+    /// Add subscribers from a CSV file: email, components (slugs; empty for everything),
+    /// kinds (maintenance, reminders, incidents, rollouts; empty for all), confirmed. A
+    /// header row is optional. All rows or, when one is wrong, none; an address already
+    /// subscribed gets the row's choices.
+    #[command(
+        after_help = "Without --confirmed every row waits for its own confirmation; with it,         rows are confirmed unless their confirmed column says false (for subscribers who         confirmed on another status page). Exit status: 0 imported; 1 nothing imported (the         wrong lines are on stderr)."
+    )]
+    Import {
+        /// The CSV file (`-` for standard input)
+        file: std::path::PathBuf,
+        /// These addresses confirmed elsewhere: mail them without asking again
+        #[arg(long)]
+        confirmed: bool,
+    },
+    /// Print every subscriber as CSV, in the format `import` reads
+    Export,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum RoleArg {
     /// Reports rollout progress, nothing else (tokens only: the token on every instance)
@@ -303,6 +326,52 @@ pub fn main() -> anyhow::Result<()> {
                 TokenCommand::Revoke { id } => {
                     service.revoke_token(id).await?;
                     eprintln!("revoked token {id}");
+                }
+            }
+            Ok(())
+        }),
+        Command::Subscribers(command) => with_service(&cli.settings, |service| async move {
+            match command {
+                SubscribersCommand::Import { file, confirmed } => {
+                    let rows = read_subscribers_csv(&file)?;
+                    let report = service.import_subscribers(&rows, confirmed).await?;
+                    eprintln!(
+                        "imported {} rows: {} added, {} updated, {} confirmed",
+                        rows.len(),
+                        report.added,
+                        report.updated,
+                        report.confirmed
+                    );
+                }
+                SubscribersCommand::Export => {
+                    let components = service.components().await?;
+                    let mut out = csv::Writer::from_writer(std::io::stdout().lock());
+                    out.write_record(["email", "components", "kinds", "confirmed"])?;
+                    for s in service.all_subscribers().await? {
+                        let slugs = s
+                            .preferences
+                            .components
+                            .iter()
+                            .flatten()
+                            .filter_map(|id| components.iter().find(|c| c.id == *id))
+                            .map(|c| c.slug.as_str())
+                            .collect::<Vec<_>>()
+                            .join(";");
+                        let kinds = s
+                            .preferences
+                            .kinds
+                            .iter()
+                            .map(|k| k.as_str())
+                            .collect::<Vec<_>>()
+                            .join(";");
+                        let confirmed = if s.confirmed_at.is_some() {
+                            "true"
+                        } else {
+                            "false"
+                        };
+                        out.write_record([s.address.as_str(), &slugs, &kinds, confirmed])?;
+                    }
+                    out.flush()?;
                 }
             }
             Ok(())
@@ -498,6 +567,42 @@ fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Run `f` with a service on the configured database (migrated), on a small runtime.
+/// The rows of a subscribers CSV file (`-`: standard input), with their line numbers; a
+/// first row starting with `email` is a header.
+fn read_subscribers_csv(file: &std::path::Path) -> anyhow::Result<Vec<crate::service::ImportRow>> {
+    let input: Box<dyn std::io::Read> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(
+            std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?,
+        )
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(input);
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.with_context(|| format!("{}: not CSV", file.display()))?;
+        let field = |n: usize| record.get(n).unwrap_or_default().to_owned();
+        if i == 0 && field(0).eq_ignore_ascii_case("email") {
+            continue;
+        }
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        rows.push(crate::service::ImportRow {
+            line: record.position().map_or(i as u64 + 1, |p| p.line()),
+            email: field(0),
+            components: field(1),
+            kinds: field(2),
+            confirmed: field(3),
+        });
+    }
+    Ok(rows)
+}
+
 fn with_service<F, Fut>(args: &SettingsArgs, f: F) -> anyhow::Result<()>
 where
     F: FnOnce(Service) -> Fut,

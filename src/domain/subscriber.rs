@@ -164,6 +164,57 @@ impl Preferences {
     }
 }
 
+/// A subscriber as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscriber {
+    pub id: i64,
+    /// As written.
+    pub address: String,
+    pub key: String,
+    pub preferences: Preferences,
+    pub confirmed_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub bounces: i64,
+    pub bouncing_at: Option<Timestamp>,
+}
+
+/// A subscriber to add (or, for an address already there, its new choices).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSubscriber {
+    pub address: EmailAddress,
+    pub preferences: Preferences,
+    /// Confirmed already (an operator's import, told so); else it waits for the confirmation.
+    pub confirmed: bool,
+}
+
+/// Kinds written as a list (`maintenance;incidents`, commas or spaces also separate); empty:
+/// every kind.
+pub fn parse_kinds_list(text: &str) -> Result<Vec<MailKind>, ValidationError> {
+    let mut kinds = Vec::new();
+    for word in text
+        .split(|c: char| c == ';' || c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+    {
+        let kind = MailKind::parse(word).ok_or_else(|| {
+            ValidationError::new(
+                "kinds",
+                format!(
+                    "{word:?} is not one of {}",
+                    MailKind::ALL.map(MailKind::as_str).join(", ")
+                ),
+            )
+        })?;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    if kinds.is_empty() {
+        kinds = MailKind::ALL.to_vec();
+    }
+    kinds.sort();
+    Ok(kinds)
+}
+
 /// At most one confirmation mail per address this often, however often the form is posted.
 pub const CONFIRMATION_INTERVAL: SignedDuration = SignedDuration::from_mins(10);
 /// An unconfirmed subscription is forgotten after this long.
@@ -229,6 +280,16 @@ mod tests {
             "the whole service"
         );
         assert!(!api_incidents.wants(MailKind::Maintenance, &[1]));
+    }
+
+    #[test]
+    fn kinds_are_read_from_a_list() {
+        assert_eq!(
+            parse_kinds_list("incidents; maintenance,incidents").unwrap(),
+            vec![MailKind::Maintenance, MailKind::Incidents]
+        );
+        assert_eq!(parse_kinds_list(" ").unwrap(), MailKind::ALL.to_vec());
+        assert_eq!(parse_kinds_list("outages").unwrap_err().field, "kinds");
     }
 
     #[test]

@@ -503,9 +503,11 @@ mod idempotency;
 mod incidents;
 mod rollouts;
 mod sign_in;
+mod subscribers;
 mod windows;
 
 pub use accounts::{NewSession, NewToken, PasswordCheck, SESSION_LIFETIME};
 pub use alerts::{AlertNotice, AlertOutcome, AlertPolicy};
 pub use idempotency::KEY_LIFETIME;
 pub use sign_in::SignInThrottle;
+pub use subscribers::{ImportReport, ImportRow};

@@ -165,7 +165,16 @@ pub type ChangeFeed = tokio::sync::mpsc::Receiver<Option<Change>>;
 /// Everything Herald keeps. Implementations make each method atomic.
 #[async_trait]
 pub trait Store:
-    Windows + Accounts + Outbox + Rollouts + Incidents + Idempotency + Send + Sync + 'static
+    Windows
+    + Accounts
+    + Outbox
+    + Rollouts
+    + Incidents
+    + Subscribers
+    + Idempotency
+    + Send
+    + Sync
+    + 'static
 {
     /// Apply pending migrations.
     async fn migrate(&self) -> StoreResult<()>;
@@ -680,6 +689,34 @@ pub trait Incidents: Send + Sync {
     async fn alert_group(&self, source: &str, group_key: &str) -> StoreResult<Option<AlertGroup>>;
     /// The alert groups an incident was opened or updated by.
     async fn incident_alerts(&self, incident_id: i64) -> StoreResult<Vec<AlertGroup>>;
+}
+
+/// How many subscribers there are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SubscriberCounts {
+    pub total: i64,
+    pub confirmed: i64,
+    pub bouncing: i64,
+}
+
+/// Email subscribers.
+#[async_trait]
+pub trait Subscribers: Send + Sync {
+    /// Add `rows` (an address already there gets the row's choices; confirmed stays
+    /// confirmed) and the audit entry, in one transaction. Returns (added, updated).
+    async fn import_subscribers(
+        &self,
+        rows: &[crate::domain::NewSubscriber],
+        now: Timestamp,
+        audit: &NewAudit,
+    ) -> StoreResult<(u64, u64)>;
+    /// Subscribers in id order after `after_id` (a cursor: 0 for the first page).
+    async fn list_subscribers(
+        &self,
+        after_id: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::Subscriber>>;
+    async fn count_subscribers(&self) -> StoreResult<SubscriberCounts>;
 }
 
 #[cfg(test)]

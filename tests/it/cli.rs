@@ -484,3 +484,90 @@ fn the_database_is_its_owners_only() {
     assert!(out.status.success());
     assert_eq!(mode(&db), 0o600);
 }
+
+/// `herald subscribers import` reads another status page's CSV export (quoted fields,
+/// international addresses), all rows or none, confirming only when told; `export` writes
+/// what `import` reads.
+#[test]
+fn subscribers_import_and_export_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    served_database(dir.path());
+    let url = crate::common::database_url(dir.path(), "h.db");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = herald::store::SqlStore::connect(&url).await.unwrap();
+        for (slug, name) in [("api", "API"), ("web", "Web")] {
+            use herald::store::Windows as _;
+            store
+                .create_component(
+                    &herald::domain::NewComponent {
+                        slug: slug.into(),
+                        name: name.into(),
+                        description: None,
+                        group_name: None,
+                    },
+                    jiff::Timestamp::now(),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let csv = "email,components,kinds,confirmed\n\
+               ada@example.com,api,\"incidents;maintenance\",true\n\
+               \"Jörg <not a name>\"@bücher.example,,,\n";
+    // A wrong line: nothing imported, every wrong line named.
+    let out = herald(dir.path(), &["subscribers", "import", "-"], csv);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nothing was imported") && err.contains("line 3"),
+        "{err}"
+    );
+    let csv = "email,components,kinds,confirmed\n\
+               ada@example.com,api,\"incidents;maintenance\",true\n\
+               jörg@bücher.example,,,\n\
+               grace@example.org,\"api, web\",rollouts,false\n";
+    std::fs::write(dir.path().join("subs.csv"), csv).unwrap();
+    let out = herald(dir.path(), &["subscribers", "import", "subs.csv"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 added, 0 updated, 0 confirmed"), "{err}");
+    // Again with --confirmed: the same addresses (ADA spelt otherwise) updated and confirmed,
+    // except the row saying false.
+    let csv = csv.replace("ada@example.com", "ADA@Example.com");
+    let out = herald(
+        dir.path(),
+        &["subscribers", "import", "--confirmed", "-"],
+        &csv,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("0 added, 3 updated, 2 confirmed"), "{err}");
+
+    let out = herald(dir.path(), &["subscribers", "export"], "");
+    assert!(out.status.success());
+    let exported = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        exported,
+        "email,components,kinds,confirmed\n\
+         ada@example.com,api,maintenance;incidents,true\n\
+         jörg@bücher.example,,maintenance;reminders;incidents;rollouts,true\n\
+         grace@example.org,api;web,rollouts,false\n"
+    );
+    // What export wrote, import reads: nothing changes.
+    let out = herald(
+        dir.path(),
+        &["subscribers", "import", "--confirmed", "-"],
+        &exported,
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 added, 3 updated"));
+    let again = herald(dir.path(), &["subscribers", "export"], "");
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), exported);
+}

@@ -35,6 +35,7 @@ const TABLES: &[(&str, &str)] = &[
     ("login_attempts", "attempt_key"),
     ("setup_code", "id"),
     ("idempotency_keys", "scope, idem_key"),
+    ("subscribers", "id"),
 ];
 
 /// A rollout names the one rolling it back, which comes later: that column is filled in once

@@ -25,6 +25,7 @@ pub(crate) mod outbox;
 mod postgres;
 mod rollouts;
 mod sqlite;
+mod subscribers;
 mod windows;
 
 pub use copy::{CopyOptions, CopyReport};
