@@ -213,7 +213,8 @@ pub enum SubscribersCommand {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum RoleArg {
-    /// Reports rollout progress, nothing else (tokens only: the token on every instance)
+    /// Reports rollout progress and posts monitors' alerts, nothing else (tokens only: the
+    /// token on every instance and in each monitor's webhook)
     Reporter,
     /// Plans and runs windows and rollouts
     Maintainer,

@@ -83,8 +83,16 @@ impl EmailAddress {
         let Some((local, domain)) = shown.rsplit_once('@') else {
             return Err(bad("needs an @, as in name@example.com"));
         };
-        if local.is_empty() || local.chars().count() > LOCAL_MAX {
-            return Err(bad("needs a name before the @, at most 64 characters"));
+        if local.is_empty() || local.len() > LOCAL_MAX {
+            return Err(bad("needs a name before the @, at most 64 bytes"));
+        }
+        // Invisible characters (zero-width, direction overrides, soft hyphen, byte-order
+        // mark) make one address look like another.
+        if local.chars().any(|c| {
+            matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+        }) {
+            return Err(bad("cannot contain invisible characters"));
         }
         if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
             return Err(bad(
@@ -102,6 +110,9 @@ impl EmailAddress {
         let ascii = idna::domain_to_ascii(domain)
             .map_err(|_| bad("has a domain that is not a valid name"))?;
         let labels: Vec<&str> = ascii.split('.').collect();
+        if ascii.len() > 253 || local.len() + 1 + ascii.len() > ADDRESS_MAX {
+            return Err(bad("is longer than an email address can be"));
+        }
         if labels.len() < 2
             || labels.iter().any(|l| {
                 l.is_empty()
@@ -256,6 +267,8 @@ mod tests {
             ("a@1.2.3.4", "domain"),
             ("\"quoted\"@example.com", "cannot contain '\"'"),
             ("a@example.com\r\nBcc: x@evil.example", "cannot contain"),
+            ("ad\u{200B}a@example.com", "invisible"),
+            ("ada\u{202E}moc@example.com", "invisible"),
         ] {
             let e = EmailAddress::parse(bad).unwrap_err();
             assert_eq!(e.field, "email");

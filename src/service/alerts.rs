@@ -146,6 +146,7 @@ impl Service {
             },
             detail: notice.detail.clone(),
             changed_at: now,
+            was: None,
         };
         let Some(group) = group else {
             if !notice.firing {
@@ -154,8 +155,11 @@ impl Service {
             return self.open_from_alert(notice, policy, &state).await;
         };
         let id = group.incident_id;
+        // Written only if the group is still as read here: a change another instance made
+        // meanwhile makes this one start again from the group as it is then.
         let state = AlertGroup {
             incident_id: id,
+            was: Some((group.firing, group.alerts.clone(), group.changed_at)),
             ..state
         };
         match (group.firing, notice.firing) {
@@ -245,14 +249,27 @@ impl Service {
                 if incident.is_open() || within_quiet {
                     let body = format!("The alert fired again:\n{}", lines(&notice.alerts));
                     let components = notice.components.clone();
+                    let impact = notice.impact;
                     self.change_incident("incident.alert", Role::Reporter, id, |i, now| {
-                        let update = if i.is_open() {
-                            i.post_update(None, &body, None, now)?
-                        } else {
-                            let u = i.reopen(&body, now)?;
-                            if !components.is_empty() {
-                                i.components = components.clone();
+                        // What fires now joins what the incident already names, at the
+                        // worse of the two statuses; a higher impact raises the incident's.
+                        let mut merged = i.components.clone();
+                        for (c, st) in &components {
+                            match merged.iter_mut().find(|(m, _)| m == c) {
+                                Some((_, old)) => *old = (*old).max(*st),
+                                None => merged.push((*c, *st)),
                             }
+                        }
+                        merged.sort_by_key(|(c, _)| *c);
+                        let changed = (merged != i.components).then_some(merged);
+                        i.impact = i.impact.max(impact);
+                        let update = if i.is_open() {
+                            i.post_update(None, &body, changed, now)?
+                        } else {
+                            i.reopen(&body, now)?;
+                            // The reopening, with the components it names now.
+                            let mut u = i.post_update(None, &body, changed, now)?;
+                            u.kind = crate::domain::IncidentUpdateKind::Reopened;
                             u
                         };
                         Ok(IncidentChange {

@@ -77,7 +77,8 @@ impl Service {
                         components: (!ids.is_empty()).then_some(ids),
                         kinds: parse_kinds_list(&row.kinds)?,
                     },
-                    confirmed: confirmed && yes(&row.confirmed)?,
+                    // Checked whatever the flag says: every wrong line is named.
+                    confirmed: yes(&row.confirmed)? && confirmed,
                 })
             })();
             match parsed {

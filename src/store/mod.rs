@@ -635,6 +635,10 @@ pub struct AlertGroup {
     /// What fired, shown to the maintainer who publishes the draft.
     pub detail: String,
     pub changed_at: Timestamp,
+    /// For a change to a known group: the group as it was read (firing, alerts, changed at).
+    /// The write happens only if it is still so, else [`StoreError::Conflict`] (another
+    /// instance changed the group meanwhile).
+    pub was: Option<(bool, Vec<String>, Timestamp)>,
 }
 
 /// Incidents, their components and timeline, and the alert groups that opened them.

@@ -352,7 +352,27 @@ async fn render_index(state: &AppState) -> Result<CachedPage, AppError> {
         .take(RECENT as usize)
         .map(|(_, v)| v)
         .collect();
-    let banner = banner(&incidents, &active, &upcoming, &rollouts);
+    let mut banner = banner(&incidents, &active, &upcoming, &rollouts);
+    // Without an incident, a component's status set by hand says what is wrong.
+    let manual = components
+        .iter()
+        .filter_map(|c| c.manual.as_ref().map(|m| (c, m)))
+        .filter(|(_, m)| m.status.is_incident_status())
+        .max_by_key(|(_, m)| m.status);
+    if let (true, Some((c, m))) = (incidents.is_empty(), manual) {
+        banner = Banner {
+            class: if m.status == ComponentStatus::MajorOutage {
+                "outage"
+            } else {
+                "degraded"
+            },
+            headline: format!("{}: {}", c.name, m.status.label().to_lowercase()),
+            detail: Some(match banner.detail {
+                Some(d) if banner.class != "operational" => format!("{} {d}", m.note),
+                _ => m.note.clone(),
+            }),
+        };
+    }
     let summary = match &banner.detail {
         Some(d) => format!("{}. {d}", banner.headline),
         None => format!("{}. {}", banner.headline, state.site.description),

@@ -685,6 +685,16 @@ async fn uptime_kuma_and_grafana_open_and_resolve_their_incidents() {
     assert_eq!(i["source"], "grafana");
     assert_eq!(i["impact"], "minor");
     assert_eq!(i["components"][0]["status"], "partial_outage");
+    // Grafana's "Test" button: nothing broke.
+    let mut test = alertmanager("test-1", "firing", &[("t1", "firing")]);
+    test["alerts"][0]["labels"]["alertname"] = json!("TestAlert");
+    assert_eq!(post("/api/v1/alerts/grafana", test).await.0, "ignored");
+    // A summary with a tab and an escape: still an incident, the words on one line.
+    let mut odd = alertmanager("{}:{alertname=\"Odd\"}", "firing", &[("o1", "firing")]);
+    odd["alerts"][0]["annotations"]["summary"] = json!("disk\tfull\u{1b}[31m");
+    odd["commonAnnotations"]["summary"] = json!("disk\tfull");
+    let (outcome, _) = post("/api/v1/alerts/alertmanager", odd).await;
+    assert_eq!(outcome, "opened");
     // A group of 300 alerts with long summaries: still one incident, its update within limits.
     let fps: Vec<(String, &str)> = (0..300).map(|n| (format!("big{n}"), "firing")).collect();
     let fps: Vec<(&str, &str)> = fps.iter().map(|(f, s)| (f.as_str(), *s)).collect();

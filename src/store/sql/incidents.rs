@@ -142,6 +142,7 @@ impl TryFrom<AlertRow> for AlertGroup {
                 .map_err(|e| StoreError::Corrupt(format!("alert group JSON: {e}")))?,
             detail: r.detail,
             changed_at: ts(r.changed_at)?,
+            was: None,
         })
     }
 }
@@ -208,7 +209,8 @@ async fn write_updates(
 /// (`a.incident_id` 0) is inserted: a second instance opening the same group at the same moment
 /// breaks the key's uniqueness and its whole change rolls back (it retries and finds the
 /// group). A known group is updated only while it still follows the incident it was read
-/// with (`a.incident_id`), else [`StoreError::Conflict`].
+/// with (`a.incident_id`) and, with `a.was`, is still as it was read; else
+/// [`StoreError::Conflict`].
 async fn write_alert(tx: &mut Transaction<'_, Any>, id: i64, a: &AlertGroup) -> StoreResult<()> {
     let state = if a.firing { "firing" } else { "resolved" };
     let alerts = serde_json::to_string(&a.alerts).expect("alerts serialise");
@@ -228,20 +230,28 @@ async fn write_alert(tx: &mut Transaction<'_, Any>, id: i64, a: &AlertGroup) -> 
         .await?;
         return Ok(());
     }
-    let done = sqlx::query(
-        "UPDATE incident_alerts SET incident_id = $1, state = $2, alerts = $3, detail = $4, \
-         changed_at = $5 WHERE source = $6 AND group_key = $7 AND incident_id = $8",
-    )
-    .bind(id)
-    .bind(state)
-    .bind(alerts)
-    .bind(&a.detail)
-    .bind(secs(a.changed_at))
-    .bind(&a.source)
-    .bind(&a.group_key)
-    .bind(a.incident_id)
-    .execute(&mut **tx)
-    .await?;
+    let mut sql = "UPDATE incident_alerts SET incident_id = $1, state = $2, alerts = $3, \
+         detail = $4, changed_at = $5 WHERE source = $6 AND group_key = $7 AND incident_id = $8"
+        .to_owned();
+    if a.was.is_some() {
+        sql.push_str(" AND state = $9 AND alerts = $10 AND changed_at = $11");
+    }
+    let mut query = sqlx::query(&sql)
+        .bind(id)
+        .bind(state)
+        .bind(alerts)
+        .bind(&a.detail)
+        .bind(secs(a.changed_at))
+        .bind(&a.source)
+        .bind(&a.group_key)
+        .bind(a.incident_id);
+    if let Some((firing, alerts, at)) = &a.was {
+        query = query
+            .bind(if *firing { "firing" } else { "resolved" })
+            .bind(serde_json::to_string(alerts).expect("alerts serialise"))
+            .bind(secs(*at));
+    }
+    let done = query.execute(&mut **tx).await?;
     if done.rows_affected() != 1 {
         return Err(StoreError::Conflict);
     }

@@ -482,7 +482,11 @@ pub async fn post_update(
         ..Kept::default()
     };
     let components = match components_from(&form, &all) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            // In the incident's order (by id), so an unchanged list compares equal.
+            c.sort_by_key(|(id, _)| *id);
+            c
+        }
         Err(e) => {
             let result = Err(ServiceError::Domain(e.into()));
             return after(&state, &signed_in, id, result, "posted", keep(None)).await;

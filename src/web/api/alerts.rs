@@ -109,9 +109,19 @@ fn severity(labels: &BTreeMap<String, String>) -> (Impact, ComponentStatus) {
     }
 }
 
+/// `text` on one line, control characters (tabs, escapes) as spaces: a monitor's words are
+/// never a reason to refuse its notification (it would not send it again).
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
 /// A short, one-line title of at most 200 characters (an incident's title limit).
 fn title_of(text: &str) -> String {
-    let line = text.lines().next().unwrap_or("").trim();
+    let line = one_line(text.lines().next().unwrap_or(""));
     let mut title: String = line.chars().take(200).collect();
     if title.is_empty() {
         title = "Alert".to_owned();
@@ -119,13 +129,14 @@ fn title_of(text: &str) -> String {
     title
 }
 
-/// An Alertmanager or Grafana notification as a notice.
+/// An Alertmanager or Grafana notification as a notice; `None` for Grafana's test
+/// notification.
 fn group_notice(
     source: &str,
     body: serde_json::Value,
     all: &[Component],
     label: &str,
-) -> Result<AlertNotice, ValidationError> {
+) -> Result<Option<AlertNotice>, ValidationError> {
     let p: GroupPayload = serde_json::from_value(body)
         .map_err(|e| invalid(format!("not an {source} notification: {e}")))?;
     if source == "alertmanager" && p.version.as_deref().is_some_and(|v| v != "4") {
@@ -145,6 +156,15 @@ fn group_notice(
     };
     if p.group_key.trim().is_empty() || p.group_key.len() > 2000 {
         return Err(invalid("groupKey must be 1 to 2000 characters".into()));
+    }
+    // Grafana's "Test" button on a contact point sends a firing TestAlert: nothing broke.
+    if source == "grafana"
+        && !p.alerts.is_empty()
+        && p.alerts
+            .iter()
+            .all(|a| a.labels.get("alertname").is_some_and(|n| n == "TestAlert"))
+    {
+        return Ok(None);
     }
     let mut impact = Impact::Minor;
     let mut components: Vec<(i64, ComponentStatus)> = Vec::new();
@@ -170,10 +190,10 @@ fn group_notice(
             .or_else(|| a.annotations.get("description"))
             .map(|s| format!(": {}", s.trim()))
             .unwrap_or_default();
-        let line = match named {
+        let line = one_line(&match named {
             Some(c) => format!("{name} ({}){about}", c.name),
             None => format!("{name}{about}"),
-        };
+        });
         let id = a.fingerprint.clone().unwrap_or_else(|| {
             // Without a fingerprint, the labels are the alert's identity.
             format!("{:?}", a.labels)
@@ -194,7 +214,7 @@ fn group_notice(
         "externalURL": p.external_url,
     })
     .to_string();
-    Ok(AlertNotice {
+    Ok(Some(AlertNotice {
         source: source.to_owned(),
         group_key: p.group_key,
         firing,
@@ -203,7 +223,7 @@ fn group_notice(
         impact,
         components,
         detail,
-    })
+    }))
 }
 
 /// An Uptime Kuma notification as a notice; `None` for one that is not about a monitor going
@@ -233,7 +253,7 @@ fn kuma_notice(
         .or(p.msg)
         .map(|m| format!(": {}", m.trim()))
         .unwrap_or_default();
-    let line = format!("{} is down{why}", monitor.name.trim());
+    let line = one_line(&format!("{} is down{why}", monitor.name.trim()));
     Ok(Some(AlertNotice {
         source: "uptime-kuma".to_owned(),
         group_key: format!("monitor:{id}"),
@@ -273,12 +293,7 @@ pub async fn receive_alert(
     let settings = &state.settings.alerts;
     let notice = match source.as_str() {
         "uptime-kuma" => kuma_notice(body, &all)?,
-        _ => Some(group_notice(
-            &source,
-            body,
-            &all,
-            &settings.component_label,
-        )?),
+        _ => group_notice(&source, body, &all, &settings.component_label)?,
     };
     let Some(notice) = notice else {
         return Ok(Json(AlertAnswer {

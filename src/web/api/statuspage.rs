@@ -153,7 +153,7 @@ fn incident_update(
 
 /// Statuspage's status of an incident: `postmortem` once that is published.
 fn incident_status(i: &Incident) -> &'static str {
-    if i.postmortem_published_at.is_some() {
+    if i.postmortem_published_at.is_some() && !i.is_open() {
         "postmortem"
     } else {
         i.status.as_str()
@@ -438,7 +438,17 @@ impl Data {
             let json = statuspage_incident(state, &i, &all, &component, &page_id, base).await?;
             incident_list.push((i.is_open(), json));
         }
-        let worst = incidents.iter().map(|i| i.impact).max();
+        // A status set by hand counts as an incident of the matching impact would.
+        let manual = all
+            .iter()
+            .filter_map(|c| c.manual.as_ref().map(|m| m.status))
+            .filter_map(|s| match s {
+                ComponentStatus::MajorOutage => Some(Impact::Critical),
+                ComponentStatus::PartialOutage => Some(Impact::Major),
+                ComponentStatus::Degraded => Some(Impact::Minor),
+                _ => None,
+            });
+        let worst = incidents.iter().map(|i| i.impact).chain(manual).max();
         let (indicator, description) = if let Some(impact) = worst {
             match impact {
                 Impact::Critical => ("critical", "Major System Outage"),
