@@ -415,11 +415,20 @@ impl Incident {
 
     /// Open again after resolution (it came back), with a note saying why; back to
     /// `investigating`.
-    pub fn reopen(&mut self, note: &str, now: Timestamp) -> Result<NewIncidentUpdate, DomainError> {
+    pub fn reopen(
+        &mut self,
+        note: &str,
+        components: Option<Vec<(i64, ComponentStatus)>>,
+        now: Timestamp,
+    ) -> Result<NewIncidentUpdate, DomainError> {
         if self.is_open() {
             return Err(RuleError::new("this incident is open").into());
         }
         let body = clean_text("note", note, limits::UPDATE_MAX, true)?.unwrap_or_default();
+        let components = components.map(clean_components).transpose()?;
+        if let Some(c) = &components {
+            self.components = c.clone();
+        }
         self.status = IncidentStatus::Investigating;
         self.resolved_at = None;
         self.updated_at = now;
@@ -427,9 +436,26 @@ impl Incident {
             kind: IncidentUpdateKind::Reopened,
             status: IncidentStatus::Investigating,
             body,
-            components: None,
+            components,
             announce: self.is_public(),
         })
+    }
+
+    /// The components with `more` joined in, each at the worse of its two statuses; `None`
+    /// when that changes nothing (what a monitor's alert adds to an incident).
+    pub fn joined_components(
+        &self,
+        more: &[(i64, ComponentStatus)],
+    ) -> Option<Vec<(i64, ComponentStatus)>> {
+        let mut merged = self.components.clone();
+        for (c, status) in more {
+            match merged.iter_mut().find(|(m, _)| m == c) {
+                Some((_, old)) => *old = (*old).max(*status),
+                None => merged.push((*c, *status)),
+            }
+        }
+        merged.sort_by_key(|(c, _)| *c);
+        (merged != self.components).then_some(merged)
     }
 
     /// The postmortem (markdown): written after resolution, announced the first time it is
@@ -514,11 +540,32 @@ mod tests {
         assert_eq!(i.resolved_at, Some(at(100)));
         assert!(i.post_update(None, "late", None, at(110)).is_err());
         assert!(i.resolve("again", at(110)).is_err());
-        let u = i.reopen("It came back.", at(120)).unwrap();
+        let u = i.reopen("It came back.", None, at(120)).unwrap();
         assert_eq!(u.kind, IncidentUpdateKind::Reopened);
         assert_eq!(i.status, IncidentStatus::Investigating);
         assert_eq!(i.resolved_at, None);
-        assert!(i.reopen("twice", at(130)).is_err());
+        assert!(i.reopen("twice", None, at(130)).is_err());
+    }
+
+    #[test]
+    fn an_alert_joins_components_and_a_reopening_names_them() {
+        use ComponentStatus::*;
+        let mut i = new(true);
+        assert_eq!(i.joined_components(&[(2, Degraded)]), None, "nothing worse");
+        assert_eq!(
+            i.joined_components(&[(2, MajorOutage), (1, Degraded)]),
+            Some(vec![(1, Degraded), (2, MajorOutage)])
+        );
+        i.resolve("Fixed.", at(1)).unwrap();
+        let u = i
+            .reopen("Back.", i.joined_components(&[(3, PartialOutage)]), at(2))
+            .unwrap();
+        assert_eq!(u.kind, IncidentUpdateKind::Reopened);
+        assert_eq!(
+            u.components,
+            Some(vec![(2, PartialOutage), (3, PartialOutage)])
+        );
+        assert_eq!(i.status_of(3), Some(PartialOutage));
     }
 
     #[test]

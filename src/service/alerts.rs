@@ -200,18 +200,9 @@ impl Service {
                             alert: Some(state.clone()),
                         });
                     }
-                    let mut merged = i.components.clone();
-                    for (c, s) in &components {
-                        match merged.iter_mut().find(|(m, _)| m == c) {
-                            Some((_, old)) => *old = (*old).max(*s),
-                            None => merged.push((*c, *s)),
-                        }
-                    }
-                    let changed = (merged.len() != i.components.len()
-                        || merged.iter().any(|m| !i.components.contains(m)))
-                    .then_some(merged);
+                    let joined = i.joined_components(&components);
                     Ok(IncidentChange {
-                        updates: vec![i.post_update(None, &body, changed, now)?],
+                        updates: vec![i.post_update(None, &body, joined, now)?],
                         alert: Some(state.clone()),
                     })
                 })
@@ -220,26 +211,30 @@ impl Service {
             }
             (false, false) => Ok((AlertOutcome::Unchanged, Some(id))),
             (true, false) => {
-                let outcome = std::sync::Mutex::new(AlertOutcome::Unchanged);
-                self.change_incident("incident.alert", Role::Reporter, id, |i, now| {
-                    if !i.is_open() {
-                        return Ok(IncidentChange {
-                            updates: Vec::new(),
-                            alert: Some(state.clone()),
-                        });
-                    }
-                    *outcome.lock().expect("not poisoned") = AlertOutcome::Resolved;
-                    Ok(IncidentChange {
-                        updates: vec![i.resolve(
-                            "The alerts have resolved; the monitor reports everything back \
+                let (_, change) = self
+                    .commit_incident("incident.alert", Role::Reporter, id, |i, now| {
+                        if !i.is_open() {
+                            return Ok(IncidentChange {
+                                updates: Vec::new(),
+                                alert: Some(state.clone()),
+                            });
+                        }
+                        Ok(IncidentChange {
+                            updates: vec![i.resolve(
+                                "The alerts have resolved; the monitor reports everything back \
                              to normal.",
-                            now,
-                        )?],
-                        alert: Some(state.clone()),
+                                now,
+                            )?],
+                            alert: Some(state.clone()),
+                        })
                     })
-                })
-                .await?;
-                let outcome = *outcome.lock().expect("not poisoned");
+                    .await?;
+                // Resolved by hand already: the group's state was only remembered.
+                let outcome = if change.updates.is_empty() {
+                    AlertOutcome::Unchanged
+                } else {
+                    AlertOutcome::Resolved
+                };
                 Ok((outcome, Some(id)))
             }
             (false, true) => {
@@ -250,39 +245,32 @@ impl Service {
                     let body = format!("The alert fired again:\n{}", lines(&notice.alerts));
                     let components = notice.components.clone();
                     let impact = notice.impact;
-                    self.change_incident("incident.alert", Role::Reporter, id, |i, now| {
-                        // What fires now joins what the incident already names, at the
-                        // worse of the two statuses; a higher impact raises the incident's.
-                        let mut merged = i.components.clone();
-                        for (c, st) in &components {
-                            match merged.iter_mut().find(|(m, _)| m == c) {
-                                Some((_, old)) => *old = (*old).max(*st),
-                                None => merged.push((*c, *st)),
-                            }
-                        }
-                        merged.sort_by_key(|(c, _)| *c);
-                        let changed = (merged != i.components).then_some(merged);
-                        i.impact = i.impact.max(impact);
-                        let update = if i.is_open() {
-                            i.post_update(None, &body, changed, now)?
-                        } else {
-                            i.reopen(&body, now)?;
-                            // The reopening, with the components it names now.
-                            let mut u = i.post_update(None, &body, changed, now)?;
-                            u.kind = crate::domain::IncidentUpdateKind::Reopened;
-                            u
-                        };
-                        Ok(IncidentChange {
-                            updates: vec![update],
-                            alert: Some(state.clone()),
+                    let (_, change) = self
+                        .commit_incident("incident.alert", Role::Reporter, id, |i, now| {
+                            // What fires now joins what the incident names; a higher
+                            // impact raises the incident's.
+                            let joined = i.joined_components(&components);
+                            i.impact = i.impact.max(impact);
+                            let update = if i.is_open() {
+                                i.post_update(None, &body, joined, now)?
+                            } else {
+                                i.reopen(&body, joined, now)?
+                            };
+                            Ok(IncidentChange {
+                                updates: vec![update],
+                                alert: Some(state.clone()),
+                            })
                         })
-                    })
-                    .await?;
+                        .await?;
+                    let reopened = change
+                        .updates
+                        .iter()
+                        .any(|u| u.kind == crate::domain::IncidentUpdateKind::Reopened);
                     return Ok((
-                        if incident.is_open() {
-                            AlertOutcome::Updated
-                        } else {
+                        if reopened {
                             AlertOutcome::Reopened
+                        } else {
+                            AlertOutcome::Updated
                         },
                         Some(id),
                     ));

@@ -200,15 +200,25 @@ impl Service {
         id: i64,
         rule: impl Fn(&mut Incident, Timestamp) -> Result<IncidentChange, DomainError> + Send + Sync,
     ) -> ServiceResult<Incident> {
-        let (i, _) = self
-            .commit::<Incident>(
-                id,
-                needed,
-                &|_, _| Some((action.to_owned(), target(id))),
-                &|i, now| Ok(rule(i, now)?),
-            )
-            .await?;
-        Ok(i)
+        Ok(self.commit_incident(action, needed, id, rule).await?.0)
+    }
+
+    /// [`Self::change_incident`], also saying what the change was (a rule may decide to
+    /// post nothing).
+    pub(super) async fn commit_incident(
+        &self,
+        action: &str,
+        needed: Role,
+        id: i64,
+        rule: impl Fn(&mut Incident, Timestamp) -> Result<IncidentChange, DomainError> + Send + Sync,
+    ) -> ServiceResult<(Incident, IncidentChange)> {
+        self.commit::<Incident>(
+            id,
+            needed,
+            &|_, _| Some((action.to_owned(), target(id))),
+            &|i, now| Ok(rule(i, now)?),
+        )
+        .await
     }
 
     /// Correct an incident's title or impact (not announced).
@@ -266,7 +276,7 @@ impl Service {
     pub async fn reopen_incident(&self, id: i64, note: &str) -> ServiceResult<Incident> {
         self.change_incident("incident.reopen", Role::Maintainer, id, |i, now| {
             Ok(IncidentChange {
-                updates: vec![i.reopen(note, now)?],
+                updates: vec![i.reopen(note, None, now)?],
                 alert: None,
             })
         })

@@ -120,6 +120,17 @@ impl Setup {
 #[tokio::test]
 async fn an_incident_is_told_on_the_page_the_api_and_every_channel() {
     let s = setup().await;
+    // A channel that chose windows only: incidents never reach it.
+    s.app
+        .add_channel(NewChannel {
+            name: "windows only".into(),
+            kind: Some(ChannelKind::Webhook),
+            target: "http://127.0.0.1:9/hook".into(),
+            events: herald::domain::DEFAULT_EVENTS.to_vec(),
+            enabled: true,
+            ..NewChannel::default()
+        })
+        .await;
     let outbox = s.app.start_outbox();
 
     // A draft: nothing public, nothing announced.

@@ -76,7 +76,6 @@ fn components_from(
             .find(|c| c.slug == slug)
             .ok_or_else(|| ValidationError::new("components", "a component no longer exists"))?;
         let s = ComponentStatus::parse(value)
-            .filter(|s| s.is_incident_status())
             .ok_or_else(|| ValidationError::new("components", "choose a status from the list"))?;
         out.push((c.id, s));
     }

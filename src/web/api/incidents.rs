@@ -142,18 +142,16 @@ pub fn affected(
                     format!("no component has the slug {:?}", a.slug),
                 )
             })?;
-            let s = ComponentStatus::parse(&a.status)
-                .filter(|s| s.is_incident_status())
-                .ok_or_else(|| {
-                    ValidationError::new(
-                        "components",
-                        format!(
-                            "{:?} is not a component status in an incident: \
+            let s = ComponentStatus::parse(&a.status).ok_or_else(|| {
+                ValidationError::new(
+                    "components",
+                    format!(
+                        "{:?} is not a component status in an incident: \
                              degraded_performance, partial_outage or major_outage",
-                            a.status
-                        ),
-                    )
-                })?;
+                        a.status
+                    ),
+                )
+            })?;
             Ok((c.id, s))
         })
         .collect()
