@@ -125,6 +125,13 @@ pub struct SettingsArgs {
         value_name = "SOURCES"
     )]
     pub alert_publish: Option<String>,
+    /// The address subscribers' mail comes from, as `Name <status@example.com>` or a bare
+    /// address (with HERALD_SMTP_URL)
+    #[arg(long, global = true, env = "HERALD_MAIL_FROM", value_name = "ADDRESS")]
+    pub mail_from: Option<String>,
+    /// The site's time zone (IANA name): mails give times in UTC and in it [default: UTC]
+    #[arg(long, global = true, env = "HERALD_TIMEZONE", value_name = "ZONE")]
+    pub timezone: Option<String>,
     /// Discord channel id the bot token posts to (with HERALD_DISCORD_BOT_TOKEN)
     #[arg(
         long,
@@ -238,6 +245,8 @@ struct FileSettings {
     #[serde(default, with = "opt_duration")]
     alert_quiet: Option<Duration>,
     alert_publish: Option<String>,
+    mail_from: Option<String>,
+    timezone: Option<String>,
     #[serde(default)]
     components: Vec<ComponentSetting>,
     discord_channel_id: Option<String>,
@@ -391,6 +400,7 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
     pub announce: AnnounceSettings,
     pub alerts: AlertSettings,
+    pub mail: MailSettings,
 }
 
 /// How monitors' alerts become incidents.
@@ -402,6 +412,80 @@ pub struct AlertSettings {
     pub quiet: Duration,
     /// Sources whose incidents are published at once (others open drafts).
     pub publish: Vec<String>,
+}
+
+/// Mail to subscribers. Without an SMTP server nobody can subscribe (the form says so).
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    /// `smtp://user:pass@host:587` (STARTTLS), `smtps://host:465` (TLS), or
+    /// `smtp://host:25?tls=none` for a relay on the same machine (HERALD_SMTP_URL).
+    pub smtp_url: Option<Secret>,
+    /// The password, when not in the URL (HERALD_SMTP_PASSWORD).
+    pub smtp_password: Option<Secret>,
+    pub from: Option<String>,
+    /// Mails give times in UTC and in this zone.
+    pub timezone: jiff::tz::TimeZone,
+    /// The zone's name as configured.
+    pub timezone_name: String,
+    /// DKIM: the selector (HERALD_DKIM_SELECTOR) and the private key, PEM, RSA or Ed25519
+    /// (HERALD_DKIM_KEY: the key itself or a path to it).
+    pub dkim: Option<(String, Secret)>,
+}
+
+impl MailSettings {
+    fn load(args: &SettingsArgs, file: &FileSettings) -> anyhow::Result<Self> {
+        let from = args
+            .mail_from
+            .clone()
+            .or_else(|| file.mail_from.clone())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty());
+        let timezone_name = args
+            .timezone
+            .clone()
+            .or_else(|| file.timezone.clone())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "UTC".to_owned());
+        let timezone = jiff::tz::TimeZone::get(&timezone_name).map_err(|e| {
+            anyhow::anyhow!("HERALD_TIMEZONE {timezone_name:?} is not a time zone: {e}")
+        })?;
+        let smtp_url = env_secret("HERALD_SMTP_URL");
+        if let Some(url) = &smtp_url {
+            let scheme = url.expose().split("://").next().unwrap_or_default();
+            if !matches!(scheme, "smtp" | "smtps") {
+                bail!("HERALD_SMTP_URL must be an smtp:// or smtps:// URL");
+            }
+            if from.is_none() {
+                bail!("HERALD_SMTP_URL is set but HERALD_MAIL_FROM is not");
+            }
+        }
+        let dkim = match (
+            env_secret("HERALD_DKIM_SELECTOR"),
+            env_secret("HERALD_DKIM_KEY"),
+        ) {
+            (Some(selector), Some(key)) => {
+                let pem = if key.expose().contains("-----BEGIN") {
+                    key
+                } else {
+                    Secret::new(std::fs::read_to_string(key.expose()).map_err(|e| {
+                        anyhow::anyhow!("HERALD_DKIM_KEY: reading {}: {e}", key.expose())
+                    })?)
+                };
+                Some((selector.expose().to_owned(), pem))
+            }
+            (None, None) => None,
+            _ => bail!("HERALD_DKIM_SELECTOR and HERALD_DKIM_KEY go together"),
+        };
+        Ok(Self {
+            smtp_url,
+            smtp_password: env_secret("HERALD_SMTP_PASSWORD"),
+            from,
+            timezone,
+            timezone_name,
+            dkim,
+        })
+    }
 }
 
 /// The monitors Herald takes alerts from, as `/api/v1/alerts/{source}` names them.
@@ -464,6 +548,7 @@ impl Settings {
             None => (FileSettings::default(), None),
         };
         let announce = AnnounceSettings::load(args, &file)?;
+        let mail = MailSettings::load(args, &file)?;
         let listen = args
             .listen
             .or(file.listen)
@@ -618,6 +703,7 @@ impl Settings {
                 .filter(|t| !t.is_empty())
                 .map(Secret::new),
             announce,
+            mail,
             config_file,
         })
     }
@@ -674,6 +760,10 @@ impl Settings {
             "alert_publish".into(),
             text(&self.alerts.publish.join(", ")),
         );
+        if let Some(v) = &self.mail.from {
+            t.insert("mail_from".into(), text(v));
+        }
+        t.insert("timezone".into(), text(&self.mail.timezone_name));
         let a = &self.announce;
         if let Some(v) = &a.discord_channel_id {
             t.insert("discord_channel_id".into(), text(v));
@@ -912,6 +1002,14 @@ drain_timeout = "30s"
 alert_component_label = "component"
 alert_quiet = "1h"
 alert_publish = ""
+
+# Mail to subscribers (the form on the public pages). The SMTP server comes from the
+# environment only, as it may carry a password: HERALD_SMTP_URL (smtp://user:pass@host:587 with
+# STARTTLS, smtps://host:465, smtp://localhost:25?tls=none for a local relay), HERALD_SMTP_PASSWORD
+# when not in the URL, and for DKIM signing HERALD_DKIM_SELECTOR + HERALD_DKIM_KEY (PEM or a
+# path to it). Mails give times in UTC and in the site's time zone.
+# mail_from = "Example status <status@example.com>"      HERALD_MAIL_FROM
+timezone = "UTC"                                      # HERALD_TIMEZONE
 
 # Announcements. Channels are added in the admin UI (Channels) or from the environment:
 #   HERALD_DISCORD_WEBHOOK_URL                          a Discord webhook

@@ -32,6 +32,7 @@ pub fn idem_key(kind: ChannelKind) -> String {
         ChannelKind::DiscordWebhook | ChannelKind::DiscordBot => format!("h{}", random_hex(20)),
         ChannelKind::Bluesky => new_tid(),
         ChannelKind::Webhook => webhook_message_id(),
+        ChannelKind::Email => format!("m{}", random_hex(20)),
     }
 }
 

@@ -37,9 +37,19 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 
 /// Build everything `herald serve` runs, ready to serve: store, configured components, demo data.
 pub async fn build(settings: &Settings, demo: bool) -> anyhow::Result<AppState> {
-    let service = Service::new(open_store(settings).await?)
+    let mut service = Service::new(open_store(settings).await?)
         .with_delivery_deadline(settings.announce.delivery_deadline)
         .with_rollout_fold(settings.announce.rollout_edit_interval);
+    if settings.mail.smtp_url.is_some() {
+        service = service.with_mail(crate::service::MailIdentity {
+            site_name: settings.site_name.clone(),
+            domain: crate::notify::mail::domain_of(settings.mail.from.as_deref()),
+        });
+    }
+    service
+        .link_key()
+        .await
+        .context("reading the key of subscribers' links")?;
     for c in &settings.components {
         service
             .ensure_component(NewComponent {
@@ -115,7 +125,7 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     let presence = claim_instance_id(state.service.store(), &settings.instance_id).await?;
     spawn_presence(&state, &settings.instance_id, presence, &tasks, &token);
     spawn_metrics_upkeep(&state, &tasks, &token);
-    spawn_outbox(&state, &tasks, &token);
+    spawn_outbox(&state, &tasks, &token)?;
     crate::scheduler::spawn(
         state.service.acting(crate::domain::Actor::Scheduler),
         token.clone(),
@@ -161,6 +171,12 @@ fn env_channels(settings: &Settings) -> Vec<NewChannel> {
         ..NewChannel::default()
     };
     let mut out = Vec::new();
+    if let (Some(_), Some(from)) = (&settings.mail.smtp_url, &settings.mail.from) {
+        out.push(NewChannel {
+            target: from.clone(),
+            ..base("Email to subscribers", ChannelKind::Email)
+        });
+    }
     if let Some(url) = &a.discord_webhook_url {
         out.push(NewChannel {
             secret: ChannelSecret::new(url.expose()),
@@ -188,14 +204,27 @@ fn env_channels(settings: &Settings) -> Vec<NewChannel> {
 }
 
 /// Start the announcement workers; they stop with `token` after the delivery in hand.
-pub fn spawn_outbox(state: &AppState, tasks: &TaskTracker, token: &CancellationToken) {
+pub fn spawn_outbox(
+    state: &AppState,
+    tasks: &TaskTracker,
+    token: &CancellationToken,
+) -> anyhow::Result<()> {
+    let settings = NotifySettings::from_settings(&state.settings);
     Outbox::spawn(
         state.service.store().clone(),
         state.service.outbox_events(),
-        NotifySettings::from_settings(&state.settings),
+        settings.clone(),
         token.clone(),
         tasks.clone(),
     );
+    crate::notify::mail::Mailer::spawn(
+        state.service.store().clone(),
+        state.service.outbox_events(),
+        &settings,
+        state.service.link_key_now()?,
+        token.clone(),
+        tasks,
+    )
 }
 
 /// How often a running instance marks its id as in use, and how long after the last mark the

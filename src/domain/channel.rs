@@ -16,14 +16,18 @@ pub enum ChannelKind {
     /// An HTTP endpoint of the operator's choosing, sent JSON events signed as the Standard
     /// Webhooks specification says.
     Webhook,
+    /// Mail to the subscribers (HERALD_SMTP_URL): made from the environment only. Its
+    /// delivery hands the event to the mail fan-out (`crate::notify::mail`).
+    Email,
 }
 
 impl ChannelKind {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::DiscordWebhook,
         Self::DiscordBot,
         Self::Bluesky,
         Self::Webhook,
+        Self::Email,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -32,6 +36,7 @@ impl ChannelKind {
             Self::DiscordBot => "discord_bot",
             Self::Bluesky => "bluesky",
             Self::Webhook => "webhook",
+            Self::Email => "email",
         }
     }
 
@@ -45,7 +50,13 @@ impl ChannelKind {
             Self::DiscordBot => "Discord bot",
             Self::Bluesky => "Bluesky",
             Self::Webhook => "Signed webhook",
+            Self::Email => "Email to subscribers",
         }
+    }
+
+    /// Whether an admin may add one in the Channels form (email comes from the environment).
+    pub fn is_addable(self) -> bool {
+        self != Self::Email
     }
 
     pub fn is_discord(self) -> bool {
@@ -113,9 +124,40 @@ pub const DEFAULT_INCIDENT_MILESTONES: [UpdateKind; 4] = [
     UpdateKind::IncidentPostmortem,
 ];
 
+/// What subscribers are mailed about: every step of a window (steps fold into one mail per
+/// few minutes), every incident event, and a rollout's start, failure and end.
+pub const DEFAULT_EMAIL_EVENTS: [UpdateKind; 23] = [
+    UpdateKind::Announced,
+    UpdateKind::Reminder,
+    UpdateKind::Rescheduled,
+    UpdateKind::Started,
+    UpdateKind::StepDone,
+    UpdateKind::StepFailed,
+    UpdateKind::StepSkipped,
+    UpdateKind::Note,
+    UpdateKind::Overrunning,
+    UpdateKind::Completed,
+    UpdateKind::Cancelled,
+    UpdateKind::RolloutStarted,
+    UpdateKind::RolloutStalled,
+    UpdateKind::RolloutCompleted,
+    UpdateKind::RolloutFailed,
+    UpdateKind::RolloutAborted,
+    UpdateKind::RolloutRolledBack,
+    UpdateKind::RolloutNote,
+    UpdateKind::IncidentOpened,
+    UpdateKind::IncidentUpdated,
+    UpdateKind::IncidentResolved,
+    UpdateKind::IncidentReopened,
+    UpdateKind::IncidentPostmortem,
+];
+
 /// Everything a new channel of `kind` receives, windows and rollouts. A signed webhook gets
 /// every event (its receiver is a program that filters for itself) except drain counts.
 pub fn default_events(kind: ChannelKind) -> Vec<UpdateKind> {
+    if kind == ChannelKind::Email {
+        return DEFAULT_EMAIL_EVENTS.to_vec();
+    }
     if kind == ChannelKind::Webhook {
         return event_kinds()
             .filter(|k| *k != UpdateKind::RolloutDrain)
@@ -457,6 +499,15 @@ impl NewChannel {
                 }
                 if secret.is_empty() && !has_secret {
                     return Err(ValidationError::new("secret", "a signing secret is needed"));
+                }
+            }
+            ChannelKind::Email => {
+                // The sender's address; the SMTP server and its password are settings.
+                if !self.target.contains('@') {
+                    return Err(ValidationError::new(
+                        "target",
+                        "give the address mail comes from (HERALD_MAIL_FROM)",
+                    ));
                 }
             }
             ChannelKind::Bluesky => {

@@ -179,6 +179,8 @@ impl Preferences {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscriber {
     pub id: i64,
+    /// Where mail goes: the domain in ASCII.
+    pub send_to: String,
     /// As written.
     pub address: String,
     pub key: String,
@@ -224,6 +226,183 @@ pub fn parse_kinds_list(text: &str) -> Result<Vec<MailKind>, ValidationError> {
     }
     kinds.sort();
     Ok(kinds)
+}
+
+/// What a mail is: news of one kind (to the subscribers who chose it), or a message to one
+/// subscriber (the confirmation, or their manage link when they subscribe again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailPurpose {
+    News(MailKind),
+    Confirm,
+    Manage,
+}
+
+impl MailPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::News(kind) => kind.as_str(),
+            Self::Confirm => "confirm",
+            Self::Manage => "manage",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "confirm" => Some(Self::Confirm),
+            "manage" => Some(Self::Manage),
+            other => MailKind::parse(other).map(Self::News),
+        }
+    }
+
+    /// Which kind of news an announcement of `kind` is, for subscribers' choices.
+    pub fn of_update(kind: super::UpdateKind) -> Self {
+        use super::UpdateKind as K;
+        Self::News(if kind == K::Reminder {
+            MailKind::Reminders
+        } else if kind.is_rollout() {
+            MailKind::Rollouts
+        } else if super::UpdateKind::INCIDENT.contains(&kind) {
+            MailKind::Incidents
+        } else {
+            MailKind::Maintenance
+        })
+    }
+}
+
+/// Steps of a window fold: one arriving within this long of the window's last mail waits and
+/// goes out with whatever else changed meanwhile.
+pub const STEP_FOLD: SignedDuration = SignedDuration::from_mins(3);
+
+/// A mail to queue: rendered once, sent to every subscriber it concerns with their own links
+/// in the footer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMail {
+    pub purpose: MailPurpose,
+    /// The one subscriber it goes to (a confirmation); `None`: every subscriber who wants it.
+    pub subscriber_id: Option<i64>,
+    /// What it is about (`window:3`): mails of one thread reply to each other.
+    pub thread: Option<String>,
+    /// Component ids affected; empty: names none.
+    pub components: Vec<i64>,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// This mail's Message-ID, and the one the thread's first mail takes (`<…@…>`).
+    pub message_id: String,
+    pub root_id: String,
+    /// A step: waits up to [`STEP_FOLD`] after the thread's last mail, joined by what follows.
+    pub folds: bool,
+}
+
+/// A queued mail, as a worker sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailFanout {
+    pub id: i64,
+    pub purpose: MailPurpose,
+    pub subscriber_id: Option<i64>,
+    pub components: Vec<i64>,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    pub message_id: String,
+    pub in_reply_to: Option<String>,
+    pub references: Option<String>,
+    pub created_at: Timestamp,
+}
+
+impl MailFanout {
+    /// Whether `s` gets this mail.
+    pub fn goes_to(&self, s: &Subscriber) -> bool {
+        match self.purpose {
+            MailPurpose::News(kind) => {
+                s.confirmed_at.is_some()
+                    && s.bouncing_at.is_none()
+                    && s.preferences.wants(kind, &self.components)
+            }
+            MailPurpose::Confirm | MailPurpose::Manage => self.subscriber_id == Some(s.id),
+        }
+    }
+}
+
+/// A run of subscribers of one fan-out that a worker holds under a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailBatch {
+    pub id: i64,
+    pub fanout_id: i64,
+    pub last_id: i64,
+    /// The last subscriber handled.
+    pub cursor: i64,
+    pub attempts: i64,
+}
+
+/// Permanent refusals in a row after which an address counts as bouncing and is not mailed.
+pub const BOUNCE_LIMIT: i64 = 3;
+
+/// What a subscriber's link lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkPurpose {
+    /// Change what they follow, or unsubscribe (every mail carries it).
+    Manage,
+    /// Confirm the subscription (the confirmation mail alone carries it).
+    Confirm,
+}
+
+/// The site's key for subscribers' links: a link carries an HMAC of its purpose, the
+/// subscriber's id and address, so nothing stored is a credential, and a link stops working
+/// when its subscriber is gone (a new subscription of the same address has a new id).
+#[derive(Clone)]
+pub struct LinkKey(Vec<u8>);
+
+impl LinkKey {
+    pub fn new(key: Vec<u8>) -> Self {
+        Self(key)
+    }
+
+    fn mac(&self, purpose: LinkPurpose, id: i64, address_key: &str) -> hmac::Hmac<sha2::Sha256> {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0)
+            .expect("HMAC takes keys of any length");
+        let purpose = match purpose {
+            LinkPurpose::Manage => "manage",
+            LinkPurpose::Confirm => "confirm",
+        };
+        mac.update(format!("{purpose}\n{id}\n{address_key}").as_bytes());
+        mac
+    }
+
+    /// The token for a link: 128 bits of the MAC, base64url.
+    pub fn token(&self, purpose: LinkPurpose, id: i64, address_key: &str) -> String {
+        use base64::Engine as _;
+        use hmac::Mac;
+        let bytes = self.mac(purpose, id, address_key).finalize().into_bytes();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..16])
+    }
+
+    /// Whether `token` is the one for this purpose and subscriber (in constant time).
+    pub fn verify(&self, purpose: LinkPurpose, id: i64, address_key: &str, token: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        let expected = self.token(purpose, id, address_key);
+        expected.len() == token.len() && bool::from(expected.as_bytes().ct_eq(token.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for LinkKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinkKey(…)")
+    }
+}
+
+/// A subscriber's own pages, under the site's public URL.
+pub fn manage_path(id: i64, token: &str) -> String {
+    format!("/subscriptions/{id}/{token}")
+}
+
+pub fn confirm_path(id: i64, token: &str) -> String {
+    format!("/subscriptions/{id}/{token}/confirm")
+}
+
+pub fn unsubscribe_path(id: i64, token: &str) -> String {
+    format!("/subscriptions/{id}/{token}/unsubscribe")
 }
 
 /// At most one confirmation mail per address this often, however often the form is posted.

@@ -173,7 +173,7 @@ impl Discord {
                     default_base.unwrap_or(hook.base),
                 )
             }
-            ChannelKind::Bluesky | ChannelKind::Webhook => {
+            ChannelKind::Bluesky | ChannelKind::Webhook | ChannelKind::Email => {
                 return Err(SendError::Permanent("not a Discord channel".into()));
             }
         };

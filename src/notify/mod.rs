@@ -16,6 +16,7 @@
 
 pub mod bluesky;
 pub mod discord;
+pub mod mail;
 pub mod render;
 pub mod webhook;
 
@@ -61,6 +62,12 @@ pub struct NotifySettings {
     /// Let channels reach loopback, private and link-local addresses, and plain http
     /// (HERALD_ALLOW_PRIVATE_TARGETS): for a receiver on the operator's own network, and tests.
     pub allow_private_targets: bool,
+    /// Mails give times in UTC and in this zone.
+    pub timezone: jiff::tz::TimeZone,
+    /// Mail to subscribers, when HERALD_SMTP_URL is set.
+    pub mail: Option<crate::config::MailSettings>,
+    /// Wakes the mail workers when the email channel queues a mail.
+    pub mail_wake: Arc<tokio::sync::Notify>,
 }
 
 impl NotifySettings {
@@ -74,6 +81,13 @@ impl NotifySettings {
             request_timeout: settings.announce.delivery_timeout,
             instance_id: settings.instance_id.clone(),
             allow_private_targets: settings.announce.allow_private_targets,
+            timezone: settings.mail.timezone.clone(),
+            mail: settings
+                .mail
+                .smtp_url
+                .is_some()
+                .then(|| settings.mail.clone()),
+            mail_wake: Arc::default(),
         }
     }
 
@@ -420,6 +434,7 @@ pub fn sender_for(
         }
         ChannelKind::Bluesky => Arc::new(bluesky::Bluesky::new(channel, settings, store.clone())?),
         ChannelKind::Webhook => Arc::new(webhook::Webhook::new(channel, settings)?),
+        ChannelKind::Email => Arc::new(mail::EmailChannel::new(channel, settings, store)),
     })
 }
 
@@ -1022,6 +1037,9 @@ mod target_tests {
             request_timeout: Duration::from_secs(1),
             instance_id: "test".into(),
             allow_private_targets: allow,
+            timezone: jiff::tz::TimeZone::UTC,
+            mail: None,
+            mail_wake: Arc::default(),
         }
     }
 

@@ -874,3 +874,105 @@ mod tests {
         assert_eq!(escape_markdown("*a_b* <@123>"), "\\*a\\_b\\* \\<\\@123\\>");
     }
 }
+
+/// A mail's words: the subject and the body as plain paragraphs (the first one is the
+/// headline), the same facts the page shows, times in UTC and in the site's zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailWords {
+    pub subject: String,
+    pub paragraphs: Vec<String>,
+}
+
+/// A time as `Mon 1 Dec 2026, 14:00 UTC`, and in `zone` after it when that is not UTC.
+pub fn utc_and_zone(t: jiff::Timestamp, zone: &jiff::tz::TimeZone) -> String {
+    let utc = format_utc(t);
+    if zone.iana_name() == Some("UTC") || zone == &jiff::tz::TimeZone::UTC {
+        return utc;
+    }
+    let local = t.to_zoned(zone.clone());
+    format!("{utc} ({})", local.strftime("%a %-d %b, %H:%M %Z"))
+}
+
+/// The times Herald wrote in `text` (in UTC), each followed by the site's zone.
+fn zoned_text(text: &str, zone: &jiff::tz::TimeZone) -> String {
+    crate::domain::map_utc_times(text, str::to_owned, |t| utc_and_zone(t, zone))
+}
+
+fn mail_when(m: &Maintenance, zone: &jiff::tz::TimeZone) -> String {
+    match m.schedule() {
+        Schedule::Fixed {
+            starts_at,
+            ends_at: Some(end),
+        } => format!(
+            "{} to {}",
+            utc_and_zone(starts_at, zone),
+            utc_and_zone(end, zone)
+        ),
+        Schedule::Fixed { starts_at, .. } => utc_and_zone(starts_at, zone),
+        Schedule::Tentative { .. } => utc_when(m),
+    }
+}
+
+/// A window's event as a mail: the headline Bluesky would post (uncut), then the window's
+/// schedule, what it affects and where it stands.
+pub fn mail_window(window: &Maintenance, update: &Update, zone: &jiff::tz::TimeZone) -> MailWords {
+    let event = Event::new(window, update, false);
+    let headline = BlueskyText { e: &event }
+        .render()
+        .unwrap_or_else(|_| event.title.clone());
+    let mut paragraphs = vec![zoned_text(headline.trim(), zone)];
+    if update.kind == crate::domain::UpdateKind::Announced && !window.description.trim().is_empty()
+    {
+        paragraphs.push(window.description.trim().to_owned());
+    }
+    paragraphs.push(format!("When: {}", mail_when(window, zone)));
+    if !event.components.is_empty() {
+        paragraphs.push(format!("Affects: {}", event.components));
+    }
+    if !window.steps.is_empty() && update.kind != crate::domain::UpdateKind::Announced {
+        paragraphs.push(format!(
+            "Progress: {} of {} steps done.",
+            window.steps_done(),
+            window.steps.len()
+        ));
+    }
+    let label = update.kind.label();
+    MailWords {
+        subject: format!("{}: {label}", window.title),
+        paragraphs,
+    }
+}
+
+/// A rollout's event as a mail.
+pub fn mail_rollout(r: &Rollout, update: &RolloutUpdate) -> MailWords {
+    let event = RolloutEvent::new(r, update, false, false);
+    let headline = BlueskyRolloutText { e: &event }
+        .render()
+        .unwrap_or_else(|_| event.title.clone());
+    let mut paragraphs = vec![headline.trim().to_owned()];
+    paragraphs.push(r.version_headline());
+    MailWords {
+        subject: format!("Rollout: {}: {}", r.title, update.kind.label()),
+        paragraphs,
+    }
+}
+
+/// An incident's update as a mail.
+pub fn mail_incident(
+    i: &Incident,
+    u: &IncidentUpdate,
+    components: &[Component],
+    zone: &jiff::tz::TimeZone,
+) -> MailWords {
+    let text = incident_text(i, u, components, false);
+    let mut paragraphs: Vec<String> = text
+        .split('\n')
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| zoned_text(l, zone))
+        .collect();
+    paragraphs.push(format!("Posted {}", utc_and_zone(u.created_at, zone)));
+    MailWords {
+        subject: format!("Incident: {}: {}", i.title, u.status.label()),
+        paragraphs,
+    }
+}

@@ -44,6 +44,13 @@ impl Service {
     /// returned channel, once: it is shown nowhere else).
     pub async fn create_channel(&self, new: NewChannel) -> ServiceResult<Channel> {
         self.require(Role::Admin)?;
+        if new.kind.is_some_and(|k| !k.is_addable()) {
+            return Err(ValidationError::new(
+                "kind",
+                "mail to subscribers is set up by HERALD_SMTP_URL and HERALD_MAIL_FROM",
+            )
+            .into());
+        }
         let mut new = new;
         if new.kind == Some(ChannelKind::Webhook) && new.secret.expose().trim().is_empty() {
             new.secret = ChannelSecret::new(crate::ids::webhook_secret());

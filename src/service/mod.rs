@@ -74,6 +74,10 @@ pub struct Service {
     keys_pruned: Arc<std::sync::atomic::AtomicI64>,
     /// Sign-in attempts, counted in the database on this service's clock.
     sign_ins: Arc<sign_in::SignInThrottle>,
+    /// The key of subscribers' links, read (or made) at first use.
+    link_key: Arc<tokio::sync::OnceCell<crate::domain::LinkKey>>,
+    /// Mail to subscribers, when set up: the site's name and the sender's domain.
+    mail: Option<Arc<subscribers::MailIdentity>>,
 }
 
 /// Where the data behind a public page stands. A page rendered for an older `generation` is
@@ -111,6 +115,8 @@ impl Service {
             actor: crate::domain::Actor::System,
             announce: true,
             keys_pruned: Arc::default(),
+            link_key: Arc::default(),
+            mail: None,
         }
     }
 
@@ -510,4 +516,4 @@ pub use accounts::{NewSession, NewToken, PasswordCheck, SESSION_LIFETIME};
 pub use alerts::{AlertNotice, AlertOutcome, AlertPolicy};
 pub use idempotency::KEY_LIFETIME;
 pub use sign_in::SignInThrottle;
-pub use subscribers::{ImportReport, ImportRow};
+pub use subscribers::{ImportReport, ImportRow, MailIdentity, SUBSCRIBE_PER_ADDRESS};

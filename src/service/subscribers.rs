@@ -1,9 +1,10 @@
 //! Email subscribers: importing them from another status page's export and exporting them
 //! (`herald subscribers import|export`).
 
-use super::{Service, ServiceResult};
+use super::{Service, ServiceError, ServiceResult};
 use crate::domain::{
-    EmailAddress, NewSubscriber, Preferences, Role, Subscriber, ValidationError, parse_kinds_list,
+    CONFIRMATION_INTERVAL, CONFIRMATION_TTL, EmailAddress, LinkKey, LinkPurpose, MailPurpose,
+    NewSubscriber, Preferences, Role, Subscriber, ValidationError, parse_kinds_list,
 };
 use crate::store::SubscriberCounts;
 
@@ -129,5 +130,230 @@ impl Service {
 
     pub async fn subscriber_counts(&self) -> ServiceResult<SubscriberCounts> {
         Ok(self.store.count_subscribers().await?)
+    }
+}
+
+/// Who mails subscribers: the site's name and the sender's domain (for Message-IDs).
+#[derive(Debug, Clone)]
+pub struct MailIdentity {
+    pub site_name: String,
+    pub domain: String,
+}
+
+/// Forms posted to subscribe from one client address (an IPv6 /64) within the sign-in
+/// throttle's window (15 minutes).
+pub const SUBSCRIBE_PER_ADDRESS: i64 = 10;
+
+impl Service {
+    /// This service mails subscribers as `identity` (HERALD_SMTP_URL is set).
+    pub fn with_mail(mut self, identity: MailIdentity) -> Self {
+        self.mail = Some(std::sync::Arc::new(identity));
+        self
+    }
+
+    /// Whether the public can subscribe (mail is set up).
+    pub fn mail_enabled(&self) -> bool {
+        self.mail.is_some()
+    }
+
+    /// The key that signs subscribers' links: made at the site's first start, kept in the
+    /// database so every instance and every restart agrees.
+    pub async fn link_key(&self) -> ServiceResult<LinkKey> {
+        Ok(self
+            .link_key
+            .get_or_try_init(|| async {
+                let fresh = crate::ids::random_hex(32);
+                let hex = self.store.site_secret("subscriber_links", &fresh).await?;
+                let bytes = (0..hex.len())
+                    .step_by(2)
+                    .filter_map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                    .collect::<Vec<u8>>();
+                Ok::<_, ServiceError>(LinkKey::new(bytes))
+            })
+            .await?
+            .clone())
+    }
+
+    /// The key of subscribers' links once [`Service::link_key`] has read it.
+    pub fn link_key_now(&self) -> anyhow::Result<LinkKey> {
+        self.link_key
+            .get()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("the key of subscribers' links is not read yet"))
+    }
+
+    /// Someone asked for mail at `email`. The answer is the same whoever they are: a new or
+    /// unconfirmed address gets a confirmation mail, a confirmed one a mail with its manage
+    /// link, at most one per address every ten minutes however often the form is posted. An
+    /// unconfirmed subscription takes the choices of the latest form; a confirmed one changes
+    /// only through its own link. `Err(wait)` inside: this client posted too often.
+    pub async fn subscribe(
+        &self,
+        email: &str,
+        preferences: Preferences,
+        client: Option<std::net::IpAddr>,
+    ) -> ServiceResult<Result<(), std::time::Duration>> {
+        let Some(mail) = self.mail.clone() else {
+            return Err(ValidationError::new(
+                "email",
+                "updates by email are not available on this site",
+            )
+            .into());
+        };
+        let address = EmailAddress::parse(email)?;
+        let keys = [format!(
+            "subscribe address {}",
+            client.map_or_else(|| "-".to_owned(), crate::domain::client_key)
+        )];
+        let now_ms = self.now().as_millisecond();
+        let window = crate::domain::SignInRule::default().window_ms();
+        let rule = |counts: &mut [crate::domain::Attempts]| {
+            let c = &mut counts[0];
+            if c.since_ms <= now_ms - window || c.n == 0 {
+                c.n = 0;
+                c.since_ms = now_ms;
+            }
+            if c.n >= SUBSCRIBE_PER_ADDRESS {
+                return Err(std::time::Duration::from_millis(
+                    (c.since_ms + window - now_ms).max(0) as u64,
+                ));
+            }
+            c.n += 1;
+            c.last_ms = now_ms;
+            Ok(())
+        };
+        if let Err(wait) = self.store.count_attempts(&keys, now_ms, &rule).await? {
+            return Ok(Err(wait));
+        }
+        let now = self.now();
+        let subscriber = match self.store.subscriber_by_key(&address.key).await? {
+            Some(s) => s,
+            None => {
+                let new = NewSubscriber {
+                    address: address.clone(),
+                    preferences: preferences.clone(),
+                    confirmed: false,
+                };
+                match self.store.insert_subscriber(&new, now).await {
+                    Ok(s) => s,
+                    // Two forms at once: the other made it.
+                    Err(crate::store::StoreError::Duplicate(_)) => self
+                        .store
+                        .subscriber_by_key(&address.key)
+                        .await?
+                        .ok_or(ServiceError::NotFound("subscriber"))?,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let purpose = if subscriber.confirmed_at.is_some() {
+            MailPurpose::Manage
+        } else {
+            if subscriber.preferences != preferences {
+                self.store
+                    .set_subscriber_preferences(subscriber.id, &preferences)
+                    .await?;
+            }
+            MailPurpose::Confirm
+        };
+        let mail =
+            crate::notify::mail::personal_mail(purpose, &subscriber, &mail.site_name, &mail.domain);
+        if self
+            .store
+            .queue_personal_mail(&mail, now - CONFIRMATION_INTERVAL, now)
+            .await?
+        {
+            self.wake_outbox().await;
+        }
+        Ok(Ok(()))
+    }
+
+    /// The subscriber a link names, when its token is right (else not found: a wrong token
+    /// and a missing subscriber look alike).
+    pub async fn subscription(
+        &self,
+        id: i64,
+        token: &str,
+        purpose: LinkPurpose,
+    ) -> ServiceResult<Subscriber> {
+        let key = self.link_key().await?;
+        match self.store.subscriber(id).await? {
+            Some(s) if key.verify(purpose, s.id, &s.key, token) => Ok(s),
+            _ => Err(ServiceError::NotFound("subscription")),
+        }
+    }
+
+    /// Follow a confirmation link: the subscription is confirmed (again is fine).
+    pub async fn confirm_subscription(&self, id: i64, token: &str) -> ServiceResult<Subscriber> {
+        let s = self.subscription(id, token, LinkPurpose::Confirm).await?;
+        if s.confirmed_at.is_none() {
+            if self.now().duration_since(s.created_at) > CONFIRMATION_TTL {
+                return Err(ServiceError::NotFound("subscription"));
+            }
+            self.store.confirm_subscriber(s.id, self.now()).await?;
+        }
+        self.store
+            .subscriber(id)
+            .await?
+            .ok_or(ServiceError::NotFound("subscription"))
+    }
+
+    /// Change what a subscriber follows, through their link.
+    pub async fn update_subscription(
+        &self,
+        id: i64,
+        token: &str,
+        preferences: Preferences,
+    ) -> ServiceResult<Subscriber> {
+        let s = self.subscription(id, token, LinkPurpose::Manage).await?;
+        if preferences.kinds.is_empty() {
+            return Err(ValidationError::new(
+                "kinds",
+                "choose at least one kind of mail, or unsubscribe",
+            )
+            .into());
+        }
+        self.store
+            .set_subscriber_preferences(s.id, &preferences)
+            .await?;
+        self.store
+            .subscriber(id)
+            .await?
+            .ok_or(ServiceError::NotFound("subscription"))
+    }
+
+    /// Unsubscribe through a link (one click from a mail client, or the manage page). The
+    /// address is forgotten. Unsubscribing twice is fine.
+    pub async fn unsubscribe(&self, id: i64, token: &str) -> ServiceResult<()> {
+        match self.subscription(id, token, LinkPurpose::Manage).await {
+            Ok(s) => {
+                self.store.delete_subscriber(s.id, None).await?;
+                Ok(())
+            }
+            Err(ServiceError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An admin removes a subscriber.
+    pub async fn remove_subscriber(&self, id: i64) -> ServiceResult<()> {
+        self.require(Role::Admin)?;
+        let audit = self.audit_entry("subscriber.remove", format!("subscriber {id}"));
+        if !self.store.delete_subscriber(id, Some(&audit)).await? {
+            return Err(ServiceError::NotFound("subscriber"));
+        }
+        crate::telemetry::log_change(&audit);
+        Ok(())
+    }
+
+    /// Subscribers whose address contains `text`, for an admin.
+    pub async fn find_subscribers(&self, text: &str) -> ServiceResult<Vec<Subscriber>> {
+        self.require(Role::Admin)?;
+        Ok(self.store.find_subscribers(text, 50).await?)
+    }
+
+    /// How the mail queue stands, for the admin page.
+    pub async fn mail_backlog(&self) -> ServiceResult<crate::store::MailBacklog> {
+        Ok(self.store.mail_backlog().await?)
     }
 }

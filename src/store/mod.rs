@@ -171,6 +171,7 @@ pub trait Store:
     + Rollouts
     + Incidents
     + Subscribers
+    + MailQueue
     + Idempotency
     + Send
     + Sync
@@ -721,6 +722,114 @@ pub trait Subscribers: Send + Sync {
         limit: i64,
     ) -> StoreResult<Vec<crate::domain::Subscriber>>;
     async fn count_subscribers(&self) -> StoreResult<SubscriberCounts>;
+    async fn subscriber(&self, id: i64) -> StoreResult<Option<crate::domain::Subscriber>>;
+    async fn subscriber_by_key(&self, key: &str) -> StoreResult<Option<crate::domain::Subscriber>>;
+    /// Add an unconfirmed subscriber; [`StoreError::Duplicate`] when the key is taken.
+    async fn insert_subscriber(
+        &self,
+        new: &crate::domain::NewSubscriber,
+        now: Timestamp,
+    ) -> StoreResult<crate::domain::Subscriber>;
+    async fn set_subscriber_preferences(
+        &self,
+        id: i64,
+        preferences: &crate::domain::Preferences,
+    ) -> StoreResult<()>;
+    /// Confirm (once: later calls change nothing). Returns whether it was unconfirmed.
+    async fn confirm_subscriber(&self, id: i64, now: Timestamp) -> StoreResult<bool>;
+    /// Remove a subscriber and what is queued for them alone; with an audit entry when an
+    /// admin did it. Returns whether they were there.
+    async fn delete_subscriber(&self, id: i64, audit: Option<&NewAudit>) -> StoreResult<bool>;
+    /// Forget unconfirmed subscribers who signed up before `before`. Returns how many.
+    async fn expire_unconfirmed(&self, before: Timestamp) -> StoreResult<u64>;
+    /// Subscribers whose address contains `text` (an admin looking one up), at most `limit`.
+    async fn find_subscribers(
+        &self,
+        text: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::Subscriber>>;
+}
+
+/// The mail queue: fan-outs of one mail to many subscribers, cut into leased batches.
+#[async_trait]
+pub trait MailQueue: Send + Sync {
+    /// The site secret `name`, `fresh` stored at first use (several instances starting
+    /// together agree on the first one stored).
+    async fn site_secret(&self, name: &str, fresh: &str) -> StoreResult<String>;
+    /// Queue `mail` to one subscriber if none went to them since `since` (then their
+    /// confirmation time is now), in one transaction. Returns whether it was queued.
+    async fn queue_personal_mail(
+        &self,
+        mail: &crate::domain::NewMail,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Queue an event's mail for the email channel's delivery `delivery_id`, once however
+    /// often the delivery is attempted; a step joins the thread's mail not yet begun.
+    async fn queue_event_mail(
+        &self,
+        delivery_id: i64,
+        mail: &crate::domain::NewMail,
+        now: Timestamp,
+    ) -> StoreResult<i64>;
+    /// Take a batch to send: one whose lease ran out or whose retry is due, else a new one cut
+    /// from the oldest due fan-out (at most `size` subscribers).
+    async fn claim_mail_batch(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        size: i64,
+    ) -> StoreResult<Option<crate::domain::MailBatch>>;
+    async fn mail_fanout(&self, id: i64) -> StoreResult<Option<crate::domain::MailFanout>>;
+    /// The subscribers of a batch past its cursor, in id order.
+    async fn mail_batch_subscribers(
+        &self,
+        batch: &crate::domain::MailBatch,
+        personal: Option<i64>,
+    ) -> StoreResult<Vec<crate::domain::Subscriber>>;
+    /// Subscriber `subscriber_id` is done (sent, or not for them): the cursor moves past it
+    /// and the lease is renewed. False when the lease is no longer `owner`'s.
+    async fn mail_advance(
+        &self,
+        batch_id: i64,
+        owner: &str,
+        subscriber_id: i64,
+        lease_until_ms: i64,
+    ) -> StoreResult<bool>;
+    /// A permanent refusal for `subscriber_id`: counted, and past `limit` in a row the address
+    /// is marked bouncing. The cursor moves past it.
+    async fn mail_bounced(
+        &self,
+        batch_id: i64,
+        owner: &str,
+        subscriber_id: i64,
+        limit: i64,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Mail reached `subscriber_id`: their refusals in a row start again from none.
+    async fn mail_reached(&self, subscriber_id: i64) -> StoreResult<()>;
+    /// Give the batch up until `next_ms` (a temporary failure), with the reason.
+    async fn mail_retry_later(
+        &self,
+        batch_id: i64,
+        owner: &str,
+        next_ms: i64,
+        error: &str,
+    ) -> StoreResult<()>;
+    /// The batch is through; its fan-out too when it was the last.
+    async fn mail_batch_done(&self, batch_id: i64, owner: &str, now: Timestamp) -> StoreResult<()>;
+    /// Hand back the batches `owner` held when it stopped (a restart under the same instance
+    /// id, which no other running instance holds): they go on at their cursors at once.
+    async fn release_mail_leases(&self, owner: &str) -> StoreResult<u64>;
+    /// How the queue stands: fan-outs not done, and batches waiting to retry.
+    async fn mail_backlog(&self) -> StoreResult<MailBacklog>;
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MailBacklog {
+    pub fanouts: i64,
+    pub retrying: i64,
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod incidents;
 pub mod ops;
 pub mod public;
 pub mod rollouts;
+pub mod subscriptions;
 pub mod view;
 
 use std::collections::HashMap;
@@ -490,6 +491,22 @@ pub fn router(state: AppState) -> Router {
         .route("/rollouts/{id}", get(rollouts::rollout))
         .route("/incidents/{id}", get(incidents::incident))
         .route("/history", get(public::history))
+        .route(
+            "/subscribe",
+            get(subscriptions::form).post(subscriptions::subscribe),
+        )
+        .route(
+            "/subscriptions/{id}/{token}",
+            get(subscriptions::manage).post(subscriptions::save),
+        )
+        .route(
+            "/subscriptions/{id}/{token}/confirm",
+            get(subscriptions::confirm_page).post(subscriptions::confirm),
+        )
+        .route(
+            "/subscriptions/{id}/{token}/unsubscribe",
+            get(subscriptions::unsubscribe_page).post(subscriptions::unsubscribe),
+        )
         .route(
             "/feed.atom",
             get(|s: State<AppState>, h: HeaderMap| feeds::site(s, h, feeds::Format::Atom)),

@@ -37,9 +37,15 @@ pub struct Follow {
     pub bluesky: Option<String>,
     pub badge_html: String,
     pub badge_markdown: String,
+    /// Mail is set up: the pages offer "Get updates by email".
+    pub email: bool,
 }
 
 impl Follow {
+    fn with_email(self, email: bool) -> Self {
+        Self { email, ..self }
+    }
+
     fn new(public_url: &str, site: &str, discord: Option<String>, bluesky: Option<String>) -> Self {
         let base = public_url.trim_end_matches('/');
         let host = base
@@ -56,6 +62,7 @@ impl Follow {
                 "<a href=\"{base}/\"><img src=\"{base}/badge.svg\" alt=\"Status of {site}\" height=\"20\"></a>"
             ),
             badge_markdown: format!("[![Status of {site}]({base}/badge.svg)]({base}/)"),
+            email: false,
         }
     }
 }
@@ -94,7 +101,8 @@ impl Site {
                 &settings.site_name,
                 settings.discord_invite.clone(),
                 settings.bluesky_profile.clone(),
-            ),
+            )
+            .with_email(settings.mail.smtp_url.is_some()),
             ..site
         }
     }

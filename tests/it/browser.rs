@@ -393,7 +393,8 @@ async fn maintainer_runs_a_window_in_a_real_browser() {
     }
     let outbox_token = tokio_util::sync::CancellationToken::new();
     let outbox_tasks = tokio_util::task::TaskTracker::new();
-    herald::server::spawn_outbox(&state, &outbox_tasks, &outbox_token);
+    herald::server::spawn_outbox(&state, &outbox_tasks, &outbox_token)
+        .expect("outbox and mail workers");
     state
         .service
         .acting(herald::domain::Actor::System)

@@ -121,7 +121,7 @@ async fn start_herald() -> Herald {
         .unwrap();
     let token = tokio_util::sync::CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
-    herald::server::spawn_outbox(&state, &tasks, &token);
+    herald::server::spawn_outbox(&state, &tasks, &token).expect("outbox and mail workers");
     // The outbox runs as long as the test: its token is never cancelled.
     std::mem::forget(token);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 const HOUR: i64 = 60;
 
 /// The virtualenv's python: `HERALD_TEST_PYTOOLS`, or installed now by `.ci/pytools`.
-fn python() -> String {
+pub(crate) fn python() -> String {
     if let Ok(p) = std::env::var("HERALD_TEST_PYTOOLS") {
         return p;
     }

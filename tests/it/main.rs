@@ -19,6 +19,7 @@ mod fakes;
 mod idempotency;
 mod incidents;
 mod instances;
+mod mail;
 mod pages;
 mod roles;
 mod rollout_cli;

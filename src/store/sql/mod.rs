@@ -21,6 +21,7 @@ mod accounts;
 mod copy;
 mod idempotency;
 mod incidents;
+mod mail;
 pub(crate) mod outbox;
 mod postgres;
 mod rollouts;

@@ -144,18 +144,18 @@ pub(super) async fn open_existing(url: &str, read_only: bool) -> StoreResult<Any
 
 pub(super) async fn migrate(pool: &AnyPool) -> StoreResult<()> {
     sqlx::migrate!("./migrations/sqlite").run(pool).await?;
-    rebuild_channels_for_webhooks(pool).await
+    rebuild_channels_for_kinds(pool).await
 }
 
-/// Let the channels table hold signed webhooks (see
-/// migrations/sqlite-rebuilds/channels_webhook.sql for why this is not a sqlx migration).
-async fn rebuild_channels_for_webhooks(pool: &AnyPool) -> StoreResult<()> {
+/// Let the channels table hold signed webhooks and email (see
+/// migrations/sqlite-rebuilds/channels_kinds.sql for why this is not a sqlx migration).
+async fn rebuild_channels_for_kinds(pool: &AnyPool) -> StoreResult<()> {
     let definition: String = sqlx::query_scalar(
         "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'channels'",
     )
     .fetch_one(pool)
     .await?;
-    if definition.contains("'webhook'") {
+    if definition.contains("'email'") {
         return Ok(());
     }
     let mut conn = pool.acquire().await?;
@@ -168,7 +168,7 @@ async fn rebuild_channels_for_webhooks(pool: &AnyPool) -> StoreResult<()> {
 async fn rebuild_channels(conn: &mut sqlx::AnyConnection) -> StoreResult<()> {
     let mut tx = conn.begin().await?;
     tx.execute(include_str!(
-        "../../../migrations/sqlite-rebuilds/channels_webhook.sql"
+        "../../../migrations/sqlite-rebuilds/channels_kinds.sql"
     ))
     .await?;
     let broken = sqlx::query("PRAGMA foreign_key_check")

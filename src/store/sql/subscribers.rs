@@ -9,7 +9,7 @@ use crate::domain::{MailKind, NewAudit, NewSubscriber, Preferences, Subscriber};
 use crate::store::{StoreError, StoreResult, SubscriberCounts, Subscribers};
 
 #[derive(sqlx::FromRow)]
-struct SubscriberRow {
+pub(super) struct SubscriberRow {
     id: i64,
     address: String,
     address_key: String,
@@ -39,8 +39,11 @@ impl TryFrom<SubscriberRow> for Subscriber {
             .filter(|k| !k.is_empty())
             .map(|k| parse(k, "mail kind", MailKind::parse))
             .collect::<StoreResult<Vec<_>>>()?;
+        let send_to = crate::domain::EmailAddress::parse(&r.address)
+            .map_or_else(|_| r.address.clone(), |a| a.ascii_domain);
         Ok(Self {
             id: r.id,
+            send_to,
             address: r.address,
             key: r.address_key,
             preferences: Preferences { components, kinds },
@@ -64,6 +67,13 @@ fn components_json(p: &Preferences) -> Option<String> {
     p.components
         .as_ref()
         .map(|c| serde_json::to_string(c).expect("ids serialise"))
+}
+
+const SUBSCRIBER_COLUMNS: &str = "id, address, address_key, components, kinds, confirmed_at, \
+     created_at, bounces, bouncing_at";
+
+pub(super) fn subscriber_query(condition: &str) -> String {
+    format!("SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE {condition}")
 }
 
 #[async_trait]
@@ -121,17 +131,14 @@ impl Subscribers for SqlStore {
     }
 
     async fn list_subscribers(&self, after_id: i64, limit: i64) -> StoreResult<Vec<Subscriber>> {
-        sqlx::query_as::<_, SubscriberRow>(
-            "SELECT id, address, address_key, components, kinds, confirmed_at, created_at, \
-             bounces, bouncing_at FROM subscribers WHERE id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(after_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(Subscriber::try_from)
-        .collect()
+        sqlx::query_as::<_, SubscriberRow>(&subscriber_query("id > $1 ORDER BY id LIMIT $2"))
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(Subscriber::try_from)
+            .collect()
     }
 
     async fn count_subscribers(&self) -> StoreResult<SubscriberCounts> {
@@ -148,5 +155,120 @@ impl Subscribers for SqlStore {
             confirmed,
             bouncing,
         })
+    }
+
+    async fn subscriber(&self, id: i64) -> StoreResult<Option<Subscriber>> {
+        sqlx::query_as::<_, SubscriberRow>(&subscriber_query("id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(Subscriber::try_from)
+            .transpose()
+    }
+
+    async fn subscriber_by_key(&self, key: &str) -> StoreResult<Option<Subscriber>> {
+        sqlx::query_as::<_, SubscriberRow>(&subscriber_query("address_key = $1"))
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(Subscriber::try_from)
+            .transpose()
+    }
+
+    async fn insert_subscriber(
+        &self,
+        new: &NewSubscriber,
+        now: Timestamp,
+    ) -> StoreResult<Subscriber> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO subscribers (address, address_key, components, kinds, confirmed_at, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(&new.address.shown)
+        .bind(&new.address.key)
+        .bind(components_json(&new.preferences))
+        .bind(kinds_text(&new.preferences.kinds))
+        .bind(new.confirmed.then(|| secs(now)))
+        .bind(secs(now))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Duplicate("a subscriber with this address")
+            }
+            _ => StoreError::Database(e),
+        })?;
+        self.subscriber(id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("subscriber {id} vanished")))
+    }
+
+    async fn set_subscriber_preferences(&self, id: i64, p: &Preferences) -> StoreResult<()> {
+        sqlx::query("UPDATE subscribers SET components = $1, kinds = $2 WHERE id = $3")
+            .bind(components_json(p))
+            .bind(kinds_text(&p.kinds))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn confirm_subscriber(&self, id: i64, now: Timestamp) -> StoreResult<bool> {
+        Ok(sqlx::query(
+            "UPDATE subscribers SET confirmed_at = $1 WHERE id = $2 AND confirmed_at IS NULL",
+        )
+        .bind(secs(now))
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    async fn delete_subscriber(&self, id: i64, audit: Option<&NewAudit>) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let gone = sqlx::query("DELETE FROM subscribers WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if gone && let Some(audit) = audit {
+            super::accounts::insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(gone)
+    }
+
+    async fn expire_unconfirmed(&self, before: Timestamp) -> StoreResult<u64> {
+        Ok(
+            sqlx::query("DELETE FROM subscribers WHERE confirmed_at IS NULL AND created_at < $1")
+                .bind(secs(before))
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    async fn find_subscribers(&self, text: &str, limit: i64) -> StoreResult<Vec<Subscriber>> {
+        let pattern = format!(
+            "%{}%",
+            text.trim()
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        sqlx::query_as::<_, SubscriberRow>(&format!(
+            "{} ORDER BY id LIMIT $2",
+            subscriber_query("address_key LIKE $1 ESCAPE '\\'")
+        ))
+        .bind(pattern)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(Subscriber::try_from)
+        .collect()
     }
 }

@@ -157,6 +157,7 @@ async fn channels_page_with(
             channels,
             kinds: ChannelKind::ALL
                 .into_iter()
+                .filter(|k| k.is_addable())
                 .map(|k| (k.as_str(), k.label()))
                 .collect(),
             draft,

@@ -450,7 +450,8 @@ impl TestApp {
     pub fn start_outbox(&self) -> Outbox {
         let token = tokio_util::sync::CancellationToken::new();
         let tracker = tokio_util::task::TaskTracker::new();
-        herald::server::spawn_outbox(&self.state, &tracker, &token);
+        herald::server::spawn_outbox(&self.state, &tracker, &token)
+            .expect("outbox and mail workers");
         Outbox { token, tracker }
     }
 

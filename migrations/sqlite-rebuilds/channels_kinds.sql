@@ -1,4 +1,4 @@
--- Signed webhooks, a fourth kind of channel: the channels table rebuilt with the new kind in
+-- Signed webhooks and email, the fourth and fifth kinds of channel: the channels table rebuilt with the new kind in
 -- its CHECK constraint, as SQLite's documentation says (https://sqlite.org/lang_altertable.html,
 -- "other kinds of table schema changes"). Not a sqlx migration: sqlx 0.8 runs every SQLite
 -- migration inside a transaction, where foreign keys cannot be switched off, and with them on
@@ -8,7 +8,7 @@
 CREATE TABLE channels_v2 (
     id           INTEGER PRIMARY KEY,
     name         TEXT NOT NULL UNIQUE,
-    kind         TEXT NOT NULL CHECK (kind IN ('discord_webhook', 'discord_bot', 'bluesky', 'webhook')),
+    kind         TEXT NOT NULL CHECK (kind IN ('discord_webhook', 'discord_bot', 'bluesky', 'webhook', 'email')),
     -- Public part of the address: webhook id, channel id, Bluesky handle/DID, or the URL a
     -- signed webhook posts to.
     target       TEXT NOT NULL,
