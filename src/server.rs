@@ -217,6 +217,9 @@ pub fn spawn_outbox(
         token.clone(),
         tasks.clone(),
     );
+    if settings.mail.is_none() {
+        return Ok(());
+    }
     crate::notify::mail::Mailer::spawn(
         state.service.store().clone(),
         state.service.outbox_events(),

@@ -365,6 +365,11 @@ fn admin_routes() -> Router<AppState> {
         )
         .route("/admin/tokens/{id}/revoke", post(admin::revoke_token))
         .route("/admin/audit", get(admin::audit))
+        .route("/admin/subscribers", get(admin::subscribers::subscribers))
+        .route(
+            "/admin/subscribers/{id}/delete",
+            post(admin::subscribers::remove_subscriber),
+        )
         .route(
             "/admin/components",
             get(admin::components).post(admin::create_component),

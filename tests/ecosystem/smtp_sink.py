@@ -1,11 +1,11 @@
 """A real SMTP server for Herald's mail tests (aiosmtpd), keeping what it accepts.
 
-    python smtp_sink.py PORT OUT.jsonl
+    python smtp_sink.py PORT OUT.jsonl [count]
 
 Each accepted message is one JSON line in OUT.jsonl: {"from", "to": [...], "data"}. Recipients
 whose local part starts with "bounce" are refused for good (550 5.1.1); "defer" ones are refused
 for now (451 4.7.1) the first time each is seen, then accepted. SMTPUTF8 is offered. Prints
-"ready" once listening.
+"ready" once listening. With `count` (the benchmark), lines carry the recipients only.
 """
 
 import asyncio
@@ -15,6 +15,8 @@ import sys
 from aiosmtpd.controller import Controller
 
 port, out = int(sys.argv[1]), sys.argv[2]
+count_only = len(sys.argv) > 3 and sys.argv[3] == "count"
+sink = open(out, "a", encoding="utf-8", buffering=1)
 deferred = set()
 
 
@@ -30,8 +32,10 @@ class Keep:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        with open(out, "a", encoding="utf-8") as f:
-            f.write(json.dumps({
+        if count_only:
+            sink.write(json.dumps({"to": envelope.rcpt_tos}) + "\n")
+        else:
+            sink.write(json.dumps({
                 "from": envelope.mail_from,
                 "to": envelope.rcpt_tos,
                 "data": envelope.content.decode("utf-8", "replace"),

@@ -26,6 +26,7 @@ const ADMIN_POSTS: &[&str] = &[
     "/admin/channels/{id}/delete",
     "/admin/channels/{id}/test",
     "/admin/channels/{id}/rotate",
+    "/admin/subscribers/{id}/delete",
 ];
 
 /// Admin form posts every signed-in user (a maintainer at least) may send.
@@ -55,6 +56,15 @@ const MAINTAINER_POSTS: &[&str] = &[
 
 /// Posts before or without a session: signing in and out, the first-run setup.
 const SESSION_POSTS: &[&str] = &["/admin/login", "/admin/logout", "/admin/setup"];
+
+/// Posts anyone may send: subscribing by email, and a subscriber's own links (the signed
+/// token in the path is the credential; one-click unsubscribe comes without cookies).
+const PUBLIC_POSTS: &[&str] = &[
+    "/subscribe",
+    "/subscriptions/{id}/{token}",
+    "/subscriptions/{id}/{token}/confirm",
+    "/subscriptions/{id}/{token}/unsubscribe",
+];
 
 /// API writes only an admin token may make.
 const ADMIN_API: &[(&str, &str)] = &[
@@ -87,7 +97,8 @@ fn every_admin_post_says_who_may_send_it() {
         assert!(
             ADMIN_POSTS.contains(&path.as_str())
                 || MAINTAINER_POSTS.contains(&path.as_str())
-                || SESSION_POSTS.contains(&path.as_str()),
+                || SESSION_POSTS.contains(&path.as_str())
+                || PUBLIC_POSTS.contains(&path.as_str()),
             "POST {path} is in no table of tests/it/roles.rs: say who may send it"
         );
     }

@@ -36,6 +36,10 @@ const TABLES: &[(&str, &str)] = &[
     ("setup_code", "id"),
     ("idempotency_keys", "scope, idem_key"),
     ("subscribers", "id"),
+    ("site_secrets", "name"),
+    ("mail_fanouts", "id"),
+    ("mail_fanout_deliveries", "delivery_id"),
+    ("mail_batches", "id"),
 ];
 
 /// A rollout names the one rolling it back, which comes later: that column is filled in once

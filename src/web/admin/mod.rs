@@ -32,6 +32,7 @@ pub mod incidents;
 pub mod rollouts;
 mod run;
 mod session;
+pub mod subscribers;
 mod windows;
 
 pub use accounts::*;
