@@ -427,8 +427,8 @@ pub struct MailSettings {
     pub timezone: jiff::tz::TimeZone,
     /// The zone's name as configured.
     pub timezone_name: String,
-    /// DKIM: the selector (HERALD_DKIM_SELECTOR) and the private key, PEM, RSA or Ed25519
-    /// (HERALD_DKIM_KEY: the key itself or a path to it).
+    /// DKIM: the selector (HERALD_DKIM_SELECTOR) and the private key (HERALD_DKIM_KEY: the
+    /// key itself or a path to a file holding it): RSA as PKCS#1 PEM, or Ed25519 as base64.
     pub dkim: Option<(String, Secret)>,
 }
 
@@ -465,7 +465,7 @@ impl MailSettings {
             env_secret("HERALD_DKIM_KEY"),
         ) {
             (Some(selector), Some(key)) => {
-                let pem = if key.expose().contains("-----BEGIN") {
+                let pem = if !std::path::Path::new(key.expose()).is_file() {
                     key
                 } else {
                     Secret::new(std::fs::read_to_string(key.expose()).map_err(|e| {
@@ -1006,8 +1006,9 @@ alert_publish = ""
 # Mail to subscribers (the form on the public pages). The SMTP server comes from the
 # environment only, as it may carry a password: HERALD_SMTP_URL (smtp://user:pass@host:587 with
 # STARTTLS, smtps://host:465, smtp://localhost:25?tls=none for a local relay), HERALD_SMTP_PASSWORD
-# when not in the URL, and for DKIM signing HERALD_DKIM_SELECTOR + HERALD_DKIM_KEY (PEM or a
-# path to it). Mails give times in UTC and in the site's time zone.
+# when not in the URL, and for DKIM signing HERALD_DKIM_SELECTOR + HERALD_DKIM_KEY (RSA as
+# PKCS#1 PEM or Ed25519 as base64, or a path to a file holding it). Mails give times in UTC and
+# in the site's time zone.
 # mail_from = "Example status <status@example.com>"      HERALD_MAIL_FROM
 timezone = "UTC"                                      # HERALD_TIMEZONE
 

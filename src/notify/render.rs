@@ -875,6 +875,13 @@ mod tests {
     }
 }
 
+/// Text for HTML (mails, feed entries), escaped as askama escapes the pages.
+pub fn escape_html(s: &str) -> String {
+    askama::filters::escape(s, askama::filters::Html)
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+}
+
 /// A mail's words: the subject and the body as plain paragraphs (the first one is the
 /// headline), the same facts the page shows, times in UTC and in the site's zone.
 #[derive(Debug, Clone, PartialEq, Eq)]

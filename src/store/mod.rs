@@ -806,6 +806,7 @@ pub trait MailQueue: Send + Sync {
         subscriber_id: i64,
         limit: i64,
         now: Timestamp,
+        lease_until_ms: i64,
     ) -> StoreResult<bool>;
     /// Mail reached `subscriber_id`: their refusals in a row start again from none.
     async fn mail_reached(&self, subscriber_id: i64) -> StoreResult<()>;
@@ -819,9 +820,12 @@ pub trait MailQueue: Send + Sync {
     ) -> StoreResult<()>;
     /// The batch is through; its fan-out too when it was the last.
     async fn mail_batch_done(&self, batch_id: i64, owner: &str, now: Timestamp) -> StoreResult<()>;
-    /// Hand back the batches `owner` held when it stopped (a restart under the same instance
-    /// id, which no other running instance holds): they go on at their cursors at once.
-    async fn release_mail_leases(&self, owner: &str) -> StoreResult<u64>;
+    /// Hand back the batches `owners` (this instance's workers) held when it stopped (a
+    /// restart under the same instance id, which no other running instance holds): they go on
+    /// at their cursors at once.
+    async fn release_mail_leases(&self, owners: &[String]) -> StoreResult<u64>;
+    /// Forget mails sent before `before`, with their batches. Returns how many.
+    async fn prune_mail(&self, before: Timestamp) -> StoreResult<u64>;
     /// How the queue stands: fan-outs not done, and batches waiting to retry.
     async fn mail_backlog(&self) -> StoreResult<MailBacklog>;
 }

@@ -407,11 +407,7 @@ fn when_text(m: &Maintenance) -> String {
     }
 }
 
-fn escape(s: &str) -> String {
-    askama::filters::escape(s, askama::filters::Html)
-        .map(|e| e.to_string())
-        .unwrap_or_default()
-}
+use crate::notify::render::escape_html as escape;
 
 // ----- iCalendar -----------------------------------------------------------------------------
 

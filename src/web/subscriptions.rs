@@ -34,6 +34,8 @@ struct SubscribePage {
     /// The form went through: say to look for the mail.
     sent: bool,
     enabled: bool,
+    /// How often an address may be sent a mail from the form.
+    interval_minutes: i64,
 }
 
 #[derive(Template)]
@@ -47,6 +49,8 @@ struct SubscriptionPage {
     everything: bool,
     components: Vec<Choice>,
     kinds: Vec<Choice>,
+    /// The field a refused save is about, and why.
+    error_for: String,
     error: String,
     notice: String,
 }
@@ -201,6 +205,7 @@ pub async fn form(State(state): State<AppState>) -> Result<Response, AppError> {
         error: String::new(),
         sent: false,
         enabled: state.service.mail_enabled(),
+        interval_minutes: crate::domain::CONFIRMATION_INTERVAL.as_mins(),
     };
     Ok(private(StatusCode::OK, page.render()?))
 }
@@ -226,17 +231,21 @@ pub async fn subscribe(
             .map_err(AppError::from),
         Err(e) => Err(e),
     };
+    let mut retry_after = None;
     let (status, error_for, error, sent) = match outcome {
         Ok(Ok(())) => (StatusCode::OK, String::new(), String::new(), true),
-        Ok(Err(wait)) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            "email".to_owned(),
-            format!(
-                "Too many requests from your network. Try again in {} minutes.",
-                wait.as_secs().div_ceil(60).max(1)
-            ),
-            false,
-        ),
+        Ok(Err(wait)) => {
+            retry_after = Some(wait.as_secs().max(1));
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                "email".to_owned(),
+                format!(
+                    "Too many requests from your network. Try again in {} minutes.",
+                    wait.as_secs().div_ceil(60).max(1)
+                ),
+                false,
+            )
+        }
         Err(AppError::Domain(crate::domain::DomainError::Invalid(v))) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             v.field.to_string(),
@@ -245,8 +254,7 @@ pub async fn subscribe(
         ),
         Err(e) => return Err(e),
     };
-    let ids: Vec<i64> = Vec::new();
-    let (components, kinds) = choices(&state, c.everything, &ids, &c.slugs, &c.kinds).await?;
+    let (components, kinds) = choices(&state, c.everything, &[], &c.slugs, &c.kinds).await?;
     let page = SubscribePage {
         site: site_page(&state, "Get updates by email", "/subscribe"),
         email: c.email,
@@ -257,12 +265,13 @@ pub async fn subscribe(
         error,
         sent,
         enabled: state.service.mail_enabled(),
+        interval_minutes: crate::domain::CONFIRMATION_INTERVAL.as_mins(),
     };
     let mut response = private(status, page.render()?);
-    if status == StatusCode::TOO_MANY_REQUESTS {
+    if let Some(secs) = retry_after {
         response
             .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("900"));
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     Ok(response)
 }
@@ -286,6 +295,7 @@ async fn subscription_page(
         everything,
         components,
         kinds,
+        error_for: String::new(),
         error: String::new(),
         notice: notice.to_owned(),
     })
@@ -300,6 +310,7 @@ fn gone(state: &AppState, mode: &'static str) -> Result<Response, AppError> {
         everything: true,
         components: Vec::new(),
         kinds: Vec::new(),
+        error_for: String::new(),
         error: String::new(),
         notice: String::new(),
     };
@@ -351,6 +362,7 @@ pub async fn save(
             page.everything = c.everything;
             page.components = components;
             page.kinds = kinds;
+            page.error_for = v.field.to_string();
             page.error = v.message;
             Ok(private(StatusCode::UNPROCESSABLE_ENTITY, page.render()?))
         }

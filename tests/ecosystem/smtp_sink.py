@@ -5,11 +5,13 @@
 Each accepted message is one JSON line in OUT.jsonl: {"from", "to": [...], "data"}. Recipients
 whose local part starts with "bounce" are refused for good (550 5.1.1); "defer" ones are refused
 for now (451 4.7.1) the first time each is seen, then accepted. SMTPUTF8 is offered. Prints
-"ready" once listening. With `count` (the benchmark), lines carry the recipients only.
+"ready" once listening. With `count` (the benchmark), lines carry the recipients only; with
+SINK_DELAY_MS set, each message takes that long to accept (a slower server).
 """
 
 import asyncio
 import json
+import os
 import sys
 
 from aiosmtpd.controller import Controller
@@ -17,6 +19,7 @@ from aiosmtpd.controller import Controller
 port, out = int(sys.argv[1]), sys.argv[2]
 count_only = len(sys.argv) > 3 and sys.argv[3] == "count"
 sink = open(out, "a", encoding="utf-8", buffering=1)
+delay = int(os.environ.get("SINK_DELAY_MS", "0")) / 1000
 deferred = set()
 
 
@@ -32,6 +35,8 @@ class Keep:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if delay:
+            await asyncio.sleep(delay)
         if count_only:
             sink.write(json.dumps({"to": envelope.rcpt_tos}) + "\n")
         else:

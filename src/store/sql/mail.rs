@@ -72,8 +72,11 @@ impl MailQueue for SqlStore {
             .ok_or_else(|| StoreError::Corrupt("a personal mail names nobody".into()))?;
         let mut tx = self.pool.begin().await?;
         // The check and the mark are one statement: ten forms posted at once send one mail.
+        // An unconfirmed subscription lives CONFIRMATION_TTL from its latest confirmation
+        // mail: created_at moves with it.
         let marked = sqlx::query(
-            "UPDATE subscribers SET confirm_sent_at = $1 \
+            "UPDATE subscribers SET confirm_sent_at = $1, \
+             created_at = CASE WHEN confirmed_at IS NULL THEN $1 ELSE created_at END \
              WHERE id = $2 AND COALESCE(confirm_sent_at, 0) <= $3",
         )
         .bind(secs(now))
@@ -84,6 +87,9 @@ impl MailQueue for SqlStore {
         .rows_affected()
             == 1;
         if !marked {
+            // At once: a dropped transaction is rolled back only when its connection is next
+            // used, and on SQLite it would keep the write lock while idle in the pool.
+            tx.rollback().await?;
             return Ok(false);
         }
         insert_fanout(&mut tx, mail, None, None, now, now.as_millisecond()).await?;
@@ -106,16 +112,24 @@ impl MailQueue for SqlStore {
         .fetch_optional(&mut *tx)
         .await?
         {
+            tx.rollback().await?;
             return Ok(id);
         }
         let now_ms = now.as_millisecond();
         let thread = mail.thread.as_deref().unwrap_or("");
-        // The thread's mail not yet begun (no batch cut) takes this event in.
-        let pending = sqlx::query(
+        // The thread's mail not yet begun (no batch cut) takes this event in. On PostgreSQL
+        // the row is locked, so a worker cutting its first batch meanwhile either waits for
+        // this event or has begun (then last_id is set and a new mail is made).
+        let pending = sqlx::query(&format!(
             "SELECT id, components, folds FROM mail_fanouts \
              WHERE thread = $1 AND kind = $2 AND subscriber_id IS NULL AND last_id IS NULL \
-             ORDER BY id DESC LIMIT 1",
-        )
+             ORDER BY id DESC LIMIT 1{}",
+            if self.backend == Backend::Postgres {
+                " FOR UPDATE"
+            } else {
+                ""
+            }
+        ))
         .bind(thread)
         .bind(mail.purpose.as_str())
         .fetch_optional(&mut *tx)
@@ -136,12 +150,12 @@ impl MailQueue for SqlStore {
                 }
                 // Something other than a step goes now, and takes the waiting steps with it.
                 let due = if mail.folds { None } else { Some(now_ms) };
-                sqlx::query(
+                let joined = sqlx::query(
                     "UPDATE mail_fanouts SET subject = $1, \
                      text_body = text_body || $2, html_body = html_body || $3, \
                      components = $4, folds = folds + 1, \
                      due_ms = CASE WHEN $5 < due_ms THEN $5 ELSE due_ms END \
-                     WHERE id = $6",
+                     WHERE id = $6 AND last_id IS NULL",
                 )
                 .bind(&mail.subject)
                 .bind(format!("\n{}", mail.text))
@@ -150,9 +164,14 @@ impl MailQueue for SqlStore {
                 .bind(due.unwrap_or(i64::MAX))
                 .bind(id)
                 .execute(&mut *tx)
-                .await?;
-                id
+                .await?
+                .rows_affected();
+                (joined == 1).then_some(id)
             }
+            None => None,
+        };
+        let fanout = match fanout {
+            Some(id) => id,
             None => {
                 let last = sqlx::query(
                     "SELECT message_id, created_ms FROM mail_fanouts \
@@ -225,6 +244,7 @@ impl MailQueue for SqlStore {
             .fetch_optional(&mut *tx)
             .await?
             else {
+                tx.rollback().await?;
                 return Ok(None);
             };
             let fanout: i64 = f.try_get("id")?;
@@ -372,12 +392,15 @@ impl MailQueue for SqlStore {
         subscriber_id: i64,
         limit: i64,
         now: Timestamp,
+        lease_until_ms: i64,
     ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
         let ours = sqlx::query(
-            "UPDATE mail_batches SET cursor = $1 WHERE id = $2 AND lease_owner = $3 AND done_at IS NULL",
+            "UPDATE mail_batches SET cursor = $1, lease_until_ms = $2 \
+             WHERE id = $3 AND lease_owner = $4 AND done_at IS NULL",
         )
         .bind(subscriber_id)
+        .bind(lease_until_ms)
         .bind(batch_id)
         .bind(owner)
         .execute(&mut *tx)
@@ -385,6 +408,7 @@ impl MailQueue for SqlStore {
         .rows_affected()
             == 1;
         if !ours {
+            tx.rollback().await?;
             return Ok(false);
         }
         sqlx::query(
@@ -447,15 +471,29 @@ impl MailQueue for SqlStore {
         Ok(())
     }
 
-    async fn release_mail_leases(&self, owner: &str) -> StoreResult<u64> {
-        Ok(sqlx::query(
-            "UPDATE mail_batches SET lease_owner = NULL, lease_until_ms = NULL \
-             WHERE lease_owner = $1 AND done_at IS NULL",
+    async fn release_mail_leases(&self, owners: &[String]) -> StoreResult<u64> {
+        let mut released = 0;
+        for owner in owners {
+            released += sqlx::query(
+                "UPDATE mail_batches SET lease_owner = NULL, lease_until_ms = NULL \
+                 WHERE lease_owner = $1 AND done_at IS NULL",
+            )
+            .bind(owner)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        Ok(released)
+    }
+
+    async fn prune_mail(&self, before: Timestamp) -> StoreResult<u64> {
+        Ok(
+            sqlx::query("DELETE FROM mail_fanouts WHERE done_at IS NOT NULL AND done_at < $1")
+                .bind(secs(before))
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
         )
-        .bind(owner)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
     }
 
     async fn mail_backlog(&self) -> StoreResult<MailBacklog> {

@@ -24,6 +24,8 @@ struct SubscribersPage {
     q: String,
     found: Vec<SubscriberRow>,
     notice: Option<&'static str>,
+    ttl_hours: i64,
+    bounce_limit: i64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +86,8 @@ pub async fn subscribers(
             q,
             found,
             notice: (query.done == "subscriber_removed").then_some("Subscriber removed."),
+            ttl_hours: crate::domain::CONFIRMATION_TTL.as_hours(),
+            bounce_limit: crate::domain::BOUNCE_LIMIT,
         },
     )
 }
