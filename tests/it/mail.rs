@@ -217,8 +217,22 @@ impl Env {
     }
 
     async fn api(&self, token: &str, path: &str, body: Value) -> Value {
+        self.api_with(reqwest::Method::POST, token, path, body)
+            .await
+    }
+
+    async fn api_with(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: Value,
+    ) -> Value {
         let r = reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{}/api/v1{path}", self.port))
+            .request(
+                method,
+                format!("http://127.0.0.1:{}/api/v1{path}", self.port),
+            )
             .bearer_auth(token)
             .json(&body)
             .send()
@@ -883,4 +897,103 @@ async fn steps_that_come_fast_fold_into_one_mail_and_the_next_event_takes_them_a
     assert_eq!(b.fanout_id, late);
     let f = store.mail_fanout(late).await.unwrap().unwrap();
     assert_eq!(f.references.as_deref(), Some("<root@test> <m2@test>"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_and_rollouts_reach_the_subscribers_who_chose_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start(dir.path());
+    let env = Env::new(&sink, dir);
+    let mut herald = env.start().await;
+    let token = env.token();
+    for (slug, name) in [("api", "API"), ("db", "Database")] {
+        env.api(&token, "/components", json!({"slug": slug, "name": name}))
+            .await;
+    }
+    // A batch goes in id order: once the last (everything) has a mail, the others were
+    // handled.
+    env.import(
+        "email,components,kinds,confirmed\n\
+         inc@example.org,api,incidents,true\n\
+         dbinc@example.org,db,incidents,true\n\
+         maint@example.org,,maintenance,true\n\
+         roll@example.org,,rollouts,true\n\
+         all@example.org,,,true\n",
+    );
+    let subject_to = |mails: &[Mail], to: &str, part: &str| {
+        mails
+            .iter()
+            .filter(|m| m.to == to && m.header("Subject").unwrap().contains(part))
+            .cloned()
+            .collect::<Vec<Mail>>()
+    };
+
+    // An incident opened by hand (not by a monitor) on the API, then resolved.
+    let incident = env
+        .api(
+            &token,
+            "/incidents",
+            json!({"title": "API errors on writes", "body": "Some writes fail.", "impact": "major",
+                   "components": [{"slug": "api", "status": "partial_outage"}]}),
+        )
+        .await;
+    let id = incident["id"].as_i64().unwrap();
+    env.api(
+        &token,
+        &format!("/incidents/{id}/resolve"),
+        json!({"body": "Writes work again."}),
+    )
+    .await;
+    let mails = sink
+        .wait_for("the incident's two mails", 30, |m| {
+            subject_to(m, "all@example.org", "API errors on writes").len() >= 2
+        })
+        .await;
+    let to_inc = subject_to(&mails, "inc@example.org", "API errors on writes");
+    assert_eq!(to_inc.len(), 2, "the opening and the resolution");
+    assert!(to_inc[0].text().contains("Some writes fail."));
+    assert!(to_inc[0].text().contains(&format!("/incidents/{id}")));
+    assert_eq!(
+        to_inc[1].header("In-Reply-To"),
+        to_inc[0].header("Message-ID"),
+        "the resolution answers the opening"
+    );
+    for other in ["dbinc@example.org", "maint@example.org", "roll@example.org"] {
+        assert!(
+            subject_to(&mails, other, "API errors").is_empty(),
+            "{other} did not choose this"
+        );
+    }
+
+    // A rollout starts with its first report.
+    let rollout = env
+        .api(
+            &token,
+            "/rollouts",
+            json!({"title": "Fishjam v1.4.0", "from_version": "v1.3.2", "to_version": "v1.4.0",
+                   "targets": ["fishjam-1", "fishjam-2"]}),
+        )
+        .await;
+    let rid = rollout["id"].as_i64().unwrap();
+    env.api_with(
+        reqwest::Method::PUT,
+        &token,
+        &format!("/rollouts/{rid}/targets/fishjam-1"),
+        json!({"state": "draining", "remaining": {"rooms": 2}}),
+    )
+    .await;
+    let mails = sink
+        .wait_for("the rollout's start", 30, |m| {
+            !subject_to(m, "all@example.org", "Rollout: Fishjam").is_empty()
+        })
+        .await;
+    assert_eq!(
+        subject_to(&mails, "roll@example.org", "Rollout: Fishjam").len(),
+        1
+    );
+    for other in ["inc@example.org", "dbinc@example.org", "maint@example.org"] {
+        assert!(subject_to(&mails, other, "Rollout").is_empty(), "{other}");
+    }
+    kill(Pid::from_raw(herald.id() as i32), Signal::SIGTERM).unwrap();
+    herald.wait().unwrap();
 }
