@@ -938,6 +938,12 @@ async fn incidents_and_rollouts_reach_the_subscribers_who_chose_them() {
         )
         .await;
     let id = incident["id"].as_i64().unwrap();
+    // Resolved once the opening went out (an update arriving before its thread's mail began
+    // would join that mail, as steps do).
+    sink.wait_for("the incident's opening", 30, |m| {
+        !subject_to(m, "all@example.org", "API errors on writes").is_empty()
+    })
+    .await;
     env.api(
         &token,
         &format!("/incidents/{id}/resolve"),
